@@ -1,0 +1,10 @@
+"""fastercache_kernels: fused ops and compile-friendly cache policies for video diffusion transformers.
+
+Importing this package never initialises CUDA and never requires a compiled module.
+"""
+
+from . import ops
+from ._backend import BackendUnavailableError, available_backends, use_backend
+from ._version import __version__
+
+__all__ = ["ops", "use_backend", "available_backends", "BackendUnavailableError", "__version__"]

@@ -1,0 +1,101 @@
+"""Backend choice: automatic per device, or forced by FASTERCACHE_BACKEND or `use_backend(name)`.
+
+Automatic: a CUDA tensor goes to the _cuda module when built, else Triton, else the reference; a CPU tensor goes
+to _cpu when built, else the reference. Triton runs CPU tensors only under its interpreter (TRITON_INTERPRET=1,
+set before fastercache_kernels' Triton kernels are first imported): that is how the tests check the GPU kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib.util
+import os
+
+import torch
+
+from . import _ext
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
+
+_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("fastercache_backend", default=None)
+
+
+class BackendUnavailableError(RuntimeError):
+    """A forced backend cannot run on the given device; the message says why."""
+
+
+def _check_name(name: str, source: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{source}: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def forced_backend() -> str | None:
+    """The backend forced by `use_backend` (innermost first) or FASTERCACHE_BACKEND, else None."""
+    name = _forced.get()
+    if name is not None:
+        return name
+    env = os.environ.get("FASTERCACHE_BACKEND", "").strip().lower()
+    return _check_name(env, "FASTERCACHE_BACKEND") if env and env != "auto" else None
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Force every fastercache op called inside the block onto one backend.
+
+    >>> with fk.use_backend("reference"):
+    ...     y = fk.ops.extrapolate(a, b, 0.3)
+    """
+    token = _forced.set(_check_name(name, "use_backend"))
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def why_unavailable(name: str, device_type: str) -> str | None:
+    """None when backend `name` can run tensors of `device_type`, else the reason it cannot."""
+    if name == "reference":
+        return None
+    if name == "cpu":
+        if device_type != "cpu":
+            return f"the cpu backend runs CPU tensors only, not {device_type}"
+        return _ext.why_not("_cpu")
+    if name == "cuda":
+        if device_type != "cuda":
+            return f"the cuda backend runs CUDA tensors only, not {device_type}"
+        return _ext.why_not("_cuda")
+    if name == "triton":
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed (pip install triton)"
+        if device_type == "cuda":
+            return None
+        if device_type == "cpu":
+            return None if triton_interpreting() else "triton runs CPU tensors only under TRITON_INTERPRET=1"
+        return f"triton does not run {device_type} tensors"
+    raise ValueError(f"unknown backend {name!r}")
+
+
+def select(device: torch.device) -> str:
+    """The backend an op uses for tensors on `device`."""
+    forced = forced_backend()
+    if forced is not None:
+        reason = why_unavailable(forced, device.type)
+        if reason:
+            raise BackendUnavailableError(f"backend {forced!r} is unavailable for {device.type} tensors: {reason}")
+        return forced
+    order = ("cuda", "triton") if device.type == "cuda" else ("cpu",)
+    for name in order:
+        if why_unavailable(name, device.type) is None:
+            return name
+    return "reference"
+
+
+def available_backends(device_type: str = "cpu") -> dict[str, str | None]:
+    """{backend: None if usable for `device_type` tensors, else why not}."""
+    return {name: why_unavailable(name, device_type) for name in BACKENDS}

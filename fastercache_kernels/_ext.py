@@ -1,0 +1,72 @@
+"""Loads the compiled modules (_cpu, _cuda) when they were built, and says why not when they were not.
+
+Loading is lazy and never touches the CUDA driver: _cuda links cudart statically and the runtime initialises
+only on the first launch.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+
+_PKG = Path(__file__).resolve().parent
+
+
+@functools.cache
+def build_info() -> dict:
+    """What the CMake build recorded (compilers, whether _cuda was built and why not), or {} without a build."""
+    try:
+        return json.loads((_PKG / "_build_info.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@functools.cache
+def _load(name: str) -> tuple[ModuleType | None, str | None]:
+    try:
+        return importlib.import_module(f"fastercache_kernels.{name}"), None
+    except ImportError as e:
+        if not any(_PKG.glob(f"{name}.*")):
+            if name == "_cuda" and build_info().get("cuda"):
+                return None, f"_cuda {build_info()['cuda']}"
+            return None, f"{name} is not built (install the package with `pip install .` to compile it)"
+        return None, f"{name} failed to import: {e}"
+
+
+CPU_VARIANTS = {"baseline": "_cpu", "avx2": "_cpu_avx2"}
+
+
+def _has_avx2() -> bool:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def cpu_variant() -> str:
+    """Which build of the CPU module runs: FASTERCACHE_CPU_ISA=baseline|avx2 forces one, else the fastest
+    built one this CPU supports."""
+    want = os.environ.get("FASTERCACHE_CPU_ISA", "auto").strip().lower() or "auto"
+    if want == "auto":
+        return "avx2" if _has_avx2() and _load("_cpu_avx2")[0] is not None else "baseline"
+    if want not in CPU_VARIANTS:
+        raise ValueError(f"FASTERCACHE_CPU_ISA must be auto, baseline or avx2, not {want!r}")
+    if want == "avx2" and not _has_avx2():
+        raise RuntimeError("FASTERCACHE_CPU_ISA=avx2 but this CPU has no AVX2")
+    return want
+
+
+def cpu() -> ModuleType | None:
+    return _load(CPU_VARIANTS[cpu_variant()])[0]
+
+
+def cuda() -> ModuleType | None:
+    return _load("_cuda")[0]
+
+
+def why_not(name: str) -> str | None:
+    """None when the module `name` ("_cpu" or "_cuda") loads, else the reason it does not."""
+    return _load(name)[1]

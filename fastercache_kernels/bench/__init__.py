@@ -1,0 +1,1 @@
+"""The benchmark library used by the CLI and by benchmarks/."""

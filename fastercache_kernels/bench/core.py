@@ -1,0 +1,79 @@
+"""Timing and reporting: medians, GB/s from the bytes an op must move, ratios measured side by side."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device | str = "cpu", *, warmup: int = 2,
+                   repeat: int = 15, min_seconds: float = 0.0) -> float:
+    """Median wall time of fn() over `repeat` runs (more if they take less than min_seconds in total)."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeat or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_gbps(numel: int, dtype: torch.dtype, device: torch.device | str = "cpu", **kw) -> float:
+    """Bandwidth of out.copy_(a) (read + write) measured now: the roof the memory-bound ops are held to."""
+    a = torch.randn(numel, device=device).to(dtype)
+    out = torch.empty_like(a)
+    t = median_seconds(lambda: out.copy_(a), device, **kw)
+    return 2 * numel * a.element_size() / t / 1e9
+
+
+@dataclass
+class Row:
+    op: str
+    case: str  # shape and dtype
+    impl: str
+    ms: float
+    gbps: float | None = None
+    vs_eager: float | None = None  # eager time / this time (>1: faster than eager)
+    of_copy: float | None = None  # gbps / copy gbps
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure(op: str, case: str, impls: dict[str, Callable[[], object]], nbytes: int, device, copy: float | None,
+            eager: str = "eager", **kw) -> list[Row]:
+    """Times every implementation of one case side by side; ratios are against impls[eager]."""
+    rows = []
+    times = {name: median_seconds(fn, device, **kw) for name, fn in impls.items()}
+    base = times.get(eager)
+    for name, t in times.items():
+        gbps = nbytes / t / 1e9 if nbytes else None
+        rows.append(Row(op, case, name, t * 1e3, gbps, base / t if base else None,
+                        gbps / copy if (gbps and copy) else None))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    head = ["op", "case", "impl", "median ms", "GB/s", "x eager", "of copy"]
+    body = [[r.op, r.case, r.impl, f"{r.ms:.3f}", "" if r.gbps is None else f"{r.gbps:.1f}",
+             "" if r.vs_eager is None else f"{r.vs_eager:.2f}x", "" if r.of_copy is None else f"{r.of_copy:.0%}"]
+            for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(str(c).rjust(w) if i >= 3 else str(c).ljust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])

@@ -1,0 +1,132 @@
+"""Argument checks and launch plumbing shared by every op.
+
+Checks run in both the real and the fake implementation, so bad input fails the same way in eager mode and
+while torch.compile traces. Every message names the op and the argument.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+
+import torch
+from torch import Tensor
+
+from .. import _backend, _ext
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Same table as fastercache::DType in csrc/include/fastercache/common.h.
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def _shape(t: Tensor) -> tuple:
+    return tuple(t.shape)
+
+
+def check_float_tensor(op: str, name: str, t) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: `{name}` must be a tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: `{name}` must be float32, float16 or bfloat16, got {t.dtype}")
+
+
+def check_like(op: str, name: str, t, ref_name: str, ref: Tensor) -> None:
+    """`t` must have the shape, dtype and device of `ref`."""
+    check_float_tensor(op, name, t)
+    if t.shape != ref.shape:
+        raise ValueError(f"{op}: `{name}` has shape {_shape(t)} but `{ref_name}` has shape {_shape(ref)}")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{op}: `{name}` is {t.dtype} but `{ref_name}` is {ref.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{op}: `{name}` is on {t.device} but `{ref_name}` is on {ref.device}")
+
+
+def check_scalar(op: str, name: str, s, device: torch.device) -> None:
+    """A per-step scalar: a 0-d float tensor on `device` or on the CPU."""
+    if not isinstance(s, Tensor):
+        raise TypeError(f"{op}: `{name}` must be a 0-d tensor here, got {type(s).__name__}")
+    if s.dim() != 0:
+        raise ValueError(f"{op}: `{name}` must be a 0-d tensor (a per-step scalar), got shape {_shape(s)}")
+    if not (s.dtype.is_floating_point or s.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{op}: `{name}` must be a float tensor, got {s.dtype}")
+    if s.device != device and s.device.type != "cpu":
+        raise ValueError(f"{op}: `{name}` is on {s.device} but the inputs are on {device}")
+
+
+def as_scalar(op: str, name: str, value, like: Tensor) -> Tensor:
+    """A Python number or 0-d tensor as a 0-d tensor (public functions call this before the custom op, so
+    compiled graphs see a tensor and never specialise on its value)."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return torch.tensor(float(value), dtype=torch.float32, device=like.device)
+    raise TypeError(f"{op}: `{name}` must be a Python float or a 0-d tensor, got {type(value).__name__}")
+
+
+def scalar_f32(s: Tensor, device: torch.device) -> Tensor:
+    """The fp32 0-d tensor on `device` whose data pointer the launchers read."""
+    return s.to(device=device, dtype=torch.float32)
+
+
+def dense(t: Tensor) -> Tensor:
+    """`t` itself when contiguous, else a contiguous copy (every layout is computed right, the common one fast)."""
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _overlaps(a: Tensor, b: Tensor) -> bool:
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr() or a.numel() == 0 or b.numel() == 0:
+        return False
+    return not (a.data_ptr() == b.data_ptr() and a.stride() == b.stride())
+
+
+@contextlib.contextmanager
+def writable_dense(out: Tensor, *inputs: Tensor):
+    """A contiguous tensor to write the result into, copied into `out` on exit when `out` is strided or
+    partially overlaps an input (an exact alias of an input is fine for elementwise ops)."""
+    if out.is_contiguous() and not any(_overlaps(out, t) for t in inputs):
+        yield out
+        return
+    tmp = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+    yield tmp
+    out.copy_(tmp)
+
+
+def cpu_module():
+    mod = _ext.cpu()
+    mod.set_num_threads(torch.get_num_threads())  # follow torch's thread setting
+    return mod
+
+
+def cuda_stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def backend_for(t: Tensor) -> str:
+    return _backend.select(t.device)
+
+
+def run_map(op: str, out: Tensor, inputs: list[Tensor], scalars: list[Tensor], reference_fn, triton_launch) -> None:
+    """Runs an elementwise op `out = f(inputs, scalars)` on the selected backend.
+
+    `op` names the launcher in _cpu and _cuda: op(dtype, out, *inputs, *scalars, n[, stream]), with raw
+    pointers. `reference_fn(*inputs, *scalars)` returns the result; `triton_launch(out, inputs, scalars)` writes it.
+    """
+    backend = backend_for(out)
+    if backend == "reference":
+        out.copy_(reference_fn(*inputs, *scalars))
+        return
+    if out.numel() == 0:
+        return
+    ins = [dense(t) for t in inputs]
+    sc = [scalar_f32(s, out.device) for s in scalars]
+    with writable_dense(out, *inputs) as o:
+        if backend == "triton":
+            triton_launch(o, ins, sc)
+            return
+        ptrs = [o.data_ptr(), *(t.data_ptr() for t in ins), *(s.data_ptr() for s in sc)]
+        code = DTYPE_CODES[out.dtype]
+        if backend == "cpu":
+            getattr(cpu_module(), op)(code, *ptrs, out.numel())
+        else:
+            with torch.cuda.device(out.device):
+                getattr(_ext.cuda(), op)(code, *ptrs, out.numel(), cuda_stream(out.device))

@@ -1,0 +1,62 @@
+"""Test helpers shared by tests/ and benchmarks/: the one tolerance table and the accuracy rule.
+
+The rule (flash-attention's): against an fp32 reference, a fast path's error may be at most twice the error of
+plain PyTorch computing the same formula in the input dtype, plus a small absolute floor; where no eager
+comparison is given, the table's tolerance applies.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+# rtol is a few units in the last place of the dtype: fast paths compute in fp32 and round once, the
+# Triton interpreter truncates fp32 -> bf16 (1 ulp), GPU code may contract to FMA.
+TOLERANCES = {
+    torch.float32: dict(rtol=4e-6, atol=1e-6),
+    torch.float16: dict(rtol=2e-3, atol=1e-5),
+    torch.bfloat16: dict(rtol=1.6e-2, atol=1e-4),
+}
+
+
+def tol(dtype: torch.dtype) -> dict:
+    return TOLERANCES[dtype]
+
+
+def quirk_ulps(backend: str, dtype: torch.dtype) -> int:
+    """Extra units in the last place a backend may need: the Triton interpreter truncates fp32 -> bf16."""
+    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return 1 if backend == "triton" and interpreting and dtype == torch.bfloat16 else 0
+
+
+def assert_matches_reference(
+    out: Tensor, ref: Tensor, eager: Tensor | None = None, *, what: str = "", ulps: int = 0
+) -> None:
+    """`out` (any dtype) against `ref` (the fp32 reference rounded to out's dtype, or fp32).
+
+    NaN must be where the reference has NaN; infinities must match exactly. `ulps` widens the eager rule by that
+    many units in the last place of out's dtype (see quirk_ulps).
+    """
+    assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
+    t = tol(out.dtype)
+    o, r = out.float(), ref.float()
+    torch.testing.assert_close(o, r, rtol=t["rtol"], atol=t["atol"], equal_nan=True, msg=lambda m: f"{what}: {m}")
+    if eager is not None and out.numel():
+        finite = torch.isfinite(r)
+        err = (o - r)[finite].abs().max().item() if finite.any() else 0.0
+        eager_err = (eager.float() - r)[finite].abs().max().item() if finite.any() else 0.0
+        slack = ulps * torch.finfo(out.dtype).eps * r[finite].abs().max().item() if finite.any() else 0.0
+        assert err <= 2 * eager_err + t["atol"] + slack, f"{what}: error {err:g} > 2 x eager error {eager_err:g}"
+
+
+def noncontiguous(t: Tensor) -> Tensor:
+    """A non-contiguous tensor equal to `t` (every other element of a buffer twice as long in the last dim)."""
+    if t.dim() == 0:
+        return t
+    buf = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+    view = buf[..., ::2]
+    view.copy_(t)
+    assert t.numel() <= 1 or not view.is_contiguous()
+    return view

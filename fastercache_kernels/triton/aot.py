@@ -1,0 +1,32 @@
+"""Ahead-of-time compilation of the Triton kernels for a GPU target, without a GPU (for the PTX checks)."""
+
+from __future__ import annotations
+
+import importlib
+
+TRITON_DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+def compile_ptx(module: str, dtype: str = "fp32", arch: int = 90, aligned: bool = True, num_warps: int = 4) -> str:
+    """PTX of fastercache_kernels.triton.<module>'s kernel for sm_<arch>.
+
+    The module's AOT dict gives the kernel, its signature (with {dtype} placeholders), constexprs and the
+    arguments that carry a 16-byte divisibility hint when `aligned` (as Triton's launcher infers them for
+    aligned tensors and sizes divisible by 16 at run time).
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    spec = importlib.import_module(f"fastercache_kernels.triton.{module}").AOT
+    sig = {k: v.format(dtype=TRITON_DTYPES[dtype]) for k, v in spec["signature"].items()}
+    names = list(sig)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in spec["aligned"]} if aligned else {}
+    kernel = spec["kernel"]
+    if not hasattr(kernel, "cache_key"):  # under TRITON_INTERPRET=1 @triton.jit gave an InterpretedFunction
+        from triton.runtime.jit import JITFunction
+
+        kernel = JITFunction(kernel.fn)
+    src = ASTSource(fn=kernel, signature=sig, constexprs=spec["constexprs"], attrs=attrs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    return compiled.asm["ptx"]
