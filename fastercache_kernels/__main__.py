@@ -81,13 +81,45 @@ def _triton_version():
         return None
 
 
+def _sample_table(families, n: int, steps: int, gif_dir: Path | None):
+    from tqdm import tqdm
+
+    from .demo import run, settings
+
+    all_results = []
+    for family in families:
+        sets = settings.settings(family)
+        with tqdm(total=len(sets) * steps, desc=f"sampling {family}", unit="call", dynamic_ncols=True) as bar:
+            results, weights = run.run(family, sets, n=n, steps=steps, progress=lambda: bar.update(1),
+                                       gif_dir=gif_dir)
+        print(f"{family}: {weights} weights, {n} clips, {steps} CFG calls per clip batch")
+        all_results += results
+    print(run.format_results(all_results))
+    return all_results
+
+
 def _demo(args) -> None:
-    # Until the end-to-end demo lands: what is available, and the fused op against the eager formula.
-    _info()
-    print()
-    ns = argparse.Namespace(ops="extrapolate", dtypes="fp32,bf16", numel=1 << 24, device=None, repeat=11,
-                            json=None, plot=None)
-    _bench(ns)
+    """The main job: each demo model sampled with and without every cache setting, then the op table."""
+    import torch
+
+    from .bench.core import format_table
+    from .bench.ops import BENCHES
+
+    print(f"fastercache_kernels demo on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads\n")
+    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=None)
+    print("\nfused ops against the eager formula (median of a few runs; 4M elements):")
+    rows = []
+    for name, bench in BENCHES.items():
+        rows += bench(numel=1 << 22, dtype=torch.float32, device="cpu", repeat=7)
+    print(format_table(rows))
+
+
+def _quality(args) -> None:
+    """Fidelity against speed for every setting, with side-by-side GIFs."""
+    gif_dir = Path(args.gifs)
+    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=gif_dir)
+    print(f"GIFs (uncached left, cached right) in {gif_dir}/")
 
 
 def main(argv=None) -> None:
@@ -102,14 +134,16 @@ def main(argv=None) -> None:
     b.add_argument("--repeat", type=int, default=15)
     b.add_argument("--json", help="write the results and the machine description here")
     b.add_argument("--plot", help="write a PNG chart here (not yet)")
-    sub.add_parser("demo", help="the main job")
+    for name, helptext, clips in (("demo", "the main job: sample the demo DiTs with and without each cache", 4),
+                                  ("quality", "fidelity against speed per cache setting, with GIFs", 8)):
+        d = sub.add_parser(name, help=helptext)
+        d.add_argument("--models", default="cogvideox,latte", help="comma-separated: cogvideox,latte")
+        d.add_argument("--clips", type=int, default=clips)
+        d.add_argument("--steps", type=int, default=50, help="CFG calls per sample")
+        if name == "quality":
+            d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
     args = p.parse_args(argv)
-    if args.cmd == "info":
-        _info()
-    elif args.cmd == "bench":
-        _bench(args)
-    else:
-        _demo(args)
+    {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
 
 
 if __name__ == "__main__":

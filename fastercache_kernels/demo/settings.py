@@ -1,0 +1,45 @@
+"""The ways the demo samples each model: no cache, diffusers' own FasterCache hook, and our policies."""
+
+from __future__ import annotations
+
+from .run import Setting
+from .sampling import current_timestep
+
+TENSOR_FORMAT = {"latte": "BCFHW", "cogvideox": "BFCHW"}  # the layout of each model's output
+
+
+def diffusers_config(family: str):
+    """diffusers' FasterCacheConfig with its documented defaults for these models' call pattern."""
+    from diffusers import FasterCacheConfig
+
+    return FasterCacheConfig(
+        spatial_attention_block_skip_range=2,
+        spatial_attention_timestep_skip_range=(-1, 681),
+        current_timestep_callback=current_timestep,
+        attention_weight_callback=lambda _: 0.5,
+        low_frequency_weight_update_timestep_range=(99, 901),
+        high_frequency_weight_update_timestep_range=(-1, 301),
+        unconditional_batch_skip_range=5,
+        unconditional_batch_timestep_skip_range=(-1, 641),
+        alpha_low_frequency=1.1,
+        alpha_high_frequency=1.1,
+        tensor_format=TENSOR_FORMAT[family],
+    )
+
+
+class _DiffusersHook:
+    def __init__(self, model, config):
+        self.model = model
+        model.enable_cache(config)
+
+    def stats(self) -> dict:
+        return {}
+
+    def remove(self) -> None:
+        self.model.disable_cache()
+
+
+def settings(family: str) -> list[Setting]:
+    out = [Setting("no cache")]
+    out.append(Setting("diffusers FasterCache hook", lambda m: _DiffusersHook(m, diffusers_config(family))))
+    return out
