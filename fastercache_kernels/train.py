@@ -23,10 +23,11 @@ import torch
 from .demo import data, models
 
 
-def _lr(step: int, total: int, peak: float, warmup: int) -> float:
+def _lr(step: int, progress: float, peak: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay over `progress` (0..1) of the run."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train(family: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int, out: Path,
@@ -44,18 +45,20 @@ def train(family: str, minutes: float, max_steps: int, batch_size: int, lr: floa
     losses: list[float] = []
     start = time.monotonic()
     budget = minutes * 60
-    # The step count for the schedule: estimated from the first steps' speed, capped by max_steps.
-    total = max_steps
-    bar = tqdm(total=total, desc=f"train {family}", unit="step", dynamic_ncols=True)
+    # The schedule follows the time budget (or max_steps, whichever ends first): on a shared machine the speed
+    # varies, and a step-count estimate would leave the decay unfinished.
+    bar = tqdm(total=max_steps if max_steps < 100_000 else None, desc=f"train {family}", unit="step",
+               dynamic_ncols=True)
     step = 0
-    while step < total:
+    while step < max_steps:
         clips, cond, _ = data.batch(batch_size, seed=seed * 1_000_003 + step, tokens=tokens)
         t = torch.rand(batch_size, generator=g)
         eps = torch.randn(clips.shape, generator=g)
         tb = t.view(-1, 1, 1, 1, 1)
         x_t = (1 - tb) * clips + tb * eps
+        progress = max((time.monotonic() - start) / budget, step / max_steps)
         for group in opt.param_groups:
-            group["lr"] = _lr(step, total, lr, warmup=min(100, total // 10 + 1))
+            group["lr"] = _lr(step, progress, lr, warmup=100)
         pred = models.call(model, x_t, 1000.0 * t, cond)
         loss = torch.nn.functional.mse_loss(pred, eps - clips)
         opt.zero_grad(set_to_none=True)
@@ -69,10 +72,6 @@ def train(family: str, minutes: float, max_steps: int, batch_size: int, lr: floa
         losses.append(loss.item())
         step += 1
         elapsed = time.monotonic() - start
-        if step == 20:  # fit the schedule to the time budget
-            total = min(max_steps, max(step + 1, int(budget / (elapsed / step))))
-            bar.total = total
-            bar.refresh()
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
         bar.update(1)
         if elapsed > budget:
