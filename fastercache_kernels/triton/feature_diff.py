@@ -1,0 +1,67 @@
+import triton
+import triton.language as tl
+
+from ._reduce import REDUCE_BLOCK, REDUCE_WARPS, cdiv, launch_diff_finish
+
+
+@triton.jit
+def diff_terms(a, b, METRIC: tl.constexpr):
+    # DiffTerm of csrc/include/fastercache/reduce.h, summed over the block: the three raw sums of the metric
+    # (unused ones exactly 0; l1's count is filled in by the second stage).
+    if METRIC == 3:
+        s0 = tl.sum(a * b, axis=0)
+        s1 = tl.sum(a * a, axis=0)
+        s2 = tl.sum(b * b, axis=0)
+    elif METRIC == 2:
+        d = a - b
+        s0 = tl.sum(d * d, axis=0)
+        s1 = tl.sum(b * b, axis=0)
+        s2 = tl.zeros_like(s0)
+    elif METRIC == 1:
+        s0 = tl.sum(tl.abs(a - b), axis=0)
+        s1 = tl.sum(tl.abs(b), axis=0)
+        s2 = tl.zeros_like(s0)
+    else:
+        s0 = tl.sum(tl.abs(a - b), axis=0)
+        s1 = tl.zeros_like(s0)
+        s2 = tl.zeros_like(s0)
+    return s0, s1, s2
+
+
+@triton.jit
+def feature_diff_partials_kernel(ws_ptr, a_ptr, b_ptr, cols, per_row, METRIC: tl.constexpr, BLOCK: tl.constexpr):
+    # Program i: block i % per_row of row i // per_row -> its three partial sums in ws[i]. int64 offsets: tensors
+    # past 2^31 elements must not wrap.
+    item = tl.program_id(0).to(tl.int64)
+    row = item // per_row
+    offs = (item % per_row) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < cols
+    a = tl.load(a_ptr + row * cols + offs, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + row * cols + offs, mask=mask, other=0.0).to(tl.float32)
+    s0, s1, s2 = diff_terms(a, b, METRIC)
+    tl.store(ws_ptr + item * 3, s0)
+    tl.store(ws_ptr + item * 3 + 1, s1)
+    tl.store(ws_ptr + item * 3 + 2, s2)
+
+
+def workspace_numel(rows: int, cols: int) -> int:
+    return rows * cdiv(cols, REDUCE_BLOCK) * 3
+
+
+def launch(out, ws, a, b, metric: int, partials: bool, rows: int, cols: int) -> None:
+    """out: [rows] metrics or [rows, 3] sums (fp32); ws: workspace_numel(rows, cols) floats; a, b contiguous."""
+    per_row = cdiv(cols, REDUCE_BLOCK)
+    if rows * per_row:
+        feature_diff_partials_kernel[(rows * per_row,)](ws, a, b, cols, per_row, METRIC=metric, BLOCK=REDUCE_BLOCK,
+                                                        num_warps=REDUCE_WARPS)
+    launch_diff_finish(out, ws, rows, per_row, cols, metric, partials)
+
+
+# For the ahead-of-time PTX check: every pointer 16-byte aligned and the row length divisible by 16.
+AOT = dict(
+    kernel=feature_diff_partials_kernel,
+    signature={"ws_ptr": "*fp32", "a_ptr": "*{dtype}", "b_ptr": "*{dtype}", "cols": "i64", "per_row": "i64",
+               "METRIC": "constexpr", "BLOCK": "constexpr"},
+    constexprs={"METRIC": 1, "BLOCK": 4096},
+    aligned=("ws_ptr", "a_ptr", "b_ptr", "cols"),
+)
