@@ -22,14 +22,23 @@ def check_metric(op: str, metric) -> None:
 
 
 def finalize(sums: Tensor, metric: str) -> Tensor:
-    """The metric from its raw sums `sums` [..., 3] (fp32): the expressions of finalize_metric in reduce.h, in
-    the same order, each an fp32 op rounded once, so the fused ops' results and this agree bit for bit."""
-    s0, s1, s2 = sums.unbind(-1)
+    """The metric from its raw sums `sums` [..., 3]: the expressions of finalize_metric in reduce.h, in the same
+    order, each rounded once to fp32 as IEEE fp32 arithmetic does, so the fused ops' results and this agree bit for
+    bit. Each step runs in fp64 and is rounded to fp32 (exact for +, *, / and sqrt of fp32 operands: fp64 has more
+    than 2 * 24 + 2 bits): torch's own fp32 sqrt on the CPU is not always correctly rounded (measured: one ulp off
+    for sqrt(20.76...) with torch 2.13)."""
+
+    def rn(x: Tensor) -> Tensor:
+        return x.to(torch.float32).to(torch.float64)
+
+    s0, s1, s2 = rn(sums).unbind(-1)
     if metric in ("l1", "rel_l1"):
-        return s0 / s1
-    if metric == "rel_l2":
-        return torch.sqrt(s0) / torch.sqrt(s1)
-    return 1.0 - s0 / (torch.sqrt(s1) * torch.sqrt(s2))
+        res = s0 / s1
+    elif metric == "rel_l2":
+        res = rn(torch.sqrt(s0)) / rn(torch.sqrt(s1))
+    else:
+        res = 1.0 - rn(s0 / rn(rn(torch.sqrt(s1)) * rn(torch.sqrt(s2))))
+    return res.to(torch.float32)
 
 
 def f32_empty(shape, device) -> Tensor:

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from .. import _ext
-from ..reference.feature_diff import feature_diff as reference_feature_diff
 from ..reference.feature_diff import feature_diff_partials as reference_partials
 from ._common import DTYPE_CODES, backend_for, check_float_tensor, check_like, cpu_module, cuda_stream, dense
 from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, workspace
@@ -32,9 +31,9 @@ def _shape(a: Tensor, per_sample: bool, partials: bool) -> tuple:
 
 def _compute(a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: bool) -> Tensor:
     backend = backend_for(a)
-    if backend == "reference":
-        fn = reference_partials if partials else reference_feature_diff
-        return fn(a, b, metric, per_sample)
+    if backend == "reference":  # the metric as every backend forms it from its sums (see finalize)
+        sums = reference_partials(a, b, metric, per_sample)
+        return sums if partials else finalize(sums, metric)
     out = f32_empty(_shape(a, per_sample, partials), a.device)
     if out.numel() == 0:
         return out
@@ -99,6 +98,7 @@ def feature_diff(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool 
     Returns:
         fp32 0-d tensor, or [B] with per_sample=True. Empty inputs give NaN (0 / 0), as torch's mean does.
     """
+    _check("feature_diff", a, b, metric, per_sample)  # here too: schema errors would not name the argument
     return torch.ops.fastercache.feature_diff(a, b, metric, per_sample)
 
 
@@ -111,6 +111,7 @@ def feature_diff_partials(a: Tensor, b: Tensor, metric: str = "rel_l1", per_samp
     Args: as feature_diff. Returns: fp32 [3], or [B, 3] with per_sample=True.
     feature_diff_from_partials(feature_diff_partials(a, b, m), m) equals feature_diff(a, b, m) bit for bit.
     """
+    _check("feature_diff_partials", a, b, metric, per_sample)
     return torch.ops.fastercache.feature_diff_partials(a, b, metric, per_sample)
 
 

@@ -130,4 +130,5 @@ def motion_score(residual: Tensor, num_frames: int, strides=(1,), layout: str = 
         fp32 [len(strides)] (or [len(strides), 2]).
     """
     strides = [strides] if isinstance(strides, numbers.Integral) else list(strides)
+    _check(residual, num_frames, strides, layout, partials)  # here too: schema errors would not name the argument
     return torch.ops.fastercache.motion_score(residual, num_frames, strides, layout, partials)

@@ -9,7 +9,7 @@ from torch import Tensor
 from .. import _ext
 from ..reference.residual_diff_update import residual_diff_update as reference_update
 from ._common import DTYPE_CODES, backend_for, check_float_tensor, check_like, cpu_module, cuda_stream, dense
-from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, shares_memory, workspace
+from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, shares_memory, workspace
 
 _OP = "residual_diff_update"
 
@@ -31,7 +31,8 @@ def _check(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: 
 def _run(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: bool) -> Tensor:
     backend = backend_for(output)
     if backend == "reference":
-        return reference_update(output, input, cache, metric, partials)
+        sums = reference_update(output, input, cache, metric, partials=True)
+        return sums if partials else finalize(sums, metric)
     out = f32_empty((NUM_SUMS,) if partials else (), output.device)
     output, input = dense(output), dense(input)
     # The kernels update the cache in place: a strided cache, or one sharing memory with an input, goes through a
@@ -91,4 +92,5 @@ def residual_diff_update(output: Tensor, input: Tensor, cache: Tensor, metric: s
     Returns:
         fp32 0-d tensor (or [3] sums).
     """
+    _check(output, input, cache, metric, partials)  # here too: schema errors would not name the argument
     return torch.ops.fastercache.residual_diff_update(output, input, cache, metric, partials)

@@ -31,6 +31,19 @@ def finalize_metric(s0, s1, s2, METRIC: tl.constexpr):
 
 
 @triton.jit
+def store_row(out_ptr, row, s0, s1, s2, count, METRIC: tl.constexpr, PARTIALS: tl.constexpr):
+    # store_diff of reduce.h: the metric of row `row`, or its three sums.
+    if METRIC == 0:  # l1: the count is the row length, not a sum (the first stage stored exact zeros)
+        s1 = s1 + count
+    if PARTIALS:
+        tl.store(out_ptr + row * 3, s0)
+        tl.store(out_ptr + row * 3 + 1, s1)
+        tl.store(out_ptr + row * 3 + 2, s2)
+    else:
+        tl.store(out_ptr + row, finalize_metric(s0, s1, s2, METRIC))
+
+
+@triton.jit
 def diff_finish_kernel(out_ptr, ws_ptr, per_row, count, METRIC: tl.constexpr, PARTIALS: tl.constexpr,
                        BLOCK: tl.constexpr):
     # Program r: the per_row partials (3 sums each) of row r, summed in a fixed order; then the metric or the sums.
@@ -48,14 +61,7 @@ def diff_finish_kernel(out_ptr, ws_ptr, per_row, count, METRIC: tl.constexpr, PA
     s0 = tl.sum(acc0, axis=0)
     s1 = tl.sum(acc1, axis=0)
     s2 = tl.sum(acc2, axis=0)
-    if METRIC == 0:  # l1: the count is the row length, not a sum (the first stage stored exact zeros)
-        s1 = s1 + count
-    if PARTIALS:
-        tl.store(out_ptr + row * 3, s0)
-        tl.store(out_ptr + row * 3 + 1, s1)
-        tl.store(out_ptr + row * 3 + 2, s2)
-    else:
-        tl.store(out_ptr + row, finalize_metric(s0, s1, s2, METRIC))
+    store_row(out_ptr, row, s0, s1, s2, count, METRIC, PARTIALS)
 
 
 def launch_diff_finish(out, ws, rows: int, per_row: int, count: int, metric: int, partials: bool) -> None:
@@ -66,4 +72,4 @@ def launch_diff_finish(out, ws, rows: int, per_row: int, count: int, metric: int
 
 
 __all__ = ["REDUCE_BLOCK", "REDUCE_WARPS", "FINISH_BLOCK", "cdiv", "diff_finish_kernel", "launch_diff_finish",
-           "finalize_metric"]
+           "finalize_metric", "store_row"]

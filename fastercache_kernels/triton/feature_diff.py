@@ -1,7 +1,7 @@
 import triton
 import triton.language as tl
 
-from ._reduce import REDUCE_BLOCK, REDUCE_WARPS, cdiv, launch_diff_finish
+from ._reduce import REDUCE_BLOCK, REDUCE_WARPS, cdiv, launch_diff_finish, store_row
 
 
 @triton.jit
@@ -29,9 +29,11 @@ def diff_terms(a, b, METRIC: tl.constexpr):
 
 
 @triton.jit
-def feature_diff_partials_kernel(ws_ptr, a_ptr, b_ptr, cols, per_row, METRIC: tl.constexpr, BLOCK: tl.constexpr):
-    # Program i: block i % per_row of row i // per_row -> its three partial sums in ws[i]. int64 offsets: tensors
-    # past 2^31 elements must not wrap.
+def feature_diff_partials_kernel(ws_ptr, a_ptr, b_ptr, cols, per_row, out_ptr, count, METRIC: tl.constexpr,
+                                 PARTIALS: tl.constexpr, FINAL: tl.constexpr, BLOCK: tl.constexpr):
+    # Program i: block i % per_row of row i // per_row -> its three partial sums in ws[i]; or, when a row fits in
+    # one block (FINAL), the row's result straight into out. int64 offsets: tensors past 2^31 elements must not
+    # wrap.
     item = tl.program_id(0).to(tl.int64)
     row = item // per_row
     offs = (item % per_row) * BLOCK + tl.arange(0, BLOCK)
@@ -39,29 +41,42 @@ def feature_diff_partials_kernel(ws_ptr, a_ptr, b_ptr, cols, per_row, METRIC: tl
     a = tl.load(a_ptr + row * cols + offs, mask=mask, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + row * cols + offs, mask=mask, other=0.0).to(tl.float32)
     s0, s1, s2 = diff_terms(a, b, METRIC)
-    tl.store(ws_ptr + item * 3, s0)
-    tl.store(ws_ptr + item * 3 + 1, s1)
-    tl.store(ws_ptr + item * 3 + 2, s2)
+    if FINAL:
+        store_row(out_ptr, row, s0, s1, s2, count, METRIC, PARTIALS)
+    else:
+        tl.store(ws_ptr + item * 3, s0)
+        tl.store(ws_ptr + item * 3 + 1, s1)
+        tl.store(ws_ptr + item * 3 + 2, s2)
+
+
+def block_for(cols: int) -> int:
+    # Short rows get a block their size (fewer idle lanes on a GPU, much less work for the interpreter).
+    return max(16, min(REDUCE_BLOCK, triton.next_power_of_2(max(1, cols))))
 
 
 def workspace_numel(rows: int, cols: int) -> int:
-    return rows * cdiv(cols, REDUCE_BLOCK) * 3
+    return rows * cdiv(cols, block_for(cols)) * 3
 
 
 def launch(out, ws, a, b, metric: int, partials: bool, rows: int, cols: int) -> None:
     """out: [rows] metrics or [rows, 3] sums (fp32); ws: workspace_numel(rows, cols) floats; a, b contiguous."""
-    per_row = cdiv(cols, REDUCE_BLOCK)
+    block = block_for(cols)
+    per_row = cdiv(cols, block)
+    final = per_row == 1
     if rows * per_row:
-        feature_diff_partials_kernel[(rows * per_row,)](ws, a, b, cols, per_row, METRIC=metric, BLOCK=REDUCE_BLOCK,
+        feature_diff_partials_kernel[(rows * per_row,)](ws, a, b, cols, per_row, out, float(cols), METRIC=metric,
+                                                        PARTIALS=partials, FINAL=final, BLOCK=block,
                                                         num_warps=REDUCE_WARPS)
-    launch_diff_finish(out, ws, rows, per_row, cols, metric, partials)
+    if not final:
+        launch_diff_finish(out, ws, rows, per_row, cols, metric, partials)
 
 
 # For the ahead-of-time PTX check: every pointer 16-byte aligned and the row length divisible by 16.
 AOT = dict(
     kernel=feature_diff_partials_kernel,
     signature={"ws_ptr": "*fp32", "a_ptr": "*{dtype}", "b_ptr": "*{dtype}", "cols": "i64", "per_row": "i64",
-               "METRIC": "constexpr", "BLOCK": "constexpr"},
-    constexprs={"METRIC": 1, "BLOCK": 4096},
+               "out_ptr": "*fp32", "count": "fp32", "METRIC": "constexpr", "PARTIALS": "constexpr",
+               "FINAL": "constexpr", "BLOCK": "constexpr"},
+    constexprs={"METRIC": 1, "PARTIALS": False, "FINAL": False, "BLOCK": 4096},
     aligned=("ws_ptr", "a_ptr", "b_ptr", "cols"),
 )
