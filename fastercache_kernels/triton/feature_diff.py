@@ -1,13 +1,24 @@
 import triton
 import triton.language as tl
 
-from ._reduce import REDUCE_BLOCK, REDUCE_WARPS, cdiv, launch_diff_finish, store_row
+from ._reduce import REDUCE_BLOCK, REDUCE_WARPS, cdiv, launch_diff_finish
 
 
+# The kernels compiled ahead of time (tests/test_build.py) are self-contained: no calls to other @triton.jit
+# functions, which the AOT path cannot resolve while the interpreter is on. Their metric arithmetic repeats
+# DiffTerm and finalize_metric of csrc/include/fastercache/reduce.h (and _reduce.py's second stage).
 @triton.jit
-def diff_terms(a, b, METRIC: tl.constexpr):
-    # DiffTerm of csrc/include/fastercache/reduce.h, summed over the block: the three raw sums of the metric
-    # (unused ones exactly 0; l1's count is filled in by the second stage).
+def feature_diff_partials_kernel(ws_ptr, a_ptr, b_ptr, cols, per_row, out_ptr, count, METRIC: tl.constexpr,
+                                 PARTIALS: tl.constexpr, FINAL: tl.constexpr, BLOCK: tl.constexpr):
+    # Program i: block i % per_row of row i // per_row -> its three partial sums (unused ones exactly 0; l1's
+    # count comes later) in ws[i]; or, when a row fits in one block (FINAL), the row's result straight into out.
+    # int64 offsets: tensors past 2^31 elements must not wrap.
+    item = tl.program_id(0).to(tl.int64)
+    row = item // per_row
+    offs = (item % per_row) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < cols
+    a = tl.load(a_ptr + row * cols + offs, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + row * cols + offs, mask=mask, other=0.0).to(tl.float32)
     if METRIC == 3:
         s0 = tl.sum(a * b, axis=0)
         s1 = tl.sum(a * a, axis=0)
@@ -25,24 +36,19 @@ def diff_terms(a, b, METRIC: tl.constexpr):
         s0 = tl.sum(tl.abs(a - b), axis=0)
         s1 = tl.zeros_like(s0)
         s2 = tl.zeros_like(s0)
-    return s0, s1, s2
-
-
-@triton.jit
-def feature_diff_partials_kernel(ws_ptr, a_ptr, b_ptr, cols, per_row, out_ptr, count, METRIC: tl.constexpr,
-                                 PARTIALS: tl.constexpr, FINAL: tl.constexpr, BLOCK: tl.constexpr):
-    # Program i: block i % per_row of row i // per_row -> its three partial sums in ws[i]; or, when a row fits in
-    # one block (FINAL), the row's result straight into out. int64 offsets: tensors past 2^31 elements must not
-    # wrap.
-    item = tl.program_id(0).to(tl.int64)
-    row = item // per_row
-    offs = (item % per_row) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < cols
-    a = tl.load(a_ptr + row * cols + offs, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + row * cols + offs, mask=mask, other=0.0).to(tl.float32)
-    s0, s1, s2 = diff_terms(a, b, METRIC)
     if FINAL:
-        store_row(out_ptr, row, s0, s1, s2, count, METRIC, PARTIALS)
+        if METRIC == 0:
+            s1 = s1 + count
+        if PARTIALS:
+            tl.store(out_ptr + row * 3, s0)
+            tl.store(out_ptr + row * 3 + 1, s1)
+            tl.store(out_ptr + row * 3 + 2, s2)
+        elif METRIC == 2:
+            tl.store(out_ptr + row, tl.div_rn(tl.sqrt_rn(s0), tl.sqrt_rn(s1)))
+        elif METRIC == 3:
+            tl.store(out_ptr + row, 1.0 - tl.div_rn(s0, tl.sqrt_rn(s1) * tl.sqrt_rn(s2)))
+        else:
+            tl.store(out_ptr + row, tl.div_rn(s0, s1))
     else:
         tl.store(ws_ptr + item * 3, s0)
         tl.store(ws_ptr + item * 3 + 1, s1)

@@ -2,7 +2,6 @@ import triton
 import triton.language as tl
 
 from ._reduce import REDUCE_BLOCK, REDUCE_WARPS, cdiv, launch_diff_finish
-from .feature_diff import diff_terms
 
 
 @triton.jit
@@ -17,7 +16,24 @@ def residual_diff_update_kernel(ws_ptr, output_ptr, input_ptr, cache_ptr, n, MET
     x = tl.load(input_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     c = tl.load(cache_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     r = o - x
-    s0, s1, s2 = diff_terms(r, c, METRIC)
+    # the three sums of (r, c), as feature_diff_partials_kernel (self-contained for the AOT check)
+    if METRIC == 3:
+        s0 = tl.sum(r * c, axis=0)
+        s1 = tl.sum(r * r, axis=0)
+        s2 = tl.sum(c * c, axis=0)
+    elif METRIC == 2:
+        d = r - c
+        s0 = tl.sum(d * d, axis=0)
+        s1 = tl.sum(c * c, axis=0)
+        s2 = tl.zeros_like(s0)
+    elif METRIC == 1:
+        s0 = tl.sum(tl.abs(r - c), axis=0)
+        s1 = tl.sum(tl.abs(c), axis=0)
+        s2 = tl.zeros_like(s0)
+    else:
+        s0 = tl.sum(tl.abs(r - c), axis=0)
+        s1 = tl.zeros_like(s0)
+        s2 = tl.zeros_like(s0)
     tl.store(cache_ptr + offs, r.to(cache_ptr.dtype.element_ty), mask=mask)
     tl.store(ws_ptr + item * 3, s0)
     tl.store(ws_ptr + item * 3 + 1, s1)
