@@ -5,10 +5,10 @@ from torch import Tensor
 def frames_view(residual: Tensor, num_frames: int, layout: str) -> Tensor:
     """The residual as [G, T, F]: BNC [B, T*S, C] -> [B, T, S*C]; BCTHW [B, C, T, H, W] -> [B*C, T, H*W]."""
     if layout == "BNC":
-        b = residual.shape[0]
-        return residual.reshape(b, num_frames, -1)
-    b, c, t = residual.shape[:3]
-    return residual.reshape(b * c, t, -1)
+        b, n, c = residual.shape
+        return residual.reshape(b, num_frames, n // num_frames * c)
+    b, c, t, h, w = residual.shape
+    return residual.reshape(b * c, t, h * w)
 
 
 def motion_score(residual: Tensor, num_frames: int, strides=(1,), layout: str = "BNC", partials: bool = False,
