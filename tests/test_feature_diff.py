@@ -247,5 +247,25 @@ def test_int64_indexing_past_2_pow_31():
     assert sums[:, 0].tolist() == [40.0, 78 * 1023.0]
     torch.testing.assert_close(sums[:, 1], torch.full((2,), float(cols)), rtol=1e-6, atol=0)
     total = fk.ops.feature_diff_partials(a, b, "l1")
-    assert total[0].item() == 40.0 + 78 * 1023.0 and total[1].item() == float(2 * cols)
+    assert total[0].item() == 40.0 + 78 * 1023.0
+    assert total[1].item() == torch.tensor(2.0 * cols, dtype=torch.float32).item()  # the count, rounded to fp32
     del a, b
+
+
+@pytest.mark.skipif(_ext.why_not("_cuda") is not None or torch.cuda.is_available(),
+                    reason="needs _cuda built and no GPU")
+def test_cuda_reduction_launchers_without_driver_raise_clearly():
+    mod = _ext.cuda()
+    # workspace sizes are host arithmetic: no driver needed
+    assert mod.feature_diff_workspace(2, 40000) == 2 * 3 * 3
+    assert mod.residual_diff_update_workspace(0) >= 1
+    assert mod.motion_score_workspace(2, 13, 4096, 1) == (2 * 2 + 1) * 14
+    strides = torch.tensor([1], dtype=torch.int64)
+    with pytest.raises(RuntimeError, match="no usable CUDA driver or device"):
+        mod.feature_diff(0, 0, 0, 0, 1, False, 1, 16, 0, 0)
+    with pytest.raises(RuntimeError, match="no usable CUDA driver or device"):
+        mod.residual_diff_update(0, 2, 0, 0, 0, 0, 1, False, 16, 0, 0)
+    with pytest.raises(RuntimeError, match="no usable CUDA driver or device"):
+        mod.motion_score(0, 0, 0, 1, 2, 16, strides.data_ptr(), 1, False, 0, 0)
+    with pytest.raises(ValueError, match="unknown metric code 7"):
+        mod.feature_diff(0, 0, 0, 0, 7, False, 1, 16, 0, 0)

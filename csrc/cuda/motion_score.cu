@@ -14,9 +14,10 @@ struct Strides {
   int32_t s[kMotionMaxStrides];
 };
 
-// Adds fn(x_t[e], y[e]) over this thread's elements of the chunk (len elements at x and y).
-template <class T, bool kVec, class Fn>
-__device__ __forceinline__ float chunk_sum(const T* __restrict__ x, const T* __restrict__ y, int64_t len, Fn fn) {
+// Sum over this thread's elements of the chunk (len elements) of |x| (kDiff false) or |x - y| (kDiff true).
+template <bool kDiff, class T, bool kVec>
+__device__ __forceinline__ float chunk_sum(const T* __restrict__ x, const T* __restrict__ y, int64_t len) {
+  auto term = [](float a, float b) { return kDiff ? abs_f(a - b) : abs_f(a); };
   float acc = 0.0f;
   int64_t done = 0;
   if (kVec) {
@@ -28,23 +29,18 @@ __device__ __forceinline__ float chunk_sum(const T* __restrict__ x, const T* __r
       const int i = threadIdx.x + u * kThreads;
       if (i < nvec) {
         const Pack<T> a = reinterpret_cast<const Pack<T>*>(x)[i];
-        const Pack<T> b = reinterpret_cast<const Pack<T>*>(y)[i];
+        Pack<T> b;
+        if (kDiff) b = reinterpret_cast<const Pack<T>*>(y)[i];
 #pragma unroll
-        for (int j = 0; j < V; ++j) acc += fn(to_float(a.v[j]), to_float(b.v[j]));
+        for (int j = 0; j < V; ++j) acc += term(to_float(a.v[j]), kDiff ? to_float(b.v[j]) : 0.0f);
       }
     }
     done = nvec * V;
   }
-  for (int64_t i = done + threadIdx.x; i < len; i += kThreads) acc += fn(to_float(x[i]), to_float(y[i]));
+  for (int64_t i = done + threadIdx.x; i < len; i += kThreads)
+    acc += term(to_float(x[i]), kDiff ? to_float(y[i]) : 0.0f);
   return acc;
 }
-
-struct AbsFirst {
-  __device__ float operator()(float x, float) const { return abs_f(x); }
-};
-struct AbsDiff {
-  __device__ float operator()(float x, float y) const { return abs_f(x - y); }
-};
 
 // Block i handles chunk i % chunks of every frame of group i / chunks and writes its motion_width partials:
 // the frame sums A_t, then each stride's difference sum N_k (accumulated over t in frame order).
@@ -60,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) motion_partials_kernel(const T* __re
   float* part = ws + item * motion_width(frames, num_strides);
   for (int64_t t = 0; t < frames; ++t) {
     const T* x = base + t * frame_size;
-    float v[1] = {chunk_sum<T, kVec>(x, x, len, AbsFirst{})};
+    float v[1] = {chunk_sum<false, T, kVec>(x, x, len)};
     block_sum<1>(v);
     if (threadIdx.x == 0) part[t] = v[0];
   }
@@ -68,7 +64,7 @@ __global__ void __launch_bounds__(kThreads) motion_partials_kernel(const T* __re
     const int64_t st = strides.s[k];
     float v[1] = {0.0f};
     for (int64_t t = st; t < frames; ++t)
-      v[0] += chunk_sum<T, kVec>(base + t * frame_size, base + (t - st) * frame_size, len, AbsDiff{});
+      v[0] += chunk_sum<true, T, kVec>(base + t * frame_size, base + (t - st) * frame_size, len);
     block_sum<1>(v);
     if (threadIdx.x == 0) part[frames + k] = v[0];
   }
