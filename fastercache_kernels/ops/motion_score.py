@@ -4,7 +4,6 @@ residual, for one or more frame strides, in one pass."""
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 
 import torch

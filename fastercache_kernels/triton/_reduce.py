@@ -71,5 +71,5 @@ def launch_diff_finish(out, ws, rows: int, per_row: int, count: int, metric: int
                                 BLOCK=FINISH_BLOCK, num_warps=4)
 
 
-__all__ = ["REDUCE_BLOCK", "REDUCE_WARPS", "FINISH_BLOCK", "cdiv", "diff_finish_kernel", "launch_diff_finish",
-           "finalize_metric", "store_row"]
+__all__ = ["FINISH_BLOCK", "REDUCE_BLOCK", "REDUCE_WARPS", "cdiv", "diff_finish_kernel", "finalize_metric",
+           "launch_diff_finish", "store_row"]

@@ -23,7 +23,7 @@ def motion_partials_kernel(ws_ptr, p_ptr, strides_ptr, frames, frame_size, chunk
     kmask = ks < num_strides
     st = tl.load(strides_ptr + ks, mask=kmask, other=1)
     acc = tl.zeros([KP, BLOCK], tl.float32)
-    for t in range(0, frames):
+    for t in range(frames):
         x = tl.load(base + t * frame_size + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(ws_ptr + item * width + t, tl.sum(tl.abs(x), axis=0))
         prev = t - st
