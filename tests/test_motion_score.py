@@ -184,3 +184,11 @@ def test_property_random_videos(case):
     for backend_id in FAST_CPU_BACKENDS:
         with backend_context(backend_id):
             assert_reduction_close(fk.ops.motion_score(p, t, strides, layout), truth, p.numel(), what=backend_id)
+
+
+def test_many_strides(backend):
+    # 40 strides of a 50-frame video (the kernels take up to 64), in an order of their own, with repeats
+    p = _residual((2, 50 * 3, 5), torch.float16, True, seed=11)
+    strides = [49, 1, 2, 2, *range(3, 39)]
+    m = fk.ops.motion_score(p, 50, strides)
+    assert_reduction_close(m, _truth(p, 50, strides, "BNC"), p.numel(), what=backend)

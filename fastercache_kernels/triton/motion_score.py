@@ -63,13 +63,15 @@ def motion_finish_kernel(out_ptr, ws_ptr, strides_ptr, items, frames, num_stride
         tl.store(out_ptr + ks, tl.div_rn(num, den), mask=kmask)
 
 
-def block_for(frame_size: int) -> int:
-    # Small frames get a block their size (fewer idle lanes on a GPU, less work for the interpreter).
-    return max(16, min(MOTION_BLOCK, triton.next_power_of_2(max(1, frame_size))))
+def block_for(frame_size: int, num_strides: int) -> int:
+    # Small frames get a block their size (fewer idle lanes on a GPU, less work for the interpreter); many strides
+    # a smaller one (the [KP, BLOCK] accumulator stays at MOTION_BLOCK floats).
+    kp = triton.next_power_of_2(num_strides)
+    return max(16, min(MOTION_BLOCK // kp, triton.next_power_of_2(max(1, frame_size))))
 
 
 def workspace_numel(groups: int, frames: int, frame_size: int, num_strides: int) -> int:
-    return groups * cdiv(frame_size, block_for(frame_size)) * (frames + num_strides)
+    return groups * cdiv(frame_size, block_for(frame_size, num_strides)) * (frames + num_strides)
 
 
 def launch(out, ws, p, strides, groups: int, frames: int, frame_size: int, partials: bool) -> None:
@@ -77,7 +79,7 @@ def launch(out, ws, p, strides, groups: int, frames: int, frame_size: int, parti
     on p's device."""
     k = strides.numel()
     kp = triton.next_power_of_2(k)
-    block = block_for(frame_size)
+    block = block_for(frame_size, k)
     chunks = cdiv(frame_size, block)
     items = groups * chunks
     if items:
