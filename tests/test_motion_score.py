@@ -13,13 +13,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:Runtim
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 CPU_IDS = [b for b in FAST_CPU_BACKENDS if b.startswith("cpu")]
 # (layout, shape, num_frames, strides): the smallest video (2 frames of 1 element), odd sizes, an empty batch, and
-# two large ones (~430K and ~490K elements).
+# three large ones (~340K to ~490K elements; the first has frames of 67900 elements, more than one CPU work item of
+# fp32 and one Triton program under the interpreter).
 CASES = [
     ("BNC", (1, 2, 1), 2, (1,)),
     ("BNC", (2, 7 * 3, 5), 7, (1, 2, 6)),
     ("BNC", (3, 13 * 11, 7), 13, (1, 3)),
     ("BNC", (0, 4 * 3, 5), 4, (1,)),
     ("BNC", (2, 13 * 150, 111), 13, (1, 2)),
+    ("BNC", (1, 5 * 700, 97), 5, (1, 3)),
     ("BCTHW", (1, 1, 2, 1, 1), 2, (1,)),
     ("BCTHW", (2, 3, 7, 5, 11), 7, (1, 2, 4)),
     ("BCTHW", (1, 4, 13, 123, 77), 13, (2, 1)),
@@ -145,10 +147,13 @@ def test_opcheck():
 
 
 def test_deterministic_across_calls_and_thread_counts():
-    p = _residual((2, 13 * 300, 111), torch.bfloat16, True, seed=9)
+    # frames of 133200 bf16 elements: two CPU work items per frame, eight in all
+    p = _residual((4, 13 * 1200, 111), torch.bfloat16, True, seed=9)
+    truth = _truth(p, 13, (1, 2, 5), "BNC", partials=True)
     for backend_id in CPU_IDS:
         with backend_context(backend_id):
             first = fk.ops.motion_score(p, 13, (1, 2, 5), partials=True)
+            assert_reduction_close(first, truth, p.numel(), what=backend_id)
             old = torch.get_num_threads()
             try:
                 for threads in (1, 2, 3):
