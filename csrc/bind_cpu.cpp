@@ -45,4 +45,32 @@ PYBIND11_MODULE(FASTERCACHE_CPU_MODULE, m) {
       },
       py::arg("dtype"), py::arg("out"), py::arg("newer"), py::arg("older"), py::arg("weight"), py::arg("n"),
       py::call_guard<py::gil_scoped_release>());
+  // Reductions: `out` is an fp32 host buffer; metric codes as fastercache::Metric; strides an int64 host array.
+  m.def(
+      "feature_diff",
+      [](int dt, uintptr_t out, uintptr_t a, uintptr_t b, int metric, bool partials, int64_t rows, int64_t cols) {
+        cpu::feature_diff(dtype(dt), static_cast<float*>(ptr(out)), ptr(a), ptr(b), metric_code(metric), partials,
+                          rows, cols);
+      },
+      py::arg("dtype"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("metric"), py::arg("partials"),
+      py::arg("rows"), py::arg("cols"), py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "residual_diff_update",
+      [](int dt, int cache_dt, uintptr_t out, uintptr_t output, uintptr_t input, uintptr_t cache, int metric,
+         bool partials, int64_t n) {
+        cpu::residual_diff_update(dtype(dt), dtype(cache_dt), static_cast<float*>(ptr(out)), ptr(output), ptr(input),
+                                  ptr(cache), metric_code(metric), partials, n);
+      },
+      py::arg("dtype"), py::arg("cache_dtype"), py::arg("out"), py::arg("output"), py::arg("input"), py::arg("cache"),
+      py::arg("metric"), py::arg("partials"), py::arg("n"), py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "motion_score",
+      [](int dt, uintptr_t out, uintptr_t residual, int64_t groups, int64_t frames, int64_t frame_size,
+         uintptr_t strides, int num_strides, bool partials) {
+        cpu::motion_score(dtype(dt), static_cast<float*>(ptr(out)), ptr(residual), groups, frames, frame_size,
+                          static_cast<const int64_t*>(ptr(strides)), num_strides, partials);
+      },
+      py::arg("dtype"), py::arg("out"), py::arg("residual"), py::arg("groups"), py::arg("frames"),
+      py::arg("frame_size"), py::arg("strides"), py::arg("num_strides"), py::arg("partials"),
+      py::call_guard<py::gil_scoped_release>());
 }

@@ -20,4 +20,42 @@ PYBIND11_MODULE(_cuda, m) {
       },
       py::arg("dtype"), py::arg("out"), py::arg("newer"), py::arg("older"), py::arg("weight"), py::arg("n"),
       py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+  // Reductions: `out` and `workspace` are fp32 device buffers (workspace of at least *_workspace(...) floats);
+  // strides an int64 host array.
+  m.def("feature_diff_workspace", &cuda::feature_diff_workspace, py::arg("rows"), py::arg("cols"));
+  m.def(
+      "feature_diff",
+      [](int dt, uintptr_t out, uintptr_t a, uintptr_t b, int metric, bool partials, int64_t rows, int64_t cols,
+         uintptr_t workspace, uintptr_t stream) {
+        cuda::feature_diff(dtype(dt), static_cast<float*>(ptr(out)), ptr(a), ptr(b), metric_code(metric), partials,
+                           rows, cols, static_cast<float*>(ptr(workspace)), ptr(stream));
+      },
+      py::arg("dtype"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("metric"), py::arg("partials"),
+      py::arg("rows"), py::arg("cols"), py::arg("workspace"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def("residual_diff_update_workspace", &cuda::residual_diff_update_workspace, py::arg("n"));
+  m.def(
+      "residual_diff_update",
+      [](int dt, int cache_dt, uintptr_t out, uintptr_t output, uintptr_t input, uintptr_t cache, int metric,
+         bool partials, int64_t n, uintptr_t workspace, uintptr_t stream) {
+        cuda::residual_diff_update(dtype(dt), dtype(cache_dt), static_cast<float*>(ptr(out)), ptr(output),
+                                   ptr(input), ptr(cache), metric_code(metric), partials, n,
+                                   static_cast<float*>(ptr(workspace)), ptr(stream));
+      },
+      py::arg("dtype"), py::arg("cache_dtype"), py::arg("out"), py::arg("output"), py::arg("input"), py::arg("cache"),
+      py::arg("metric"), py::arg("partials"), py::arg("n"), py::arg("workspace"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def("motion_score_workspace", &cuda::motion_score_workspace, py::arg("groups"), py::arg("frames"),
+        py::arg("frame_size"), py::arg("num_strides"));
+  m.def(
+      "motion_score",
+      [](int dt, uintptr_t out, uintptr_t residual, int64_t groups, int64_t frames, int64_t frame_size,
+         uintptr_t strides, int num_strides, bool partials, uintptr_t workspace, uintptr_t stream) {
+        cuda::motion_score(dtype(dt), static_cast<float*>(ptr(out)), ptr(residual), groups, frames, frame_size,
+                           static_cast<const int64_t*>(ptr(strides)), num_strides, partials,
+                           static_cast<float*>(ptr(workspace)), ptr(stream));
+      },
+      py::arg("dtype"), py::arg("out"), py::arg("residual"), py::arg("groups"), py::arg("frames"),
+      py::arg("frame_size"), py::arg("strides"), py::arg("num_strides"), py::arg("partials"), py::arg("workspace"),
+      py::arg("stream"), py::call_guard<py::gil_scoped_release>());
 }

@@ -60,3 +60,34 @@ def noncontiguous(t: Tensor) -> Tensor:
     view.copy_(t)
     assert t.numel() <= 1 or not view.is_contiguous()
     return view
+
+
+# Reductions (feature_diff, residual_diff_update, motion_score) return fp32 metrics of many elements. They are
+# checked against a float64 truth computed from the same (already rounded) inputs, so only the fp32 accumulation
+# is measured, whatever the input dtype. Each backend sums blocks of at most a few thousand terms and combines
+# the blocks by a tree: the rounding errors, of random sign, stay within a few ulps (measured: at most 2.2 ulps of
+# the result on 7 .. 4M elements for every metric and backend), and the worst case grows with the tree depth,
+# so the allowance is 4 + 2 * log2(n) fp32 ulps (2.6e-6 relative at 1M elements).
+def reduction_rtol(n: int) -> float:
+    import math
+
+    return torch.finfo(torch.float32).eps * (4 + 2 * math.log2(n + 1))
+
+
+def assert_reduction_close(out: Tensor, truth: Tensor, n: int, *, absolute: bool = False, what: str = "") -> None:
+    """`out` (fp32) against `truth` (float64): NaN where truth is NaN, equal infinities, and elsewhere
+    |out - truth| <= reduction_rtol(n) * |truth| (or * max(|truth|, 1) when `absolute`, for quantities such as 1 - cos whose
+    error is bounded by the magnitudes of the sums rather than by the result)."""
+    assert out.dtype == torch.float32, f"{what}: dtype {out.dtype}, expected float32"
+    assert out.shape == truth.shape, f"{what}: shape {tuple(out.shape)} != truth {tuple(truth.shape)}"
+    o, t = out.double().cpu(), truth.double().cpu()
+    assert torch.equal(o.isnan(), t.isnan()), f"{what}: NaN pattern {o.flatten().tolist()[:8]} vs truth {t.flatten().tolist()[:8]}"
+    inf = t.isinf()
+    assert torch.equal(o[inf], t[inf]), f"{what}: infinities {o[inf].tolist()} vs {t[inf].tolist()}"
+    fin = t.isfinite()
+    scale = t[fin].abs().clamp_min(1.0) if absolute else t[fin].abs()
+    err, allowed = (o[fin] - t[fin]).abs(), reduction_rtol(n) * scale
+    assert bool((err <= allowed).all()), (
+        f"{what}: error {(err / scale.clamp_min(1e-300)).max().item():.3g} relative > {reduction_rtol(n):.3g} "
+        f"(out {o.flatten().tolist()[:8]}, truth {t.flatten().tolist()[:8]})"
+    )

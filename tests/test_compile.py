@@ -43,3 +43,65 @@ def test_extrapolate_out_compiles():
         torch.testing.assert_close(buf, R.extrapolate(newer, older, float(i)))
         torch.testing.assert_close(res, buf + 1)
     assert counter.frame_count == 1
+
+
+def test_feature_diff_fullgraph_no_recompile():
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def decide(a, b, threshold):
+        d = fk.ops.feature_diff(a, b, "rel_l1")
+        rows = fk.ops.feature_diff(a, b, "cosine", per_sample=True)
+        sums = fk.ops.feature_diff_partials(a, b, "rel_l2")
+        return d < threshold, rows, fk.ops.feature_diff_from_partials(sums, "rel_l2")
+
+    a, b = torch.randn(2, 40, 33), torch.randn(2, 40, 33)
+    threshold = torch.tensor(0.0)
+    for i in range(5):
+        threshold.fill_(0.5 * i)  # the decision input changes; the graph must not care
+        a.add_(0.1)
+        below, rows, l2 = decide(a, b, threshold)
+        assert bool(below) == bool(R.feature_diff(a, b, "rel_l1") < 0.5 * i)
+        torch.testing.assert_close(rows, R.feature_diff(a, b, "cosine", per_sample=True), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(l2, R.feature_diff(a, b, "rel_l2"), rtol=1e-5, atol=1e-6)
+    assert counter.frame_count == 1, f"{counter.frame_count} graphs"
+
+
+def test_residual_diff_update_mutates_cache_under_compile():
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def first_block_step(h0, h1, cache):
+        d = fk.ops.residual_diff_update(h1, h0, cache, "rel_l1")
+        return d * 2
+
+    h0 = torch.randn(2, 16, 8)
+    cache = torch.zeros(2, 16, 8, dtype=torch.bfloat16)
+    for i in range(4):
+        h1 = h0 + torch.randn(2, 16, 8)
+        expected_cache = cache.clone()
+        expected = 2 * R.residual_diff_update(h1, h0, expected_cache, "rel_l1")
+        torch.testing.assert_close(first_block_step(h0, h1, cache), expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+        assert torch.equal(cache, expected_cache), f"call {i}: cache not updated in place"
+    assert counter.frame_count == 1, f"{counter.frame_count} graphs"
+
+
+def test_motion_score_fullgraph_no_recompile():
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def moreg(p, m_prev, rate):
+        m = (fk.ops.motion_score(p, 5, (1,))[0] / 0.385) ** 8
+        return m + (10 * (m - m_prev) / rate).abs()
+
+    p = torch.randn(2, 5 * 12, 16)
+    m_prev, rate = torch.tensor(1.0), torch.tensor(3.0)
+    for i in range(4):
+        rate.fill_(float(i + 1))
+        p.mul_(1.1)
+        m = (R.motion_score(p, 5, (1,))[0] / 0.385) ** 8
+        torch.testing.assert_close(moreg(p, m_prev, rate), m + (10 * (m - m_prev) / (i + 1)).abs(), rtol=1e-4, atol=0)
+    assert counter.frame_count == 1, f"{counter.frame_count} graphs"

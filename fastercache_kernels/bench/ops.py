@@ -50,3 +50,66 @@ def _forced(backend: str, fn):
 
 
 BENCHES = {"extrapolate": bench_extrapolate}
+
+
+# Reductions: bytes are what the op must move (each input read once; residual_diff_update also writes the cache).
+def bench_feature_diff(numel: int = 1 << 24, dtype: torch.dtype = torch.float32, device="cpu", **kw) -> list[Row]:
+    device = torch.device(device)
+    a = torch.randn(numel, device=device).to(dtype)
+    b = torch.randn(numel, device=device).to(dtype)
+    impls = {"eager": lambda: (a - b).abs().sum() / b.abs().sum()}
+    for be in fk_backends(device):
+        impls[f"fk {be}"] = _forced(be, lambda: ops.feature_diff(a, b, "rel_l1"))
+    nbytes = 2 * numel * a.element_size()
+    copy = copy_gbps(numel, dtype, device, **kw)
+    case = f"{numel} {str(dtype).removeprefix('torch.')} rel_l1"
+    return measure("feature_diff", case, impls, nbytes, device, copy, **kw)
+
+
+def bench_residual_diff_update(numel: int = 1 << 24, dtype: torch.dtype = torch.float32, device="cpu",
+                               **kw) -> list[Row]:
+    device = torch.device(device)
+    x = torch.randn(numel, device=device).to(dtype)
+    y = torch.randn(numel, device=device).to(dtype)
+    cache = torch.randn(numel, device=device).to(dtype)
+
+    def eager():  # what First-Block-Cache implementations write
+        r = y - x
+        d = (r - cache).abs().sum() / cache.abs().sum()
+        cache.copy_(r)
+        return d
+
+    impls = {"eager": eager}
+    for be in fk_backends(device):
+        impls[f"fk {be}"] = _forced(be, lambda: ops.residual_diff_update(y, x, cache, "rel_l1"))
+    nbytes = 4 * numel * x.element_size()  # output, input and cache read, cache written
+    copy = copy_gbps(numel, dtype, device, **kw)
+    case = f"{numel} {str(dtype).removeprefix('torch.')} rel_l1"
+    return measure("residual_diff_update", case, impls, nbytes, device, copy, **kw)
+
+
+def motion_shape(numel: int, frames: int = 13, channels: int = 1920, batch: int = 2) -> tuple[int, int, int]:
+    """[B, T*S, C] with CogVideoX-2B's width and latent frame count and about `numel` elements (CogVideoX-2B's
+    full [2, 17550, 1920] is 67M elements: minutes of eager runs on a small CPU, so the default is 16M)."""
+    s = max(1, numel // (batch * frames * channels))
+    return batch, frames * s, channels
+
+
+def bench_motion_score(numel: int = 1 << 24, dtype: torch.dtype = torch.float32, device="cpu", **kw) -> list[Row]:
+    device = torch.device(device)
+    b, n, c = motion_shape(numel)
+    t = 13
+    s = n // t
+    p = torch.randn(b, n, c, device=device).to(dtype)
+    # SPEC section 4, as AdaCache's reference code computes it
+    impls = {"eager": lambda: (p[:, s:] - p[:, :-s]).abs().sum() / (p[:, s:].abs().sum() + p[:, :-s].abs().sum())}
+    for be in fk_backends(device):
+        impls[f"fk {be}"] = _forced(be, lambda: ops.motion_score(p, t, (1,)))
+    nbytes = p.numel() * p.element_size()
+    copy = copy_gbps(p.numel(), dtype, device, **kw)
+    case = f"[{b}, {n}, {c}] {str(dtype).removeprefix('torch.')} T={t}"
+    return measure("motion_score", case, impls, nbytes, device, copy, **kw)
+
+
+BENCHES.update(feature_diff=bench_feature_diff, residual_diff_update=bench_residual_diff_update,
+               motion_score=bench_motion_score)

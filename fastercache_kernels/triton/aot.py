@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
+import os
+import subprocess
+import sys
 
 TRITON_DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
@@ -18,6 +23,8 @@ def compile_ptx(module: str, dtype: str = "fp32", arch: int = 90, aligned: bool 
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return _compile_outside_interpreter(module, arch, aligned, num_warps)[dtype]
     spec = importlib.import_module(f"fastercache_kernels.triton.{module}").AOT
     sig = {k: v.format(dtype=TRITON_DTYPES[dtype]) for k, v in spec["signature"].items()}
     names = list(sig)
@@ -30,3 +37,22 @@ def compile_ptx(module: str, dtype: str = "fp32", arch: int = 90, aligned: bool 
     src = ASTSource(fn=kernel, signature=sig, constexprs=spec["constexprs"], attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     return compiled.asm["ptx"]
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_outside_interpreter(module: str, arch: int, aligned: bool, num_warps: int) -> dict:
+    """PTX for every dtype, compiled in a fresh interpreter without TRITON_INTERPRET. Under the interpreter,
+    triton.jit turns every @jit function into an InterpretedFunction when it is defined, triton.language's own
+    (tl.sum's combine function among them) included, and those cannot be compiled: kernels that reduce need a
+    clean process. One process per module serves all dtypes."""
+    code = (
+        "import json, sys\n"
+        "from fastercache_kernels.triton.aot import compile_ptx, TRITON_DTYPES\n"
+        f"ptx = {{d: compile_ptx({module!r}, d, {arch}, {aligned}, {num_warps}) for d in TRITON_DTYPES}}\n"
+        "sys.stdout.write(json.dumps(ptx))\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"AOT compilation of {module} failed:\n{res.stderr[-4000:]}")
+    return json.loads(res.stdout)

@@ -1,0 +1,134 @@
+"""fastercache::feature_diff and fastercache::feature_diff_partials: how far a feature moved between two steps
+(the decision metric of TeaCache, First-Block-Cache and AdaCache), in one deterministic pass."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .. import _ext
+from ..reference.feature_diff import feature_diff_partials as reference_partials
+from ._common import DTYPE_CODES, backend_for, check_float_tensor, check_like, cpu_module, cuda_stream, dense
+from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, workspace
+
+
+def _check(op: str, a: Tensor, b: Tensor, metric: str, per_sample: bool) -> None:
+    check_float_tensor(op, "a", a)
+    check_like(op, "b", b, "a", a)
+    check_metric(op, metric)
+    if not isinstance(per_sample, bool):
+        raise TypeError(f"{op}: `per_sample` must be a bool, got {type(per_sample).__name__}")
+    if per_sample and a.dim() == 0:
+        raise ValueError(f"{op}: per_sample=True needs `a` with a batch dim, got a 0-d tensor")
+
+
+def _shape(a: Tensor, per_sample: bool, partials: bool) -> tuple:
+    rows = (a.shape[0],) if per_sample else ()
+    return rows + ((NUM_SUMS,) if partials else ())
+
+
+def _compute(a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: bool) -> Tensor:
+    backend = backend_for(a)
+    if backend == "reference":  # the metric as every backend forms it from its sums (see finalize)
+        sums = reference_partials(a, b, metric, per_sample)
+        return sums if partials else finalize(sums, metric)
+    out = f32_empty(_shape(a, per_sample, partials), a.device)
+    if out.numel() == 0:
+        return out
+    rows = a.shape[0] if per_sample else 1
+    cols = math.prod(a.shape[1:]) if per_sample else a.numel()
+    a, b = dense(a), dense(b)
+    code, mcode = DTYPE_CODES[a.dtype], METRIC_CODES[metric]
+    if backend == "triton":
+        from ..triton import feature_diff as tk
+
+        tk.launch(out, workspace(tk.workspace_numel(rows, cols), a.device), a, b, mcode, partials, rows, cols)
+    elif backend == "cpu":
+        cpu_module().feature_diff(code, out.data_ptr(), a.data_ptr(), b.data_ptr(), mcode, partials, rows, cols)
+    else:
+        mod = _ext.cuda()
+        ws = workspace(mod.feature_diff_workspace(rows, cols), a.device)
+        with torch.cuda.device(a.device):
+            mod.feature_diff(code, out.data_ptr(), a.data_ptr(), b.data_ptr(), mcode, partials, rows, cols,
+                             ws.data_ptr(), cuda_stream(a.device))
+    return out
+
+
+@torch.library.custom_op("fastercache::feature_diff", mutates_args=())
+def _feature_diff(a: Tensor, b: Tensor, metric: str, per_sample: bool) -> Tensor:
+    _check("feature_diff", a, b, metric, per_sample)
+    return _compute(a, b, metric, per_sample, partials=False)
+
+
+@_feature_diff.register_fake
+def _(a, b, metric, per_sample):
+    _check("feature_diff", a, b, metric, per_sample)
+    return f32_empty(_shape(a, per_sample, False), a.device)
+
+
+@torch.library.custom_op("fastercache::feature_diff_partials", mutates_args=())
+def _feature_diff_partials(a: Tensor, b: Tensor, metric: str, per_sample: bool) -> Tensor:
+    _check("feature_diff_partials", a, b, metric, per_sample)
+    return _compute(a, b, metric, per_sample, partials=True)
+
+
+@_feature_diff_partials.register_fake
+def _(a, b, metric, per_sample):
+    _check("feature_diff_partials", a, b, metric, per_sample)
+    return f32_empty(_shape(a, per_sample, True), a.device)
+
+
+def feature_diff(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool = False) -> Tensor:
+    """d(a, b) for a feature-difference metric, reduced in one pass with fp32 accumulation:
+
+        l1     = mean |a - b|                      rel_l1 = sum |a - b| / sum |b|
+        rel_l2 = ||a - b||_2 / ||b||_2             cosine = 1 - <a, b> / (||a||_2 ||b||_2)
+
+    Deterministic: bit-identical from call to call and for any thread count (fixed-size blocks reduced into
+    partials, combined in a fixed order; no float atomics).
+
+    Args:
+        a: [B, *] fp32, fp16 or bf16, any strides (e.g. the current feature).
+        b: [B, *] same shape, dtype and device (e.g. the cached one; the denominator of the relative metrics).
+        metric: "l1", "rel_l1", "rel_l2" or "cosine".
+        per_sample: reduce over every dim but the first, one value per sample.
+
+    Returns:
+        fp32 0-d tensor, or [B] with per_sample=True. Empty inputs give NaN (0 / 0), as torch's mean does.
+    """
+    _check("feature_diff", a, b, metric, per_sample)  # here too: schema errors would not name the argument
+    return torch.ops.fastercache.feature_diff(a, b, metric, per_sample)
+
+
+def feature_diff_partials(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool = False) -> Tensor:
+    """The raw sums behind feature_diff, so callers can all-reduce (SUM) them across ranks before dividing:
+
+        l1: (sum |a-b|, count, 0)        rel_l1: (sum |a-b|, sum |b|, 0)
+        rel_l2: (sum (a-b)^2, sum b^2, 0)    cosine: (sum a*b, sum a^2, sum b^2)
+
+    Args: as feature_diff. Returns: fp32 [3], or [B, 3] with per_sample=True.
+    feature_diff_from_partials(feature_diff_partials(a, b, m), m) equals feature_diff(a, b, m) bit for bit.
+    """
+    _check("feature_diff_partials", a, b, metric, per_sample)
+    return torch.ops.fastercache.feature_diff_partials(a, b, metric, per_sample)
+
+
+def feature_diff_from_partials(partials: Tensor, metric: str = "rel_l1") -> Tensor:
+    """The metric from raw sums: s0 / s1 (l1, rel_l1), sqrt(s0) / sqrt(s1) (rel_l2),
+    1 - s0 / (sqrt(s1) sqrt(s2)) (cosine), each in fp32.
+
+    Args:
+        partials: [..., 3] float tensor from feature_diff_partials (summed over ranks, or over several tensors).
+        metric: the metric the sums were taken for.
+
+    Returns:
+        fp32 tensor of shape partials.shape[:-1].
+    """
+    op = "feature_diff_from_partials"
+    check_float_tensor(op, "partials", partials)
+    if partials.dim() == 0 or partials.shape[-1] != NUM_SUMS:
+        raise ValueError(f"{op}: `partials` must have shape [..., 3], got {tuple(partials.shape)}")
+    check_metric(op, metric)
+    return finalize(partials.float(), metric)
