@@ -123,7 +123,7 @@ def _split(other: Tensor, computed: Tensor, radius_divisor: int, dtype: torch.dt
     lo = lowpass(res, radius(*other.shape[-2:], radius_divisor))
     _difference(high, res, lo)  # high = R - low, rounded once to the storage dtype
     if low is None:
-        low = lo if (dtype == torch.float32 and lo.is_contiguous()) else lo.to(dtype, memory_format=torch.contiguous_format)
+        low = lo.to(dtype).contiguous()  # no copy when irfft2 already gave fp32 (the "dc" view is copied)
     else:
         low.copy_(lo)
     return low, high

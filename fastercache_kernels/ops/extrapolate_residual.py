@@ -1,15 +1,26 @@
-"""fastercache::extrapolate_residual: the Open-Sora reuse path `x = x + gate * F`, with F = newer + w * (newer - older)
-FasterCache's extrapolated attention output, in one in-place pass."""
+"""fastercache::extrapolate_residual: Open-Sora's attention reuse path `x = x + gate * F` in one in-place pass, where
+F = newer + w * (newer - older) is FasterCache's extrapolated attention output."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ..reference import extrapolate_residual as reference_extrapolate_residual
-from ._common import (DTYPE_CODES, _overlaps, as_scalar, backend_for, check_float_tensor, check_like, check_scalar,
-                      cpu_module, cuda_stream, dense, scalar_f32)
 from .. import _ext
+from ..reference import extrapolate_residual as reference_extrapolate_residual
+from ._common import (
+    DTYPE_CODES,
+    _overlaps,
+    as_scalar,
+    backend_for,
+    check_float_tensor,
+    check_like,
+    check_scalar,
+    cpu_module,
+    cuda_stream,
+    dense,
+    scalar_f32,
+)
 
 _OP = "extrapolate_residual"
 
@@ -38,7 +49,7 @@ def _check(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight:
     b, c = x.shape[0], x.shape[-1]
     shape = tuple(gate.shape)
     ok = (
-        gate.dim() >= 1 and gate.dim() <= x.dim() and shape[-1] == c
+        gate.dim() >= 1 and shape[-1] == c
         and (gate.dim() == 1 or (shape[0] in (1, b) and all(s == 1 for s in shape[1:-1])))
     )
     if not ok:
@@ -68,7 +79,8 @@ def _run(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight: T
     w = scalar_f32(weight, x.device)
     nw, od = dense(newer), dense(older)
     # x is read and written in place when contiguous and not partly overlapping an input; else a copy.
-    work = x if x.is_contiguous() and not (_overlaps(x, newer) or _overlaps(x, older)) else x.contiguous()
+    overlap = _overlaps(x, newer) or _overlaps(x, older)
+    work = x if x.is_contiguous() and not overlap else x.clone(memory_format=torch.contiguous_format)
     if backend == "triton":
         _triton(work, nw, od, g, w, channels, sample_numel, stride)
     else:

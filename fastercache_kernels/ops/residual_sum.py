@@ -8,8 +8,16 @@ from torch import Tensor
 
 from .. import _ext
 from ..reference import residual_sum as reference_residual_sum
-from ._common import DTYPE_CODES, backend_for, check_float_tensor, check_like, cpu_module, cuda_stream, dense
-from ._common import writable_dense
+from ._common import (
+    DTYPE_CODES,
+    backend_for,
+    check_float_tensor,
+    check_like,
+    cpu_module,
+    cuda_stream,
+    dense,
+    writable_dense,
+)
 
 _OP = "residual_sum"
 
@@ -87,7 +95,9 @@ def residual_sum(x: Tensor, residuals, *, out: Tensor | None = None) -> Tensor:
     Returns:
         [*] tensor in x's dtype, summed in fp32 and rounded once.
     """
-    residuals = list(residuals) if isinstance(residuals, tuple) else residuals
+    if not isinstance(residuals, (list, tuple)):
+        raise TypeError(f"{_OP}: `residuals` must be a list of tensors, got {type(residuals).__name__}")
+    residuals = list(residuals)
     if out is None:
         return torch.ops.fastercache.residual_sum(x, residuals)
     torch.ops.fastercache.residual_sum_out(x, residuals, out)

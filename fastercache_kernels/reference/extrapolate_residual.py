@@ -10,9 +10,10 @@ def gate_rows(gate: Tensor, channels: int) -> Tensor:
 def extrapolate_residual(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight) -> Tensor:
     """x + gate * (newer + weight * (newer - older)) in fp32 with x viewed as [B, N, C] and the gate per sample
     and channel; returns a new tensor in x's dtype (the op writes it into x)."""
-    b, c = x.shape[0], x.shape[-1]
-    xf = x.float().reshape(b, -1, c)
-    n, o = newer.float().reshape(b, -1, c), older.float().reshape(b, -1, c)
+    view = (x.shape[0], x.shape[1:-1].numel(), x.shape[-1])  # [B, N, C]
+    c = view[2]
+    xf = x.float().reshape(view)
+    n, o = newer.float().reshape(view), older.float().reshape(view)
     w = weight.to(device=xf.device, dtype=torch.float32) if isinstance(weight, Tensor) else float(weight)
     f = n + w * (n - o)
     if gate is None:
