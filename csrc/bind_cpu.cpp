@@ -1,9 +1,11 @@
 // The _cpu module: OpenMP launchers over raw host pointers. No libtorch: Python passes data_ptr() integers.
 #include <omp.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bind_common.h"
 #include "fastercache/launchers.h"
@@ -72,5 +74,51 @@ PYBIND11_MODULE(FASTERCACHE_CPU_MODULE, m) {
       },
       py::arg("dtype"), py::arg("out"), py::arg("residual"), py::arg("groups"), py::arg("frames"),
       py::arg("frame_size"), py::arg("strides"), py::arg("num_strides"), py::arg("partials"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "cfg_recombine",
+      [](int dt, int delta_dt, uintptr_t out, uintptr_t computed, uintptr_t low, uintptr_t high, uintptr_t a,
+         uintptr_t b, int64_t n) {
+        cpu::cfg_recombine(dtype(dt), dtype(delta_dt), ptr(out), ptr(computed), ptr(low), ptr(high), fptr(a),
+                           fptr(b), n);
+      },
+      py::arg("dtype"), py::arg("delta_dtype"), py::arg("out"), py::arg("computed"), py::arg("low"),
+      py::arg("high"), py::arg("low_weight"), py::arg("high_weight"), py::arg("n"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "cfg_recombine_guided",
+      [](int dt, int delta_dt, uintptr_t out, uintptr_t computed, uintptr_t low, uintptr_t high, uintptr_t a,
+         uintptr_t b, uintptr_t s, int64_t n) {
+        cpu::cfg_recombine_guided(dtype(dt), dtype(delta_dt), ptr(out), ptr(computed), ptr(low), ptr(high),
+                                  fptr(a), fptr(b), fptr(s), n);
+      },
+      py::arg("dtype"), py::arg("delta_dtype"), py::arg("out"), py::arg("computed"), py::arg("low"),
+      py::arg("high"), py::arg("low_weight"), py::arg("high_weight"), py::arg("guidance_scale"), py::arg("n"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "cfg_residual_split_diff",
+      [](int out_dt, int in_dt, uintptr_t out, uintptr_t a, uintptr_t b, int64_t n) {
+        cpu::cfg_residual_split_diff(dtype(out_dt), dtype(in_dt), ptr(out), ptr(a), ptr(b), n);
+      },
+      py::arg("out_dtype"), py::arg("in_dtype"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("n"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "extrapolate_residual",
+      [](int dt, int cache_dt, uintptr_t x, uintptr_t newer, uintptr_t older, uintptr_t gate, uintptr_t weight,
+         int64_t channels, int64_t sample_numel, int64_t gate_stride, int64_t n) {
+        cpu::extrapolate_residual(dtype(dt), dtype(cache_dt), ptr(x), ptr(newer), ptr(older), fptr(gate),
+                                  fptr(weight), channels, sample_numel, gate_stride, n);
+      },
+      py::arg("dtype"), py::arg("cache_dtype"), py::arg("x"), py::arg("newer"), py::arg("older"), py::arg("gate"),
+      py::arg("weight"), py::arg("channels"), py::arg("sample_numel"), py::arg("gate_stride"), py::arg("n"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "residual_sum",
+      [](int dt, uintptr_t out, uintptr_t x, const std::vector<uintptr_t>& residuals, int64_t n) {
+        std::vector<const void*> r(residuals.size());
+        for (size_t k = 0; k < r.size(); ++k) r[k] = ptr(residuals[k]);
+        cpu::residual_sum(dtype(dt), ptr(out), ptr(x), r.data(), static_cast<int>(r.size()), n);
+      },
+      py::arg("dtype"), py::arg("out"), py::arg("x"), py::arg("residuals"), py::arg("n"),
       py::call_guard<py::gil_scoped_release>());
 }

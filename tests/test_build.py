@@ -105,3 +105,22 @@ def test_wheel_holds_both_modules(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert any(re.match(r"fastercache_kernels/_cpu\..*so$", n) for n in names), names
     assert any(re.match(r"fastercache_kernels/_cuda\..*so$", n) for n in names), names
+
+
+@pytest.mark.skipif(_cuda_so() is None or torch.cuda.is_available(), reason="needs _cuda built and no GPU")
+def test_elementwise_launchers_without_driver_raise_clearly():
+    mod = _ext.cuda()
+    calls = {
+        "cfg_recombine": lambda: mod.cfg_recombine(0, 2, 0, 0, 0, 0, 0, 0, 16, 0),
+        "cfg_recombine_guided": lambda: mod.cfg_recombine_guided(0, 2, 0, 0, 0, 0, 0, 0, 0, 16, 0),
+        "cfg_residual_split": lambda: mod.cfg_residual_split_diff(0, 1, 0, 0, 0, 16, 0),
+        "extrapolate_residual": lambda: mod.extrapolate_residual(2, 2, 0, 0, 0, 0, 0, 8, 64, 8, 64, 0),
+        "residual_sum": lambda: mod.residual_sum(1, 0, 0, [0] * 3, 16, 0, 0),
+    }
+    for name, call in calls.items():
+        with pytest.raises(RuntimeError, match=f"fastercache CUDA {name}: .*no usable CUDA driver or device"):
+            call()
+    # more residuals than one launch carries need the fp32 workspace; checked before anything is launched
+    assert mod.RESIDUAL_SUM_CAPACITY == 64
+    with pytest.raises(ValueError, match="need an fp32 workspace"):
+        mod.residual_sum(1, 0, 0, [0] * 65, 16, 0, 0)

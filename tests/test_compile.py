@@ -105,3 +105,106 @@ def test_motion_score_fullgraph_no_recompile():
         m = (R.motion_score(p, 5, (1,))[0] / 0.385) ** 8
         torch.testing.assert_close(moreg(p, m_prev, rate), m + (10 * (m - m_prev) / (i + 1)).abs(), rtol=1e-4, atol=0)
     assert counter.frame_count == 1, f"{counter.frame_count} graphs"
+
+
+def test_cfg_recombine_guided_fullgraph_no_recompile():
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def skip_call(cond, low, high, a, b, s):
+        other = fk.ops.cfg_recombine(cond, low, high, a, b)
+        return fk.ops.cfg_recombine_guided(cond, low, high, a, b, s), other
+
+    cond = torch.randn(2, 4, 12, 18)
+    low, high = torch.randn(2, 4, 12, 18).bfloat16(), torch.randn(2, 4, 12, 18).bfloat16()
+    a, b, s = torch.tensor(1.0), torch.tensor(1.0), torch.tensor(6.0)
+    for i in range(6):
+        # the compounding multipliers and a dynamic guidance scale change every call
+        a.fill_(1.1**i)
+        b.fill_(1.15 ** (i // 2))
+        s.fill_(6.0 - 0.5 * i)
+        guided, other = skip_call(cond, low, high, a, b, s)
+        torch.testing.assert_close(guided, R.cfg_recombine_guided(cond, low, high, a, b, s))
+        torch.testing.assert_close(other, R.cfg_recombine(cond, low, high, a, b))
+    assert counter.frame_count == 1, f"{counter.frame_count} graphs"
+    for i in range(3):
+        skip_call(cond, low, high, torch.tensor(1.0 + i), torch.tensor(0.5), torch.tensor(7.5))
+    assert counter.frame_count == 1
+
+
+def test_cfg_residual_split_and_recombine_compile():
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def full_then_skip(uncond, cond, new_cond, low, high, a, b, s):
+        fk.ops.cfg_residual_split(uncond, cond, out=(low, high))  # refresh the deltas in place
+        fresh = fk.ops.cfg_residual_split(uncond, cond, 5, torch.bfloat16)
+        return fk.ops.cfg_recombine_guided(new_cond, low, high, a, b, s), fresh
+
+    shape = (2, 4, 20, 30)
+    low, high = torch.empty(shape), torch.empty(shape)
+    for i in range(4):
+        uncond, cond, new_cond = torch.randn(shape), torch.randn(shape), torch.randn(shape)
+        out, fresh = full_then_skip(uncond, cond, new_cond, low, high, torch.tensor(1.1**i), torch.tensor(1.0),
+                                    torch.tensor(6.0))
+        ref_low, ref_high = R.cfg_residual_split(uncond, cond)
+        torch.testing.assert_close(low, ref_low, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(high, ref_high, rtol=1e-5, atol=1e-5)
+        assert fresh[0].dtype == torch.bfloat16
+        torch.testing.assert_close(out, R.cfg_recombine_guided(new_cond, ref_low, ref_high, 1.1**i, 1.0, 6.0),
+                                   rtol=1e-5, atol=1e-5)
+    assert counter.frame_count == 1, f"{counter.frame_count} graphs"
+
+
+def test_extrapolate_residual_in_place_compiles():
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def reuse_block(x, gate, newer, older, w):
+        x = x * 1.0  # a graph-internal tensor mutated in place, then used
+        fk.ops.extrapolate_residual(x, gate, newer, older, w)
+        return x + 1
+
+    x, gate = torch.randn(2, 33, 16), torch.randn(2, 1, 16)
+    newer, older = torch.randn(2, 33, 16), torch.randn(2, 33, 16)
+    for i in range(4):
+        w = torch.tensor((i - 7) / 20 * 0.9)
+        expected = R.extrapolate_residual(x, gate, newer, older, w) + 1
+        torch.testing.assert_close(reuse_block(x, gate, newer, older, w), expected)
+    assert counter.frame_count == 1
+
+    counter2 = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+
+    @torch.compile(backend=counter2, fullgraph=True)
+    def on_input(x, newer, older, w):
+        fk.ops.extrapolate_residual(x, None, newer, older, w)  # mutates a graph input
+
+    y = x.clone()
+    on_input(y, newer, older, torch.tensor(0.3))
+    torch.testing.assert_close(y, R.extrapolate_residual(x, None, newer, older, 0.3))
+    assert counter2.frame_count == 1
+
+
+def test_residual_sum_fullgraph_no_recompile():
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def reuse(x, residuals, out):
+        y = fk.ops.residual_sum(x, residuals)
+        fk.ops.residual_sum(x, residuals, out=out)
+        return y * 2
+
+    residuals = [torch.randn(4, 64) for _ in range(56)]
+    out = torch.empty(4, 64)
+    for _ in range(3):
+        x = torch.randn(4, 64)
+        for r in residuals:
+            r.normal_()  # new cached residuals each call: the graph must not care
+        expected = R.residual_sum(x, residuals)
+        torch.testing.assert_close(reuse(x, residuals, out), 2 * expected)
+        torch.testing.assert_close(out, expected)
+    assert counter.frame_count == 1

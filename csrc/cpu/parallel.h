@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "fastercache/common.h"
+#include "fastercache/elementwise.h"
 
 namespace fastercache {
 namespace cpu {
@@ -66,32 +67,22 @@ inline void stream_fence() {
 #endif
 }
 
-// out[i] = F::apply({in[k][i]}, s) for the functors of fastercache/elementwise.h.
-template <class F, class T>
-void map(T* out, const T* const* in, const float* const* scalars, int64_t n) {
-  float s[F::kScalars > 0 ? F::kScalars : 1];
-  for (int k = 0; k < F::kScalars; ++k) s[k] = *scalars[k];
-  const T* src[F::kIn];
-  for (int k = 0; k < F::kIn; ++k) src[k] = in[k];
-  auto compute = [&](T* dst, int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      float x[F::kIn];
-      for (int k = 0; k < F::kIn; ++k) x[k] = to_float(src[k][i]);
-      dst[i - b] = from_float<T>(F::apply(x, s));
-    }
-  };
-  const bool stream = n * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
+// Runs compute(dst, b, e), which writes out[b, e) to dst[0, e - b), over [0, n) with one chunk per thread.
+// Outputs of kStreamBytes or more are computed in kBlockBytes blocks into a stack buffer and streamed out.
+template <class TO, int64_t kBlockBytes = 1024, class Compute>
+void map_driver(TO* out, int64_t n, Compute&& compute) {
+  const bool stream = n * static_cast<int64_t>(sizeof(TO)) >= kStreamBytes;
   parallel_chunks(n, threads_for(n), [&](int64_t b, int64_t e, int) {
     if (!stream) {
       compute(out + b, b, e);
       return;
     }
-    // Elements up to the first 16-byte boundary, then 1 KiB blocks computed into a stack buffer and
-    // streamed out, then the tail.
-    constexpr int64_t kBlock = 1024 / sizeof(T);
-    alignas(64) T buf[kBlock];
+    // Elements up to the first 16-byte boundary, then blocks computed into a stack buffer and streamed out,
+    // then the tail.
+    constexpr int64_t kBlock = kBlockBytes / sizeof(TO);
+    alignas(64) TO buf[kBlock];
     const uintptr_t addr = reinterpret_cast<uintptr_t>(out + b);
-    const int64_t head = std::min<int64_t>(e - b, static_cast<int64_t>((16 - addr % 16) % 16 / sizeof(T)));
+    const int64_t head = std::min<int64_t>(e - b, static_cast<int64_t>((16 - addr % 16) % 16 / sizeof(TO)));
     compute(out + b, b, b + head);
     int64_t i = b + head;
     if ((reinterpret_cast<uintptr_t>(out + i) & 15) == 0) {
@@ -105,6 +96,34 @@ void map(T* out, const T* const* in, const float* const* scalars, int64_t n) {
   });
 }
 
+// out[i] = F::apply({a[k][i]..., b[k][i]...}, s) for the functors of fastercache/elementwise.h: the first
+// kIn - kInB inputs are read as TA, the last kInB (second_inputs<F>) as TB, the result is stored as TO.
+template <class F, class TO, class TA, class TB>
+void map_mixed(TO* out, const TA* const* a, const TB* const* b, const float* const* scalars, int64_t n) {
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  float s[F::kScalars > 0 ? F::kScalars : 1];
+  for (int k = 0; k < F::kScalars; ++k) s[k] = *scalars[k];
+  const TA* srca[kA > 0 ? kA : 1];
+  const TB* srcb[kB > 0 ? kB : 1];
+  for (int k = 0; k < kA; ++k) srca[k] = a[k];
+  for (int k = 0; k < kB; ++k) srcb[k] = b[k];
+  map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float x[F::kIn];
+      for (int k = 0; k < kA; ++k) x[k] = to_float(srca[k][i]);
+      for (int k = 0; k < kB; ++k) x[kA + k] = to_float(srcb[k][i]);
+      dst[i - lo] = from_float<TO>(F::apply(x, s));
+    }
+  });
+}
+
+// out[i] = F::apply({in[k][i]}, s): every input and the output in one storage type.
+template <class F, class T>
+void map(T* out, const T* const* in, const float* const* scalars, int64_t n) {
+  map_mixed<F, T, T, T>(out, in, in + (F::kIn - second_inputs<F>::value), scalars, n);
+}
+
 // Dispatches map<F> on a dtype code with untyped pointers.
 template <class F>
 void map_dtype(DType dt, void* out, const void* const* in, const float* const* scalars, int64_t n) {
@@ -113,6 +132,79 @@ void map_dtype(DType dt, void* out, const void* const* in, const float* const* s
     const T* typed[F::kIn];
     for (int k = 0; k < F::kIn; ++k) typed[k] = static_cast<const T*>(in[k]);
     map<F>(static_cast<T*>(out), typed, scalars, n);
+  });
+}
+
+// Dispatches map_mixed<F>: the output and the first inputs in `dt`, the last kInB inputs in `dt_b`.
+template <class F>
+void map_mixed_dtype(DType dt, DType dt_b, void* out, const void* const* in, const float* const* scalars,
+                     int64_t n) {
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_dtype(dt_b, [&](auto tag_b) {
+      using U = decltype(tag_b);
+      const T* a[kA > 0 ? kA : 1];
+      const U* b[kB > 0 ? kB : 1];
+      for (int k = 0; k < kA; ++k) a[k] = static_cast<const T*>(in[k]);
+      for (int k = 0; k < kB; ++k) b[k] = static_cast<const U*>(in[kA + k]);
+      map_mixed<F, T, T, U>(static_cast<T*>(out), a, b, scalars, n);
+    });
+  });
+}
+
+// Dispatches map_mixed<F> with every input in `in_dt` and the output in `out_dt`.
+template <class F>
+void map_cast_dtype(DType out_dt, DType in_dt, void* out, const void* const* in, const float* const* scalars,
+                    int64_t n) {
+  constexpr int kA = F::kIn - second_inputs<F>::value;
+  dispatch_dtype(out_dt, [&](auto tag_o) {
+    using TO = decltype(tag_o);
+    dispatch_dtype(in_dt, [&](auto tag) {
+      using T = decltype(tag);
+      const T* typed[F::kIn];
+      for (int k = 0; k < F::kIn; ++k) typed[k] = static_cast<const T*>(in[k]);
+      map_mixed<F, TO, T, T>(static_cast<TO*>(out), typed, typed + kA, scalars, n);
+    });
+  });
+}
+
+// map_mixed with a gate: out[i] = F::apply({inputs at i..., g}, s) where the inputs are viewed as
+// [samples, rows, channels] and g = gate[(i / sample_numel) * gate_stride + i % channels] (gate_stride 0: one
+// gate row for every sample). Without a gate (nullptr) g = 1. Rows are walked whole so the inner loop over
+// channels stays a plain vectorisable loop.
+template <class F, class TO, class TA, class TB>
+void map_channels(TO* out, const TA* const* a, const TB* const* b, const float* gate, int64_t channels,
+                  int64_t sample_numel, int64_t gate_stride, const float* const* scalars, int64_t n) {
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  float s[F::kScalars > 0 ? F::kScalars : 1];
+  for (int k = 0; k < F::kScalars; ++k) s[k] = *scalars[k];
+  const TA* srca[kA > 0 ? kA : 1];
+  const TB* srcb[kB > 0 ? kB : 1];
+  for (int k = 0; k < kA; ++k) srca[k] = a[k];
+  for (int k = 0; k < kB; ++k) srcb[k] = b[k];
+  auto rows = [&](auto has_gate, TO* dst, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi;) {
+      const int64_t c0 = i % channels;
+      const int64_t end = std::min<int64_t>(hi, i + (channels - c0));
+      const float* g = has_gate ? gate + (i / sample_numel) * gate_stride + c0 : nullptr;
+      for (int64_t j = i; j < end; ++j) {
+        float x[F::kIn + 1];
+        for (int k = 0; k < kA; ++k) x[k] = to_float(srca[k][j]);
+        for (int k = 0; k < kB; ++k) x[kA + k] = to_float(srcb[k][j]);
+        x[F::kIn] = has_gate ? g[j - i] : 1.0f;
+        dst[j - lo] = from_float<TO>(F::apply(x, s));
+      }
+      i = end;
+    }
+  };
+  map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
+    if (gate)
+      rows(std::true_type{}, dst, lo, hi);
+    else
+      rows(std::false_type{}, dst, lo, hi);
   });
 }
 

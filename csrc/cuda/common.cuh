@@ -3,11 +3,14 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "fastercache/common.h"
+#include "fastercache/elementwise.h"
 
 namespace fastercache {
 namespace cuda {
@@ -39,11 +42,47 @@ template <int N> struct ScalarPtrs { const float* p[N > 0 ? N : 1]; };
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride beyond this
 
-// out[i] = F::apply(x, s). When every pointer is 16-byte aligned the body runs on Packs and a scalar tail
-// handles the last n % Pack::kN elements; otherwise every element is scalar. Indices are int64.
-template <class F, class T, bool kVec>
-__global__ void __launch_bounds__(kThreads) map_kernel(T* __restrict__ out, Ptrs<F::kIn, T> in,
-                                                       ScalarPtrs<F::kScalars> sp, int64_t n) {
+// Elements per thread and step on the vectorised paths: 16 bytes of the narrowest storage type involved, so
+// every access, of that type and of the wider ones alike, is a whole number of 128-bit loads or stores.
+template <class T, class... Ts> constexpr int vec_width() {
+  size_t m = sizeof(T);
+  ((m = sizeof(Ts) < m ? sizeof(Ts) : m), ...);
+  return static_cast<int>(16 / m);
+}
+
+// V elements of T held as V * sizeof(T) / 16 Packs.
+template <class T, int V> struct Vec {
+  static constexpr int kPacks = V * static_cast<int>(sizeof(T)) / 16;
+  static_assert(kPacks >= 1 && kPacks * 16 == V * static_cast<int>(sizeof(T)), "V * sizeof(T) must be 16k");
+  Pack<T> p[kPacks];
+  __device__ __forceinline__ T get(int j) const { return p[j / Pack<T>::kN].v[j % Pack<T>::kN]; }
+  __device__ __forceinline__ void set(int j, T x) { p[j / Pack<T>::kN].v[j % Pack<T>::kN] = x; }
+};
+
+// Vector i (elements [i * V, i * V + V)) of a 16-byte aligned array, one 128-bit access per Pack.
+template <int V, class T> __device__ __forceinline__ Vec<T, V> load_vec(const T* base, int64_t i) {
+  Vec<T, V> r;
+  const Pack<T>* src = reinterpret_cast<const Pack<T>*>(base) + i * Vec<T, V>::kPacks;
+#pragma unroll
+  for (int k = 0; k < Vec<T, V>::kPacks; ++k) r.p[k] = src[k];
+  return r;
+}
+
+template <int V, class T> __device__ __forceinline__ void store_vec(T* base, int64_t i, const Vec<T, V>& v) {
+  Pack<T>* dst = reinterpret_cast<Pack<T>*>(base) + i * Vec<T, V>::kPacks;
+#pragma unroll
+  for (int k = 0; k < Vec<T, V>::kPacks; ++k) dst[k] = v.p[k];
+}
+
+// out[i] = F::apply(x, s) with the first kIn - kInB inputs of type TA, the last kInB of type TB and the output
+// of type TO (all one type for most ops). When every pointer is 16-byte aligned the body runs on Vecs and a
+// scalar tail handles the rest; otherwise every element is scalar. Indices are int64.
+template <class F, class TO, class TA, class TB, bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    map_kernel(TO* __restrict__ out, Ptrs<F::kIn - second_inputs<F>::value, TA> a,
+               Ptrs<second_inputs<F>::value, TB> b, ScalarPtrs<F::kScalars> sp, int64_t n) {
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
   float s[F::kScalars > 0 ? F::kScalars : 1];
 #pragma unroll
   for (int k = 0; k < F::kScalars; ++k) s[k] = __ldg(sp.p[k]);
@@ -51,51 +90,75 @@ __global__ void __launch_bounds__(kThreads) map_kernel(T* __restrict__ out, Ptrs
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t done = 0;
   if (kVec) {
-    constexpr int V = Pack<T>::kN;
+    constexpr int V = vec_width<TO, TA, TB>();
     const int64_t nvec = n / V;
     for (int64_t i = tid; i < nvec; i += stride) {
-      Pack<T> x[F::kIn];
+      Vec<TA, V> xa[kA > 0 ? kA : 1];
+      Vec<TB, V> xb[kB > 0 ? kB : 1];
 #pragma unroll
-      for (int k = 0; k < F::kIn; ++k) x[k] = reinterpret_cast<const Pack<T>*>(in.p[k])[i];
-      Pack<T> o;
+      for (int k = 0; k < kA; ++k) xa[k] = load_vec<V>(a.p[k], i);
+#pragma unroll
+      for (int k = 0; k < kB; ++k) xb[k] = load_vec<V>(b.p[k], i);
+      Vec<TO, V> o;
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         float xf[F::kIn];
 #pragma unroll
-        for (int k = 0; k < F::kIn; ++k) xf[k] = to_float(x[k].v[j]);
-        o.v[j] = from_float<T>(F::apply(xf, s));
+        for (int k = 0; k < kA; ++k) xf[k] = to_float(xa[k].get(j));
+#pragma unroll
+        for (int k = 0; k < kB; ++k) xf[kA + k] = to_float(xb[k].get(j));
+        o.set(j, from_float<TO>(F::apply(xf, s)));
       }
-      reinterpret_cast<Pack<T>*>(out)[i] = o;
+      store_vec<V>(out, i, o);
     }
     done = nvec * V;
   }
   for (int64_t i = done + tid; i < n; i += stride) {
     float xf[F::kIn];
 #pragma unroll
-    for (int k = 0; k < F::kIn; ++k) xf[k] = to_float(in.p[k][i]);
-    out[i] = from_float<T>(F::apply(xf, s));
+    for (int k = 0; k < kA; ++k) xf[k] = to_float(a.p[k][i]);
+#pragma unroll
+    for (int k = 0; k < kB; ++k) xf[kA + k] = to_float(b.p[k][i]);
+    out[i] = from_float<TO>(F::apply(xf, s));
   }
+}
+
+inline unsigned grid_for(int64_t work) {
+  return static_cast<unsigned>(std::min<int64_t>(kMaxBlocks, (work + kThreads - 1) / kThreads));
+}
+
+template <class F, class TO, class TA, class TB>
+void launch_map_mixed(TO* out, const TA* const* a, const TB* const* b, const float* const* scalars, int64_t n,
+                      cudaStream_t stream, const char* what) {
+  if (n <= 0) return;
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  Ptrs<kA, TA> pa{};
+  Ptrs<kB, TB> pb{};
+  ScalarPtrs<F::kScalars> s{};
+  bool vec = aligned16(out);
+  for (int k = 0; k < kA; ++k) {
+    pa.p[k] = a[k];
+    vec = vec && aligned16(a[k]);
+  }
+  for (int k = 0; k < kB; ++k) {
+    pb.p[k] = b[k];
+    vec = vec && aligned16(b[k]);
+  }
+  for (int k = 0; k < F::kScalars; ++k) s.p[k] = scalars[k];
+  constexpr int V = vec_width<TO, TA, TB>();
+  const int64_t work = vec ? (n + V - 1) / V : n;
+  if (vec)
+    map_kernel<F, TO, TA, TB, true><<<grid_for(work), kThreads, 0, stream>>>(out, pa, pb, s, n);
+  else
+    map_kernel<F, TO, TA, TB, false><<<grid_for(work), kThreads, 0, stream>>>(out, pa, pb, s, n);
+  check(cudaGetLastError(), what);
 }
 
 template <class F, class T>
 void launch_map(T* out, const T* const* in, const float* const* scalars, int64_t n, cudaStream_t stream,
                 const char* what) {
-  if (n <= 0) return;
-  Ptrs<F::kIn, T> p{};
-  ScalarPtrs<F::kScalars> s{};
-  bool vec = aligned16(out);
-  for (int k = 0; k < F::kIn; ++k) {
-    p.p[k] = in[k];
-    vec = vec && aligned16(in[k]);
-  }
-  for (int k = 0; k < F::kScalars; ++k) s.p[k] = scalars[k];
-  const int64_t work = vec ? (n + Pack<T>::kN - 1) / Pack<T>::kN : n;
-  const int64_t blocks = std::min<int64_t>(kMaxBlocks, (work + kThreads - 1) / kThreads);
-  if (vec)
-    map_kernel<F, T, true><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(out, p, s, n);
-  else
-    map_kernel<F, T, false><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(out, p, s, n);
-  check(cudaGetLastError(), what);
+  launch_map_mixed<F, T, T, T>(out, in, in + (F::kIn - second_inputs<F>::value), scalars, n, stream, what);
 }
 
 // CUDA has its own fp16/bf16 types only for arithmetic; storage stays f16/bf16 words as on the host.
@@ -108,6 +171,129 @@ void launch_map_dtype(DType dt, void* out, const void* const* in, const float* c
     for (int k = 0; k < F::kIn; ++k) typed[k] = static_cast<const T*>(in[k]);
     launch_map<F>(static_cast<T*>(out), typed, scalars, n, as_stream(stream), what);
   });
+}
+
+// The output and the first inputs in `dt`, the last kInB inputs in `dt_b`.
+template <class F>
+void launch_map_mixed_dtype(DType dt, DType dt_b, void* out, const void* const* in, const float* const* scalars,
+                            int64_t n, void* stream, const char* what) {
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_dtype(dt_b, [&](auto tag_b) {
+      using U = decltype(tag_b);
+      const T* a[kA > 0 ? kA : 1];
+      const U* b[kB > 0 ? kB : 1];
+      for (int k = 0; k < kA; ++k) a[k] = static_cast<const T*>(in[k]);
+      for (int k = 0; k < kB; ++k) b[k] = static_cast<const U*>(in[kA + k]);
+      launch_map_mixed<F, T, T, U>(static_cast<T*>(out), a, b, scalars, n, as_stream(stream), what);
+    });
+  });
+}
+
+// Every input in `in_dt`, the output in `out_dt`.
+template <class F>
+void launch_map_cast_dtype(DType out_dt, DType in_dt, void* out, const void* const* in,
+                           const float* const* scalars, int64_t n, void* stream, const char* what) {
+  constexpr int kA = F::kIn - second_inputs<F>::value;
+  dispatch_dtype(out_dt, [&](auto tag_o) {
+    using TO = decltype(tag_o);
+    dispatch_dtype(in_dt, [&](auto tag) {
+      using T = decltype(tag);
+      const T* typed[F::kIn];
+      for (int k = 0; k < F::kIn; ++k) typed[k] = static_cast<const T*>(in[k]);
+      launch_map_mixed<F, TO, T, T>(static_cast<TO*>(out), typed, typed + kA, scalars, n, as_stream(stream),
+                                    what);
+    });
+  });
+}
+
+// map_kernel with a gate: out[i] = F::apply({inputs at i..., g}, s) where the inputs are viewed as
+// [samples, rows, channels] and g = gate[(i / sample_numel) * gate_stride + i % channels], fp32 (kGate false:
+// g = 1). The vectorised path needs channels % V == 0 so a Vec never straddles two rows.
+template <class F, class TO, class TA, class TB, bool kVec, bool kGate>
+__global__ void __launch_bounds__(kThreads)
+    map_channels_kernel(TO* __restrict__ out, Ptrs<F::kIn - second_inputs<F>::value, TA> a,
+                        Ptrs<second_inputs<F>::value, TB> b, const float* __restrict__ gate, int64_t channels,
+                        int64_t sample_numel, int64_t gate_stride, ScalarPtrs<F::kScalars> sp, int64_t n) {
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  float s[F::kScalars > 0 ? F::kScalars : 1];
+#pragma unroll
+  for (int k = 0; k < F::kScalars; ++k) s[k] = __ldg(sp.p[k]);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t done = 0;
+  if (kVec) {
+    constexpr int V = vec_width<TO, TA, TB>();
+    const int64_t nvec = n / V;
+    for (int64_t i = tid; i < nvec; i += stride) {
+      const int64_t e = i * V;
+      const float* g = kGate ? gate + (e / sample_numel) * gate_stride + e % channels : nullptr;
+      Vec<TA, V> xa[kA > 0 ? kA : 1];
+      Vec<TB, V> xb[kB > 0 ? kB : 1];
+#pragma unroll
+      for (int k = 0; k < kA; ++k) xa[k] = load_vec<V>(a.p[k], i);
+#pragma unroll
+      for (int k = 0; k < kB; ++k) xb[k] = load_vec<V>(b.p[k], i);
+      Vec<TO, V> o;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        float xf[F::kIn + 1];
+#pragma unroll
+        for (int k = 0; k < kA; ++k) xf[k] = to_float(xa[k].get(j));
+#pragma unroll
+        for (int k = 0; k < kB; ++k) xf[kA + k] = to_float(xb[k].get(j));
+        xf[F::kIn] = kGate ? __ldg(g + j) : 1.0f;
+        o.set(j, from_float<TO>(F::apply(xf, s)));
+      }
+      store_vec<V>(out, i, o);
+    }
+    done = nvec * V;
+  }
+  for (int64_t i = done + tid; i < n; i += stride) {
+    float xf[F::kIn + 1];
+#pragma unroll
+    for (int k = 0; k < kA; ++k) xf[k] = to_float(a.p[k][i]);
+#pragma unroll
+    for (int k = 0; k < kB; ++k) xf[kA + k] = to_float(b.p[k][i]);
+    xf[F::kIn] = kGate ? __ldg(gate + (i / sample_numel) * gate_stride + i % channels) : 1.0f;
+    out[i] = from_float<TO>(F::apply(xf, s));
+  }
+}
+
+template <class F, class TO, class TA, class TB>
+void launch_map_channels(TO* out, const TA* const* a, const TB* const* b, const float* gate, int64_t channels,
+                         int64_t sample_numel, int64_t gate_stride, const float* const* scalars, int64_t n,
+                         cudaStream_t stream, const char* what) {
+  if (n <= 0) return;
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  constexpr int V = vec_width<TO, TA, TB>();
+  Ptrs<kA, TA> pa{};
+  Ptrs<kB, TB> pb{};
+  ScalarPtrs<F::kScalars> s{};
+  bool vec = aligned16(out) && channels % V == 0;
+  for (int k = 0; k < kA; ++k) {
+    pa.p[k] = a[k];
+    vec = vec && aligned16(a[k]);
+  }
+  for (int k = 0; k < kB; ++k) {
+    pb.p[k] = b[k];
+    vec = vec && aligned16(b[k]);
+  }
+  for (int k = 0; k < F::kScalars; ++k) s.p[k] = scalars[k];
+  const unsigned grid = grid_for(vec ? (n + V - 1) / V : n);
+  auto go = [&](auto kv, auto kg) {
+    map_channels_kernel<F, TO, TA, TB, decltype(kv)::value, decltype(kg)::value><<<grid, kThreads, 0, stream>>>(
+        out, pa, pb, gate, channels, sample_numel, gate_stride, s, n);
+  };
+  if (vec)
+    gate ? go(std::true_type{}, std::true_type{}) : go(std::true_type{}, std::false_type{});
+  else
+    gate ? go(std::false_type{}, std::true_type{}) : go(std::false_type{}, std::false_type{});
+  check(cudaGetLastError(), what);
 }
 
 }  // namespace cuda

@@ -14,7 +14,7 @@ namespace cuda {
 constexpr int kWarps = kThreads / 32;
 
 // 16 bytes of loads per tensor per step even when two tensors have different element sizes: N elements of T.
-template <class T, int N> struct alignas(sizeof(T) * N) Vec {
+template <class T, int N> struct alignas(sizeof(T) * N) RVec {
   T v[N];
 };
 

@@ -27,8 +27,8 @@ __global__ void __launch_bounds__(kThreads) update_partials_kernel(const T* __re
   int64_t done = 0;
   if (kVec) {
     constexpr int V = step<T, C>();
-    using VT = Vec<T, V>;
-    using VC = Vec<C, V>;
+    using VT = RVec<T, V>;
+    using VC = RVec<C, V>;
     const int64_t nvec = len / V;
 #pragma unroll 2
     for (int64_t i = threadIdx.x; i < nvec; i += kThreads) {

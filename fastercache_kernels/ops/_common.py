@@ -105,11 +105,13 @@ def backend_for(t: Tensor) -> str:
     return _backend.select(t.device)
 
 
-def run_map(op: str, out: Tensor, inputs: list[Tensor], scalars: list[Tensor], reference_fn, triton_launch) -> None:
+def run_map(op: str, out: Tensor, inputs: list[Tensor], scalars: list[Tensor], reference_fn, triton_launch,
+            codes: list[int] | None = None) -> None:
     """Runs an elementwise op `out = f(inputs, scalars)` on the selected backend.
 
     `op` names the launcher in _cpu and _cuda: op(dtype, out, *inputs, *scalars, n[, stream]), with raw
-    pointers. `reference_fn(*inputs, *scalars)` returns the result; `triton_launch(out, inputs, scalars)` writes it.
+    pointers; `codes` replaces the one dtype code for launchers that read several dtypes (mixed-dtype maps).
+    `reference_fn(*inputs, *scalars)` returns the result; `triton_launch(out, inputs, scalars)` writes it.
     """
     backend = backend_for(out)
     if backend == "reference":
@@ -124,9 +126,9 @@ def run_map(op: str, out: Tensor, inputs: list[Tensor], scalars: list[Tensor], r
             triton_launch(o, ins, sc)
             return
         ptrs = [o.data_ptr(), *(t.data_ptr() for t in ins), *(s.data_ptr() for s in sc)]
-        code = DTYPE_CODES[out.dtype]
+        codes = [DTYPE_CODES[out.dtype]] if codes is None else codes
         if backend == "cpu":
-            getattr(cpu_module(), op)(code, *ptrs, out.numel())
+            getattr(cpu_module(), op)(*codes, *ptrs, out.numel())
         else:
             with torch.cuda.device(out.device):
-                getattr(_ext.cuda(), op)(code, *ptrs, out.numel(), cuda_stream(out.device))
+                getattr(_ext.cuda(), op)(*codes, *ptrs, out.numel(), cuda_stream(out.device))

@@ -26,9 +26,15 @@ def compile_ptx(module: str, dtype: str = "fp32", arch: int = 90, aligned: bool 
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return _compile_outside_interpreter(module, arch, aligned, num_warps)[dtype]
     spec = importlib.import_module(f"fastercache_kernels.triton.{module}").AOT
-    sig = {k: v.format(dtype=TRITON_DTYPES[dtype]) for k, v in spec["signature"].items()}
+    fmt = lambda v: v.format(dtype=TRITON_DTYPES[dtype]) if isinstance(v, str) else tuple(map(fmt, v))  # noqa: E731
+    sig = {k: fmt(v) for k, v in spec["signature"].items()}
     names = list(sig)
-    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in spec["aligned"]} if aligned else {}
+    attrs = {}
+    for a in spec["aligned"] if aligned else ():
+        i = names.index(a)
+        # a tuple argument (a list of pointers): every element carries the hint
+        paths = [(i, j) for j in range(len(sig[a]))] if isinstance(sig[a], tuple) else [(i,)]
+        attrs.update({p: [["tt.divisibility", 16]] for p in paths})
     kernel = spec["kernel"]
     if not hasattr(kernel, "cache_key"):  # under TRITON_INTERPRET=1 @triton.jit gave an InterpretedFunction
         from triton.runtime.jit import JITFunction

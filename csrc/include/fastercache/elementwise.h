@@ -3,6 +3,8 @@
 // output element in fp32 from x[kIn] and s[kScalars]; the loops round the result once to the storage type.
 #pragma once
 
+#include <type_traits>
+
 #include "fastercache/common.h"
 
 namespace fastercache {
@@ -12,6 +14,51 @@ struct ExtrapolateF {
   static constexpr int kIn = 2;
   static constexpr int kScalars = 1;
   static FC_HD float apply(const float* x, const float* s) { return x[0] + s[0] * (x[0] - x[1]); }
+};
+
+// ---- mixed storage dtypes -------------------------------------------------------------------------------------
+// A functor may read its last kInB inputs in a second storage dtype (cached bf16 deltas next to an fp32 model
+// output, say). second_inputs<F>::value is that count: F::kInB when declared, else 0.
+template <class F, class = void> struct second_inputs {
+  static constexpr int value = 0;
+};
+template <class F> struct second_inputs<F, std::void_t<decltype(F::kInB)>> {
+  static constexpr int value = F::kInB;
+};
+
+// cfg_recombine: computed + a * low + b * high      x = {computed | low, high}, s = {a, b}
+// Evaluated left to right like the eager expression, so in fp32 the CPU result equals torch's bit for bit.
+struct CfgRecombineF {
+  static constexpr int kIn = 3;
+  static constexpr int kInB = 2;
+  static constexpr int kScalars = 2;
+  static FC_HD float apply(const float* x, const float* s) { return x[0] + s[0] * x[1] + s[1] * x[2]; }
+};
+
+// cfg_recombine_guided: computed + (1 - g) * (a * low + b * high)      x = {computed | low, high}, s = {a, b, g}
+struct CfgRecombineGuidedF {
+  static constexpr int kIn = 3;
+  static constexpr int kInB = 2;
+  static constexpr int kScalars = 3;
+  static FC_HD float apply(const float* x, const float* s) {
+    return x[0] + (1.0f - s[2]) * (s[0] * x[1] + s[1] * x[2]);
+  }
+};
+
+// cfg_residual_split's elementwise parts: R = other - computed, and high = R - low       x = {a, b}
+struct DifferenceF {
+  static constexpr int kIn = 2;
+  static constexpr int kScalars = 0;
+  static FC_HD float apply(const float* x, const float*) { return x[0] - x[1]; }
+};
+
+// extrapolate_residual: x + g * (newer + w * (newer - older))     x = {x | newer, older}, s = {w}
+// g = x[kIn] is the per-sample, per-channel gate that map_channels appends (1 when there is none).
+struct ExtrapolateResidualF {
+  static constexpr int kIn = 3;
+  static constexpr int kInB = 2;
+  static constexpr int kScalars = 1;
+  static FC_HD float apply(const float* x, const float* s) { return x[0] + x[3] * (x[1] + s[0] * (x[1] - x[2])); }
 };
 
 }  // namespace fastercache

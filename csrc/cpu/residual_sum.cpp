@@ -1,0 +1,99 @@
+#if defined(__AVX2__) && defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+
+#include "fastercache/launchers.h"
+#include "parallel.h"
+
+namespace fastercache {
+namespace cpu {
+
+namespace {
+
+// Elements per accumulator block: 64 KiB of fp32, resident in L2 while every residual streams through it.
+// Each residual is then read in runs of 16K elements, long enough for the hardware prefetchers to pay off;
+// measured on the 2-core EPYC dev machine, 56 bf16 residuals of 9.4M elements, one thread: 2K-element blocks
+// 104 ms (10.6 GB/s), 16K 86 ms (12.7 GB/s, torch's copy_ ran at 16.6 GB/s then).
+constexpr int64_t kAcc = 16384;
+
+// acc[j] = (((acc[j] + r0[j]) + r1[j]) + r2[j]) + r3[j]: four residuals per pass over the accumulator, in list
+// order (one per pass: 229 ms instead of 104 ms in the measurement above).
+template <class T>
+inline void add4(float* __restrict__ acc, const T* r0, const T* r1, const T* r2, const T* r3, int64_t m) {
+  for (int64_t j = 0; j < m; ++j) {
+    float v = acc[j];
+    v += to_float(r0[j]);
+    v += to_float(r1[j]);
+    v += to_float(r2[j]);
+    v += to_float(r3[j]);
+    acc[j] = v;
+  }
+}
+
+#if defined(__AVX2__) && defined(__F16C__)
+// The x86-64-v3 build spells the loop out in AVX2: eight elements per step, halves through F16C (the
+// branch-free integer conversion of common.h does not vectorise to it). Measured on the 2-core EPYC dev machine,
+// 56 residuals of 9.4M elements, one thread: fp16 759 -> 88 ms; bf16 about 2x faster than the auto-vectorised
+// loop in the module build. Same adds in the same order, so the same bits.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const f16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 load8(const bf16* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+template <class T>
+inline void add4_fast(float* __restrict__ acc, const T* r0, const T* r1, const T* r2, const T* r3, int64_t m) {
+  int64_t j = 0;
+  for (; j + 8 <= m; j += 8) {
+    __m256 v = _mm256_loadu_ps(acc + j);
+    v = _mm256_add_ps(v, load8(r0 + j));
+    v = _mm256_add_ps(v, load8(r1 + j));
+    v = _mm256_add_ps(v, load8(r2 + j));
+    v = _mm256_add_ps(v, load8(r3 + j));
+    _mm256_storeu_ps(acc + j, v);
+  }
+  add4(acc + j, r0 + j, r1 + j, r2 + j, r3 + j, m - j);
+}
+#else
+template <class T>
+inline void add4_fast(float* __restrict__ acc, const T* r0, const T* r1, const T* r2, const T* r3, int64_t m) {
+  add4(acc, r0, r1, r2, r3, m);
+}
+#endif
+
+// out = x + r[0] + r[1] + ... in fp32, summed in list order (as sequential eager adds in fp32 would), rounded
+// once. Each thread walks its chunk in accumulator blocks; the last count % 4 residuals are added one by one.
+template <class T> void residual_sum_t(T* out, const T* x, const T* const* r, int count, int64_t n) {
+  map_driver<T, kAcc * sizeof(T)>(out, n, [&](T* dst, int64_t lo, int64_t hi) {
+    alignas(64) float acc[kAcc];
+    for (int64_t b = lo; b < hi; b += kAcc) {
+      const int64_t m = std::min<int64_t>(kAcc, hi - b);
+      const T* xb = x + b;
+      for (int64_t j = 0; j < m; ++j) acc[j] = to_float(xb[j]);
+      int k = 0;
+      for (; k + 4 <= count; k += 4) add4_fast(acc, r[k] + b, r[k + 1] + b, r[k + 2] + b, r[k + 3] + b, m);
+      for (; k < count; ++k) {
+        const T* rk = r[k] + b;
+        for (int64_t j = 0; j < m; ++j) acc[j] += to_float(rk[j]);
+      }
+      T* d = dst + (b - lo);
+      for (int64_t j = 0; j < m; ++j) d[j] = from_float<T>(acc[j]);
+    }
+  });
+}
+
+}  // namespace
+
+void residual_sum(DType dt, void* out, const void* x, const void* const* residuals, int count, int64_t n) {
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    residual_sum_t<T>(static_cast<T*>(out), static_cast<const T*>(x),
+                      reinterpret_cast<const T* const*>(residuals), count, n);
+  });
+}
+
+}  // namespace cpu
+}  // namespace fastercache
