@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run ~300x slower with 2 intra-op threads than with 1 on this shared 2-core machine (50 calls of
+    the tiny CogVideoX: 25 s vs 0.07 s, measured with other jobs running): run these modules single-threaded."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 COG_FRAMES, COG_H, COG_W = 2, 10, 12  # latent frames, height, width (radius min(H, W) // 5 = 2)
 LATTE_FRAMES, LATTE_HW = 3, 10
@@ -48,13 +59,14 @@ def timesteps(n: int = 50):
     return torch.linspace(999, 0, n).round().long()
 
 
-def sample_loop(models, latents, extra, *, calls: int = 50, on_call=None, positional: bool = False,
-                return_dict: bool = False):
-    """A CFG sampling loop: batch [uncond, cond], decreasing timesteps. Every model in `models` gets the same inputs
-    each call; the latents follow models[0]. Returns, per call, the list of outputs (one per model)."""
+def sample_loop(models, latents, extra, *, calls: int = 50, first: int | None = None, on_call=None,
+                positional: bool = False, return_dict: bool = False):
+    """A CFG sampling loop: batch [uncond, cond], decreasing timesteps (only the `first` calls of a `calls`-call
+    schedule when given). Every model in `models` gets the same inputs each call; the latents follow models[0].
+    Returns, per call, the list of outputs (one per model)."""
     outs = []
     x = latents.clone()
-    for i, t in enumerate(timesteps(calls)):
+    for i, t in enumerate(timesteps(calls)[:first]):
         inp = torch.cat([x, x])
         tt = t.expand(inp.shape[0])
         if on_call is not None:
@@ -77,3 +89,16 @@ def sample_loop(models, latents, extra, *, calls: int = 50, on_call=None, positi
 
 def clone(model):
     return copy.deepcopy(model)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| / max |ref|."""
+    return float((out.float() - ref.float()).abs().max() / ref.float().abs().max())
+
+
+def assert_parity(outs, tol: float, what: str = "") -> list[float]:
+    """Every call's output of models[1] within `tol` (relative to the call's largest value) of models[0]'s."""
+    errs = [rel_err(row[1], row[0]) for row in outs]
+    bad = [(i + 1, e) for i, e in enumerate(errs) if not e <= tol]
+    assert not bad, f"{what}: calls (number, relative error) above {tol:g}: {bad[:5]}"
+    return errs

@@ -46,8 +46,10 @@ def fft_split(x: torch.Tensor):
 class ReferenceFasterCache:
     """Wraps `model` (modified in place) so that `ref(**inputs)` runs one call of the official schedule."""
 
-    def __init__(self, model, preset: str, attention: list[tuple[str, str]], batch_order=("uncond", "cond")):
+    def __init__(self, model, preset: str, attention: list[tuple[str, str]], batch_order=("uncond", "cond"),
+                 batched=("hidden_states", "timestep", "encoder_hidden_states")):
         self.model = model
+        self.batched = batched
         self.spec = SPEC[preset]
         self.first = batch_order.index(self.spec["computed"])  # index of the computed branch in the model's batch
         self.counter = 0
@@ -68,7 +70,7 @@ class ReferenceFasterCache:
 
         def forward(*args, **kwargs):
             c = self.counter
-            hs = kwargs.get("hidden_states", args[0] if args else None)
+            hs = args[0] if args else kwargs["hidden_states"]
             batch = hs.shape[0]
             cache = mod.ref_cache
             if (spec["reuse"](c) and cache is not None
@@ -93,14 +95,14 @@ class ReferenceFasterCache:
 
         mod.forward = forward
 
-    def __call__(self, *, hidden_states, timestep, return_dict=False, **kw):
+    def __call__(self, **inputs):
+        """One model call; `inputs` are keyword arguments, the names in `batched` hold the CFG batch."""
         self.counter += 1
         c, spec = self.counter, self.spec
         if spec["skip"](c):
             i = self.first
-            sl = lambda t: t.chunk(2)[i]  # noqa: E731
-            out = self.model(hidden_states=sl(hidden_states), timestep=sl(timestep), return_dict=False,
-                             **{k: sl(v) for k, v in kw.items()})[0]
+            sliced = {k: (v.chunk(2)[i] if k in self.batched and torch.is_tensor(v) else v) for k, v in inputs.items()}
+            out = _sample(self.model(**sliced))
             lf_c, hf_c = fft_split(out.float())
             k_lf, k_hf = spec["mults"](c)
             self.delta_lf = self.delta_lf * k_lf
@@ -109,10 +111,14 @@ class ReferenceFasterCache:
             other = other.to(out.dtype)
             y = torch.cat([out, other] if i == 0 else [other, out])
         else:
-            y = self.model(hidden_states=hidden_states, timestep=timestep, return_dict=False, **kw)[0]
+            y = _sample(self.model(**inputs))
             if spec["refresh"](c):
                 halves = y.float().chunk(2)
                 lf_c, hf_c = fft_split(halves[self.first])
                 lf_o, hf_o = fft_split(halves[1 - self.first])
                 self.delta_lf, self.delta_hf = lf_o - lf_c, hf_o - hf_c
         return (y,)
+
+
+def _sample(out):
+    return out if torch.is_tensor(out) else (out[0] if isinstance(out, tuple) else out.sample)
