@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models run ~300x slower with 2 intra-op threads than with 1 on this shared 2-core machine (50 calls of

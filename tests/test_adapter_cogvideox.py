@@ -6,8 +6,18 @@ import warnings
 
 import pytest
 import torch
-from dit_models import (COG_FRAMES, COG_H, COG_W, assert_parity, clone, cog_inputs, one_thread, rel_err,  # noqa: F401
-                        sample_loop, tiny_cogvideox)
+from dit_models import (  # noqa: F401
+    COG_FRAMES,
+    COG_H,
+    COG_W,
+    assert_parity,
+    clone,
+    cog_inputs,
+    one_thread,
+    rel_err,
+    sample_loop,
+    tiny_cogvideox,
+)
 from fastercache_reference import ReferenceFasterCache
 
 import fastercache_kernels as fk

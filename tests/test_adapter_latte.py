@@ -6,8 +6,17 @@ import warnings
 
 import pytest
 import torch
-from dit_models import (LATTE_FRAMES, LATTE_HW, assert_parity, clone, latte_inputs, one_thread,  # noqa: F401
-                        rel_err, sample_loop, tiny_latte)
+from dit_models import (  # noqa: F401
+    LATTE_FRAMES,
+    LATTE_HW,
+    assert_parity,
+    clone,
+    latte_inputs,
+    one_thread,
+    rel_err,
+    sample_loop,
+    tiny_latte,
+)
 from fastercache_reference import ReferenceFasterCache
 
 import fastercache_kernels as fk
@@ -54,9 +63,11 @@ def test_reference_comparison_can_fail(model):
     assert max(rel_err(b, a) for a, b in outs) > 1e-5
 
 
-@pytest.mark.parametrize("kw", [{}, dict(temporal_attention_block_skip_range=2, attention_weight_callback=lambda m: 0.3,
-                                         alpha_low_frequency=1.2, high_frequency_weight_update_timestep_range=(-1, 500))],
-                         ids=["defaults", "temporal"])
+TEMPORAL = dict(temporal_attention_block_skip_range=2, attention_weight_callback=lambda m: 0.3, alpha_low_frequency=1.2,
+                high_frequency_weight_update_timestep_range=(-1, 500))
+
+
+@pytest.mark.parametrize("kw", [{}, TEMPORAL], ids=["defaults", "temporal"])
 def test_diffusers_config_matches_diffusers_hook(model, kw):
     clock = {"t": None}
 
