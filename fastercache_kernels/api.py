@@ -120,7 +120,10 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
         timestep_fn = None
         shared_weight = torch.zeros(())
 
-    if not found and (not isinstance(config, FasterCacheConfig) or config.attention):
+    wants_attention = (config.attention if isinstance(config, FasterCacheConfig) else
+                       config.spatial_attention_block_skip_range is not None
+                       or config.temporal_attention_block_skip_range is not None)
+    if not found and wants_attention:
         raise ValueError(f"fk.apply: no attention module of {type(model).__name__} matches the patterns tried: "
                          f"{tried}")
     computed_index = tuple(adapter.layout.batch_order).index(schedule.computed_branch)
