@@ -71,6 +71,24 @@ def test_diffusers_config_matches_diffusers_hook(model, kw):
     assert handle.stats()["cfg"]["skip"] > 0 and handle.stats()["attention"]["spatial"]["reused"] > 0
 
 
+def test_diffusers_config_guidance_distilled_and_positional(model):
+    """is_guidance_distilled: no CFG split, attention reused on whole batches; our inputs come positionally."""
+    clock = {"t": None}
+    kw = dict(is_guidance_distilled=True, spatial_attention_timestep_skip_range=(-1, 900))
+    theirs, ours = clone(model), clone(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.enable_cache(_diffusers_config(clock, **kw))
+    handle = fk.apply(ours, _diffusers_config(clock, **kw))
+    on_call = lambda i, t: clock.__setitem__("t", t)  # noqa: E731
+    lat, extra = cog_inputs()
+    outs = sample_loop([theirs], lat, extra, on_call=on_call)
+    pos = sample_loop([ours], lat, extra, on_call=on_call, positional=True)
+    assert_parity([[a[0], b[0]] for a, b in zip(outs, pos)], 1e-4, "distilled")
+    st = handle.stats()
+    assert st["cfg"]["skip"] == 0 and st["attention"]["spatial"]["reused"] > 0 and st["cfg_residual_bytes"] == 0
+
+
 def test_diffusers_config_without_timestep_callback(model):
     """No callback needed: the timestep comes from the call's own `timestep` argument."""
     clock = {"t": None}

@@ -251,7 +251,6 @@ class Patch:
     def _model_forward(self, orig):
         state = self.state
         batched = self._batched
-        fmt_ok = self.adapter.layout  # noqa: F841  (validated at construction)
 
         def forward(*args, **kwargs):
             if not state.split:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -358,8 +359,6 @@ class FasterCacheState:
     def begin_call(self, t: float | None, signature, allocate) -> CallPlan:
         """Decides call c+1. `allocate()` probes the model's shapes and calls `self.allocate` (first call of a
         new input signature)."""
-        import warnings
-
         if self.in_call:
             warnings.warn("fastercache: the previous model call did not finish; starting a new video", stacklevel=3)
             self.reset()
