@@ -1,0 +1,33 @@
+"""Any model: name the spatial and temporal attention modules by regular expressions and describe the output."""
+
+from __future__ import annotations
+
+from .base import Adapter, OutputLayout
+
+# Tried when a model has no adapter of its own: the block names of common video DiTs.
+DEFAULT_SPATIAL = (
+    r"(^|\.)(transformer_blocks|blocks|spatial_blocks|single_transformer_blocks)\.\d+\.(attn1?|attention)$",
+)
+DEFAULT_TEMPORAL = (r"(^|\.)(temporal_transformer_blocks|temporal_blocks)\.\d+\.(attn1?|attention)$",)
+
+
+def generic_adapter(spatial=DEFAULT_SPATIAL, temporal=DEFAULT_TEMPORAL, *, tensor_format: str = "BCFHW",
+                    batch_order=("uncond", "cond"), timestep_arg: str = "timestep", batched_args=None,
+                    skip_cross_attention: bool = True) -> Adapter:
+    """An adapter from module-name patterns and the output layout.
+
+    Args:
+        spatial, temporal: regular expressions (re.search) over `model.named_modules()` names; a string or a tuple.
+        tensor_format: the dims of the model output's sample, batch first and H, W last ("BCFHW", "BFCHW", ...).
+        batch_order: the order of the CFG halves along the batch.
+        timestep_arg: the forward argument holding the timestep (a new video starts when it jumps up).
+        batched_args: forward arguments batched over the CFG halves (sliced on skip calls); default: the usual
+            diffusers names (hidden_states, encoder_hidden_states, timestep, attention masks).
+        skip_cross_attention: leave modules with `is_cross_attention = True` alone.
+    """
+    spatial = (spatial,) if isinstance(spatial, str) else tuple(spatial)
+    temporal = (temporal,) if isinstance(temporal, str) else tuple(temporal)
+    kw = {} if batched_args is None else {"batched_args": tuple(batched_args)}
+    return Adapter(name="generic", spatial=spatial, temporal=temporal,
+                   layout=OutputLayout(tensor_format, tuple(batch_order)), timestep_arg=timestep_arg,
+                   skip_cross_attention=skip_cross_attention, **kw)

@@ -1,0 +1,137 @@
+"""`fk.apply(model, config)`: patch a model in place with FasterCache; the returned handle removes it."""
+
+from __future__ import annotations
+
+import torch
+
+from .adapters import for_model
+from .adapters.base import Adapter, OutputLayout, Patch
+from .adapters.generic import generic_adapter
+from .policies import diffusers_compat
+from .policies.fastercache import BRANCHES, AttentionCache, FasterCacheConfig, FasterCacheSchedule, FasterCacheState
+
+
+class FasterCacheHandle:
+    """What `fk.apply` returns. `remove()` restores the original forwards; `reset()` starts a new video;
+    `stats()` counts calls per kind and reports the cache memory held; `schedule` is the call-kind table."""
+
+    def __init__(self, model, state: FasterCacheState, patch: Patch, config, adapter: Adapter):
+        self.model, self.state, self.config, self.adapter = model, state, config, adapter
+        self._patch = patch
+
+    @property
+    def schedule(self):
+        return self.state.schedule
+
+    @property
+    def modules(self) -> list[tuple[str, str]]:
+        """(name, kind) of every cached attention module."""
+        return [(c.name, c.kind) for c in self.state.caches]
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def stats(self) -> dict:
+        return self.state.stats()
+
+    def remove(self) -> None:
+        if self._patch is None:
+            return
+        self._patch.remove()
+        self._patch = None
+        for cache in self.state.caches:  # drop the buffers
+            cache.comp, cache.other = [[], []], None
+        self.state.low = self.state.high = None
+        if getattr(self.model, "_fk_handle", None) is self:
+            del self.model._fk_handle
+
+    @property
+    def active(self) -> bool:
+        return self._patch is not None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    def __repr__(self) -> str:
+        kinds = sorted({k for _, k in self.modules})
+        name = getattr(self.config, "name", type(self.config).__name__)
+        return (f"FasterCacheHandle({type(self.model).__name__}, {name}, {len(self.modules)} modules {kinds}, "
+                f"{'active' if self.active else 'removed'})")
+
+
+def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None,
+          storage_dtype: torch.dtype | None = None) -> FasterCacheHandle:
+    """Patches `model` in place with FasterCache and returns a handle (`handle.remove()` undoes it).
+
+    Args:
+        model: a transformer called once per sampler step with the CFG batch (e.g. [uncond, cond]) in one call.
+            Supported out of the box: diffusers CogVideoXTransformer3DModel and LatteTransformer3DModel; any other
+            model through `adapter=fk.adapters.generic_adapter(...)`.
+        config: a `fk.FasterCacheConfig`, a preset name ("cogvideox-2b", "latte", "opensora-1.2",
+            "opensora-plan-1.1", "vchitect-2.0"), diffusers' own `FasterCacheConfig` (its semantics are reproduced
+            with the fused ops), or None for the adapter's default preset.
+        adapter: overrides the adapter chosen from the model's class.
+        storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
+
+    Positional and keyword inputs both work. Compile the patched model with `torch.compile(model)` (not
+    `model.compile()`): the bookkeeping hooks then run outside the graphs and each call kind gets one graph.
+    """
+    if getattr(model, "_fk_handle", None) is not None:
+        raise RuntimeError("fastercache_kernels is already applied to this model; call handle.remove() first")
+    if getattr(model, "_cache_config", None) is not None:
+        raise RuntimeError(f"the model already has a diffusers cache enabled ({type(model._cache_config).__name__}); "
+                           "call model.disable_cache() first")
+    if type(model).__name__ == "OptimizedModule":
+        raise TypeError("fk.apply needs the model itself, not its torch.compile wrapper: apply first, then compile")
+
+    if diffusers_compat.is_diffusers_config(config):
+        tensor_format = diffusers_compat.check_format(config)
+        base = adapter or for_model(model) or generic_adapter()
+        adapter = Adapter(name=f"diffusers:{base.name}", layout=OutputLayout(tensor_format, ("uncond", "cond")),
+                          timestep_arg=base.timestep_arg,
+                          batched_args=tuple(config._unconditional_conditional_input_kwargs_identifiers))
+        found = diffusers_compat.select_modules(model, config)
+        schedule = diffusers_compat.DiffusersSchedule(config, storage_dtype,
+                                                      kinds=sorted({k for _, _, k in found}) or ("spatial",))
+        schedule._model = model
+        tried = diffusers_compat.patterns(config)
+        timestep_fn = config.current_timestep_callback
+        shared_weight = None
+    else:
+        adapter = adapter or for_model(model) or generic_adapter()
+        if config is None:
+            if adapter.default_preset is None:
+                raise ValueError(f"fk.apply: no default preset for {type(model).__name__}; pass a "
+                                 "fk.FasterCacheConfig or a preset name")
+            config = adapter.default_preset
+        if isinstance(config, str):
+            config = FasterCacheConfig.preset(config)
+        if not isinstance(config, FasterCacheConfig):
+            raise TypeError(f"fk.apply: `config` must be a fk.FasterCacheConfig, a preset name or diffusers' "
+                            f"FasterCacheConfig, got {type(config).__name__}")
+        if storage_dtype is not None:
+            config = config.replace(storage_dtype=storage_dtype)
+        found = adapter.attention_modules(model) if config.attention else []
+        tried = adapter.patterns()
+        schedule = FasterCacheSchedule(config, kinds=sorted({k for _, _, k in found}) or ("spatial",))
+        timestep_fn = None
+        shared_weight = torch.zeros(())
+
+    wants_attention = (config.attention if isinstance(config, FasterCacheConfig) else
+                       config.spatial_attention_block_skip_range is not None
+                       or config.temporal_attention_block_skip_range is not None)
+    if not found and wants_attention:
+        raise ValueError(f"fk.apply: no attention module of {type(model).__name__} matches the patterns tried: "
+                         f"{tried}")
+    computed_index = tuple(adapter.layout.batch_order).index(schedule.computed_branch)
+    assert schedule.computed_branch in BRANCHES
+    caches = [AttentionCache(name, mod, kind, shared_weight if shared_weight is not None else torch.zeros(()))
+              for name, mod, kind in found]
+    state = FasterCacheState(schedule, caches, computed_index)
+    patch = Patch(model, state, adapter, timestep_fn=timestep_fn)
+    handle = FasterCacheHandle(model, state, patch, config, adapter)
+    model._fk_handle = handle
+    return handle
