@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 PINS   := torch==2.13.0 triton==3.7.1
 TEST_PINS := diffusers==0.42.1 transformers==5.23.0 accelerate==1.15.0 safetensors pytest hypothesis \
              pytest-benchmark tqdm scikit-image matplotlib pillow
-BUILD_DEPS := setuptools>=64 wheel pybind11>=2.12 cmake>=3.24 ninja
+BUILD_DEPS := 'setuptools>=64' wheel 'pybind11>=2.12' 'cmake>=3.24' ninja
 SOURCES := $(shell find csrc -type f) CMakeLists.txt setup.py pyproject.toml
 
 .PHONY: install test demo bench info clean

@@ -32,6 +32,7 @@ class Result:
     psnr: float | None = None
     ssim: float | None = None
     temporal: float | None = None
+    attn_reused: float | None = None  # share of cached attention calls served from the cache
     extra: dict = field(default_factory=dict)
 
 
@@ -80,9 +81,14 @@ def run(family: str, settings: list[Setting], n: int = 4, steps: int = 50, seed:
             r.computed, r.reused = steps, 0
         else:
             r.speedup = base / seconds
-            r.computed = _stat(stats, "calls_computed", "computed")
-            r.reused = _stat(stats, "calls_reused", "reused")
-            r.cache_mb = (_stat(stats, "cache_bytes", default=0) or 0) / 2**20
+            cfg = stats.get("cfg", {})
+            r.computed, r.reused = cfg.get("full"), cfg.get("skip")
+            attn = stats.get("attention", {})
+            done = sum(k["computed"] for k in attn.values())
+            skipped = sum(k["reused"] for k in attn.values())
+            if done + skipped:
+                r.attn_reused = skipped / (done + skipped)
+            r.cache_mb = (stats.get("cache_bytes", 0) + stats.get("cfg_residual_bytes", 0)) / 2**20
             r.extra = stats
             if gif_dir is not None:
                 write_gif(ref, video, gif_dir / f"{family}_{_slug(s.name)}.gif")
@@ -110,11 +116,13 @@ def write_gif(ref: torch.Tensor, test: torch.Tensor, path: Path, scale: int = 8)
 
 
 def format_results(results: list[Result]) -> str:
-    head = ["model", "setting", "wall s", "speedup", "computed", "reused", "cache MB", "PSNR dB", "SSIM", "temporal"]
+    head = ["model", "setting", "wall s", "speedup", "CFG full", "CFG skip", "attn reused", "cache MB", "PSNR dB",
+            "SSIM", "temporal"]
     rows = []
     for r in results:
         rows.append([r.family, r.setting, f"{r.seconds:.2f}", f"{r.speedup:.2f}x",
                      "" if r.computed is None else str(r.computed), "" if r.reused is None else str(r.reused),
+                     "" if r.attn_reused is None else f"{r.attn_reused:.0%}",
                      f"{r.cache_mb:.2f}", "inf" if r.psnr and r.psnr >= 100 else f"{r.psnr:.2f}",
                      f"{r.ssim:.4f}", f"{r.temporal:.4f}"])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]

@@ -39,7 +39,15 @@ class _DiffusersHook:
         self.model.disable_cache()
 
 
+PRESET = {"latte": "latte", "cogvideox": "cogvideox-2b"}  # the published schedule for each family
+
+
 def settings(family: str) -> list[Setting]:
-    out = [Setting("no cache")]
-    out.append(Setting("diffusers FasterCache hook", lambda m: _DiffusersHook(m, diffusers_config(family))))
-    return out
+    import fastercache_kernels as fk
+
+    return [
+        Setting("no cache"),
+        Setting(f"fk FasterCache preset {PRESET[family]}", lambda m: fk.apply(m, PRESET[family])),
+        Setting("fk with diffusers' config", lambda m: fk.apply(m, diffusers_config(family))),
+        Setting("diffusers' own FasterCache hook", lambda m: _DiffusersHook(m, diffusers_config(family))),
+    ]
