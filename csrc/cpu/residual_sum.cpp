@@ -46,16 +46,29 @@ inline __m256 load8(const bf16* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
 
+// One cache line of each residual per step, with a software prefetch 2 KiB ahead in each: four interleaved
+// streams restart the hardware prefetchers at every run. Measured on the 2-core EPYC dev machine, 56 bf16
+// residuals of 9.4M elements, two threads: 23.9 ms without the prefetch, 15.7 ms with it (67 GB/s, what a plain
+// two-thread read of one array reaches there); one thread: 31.8 and 30.5 ms.
 template <class T>
 inline void add4_fast(float* __restrict__ acc, const T* r0, const T* r1, const T* r2, const T* r3, int64_t m) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  // the address 2 KiB ahead, formed as an integer: it may lie past the end of the array (a prefetch never faults)
+  auto ahead = [](const T* p) { return reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + 2048); };
   int64_t j = 0;
-  for (; j + 8 <= m; j += 8) {
-    __m256 v = _mm256_loadu_ps(acc + j);
-    v = _mm256_add_ps(v, load8(r0 + j));
-    v = _mm256_add_ps(v, load8(r1 + j));
-    v = _mm256_add_ps(v, load8(r2 + j));
-    v = _mm256_add_ps(v, load8(r3 + j));
-    _mm256_storeu_ps(acc + j, v);
+  for (; j + kLine <= m; j += kLine) {
+    _mm_prefetch(ahead(r0 + j), _MM_HINT_T0);
+    _mm_prefetch(ahead(r1 + j), _MM_HINT_T0);
+    _mm_prefetch(ahead(r2 + j), _MM_HINT_T0);
+    _mm_prefetch(ahead(r3 + j), _MM_HINT_T0);
+    for (int64_t h = j; h < j + kLine; h += 8) {
+      __m256 v = _mm256_loadu_ps(acc + h);
+      v = _mm256_add_ps(v, load8(r0 + h));
+      v = _mm256_add_ps(v, load8(r1 + h));
+      v = _mm256_add_ps(v, load8(r2 + h));
+      v = _mm256_add_ps(v, load8(r3 + h));
+      _mm256_storeu_ps(acc + h, v);
+    }
   }
   add4(acc + j, r0 + j, r1 + j, r2 + j, r3 + j, m - j);
 }
