@@ -35,16 +35,10 @@ inline void add4(float* __restrict__ acc, const T* r0, const T* r1, const T* r2,
 }
 
 #if defined(__AVX2__) && defined(__F16C__)
-// The x86-64-v3 build spells the loop out in AVX2: eight elements per step, halves through F16C (the
-// branch-free integer conversion of common.h does not vectorise to it). Measured on the 2-core EPYC dev machine,
-// 56 residuals of 9.4M elements, one thread: fp16 759 -> 88 ms; bf16 about 2x faster than the auto-vectorised
-// loop in the module build. Same adds in the same order, so the same bits.
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const f16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-inline __m256 load8(const bf16* p) {
-  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
+// The x86-64-v3 build spells the loop out in AVX2 with parallel.h's load8 (halves through F16C: the branch-free
+// integer conversion of common.h does not vectorise to it). Measured on the 2-core EPYC dev machine, 56
+// residuals of 9.4M elements, one thread: fp16 759 -> 88 ms; bf16 about 2x faster than the auto-vectorised loop
+// in the module build. Same adds in the same order, so the same bits.
 
 // One cache line of each residual per step, with a software prefetch 2 KiB ahead in each: four interleaved
 // streams restart the hardware prefetchers at every run. Measured on the 2-core EPYC dev machine, 56 bf16
@@ -88,16 +82,14 @@ template <class T> void residual_sum_t(T* out, const T* x, const T* const* r, in
     float* acc = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buffer.get()) + 63) & ~uintptr_t{63});
     for (int64_t b = lo; b < hi; b += kAcc) {
       const int64_t m = std::min<int64_t>(kAcc, hi - b);
-      const T* xb = x + b;
-      for (int64_t j = 0; j < m; ++j) acc[j] = to_float(xb[j]);
+      load_run(acc, x + b, m);  // parallel.h: vector conversions in the x86-64-v3 build
       int k = 0;
       for (; k + 4 <= count; k += 4) add4_fast(acc, r[k] + b, r[k + 1] + b, r[k + 2] + b, r[k + 3] + b, m);
       for (; k < count; ++k) {
         const T* rk = r[k] + b;
         for (int64_t j = 0; j < m; ++j) acc[j] += to_float(rk[j]);
       }
-      T* d = dst + (b - lo);
-      for (int64_t j = 0; j < m; ++j) d[j] = from_float<T>(acc[j]);
+      store_run(dst + (b - lo), acc, m);
     }
   });
 }
