@@ -7,10 +7,15 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__F16C__) && defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 #include "fastercache/common.h"
 #include "fastercache/elementwise.h"
@@ -96,6 +101,180 @@ void map_driver(TO* out, int64_t n, Compute&& compute) {
   });
 }
 
+// ---- the inner loop of every map -------------------------------------------------------------------------------
+// GCC vectorises the branch-free fp16/bf16 conversions of common.h poorly inside fused loops (halves not at
+// all), so the x86-64-v3 build spells them out: halves through F16C, bfloat16 through AVX2 integer ops, both
+// rounding to nearest even exactly like from_float (same bits, NaN payloads aside). Functors whose apply is a
+// template (most in elementwise.h) then run on eight-lane vectors straight from the conversions; others go
+// through fp32 arrays in L1. Measured on the 2-core EPYC dev machine (Zen 5), one thread, the inner loop of
+// cfg_recombine_guided over 1.1M fp16 elements: 1.25 ms with the scalar conversions, 0.18 ms through L1 arrays,
+// 0.10 ms on vectors (bf16: 0.16 ms); eager torch, which uses AVX-512 here, takes 0.40 ms for the formula.
+
+template <class T> inline void load_run(float* dst, const T* src, int64_t m) {
+  for (int64_t j = 0; j < m; ++j) dst[j] = to_float(src[j]);
+}
+template <class T> inline void store_run(T* dst, const float* src, int64_t m) {
+  for (int64_t j = 0; j < m; ++j) dst[j] = from_float<T>(src[j]);
+}
+
+#if defined(__F16C__) && defined(__AVX2__)
+constexpr bool kVecRuns = true;
+typedef float v8f __attribute__((vector_size(32)));  // a GCC vector: arithmetic operators, the layout of __m256
+
+inline v8f load8(const float* p) { return _mm256_loadu_ps(p); }
+inline v8f load8(const f16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline v8f load8(const bf16* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+// float_to_bf16 of common.h on eight lanes: round to nearest even, NaN stays a quiet NaN; each lane <= 0xffff.
+inline __m256i bf16_bits(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i hi = _mm256_srli_epi32(u, 16);
+  const __m256i bias = _mm256_add_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7fff));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+  const __m256i nan = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+  return _mm256_blendv_epi8(rounded, nan, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+
+inline void store8(float* p, v8f v) { _mm256_storeu_ps(p, v); }
+inline void store8(f16* p, v8f v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+inline void store8(bf16* p, v8f v) {
+  // pack to 16 bits (per 128-bit half), then bring the two halves' low quadwords together
+  const __m256i packed = _mm256_packus_epi32(bf16_bits(v), _mm256_setzero_si256());
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08)));
+}
+
+// Sixteen lanes as two vectors. With a bfloat16 operand (kMixed) the lanes are kept in the order
+// [0-3, 8-11], [4-7, 12-15]: a 256-bit bf16 load unpacks to it in two shuffles and packs back from it in one
+// (instead of four and two in natural order); fp32 and fp16 operands are shuffled into it with two.
+// Measured on the 2-core EPYC dev machine, one thread, cfg_recombine_guided bf16 over 1.1M elements:
+// 0.21 ms in natural order, 0.16 ms in this one.
+struct V16 {
+  v8f lo, hi;
+};
+inline V16 to_mixed(v8f a, v8f b) {
+  return {_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)};
+}
+template <bool kMixed, class T> inline V16 load16(const T* p) {
+  const v8f a = load8(p), b = load8(p + 8);
+  return kMixed ? to_mixed(a, b) : V16{a, b};
+}
+template <bool kMixed, class T> inline void store16(T* p, V16 v) {
+  if constexpr (kMixed) v = to_mixed(v.lo, v.hi);  // the same shuffle puts the order back
+  store8(p, v.lo);
+  store8(p + 8, v.hi);
+}
+template <> inline V16 load16<true, bf16>(const bf16* p) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i zero = _mm256_setzero_si256();
+  return {_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, w)), _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, w))};
+}
+template <> inline void store16<true, bf16>(bf16* p, V16 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_packus_epi32(bf16_bits(v.lo), bf16_bits(v.hi)));
+}
+
+template <class T> inline void load_run_vec(float* dst, const T* src, int64_t m) {
+  int64_t j = 0;
+  for (; j + 8 <= m; j += 8) store8(dst + j, load8(src + j));
+  for (; j < m; ++j) dst[j] = to_float(src[j]);
+}
+template <class T> inline void store_run_vec(T* dst, const float* src, int64_t m) {
+  int64_t j = 0;
+  for (; j + 8 <= m; j += 8) store8(dst + j, load8(src + j));
+  for (; j < m; ++j) dst[j] = from_float<T>(src[j]);
+}
+template <> inline void load_run<f16>(float* dst, const f16* src, int64_t m) { load_run_vec(dst, src, m); }
+template <> inline void load_run<bf16>(float* dst, const bf16* src, int64_t m) { load_run_vec(dst, src, m); }
+template <> inline void store_run<f16>(f16* dst, const float* src, int64_t m) { store_run_vec(dst, src, m); }
+template <> inline void store_run<bf16>(bf16* dst, const float* src, int64_t m) { store_run_vec(dst, src, m); }
+
+// Whether F::apply accepts eight-lane vectors (a template apply).
+template <class F, class = void> struct vector_apply : std::false_type {};
+template <class F>
+struct vector_apply<F, std::void_t<decltype(F::apply(std::declval<const v8f*>(), std::declval<const float*>()))>>
+    : std::true_type {};
+#else
+constexpr bool kVecRuns = false;
+template <class F> struct vector_apply : std::false_type {};
+#endif
+
+// Gate modes of apply_run: no gate input, the gate read from a run of fp32 values, or a gate of 1.
+enum class Gate { none, run, one };
+
+// dst[j] = F::apply({a[k][i + j]..., b[k][i + j]...[, g[j]]}, s) for j in [0, m).
+template <class F, Gate kGate, class TO, class TA, class TB>
+inline void apply_run(TO* dst, const TA* const* a_in, const TB* const* b_in, const float* g, const float* s_in,
+                      int64_t i, int64_t m) {
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  // Local copies: the compiler cannot prove the stores to dst leave the caller's arrays alone, and would reload
+  // every pointer and scalar (and recompute the functor's scalar terms) on every step.
+  const TA* a[kA > 0 ? kA : 1];
+  const TB* b[kB > 0 ? kB : 1];
+  float s[F::kScalars > 0 ? F::kScalars : 1];
+  for (int k = 0; k < kA; ++k) a[k] = a_in[k] + i;
+  for (int k = 0; k < kB; ++k) b[k] = b_in[k] + i;
+  for (int k = 0; k < F::kScalars; ++k) s[k] = s_in[k];
+  auto scalar = [&](int64_t j) {
+    float x[F::kIn + 1];
+    for (int k = 0; k < kA; ++k) x[k] = to_float(a[k][j]);
+    for (int k = 0; k < kB; ++k) x[kA + k] = to_float(b[k][j]);
+    if constexpr (kGate == Gate::run) x[F::kIn] = g[j];
+    if constexpr (kGate == Gate::one) x[F::kIn] = 1.0f;
+    dst[j] = from_float<TO>(F::apply(x, s));
+  };
+  auto is16 = [](auto t) { return std::is_same_v<decltype(t), f16> || std::is_same_v<decltype(t), bf16>; };
+  constexpr bool kHalf = is16(TO{}) || (kA > 0 && is16(TA{})) || (kB > 0 && is16(TB{}));
+#if defined(__F16C__) && defined(__AVX2__)
+  if constexpr (vector_apply<F>::value) {
+    auto isb = [](auto t) { return std::is_same_v<decltype(t), bf16>; };
+    constexpr bool kMixed = isb(TO{}) || (kA > 0 && isb(TA{})) || (kB > 0 && isb(TB{}));
+    int64_t j = 0;
+    for (; j + 16 <= m; j += 16) {
+      V16 in[F::kIn + 1];
+      for (int k = 0; k < kA; ++k) in[k] = load16<kMixed>(a[k] + j);
+      for (int k = 0; k < kB; ++k) in[kA + k] = load16<kMixed>(b[k] + j);
+      if constexpr (kGate == Gate::run) in[F::kIn] = load16<kMixed>(g + j);
+      if constexpr (kGate == Gate::one) in[F::kIn] = V16{v8f{} + 1.0f, v8f{} + 1.0f};
+      constexpr int kVals = F::kIn + (kGate == Gate::none ? 0 : 1);
+      v8f lo[F::kIn + 1], hi[F::kIn + 1];
+      for (int k = 0; k < kVals; ++k) {
+        lo[k] = in[k].lo;
+        hi[k] = in[k].hi;
+      }
+      store16<kMixed>(dst + j, V16{F::apply(lo, s), F::apply(hi, s)});
+    }
+    for (; j < m; ++j) scalar(j);
+    return;
+  }
+#endif
+  if constexpr (kHalf && kVecRuns) {
+    // fp32 arrays in L1, filled and drained by the vector conversions; the plain loop between them vectorises
+    constexpr int64_t kPiece = 128;
+    alignas(32) float in[F::kIn][kPiece];
+    alignas(32) float y[kPiece];
+    for (int64_t p = 0; p < m; p += kPiece) {
+      const int64_t pm = std::min<int64_t>(kPiece, m - p);
+      for (int k = 0; k < kA; ++k) load_run(in[k], a[k] + p, pm);
+      for (int k = 0; k < kB; ++k) load_run(in[kA + k], b[k] + p, pm);
+      for (int64_t j = 0; j < pm; ++j) {
+        float x[F::kIn + 1];
+        for (int k = 0; k < F::kIn; ++k) x[k] = in[k][j];
+        if constexpr (kGate == Gate::run) x[F::kIn] = g[p + j];
+        if constexpr (kGate == Gate::one) x[F::kIn] = 1.0f;
+        y[j] = F::apply(x, s);
+      }
+      store_run(dst + p, y, pm);
+    }
+  } else {
+    for (int64_t j = 0; j < m; ++j) scalar(j);
+  }
+}
+
 // out[i] = F::apply({a[k][i]..., b[k][i]...}, s) for the functors of fastercache/elementwise.h: the first
 // kIn - kInB inputs are read as TA, the last kInB (second_inputs<F>) as TB, the result is stored as TO.
 template <class F, class TO, class TA, class TB>
@@ -109,12 +288,7 @@ void map_mixed(TO* out, const TA* const* a, const TB* const* b, const float* con
   for (int k = 0; k < kA; ++k) srca[k] = a[k];
   for (int k = 0; k < kB; ++k) srcb[k] = b[k];
   map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      float x[F::kIn];
-      for (int k = 0; k < kA; ++k) x[k] = to_float(srca[k][i]);
-      for (int k = 0; k < kB; ++k) x[kA + k] = to_float(srcb[k][i]);
-      dst[i - lo] = from_float<TO>(F::apply(x, s));
-    }
+    apply_run<F, Gate::none>(dst, srca, srcb, nullptr, s, lo, hi - lo);
   });
 }
 
@@ -185,26 +359,17 @@ void map_channels(TO* out, const TA* const* a, const TB* const* b, const float* 
   const TB* srcb[kB > 0 ? kB : 1];
   for (int k = 0; k < kA; ++k) srca[k] = a[k];
   for (int k = 0; k < kB; ++k) srcb[k] = b[k];
-  auto rows = [&](auto has_gate, TO* dst, int64_t lo, int64_t hi) {
+  map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi;) {
       const int64_t c0 = i % channels;
       const int64_t end = std::min<int64_t>(hi, i + (channels - c0));
-      const float* g = has_gate ? gate + (i / sample_numel) * gate_stride + c0 : nullptr;
-      for (int64_t j = i; j < end; ++j) {
-        float x[F::kIn + 1];
-        for (int k = 0; k < kA; ++k) x[k] = to_float(srca[k][j]);
-        for (int k = 0; k < kB; ++k) x[kA + k] = to_float(srcb[k][j]);
-        x[F::kIn] = has_gate ? g[j - i] : 1.0f;
-        dst[j - lo] = from_float<TO>(F::apply(x, s));
-      }
+      if (gate)
+        apply_run<F, Gate::run>(dst + (i - lo), srca, srcb, gate + (i / sample_numel) * gate_stride + c0, s, i,
+                                end - i);
+      else
+        apply_run<F, Gate::one>(dst + (i - lo), srca, srcb, nullptr, s, i, end - i);
       i = end;
     }
-  };
-  map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
-    if (gate)
-      rows(std::true_type{}, dst, lo, hi);
-    else
-      rows(std::false_type{}, dst, lo, hi);
   });
 }
 

@@ -17,6 +17,8 @@ struct ExtrapolateF {
 };
 
 // ---- mixed storage dtypes -------------------------------------------------------------------------------------
+// The functors below write apply as a template over the value type: float on the GPU and in scalar loops, an
+// eight-lane vector in the CPU module's x86-64-v3 build (parallel.h), with the same operations in the same order.
 // A functor may read its last kInB inputs in a second storage dtype (cached bf16 deltas next to an fp32 model
 // output, say). second_inputs<F>::value is that count: F::kInB when declared, else 0.
 template <class F, class = void> struct second_inputs {
@@ -32,7 +34,7 @@ struct CfgRecombineF {
   static constexpr int kIn = 3;
   static constexpr int kInB = 2;
   static constexpr int kScalars = 2;
-  static FC_HD float apply(const float* x, const float* s) { return x[0] + s[0] * x[1] + s[1] * x[2]; }
+  template <class V> static FC_HD V apply(const V* x, const float* s) { return x[0] + s[0] * x[1] + s[1] * x[2]; }
 };
 
 // cfg_recombine_guided: computed + (1 - g) * (a * low + b * high)      x = {computed | low, high}, s = {a, b, g}
@@ -40,7 +42,7 @@ struct CfgRecombineGuidedF {
   static constexpr int kIn = 3;
   static constexpr int kInB = 2;
   static constexpr int kScalars = 3;
-  static FC_HD float apply(const float* x, const float* s) {
+  template <class V> static FC_HD V apply(const V* x, const float* s) {
     return x[0] + (1.0f - s[2]) * (s[0] * x[1] + s[1] * x[2]);
   }
 };
@@ -49,7 +51,7 @@ struct CfgRecombineGuidedF {
 struct DifferenceF {
   static constexpr int kIn = 2;
   static constexpr int kScalars = 0;
-  static FC_HD float apply(const float* x, const float*) { return x[0] - x[1]; }
+  template <class V> static FC_HD V apply(const V* x, const float*) { return x[0] - x[1]; }
 };
 
 // extrapolate_residual: x + g * (newer + w * (newer - older))     x = {x | newer, older}, s = {w}
@@ -58,7 +60,9 @@ struct ExtrapolateResidualF {
   static constexpr int kIn = 3;
   static constexpr int kInB = 2;
   static constexpr int kScalars = 1;
-  static FC_HD float apply(const float* x, const float* s) { return x[0] + x[3] * (x[1] + s[0] * (x[1] - x[2])); }
+  template <class V> static FC_HD V apply(const V* x, const float* s) {
+    return x[0] + x[3] * (x[1] + s[0] * (x[1] - x[2]));
+  }
 };
 
 }  // namespace fastercache
