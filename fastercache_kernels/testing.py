@@ -91,3 +91,22 @@ def assert_reduction_close(out: Tensor, truth: Tensor, n: int, *, absolute: bool
         f"{what}: error {(err / scale.clamp_min(1e-300)).max().item():.3g} relative > {reduction_rtol(n):.3g} "
         f"(out {o.flatten().tolist()[:8]}, truth {t.flatten().tolist()[:8]})"
     )
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo, or 0 where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info["MemAvailable"]
+    except (OSError, KeyError, ValueError, IndexError):
+        return 0
+
+
+def skip_unless_memory(need: int) -> None:
+    """Skips the calling test, saying why, when less than `need` bytes of memory are available."""
+    import pytest
+
+    have = available_memory_bytes()
+    if have < need:
+        pytest.skip(f"needs {need / 2**30:.1f} GiB free memory, {have / 2**30:.1f} GiB available")

@@ -1,5 +1,3 @@
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,7 +5,7 @@ from hypothesis import strategies as st
 
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps
+from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps, skip_unless_memory
 from conftest import FAST_CPU_BACKENDS, backend_context
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -175,20 +173,10 @@ def test_property_random_layouts(case):
             assert_matches_reference(fk.ops.extrapolate(newer, older, weight), ref, what=b)
 
 
-def _available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        return info["MemAvailable"]
-    except (OSError, KeyError):
-        return 0
-
-
 def test_int64_indexing_past_2_pow_31():
     n = (1 << 31) + 77
     need = 3 * n * 2 + (2 << 30)  # three bf16 tensors and some headroom
-    if _available_bytes() < need:
-        pytest.skip(f"needs {need / 2**30:.1f} GiB free memory, {_available_bytes() / 2**30:.1f} GiB available")
+    skip_unless_memory(need)
     newer = torch.full((n,), 1.0, dtype=torch.bfloat16)
     older = torch.zeros(n, dtype=torch.bfloat16)
     tail = torch.tensor([2.0, -4.0, 8.0], dtype=torch.bfloat16)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import fastercache_kernels as fk
 from fastercache_kernels import _ext
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_reduction_close, noncontiguous
+from fastercache_kernels.testing import assert_reduction_close, noncontiguous, skip_unless_memory
 from conftest import FAST_CPU_BACKENDS, backend_context
 
 # 0 / 0 in the Triton interpreter (numpy) warns; NaN is the intended result there.
@@ -222,23 +222,13 @@ def test_property_random_layouts(case):
             assert_reduction_close(out, truth, _n(a, per_sample), absolute=metric == "cosine", what=backend_id)
 
 
-def _available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        return info["MemAvailable"]
-    except (OSError, KeyError):
-        return 0
-
-
 @pytest.mark.skipif(_ext.why_not("_cpu") is not None, reason="_cpu is not built")
 def test_int64_indexing_past_2_pow_31():
     # Two bf16 rows of 2^30 + 39 elements: 2^31 + 78 in all, so row 1 ends past 2^31. Only elements at the ends of
     # the rows differ, so a wrapped index would lose them.
     cols = (1 << 30) + 39
     need = 2 * 2 * cols * 2 + (2 << 30)
-    if _available_bytes() < need:
-        pytest.skip(f"needs {need / 2**30:.1f} GiB free memory, {_available_bytes() / 2**30:.1f} GiB available")
+    skip_unless_memory(need)
     a = torch.ones(2, cols, dtype=torch.bfloat16)
     b = torch.ones(2, cols, dtype=torch.bfloat16)
     a[0, -5:] = 9.0  # |a - b| = 8 on five elements of row 0

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps
+from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps, skip_unless_memory
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(0,), (1,), (7,), (111,), (123, 77), ((1 << 20) + 3,)]
@@ -168,22 +168,12 @@ def test_property_random_layouts(case):
             assert_matches_reference(fk.ops.residual_sum(x, res), ref, what=backend, ulps=quirk_ulps(backend, dtype))
 
 
-def _available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        return info["MemAvailable"]
-    except (OSError, KeyError):
-        return 0
-
-
 def test_int64_indexing_past_2_pow_31():
     # One large buffer pair serves this op set's CPU loops past 2^31 elements: residual_sum's blocked sum,
     # the mixed-dtype map (cfg_recombine_guided) and the channel-gated map (extrapolate_residual's row walk).
     n = (1 << 31) + 77
     need = 2 * n * 2 + (2 << 30)  # two bf16 tensors and some headroom
-    if _available_bytes() < need:
-        pytest.skip(f"needs {need / 2**30:.1f} GiB free memory, {_available_bytes() / 2**30:.1f} GiB available")
+    skip_unless_memory(need)
     x = torch.full((n,), 1.0, dtype=torch.bfloat16)
     mid = slice((1 << 31) - 1, (1 << 31) + 2)
     x[mid] = torch.tensor([3.0, 5.0, 7.0], dtype=torch.bfloat16)
