@@ -110,3 +110,12 @@ def skip_unless_memory(need: int) -> None:
     have = available_memory_bytes()
     if have < need:
         pytest.skip(f"needs {need / 2**30:.1f} GiB free memory, {have / 2**30:.1f} GiB available")
+
+
+def strided_randn(shape, step: int, perm, dtype: torch.dtype, generator: torch.Generator,
+                  scale: float = 1.0) -> Tensor:
+    """scale * N(0, 1) values of `shape` seen through every `step`-th element of a larger buffer, then permuted
+    by `perm`: the non-contiguous layouts of the property tests (draws from `generator` in a fixed order)."""
+    big = [s * step for s in shape]
+    sl = tuple(slice(None, None, step) for _ in shape)
+    return (scale * torch.randn(big, generator=generator)).to(dtype)[sl].permute(perm)

@@ -7,7 +7,7 @@ from spec_fft import rel_err, spec_deltas, spec_reconstruct
 
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps
+from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps, strided_randn
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(0,), (1,), (7,), (111,), (123, 77), ((1 << 20) + 3,)]
@@ -193,11 +193,9 @@ def _cases(draw):
 def test_property_random_layouts(case):
     op, dtype, delta_dtype, shape, perm, step, (a, b, s), seed = case
     g = torch.Generator().manual_seed(seed)
-    big = [n * step for n in shape]
-    sl = tuple(slice(None, None, step) for _ in shape)
-    computed = torch.randn(big, generator=g).to(dtype)[sl].permute(perm)
-    low = torch.randn(big, generator=g).to(delta_dtype)[sl].permute(perm)
-    high = torch.randn(big, generator=g).to(delta_dtype)[sl].permute(perm)
+    computed = strided_randn(shape, step, perm, dtype, g)
+    low = strided_randn(shape, step, perm, delta_dtype, g)
+    high = strided_randn(shape, step, perm, delta_dtype, g)
     ref = _ref(op, computed, low, high, a, b, s)
     for backend in FAST_CPU_BACKENDS:
         with backend_context(backend):

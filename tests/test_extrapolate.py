@@ -5,7 +5,9 @@ from hypothesis import strategies as st
 
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps, skip_unless_memory
+from fastercache_kernels.testing import (
+    assert_matches_reference, noncontiguous, quirk_ulps, skip_unless_memory, strided_randn,
+)
 from conftest import FAST_CPU_BACKENDS, backend_context
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -162,11 +164,8 @@ def _cases(draw):
 def test_property_random_layouts(case):
     dtype, shape, perm, step, weight, seed = case
     g = torch.Generator().manual_seed(seed)
-    big = [s * step for s in shape]
-    base_n = torch.randn(big, generator=g).to(dtype)
-    base_o = torch.randn(big, generator=g).to(dtype)
-    sl = tuple(slice(None, None, step) for _ in shape)
-    newer, older = base_n[sl].permute(perm), base_o[sl].permute(perm)
+    newer = strided_randn(shape, step, perm, dtype, g)
+    older = strided_randn(shape, step, perm, dtype, g)
     ref = R.extrapolate(newer, older, weight)
     for b in FAST_CPU_BACKENDS:
         with backend_context(b):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import fastercache_kernels as fk
 from fastercache_kernels import _ext
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_reduction_close, noncontiguous, skip_unless_memory
+from fastercache_kernels.testing import assert_reduction_close, noncontiguous, skip_unless_memory, strided_randn
 from conftest import FAST_CPU_BACKENDS, backend_context
 
 # 0 / 0 in the Triton interpreter (numpy) warns; NaN is the intended result there.
@@ -210,11 +210,8 @@ def _cases(draw):
 def test_property_random_layouts(case):
     dtype, shape, perm, step, metric, per_sample, scale, seed = case
     g = torch.Generator().manual_seed(seed)
-    big = [s * step for s in shape]
-    base_a = (scale * torch.randn(big, generator=g)).to(dtype)
-    base_b = (scale * torch.randn(big, generator=g)).to(dtype)
-    sl = tuple(slice(None, None, step) for _ in shape)
-    a, b = base_a[sl].permute(perm), base_b[sl].permute(perm)
+    a = strided_randn(shape, step, perm, dtype, g, scale)
+    b = strided_randn(shape, step, perm, dtype, g, scale)
     truth = _truth(a, b, metric, per_sample)
     for backend_id in FAST_CPU_BACKENDS:
         with backend_context(backend_id):

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_reduction_close, noncontiguous, quirk_ulps
+from fastercache_kernels.testing import assert_reduction_close, noncontiguous, quirk_ulps, strided_randn
 from conftest import FAST_CPU_BACKENDS, backend_context
 
 # x / 0 in the Triton interpreter (numpy) warns; inf and NaN are the intended results there.
@@ -212,9 +212,7 @@ def _cases(draw):
 def test_property_random_layouts(case):
     dtype, cache_dtype, shape, perm, step, metric, seed = case
     g = torch.Generator().manual_seed(seed)
-    big = [s * step for s in shape]
-    sl = tuple(slice(None, None, step) for _ in shape)
-    o, i, c = (torch.randn(big, generator=g).to(t)[sl].permute(perm) for t in (dtype, dtype, cache_dtype))
+    o, i, c = (strided_randn(shape, step, perm, t, g) for t in (dtype, dtype, cache_dtype))
     truth = _truth(o, i, c, metric)
     expected = _expected_cache(o, i, cache_dtype)
     for backend_id in FAST_CPU_BACKENDS:

@@ -6,7 +6,9 @@ from hypothesis import strategies as st
 
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps, skip_unless_memory
+from fastercache_kernels.testing import (
+    assert_matches_reference, noncontiguous, quirk_ulps, skip_unless_memory, strided_randn,
+)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(0,), (1,), (7,), (111,), (123, 77), ((1 << 20) + 3,)]
@@ -158,10 +160,8 @@ def _cases(draw):
 def test_property_random_layouts(case):
     dtype, shape, perm, step, count, seed = case
     g = torch.Generator().manual_seed(seed)
-    big = [s * step for s in shape]
-    sl = tuple(slice(None, None, step) for _ in shape)
-    x = torch.randn(big, generator=g).to(dtype)[sl].permute(perm)
-    res = [torch.randn(big, generator=g).to(dtype)[sl].permute(perm) for _ in range(count)]
+    x = strided_randn(shape, step, perm, dtype, g)
+    res = [strided_randn(shape, step, perm, dtype, g) for _ in range(count)]
     ref = R.residual_sum(x, res)
     for backend in FAST_CPU_BACKENDS:
         with backend_context(backend):
