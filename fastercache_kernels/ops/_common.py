@@ -7,9 +7,11 @@ while torch.compile traces. Every message names the op and the argument.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import numbers
 
 import torch
+import torch.utils._python_dispatch as _python_dispatch
 from torch import Tensor
 
 from .. import _backend, _ext
@@ -17,6 +19,46 @@ from .. import _backend, _ext
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Same table as fastercache::DType in csrc/include/fastercache/common.h.
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def custom_op(name: str, *, mutates_args=()):
+    """`torch.library.custom_op`, keeping the Python implementation so `call` can run it without the dispatcher."""
+
+    def register(fn):
+        op = torch.library.custom_op(name, mutates_args=mutates_args)(fn)
+        params = list(inspect.signature(fn).parameters)
+        op.fk_impl = fn
+        op.fk_mutated = tuple(params.index(a) for a in mutates_args)
+        return op
+
+    return register
+
+
+def _plain_tensors(args) -> bool:
+    """Every tensor argument is a plain CPU/CUDA tensor that autograd does not track."""
+    grad = torch.is_grad_enabled()
+    for a in args:
+        for t in a if isinstance(a, (list, tuple)) else (a,):
+            if isinstance(t, Tensor) and (type(t) is not Tensor or t.device.type not in ("cpu", "cuda")
+                                          or (grad and t.requires_grad)):
+                return False
+    return True
+
+
+def call(op, *args):
+    """Runs a custom op. A plain eager call (no compile, no tracing or dispatch mode, no functorch transform, no
+    profiler, no autograd-tracked input) runs the implementation directly: the dispatcher round trip costs ~20 us
+    per call here (cfg_recombine_guided on [2, 4, 8, 8]: 31 us through torch.ops, 9 us direct, medians of 200),
+    a fifth of a 0.1 ms fused op. Everything else goes through torch.ops, so fakes, compile and autograd's
+    errors behave as registered. Mutated arguments get their version bumped, as the dispatcher would."""
+    if (torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
+            or torch._C._are_functorch_transforms_active() or torch._C._is_torch_function_mode_enabled()
+            or torch.autograd.profiler._is_profiler_enabled or not _plain_tensors(args)):
+        return op(*args)
+    out = op.fk_impl(*args)
+    for i in op.fk_mutated:
+        torch.autograd.graph.increment_version(args[i])
+    return out
 
 
 def _shape(t: Tensor) -> tuple:

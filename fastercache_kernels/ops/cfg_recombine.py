@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..reference import cfg_recombine as reference_recombine
 from ..reference import cfg_recombine_guided as reference_guided
-from ._common import DTYPE_CODES, as_scalar, check_float_tensor, check_like, check_scalar, run_map
+from ._common import DTYPE_CODES, as_scalar, call, check_float_tensor, check_like, check_scalar, custom_op, run_map
 
 
 def _check(op: str, computed: Tensor, low: Tensor, high: Tensor, scalars: dict, out: Tensor | None = None) -> None:
@@ -44,7 +44,7 @@ def _run(op: str, out: Tensor, computed: Tensor, low: Tensor, high: Tensor, scal
 _OP = "cfg_recombine"
 
 
-@torch.library.custom_op("fastercache::cfg_recombine", mutates_args=())
+@custom_op("fastercache::cfg_recombine", mutates_args=())
 def _cfg_recombine(computed: Tensor, low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor) -> Tensor:
     _check(_OP, computed, low, high, {"low_weight": low_weight, "high_weight": high_weight})
     out = torch.empty(computed.shape, dtype=computed.dtype, device=computed.device)
@@ -58,7 +58,7 @@ def _(computed, low, high, low_weight, high_weight):
     return torch.empty(computed.shape, dtype=computed.dtype, device=computed.device)
 
 
-@torch.library.custom_op("fastercache::cfg_recombine_out", mutates_args=("out",))
+@custom_op("fastercache::cfg_recombine_out", mutates_args=("out",))
 def _cfg_recombine_out(computed: Tensor, low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor,
                        out: Tensor) -> None:
     _check(_OP, computed, low, high, {"low_weight": low_weight, "high_weight": high_weight}, out)
@@ -91,8 +91,8 @@ def cfg_recombine(computed: Tensor, low: Tensor, high: Tensor, low_weight, high_
     a = as_scalar(_OP, "low_weight", low_weight, computed)
     b = as_scalar(_OP, "high_weight", high_weight, computed)
     if out is None:
-        return torch.ops.fastercache.cfg_recombine(computed, low, high, a, b)
-    torch.ops.fastercache.cfg_recombine_out(computed, low, high, a, b, out)
+        return call(_cfg_recombine, computed, low, high, a, b)
+    call(_cfg_recombine_out, computed, low, high, a, b, out)
     return out
 
 
@@ -105,7 +105,7 @@ def _gscalars(a, b, s):
     return {"low_weight": a, "high_weight": b, "guidance_scale": s}
 
 
-@torch.library.custom_op("fastercache::cfg_recombine_guided", mutates_args=())
+@custom_op("fastercache::cfg_recombine_guided", mutates_args=())
 def _cfg_recombine_guided(computed: Tensor, low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor,
                           guidance_scale: Tensor) -> Tensor:
     _check(_OPG, computed, low, high, _gscalars(low_weight, high_weight, guidance_scale))
@@ -120,7 +120,7 @@ def _(computed, low, high, low_weight, high_weight, guidance_scale):
     return torch.empty(computed.shape, dtype=computed.dtype, device=computed.device)
 
 
-@torch.library.custom_op("fastercache::cfg_recombine_guided_out", mutates_args=("out",))
+@custom_op("fastercache::cfg_recombine_guided_out", mutates_args=("out",))
 def _cfg_recombine_guided_out(computed: Tensor, low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor,
                               guidance_scale: Tensor, out: Tensor) -> None:
     _check(_OPG, computed, low, high, _gscalars(low_weight, high_weight, guidance_scale), out)
@@ -156,6 +156,6 @@ def cfg_recombine_guided(computed: Tensor, low: Tensor, high: Tensor, low_weight
     b = as_scalar(_OPG, "high_weight", high_weight, computed)
     s = as_scalar(_OPG, "guidance_scale", guidance_scale, computed)
     if out is None:
-        return torch.ops.fastercache.cfg_recombine_guided(computed, low, high, a, b, s)
-    torch.ops.fastercache.cfg_recombine_guided_out(computed, low, high, a, b, s, out)
+        return call(_cfg_recombine_guided, computed, low, high, a, b, s)
+    call(_cfg_recombine_guided_out, computed, low, high, a, b, s, out)
     return out

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..reference import cfg_residual_split as reference_split
 from ..reference.cfg_residual_split import radius, shifted_mask
-from ._common import DTYPE_CODES, FLOAT_DTYPES, backend_for, check_float_tensor, check_like, run_map
+from ._common import DTYPE_CODES, FLOAT_DTYPES, backend_for, call, check_float_tensor, check_like, custom_op, run_map
 
 _OP = "cfg_residual_split"
 _DIFF = "cfg_residual_split_diff"
@@ -137,7 +137,7 @@ def _split(other: Tensor, computed: Tensor, radius_divisor: int, dtype: torch.dt
     return low, high
 
 
-@torch.library.custom_op("fastercache::cfg_residual_split", mutates_args=())
+@custom_op("fastercache::cfg_residual_split", mutates_args=())
 def _cfg_residual_split(other: Tensor, computed: Tensor, radius_divisor: int,
                         storage_dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
     _check(other, computed, radius_divisor, storage_dtype)
@@ -153,7 +153,7 @@ def _(other, computed, radius_divisor, storage_dtype):
             torch.empty(other.shape, dtype=dtype, device=other.device))
 
 
-@torch.library.custom_op("fastercache::cfg_residual_split_out", mutates_args=("low", "high"))
+@custom_op("fastercache::cfg_residual_split_out", mutates_args=("low", "high"))
 def _cfg_residual_split_out(other: Tensor, computed: Tensor, radius_divisor: int, low: Tensor, high: Tensor) -> None:
     _check(other, computed, radius_divisor, None, low, high)
     _check_disjoint(low, high)
@@ -187,11 +187,11 @@ def cfg_residual_split(other: Tensor, computed: Tensor, radius_divisor: int = 5,
         (low, high), each [*, H, W] in storage_dtype (or out's dtype); high is R - low rounded once.
     """
     if out is None:
-        return torch.ops.fastercache.cfg_residual_split(other, computed, radius_divisor, storage_dtype)
+        return call(_cfg_residual_split, other, computed, radius_divisor, storage_dtype)
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError(f"{_OP}: `out` must be a (low, high) pair of tensors")
     low, high = out
     if storage_dtype is not None and isinstance(low, Tensor) and low.dtype != storage_dtype:
         raise TypeError(f"{_OP}: `out` low is {low.dtype} but `storage_dtype` is {storage_dtype}")
-    torch.ops.fastercache.cfg_residual_split_out(other, computed, radius_divisor, low, high)
+    call(_cfg_residual_split_out, other, computed, radius_divisor, low, high)
     return low, high

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..reference import extrapolate as reference_extrapolate
-from ._common import as_scalar, check_float_tensor, check_like, check_scalar, run_map
+from ._common import as_scalar, call, check_float_tensor, check_like, check_scalar, custom_op, run_map
 
 _OP = "extrapolate"
 
@@ -29,7 +29,7 @@ def _run(out: Tensor, newer: Tensor, older: Tensor, weight: Tensor) -> None:
     run_map(_OP, out, [newer, older], [weight], reference_extrapolate, _triton)
 
 
-@torch.library.custom_op("fastercache::extrapolate", mutates_args=())
+@custom_op("fastercache::extrapolate", mutates_args=())
 def _extrapolate(newer: Tensor, older: Tensor, weight: Tensor) -> Tensor:
     _check(newer, older, weight)
     out = torch.empty(newer.shape, dtype=newer.dtype, device=newer.device)
@@ -43,7 +43,7 @@ def _(newer, older, weight):
     return torch.empty(newer.shape, dtype=newer.dtype, device=newer.device)
 
 
-@torch.library.custom_op("fastercache::extrapolate_out", mutates_args=("out",))
+@custom_op("fastercache::extrapolate_out", mutates_args=("out",))
 def _extrapolate_out(newer: Tensor, older: Tensor, weight: Tensor, out: Tensor) -> None:
     _check(newer, older, weight, out)
     _run(out, newer, older, weight)
@@ -68,6 +68,6 @@ def extrapolate(newer: Tensor, older: Tensor, weight, *, out: Tensor | None = No
     """
     w = as_scalar(_OP, "weight", weight, newer)
     if out is None:
-        return torch.ops.fastercache.extrapolate(newer, older, w)
-    torch.ops.fastercache.extrapolate_out(newer, older, w, out)
+        return call(_extrapolate, newer, older, w)
+    call(_extrapolate_out, newer, older, w, out)
     return out

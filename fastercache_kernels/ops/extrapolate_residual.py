@@ -13,11 +13,13 @@ from ._common import (
     _overlaps,
     as_scalar,
     backend_for,
+    call,
     check_float_tensor,
     check_like,
     check_scalar,
     cpu_module,
     cuda_stream,
+    custom_op,
     dense,
     scalar_f32,
 )
@@ -95,7 +97,7 @@ def _run(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight: T
         x.copy_(work)
 
 
-@torch.library.custom_op("fastercache::extrapolate_residual", mutates_args=("x",))
+@custom_op("fastercache::extrapolate_residual", mutates_args=("x",))
 def _extrapolate_residual(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight: Tensor) -> None:
     _check(x, gate, newer, older, weight)
     _run(x, gate, newer, older, weight)
@@ -125,5 +127,5 @@ def extrapolate_residual(x: Tensor, gate: Tensor | None, newer: Tensor, older: T
         x itself, computed in fp32 and rounded once to x's dtype.
     """
     w = as_scalar(_OP, "weight", weight, x)
-    torch.ops.fastercache.extrapolate_residual(x, gate, newer, older, w)
+    call(_extrapolate_residual, x, gate, newer, older, w)
     return x

@@ -10,7 +10,17 @@ from torch import Tensor
 
 from .. import _ext
 from ..reference.feature_diff import feature_diff_partials as reference_partials
-from ._common import DTYPE_CODES, backend_for, check_float_tensor, check_like, cpu_module, cuda_stream, dense
+from ._common import (
+    DTYPE_CODES,
+    backend_for,
+    call,
+    check_float_tensor,
+    check_like,
+    cpu_module,
+    cuda_stream,
+    custom_op,
+    dense,
+)
 from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, workspace
 
 
@@ -56,7 +66,7 @@ def _compute(a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: bool
     return out
 
 
-@torch.library.custom_op("fastercache::feature_diff", mutates_args=())
+@custom_op("fastercache::feature_diff", mutates_args=())
 def _feature_diff(a: Tensor, b: Tensor, metric: str, per_sample: bool) -> Tensor:
     _check("feature_diff", a, b, metric, per_sample)
     return _compute(a, b, metric, per_sample, partials=False)
@@ -68,7 +78,7 @@ def _(a, b, metric, per_sample):
     return f32_empty(_shape(a, per_sample, False), a.device)
 
 
-@torch.library.custom_op("fastercache::feature_diff_partials", mutates_args=())
+@custom_op("fastercache::feature_diff_partials", mutates_args=())
 def _feature_diff_partials(a: Tensor, b: Tensor, metric: str, per_sample: bool) -> Tensor:
     _check("feature_diff_partials", a, b, metric, per_sample)
     return _compute(a, b, metric, per_sample, partials=True)
@@ -99,7 +109,7 @@ def feature_diff(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool 
         fp32 0-d tensor, or [B] with per_sample=True. Empty inputs give NaN (0 / 0), as torch's mean does.
     """
     _check("feature_diff", a, b, metric, per_sample)  # here too: schema errors would not name the argument
-    return torch.ops.fastercache.feature_diff(a, b, metric, per_sample)
+    return call(_feature_diff, a, b, metric, per_sample)
 
 
 def feature_diff_partials(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool = False) -> Tensor:
@@ -112,7 +122,7 @@ def feature_diff_partials(a: Tensor, b: Tensor, metric: str = "rel_l1", per_samp
     feature_diff_from_partials(feature_diff_partials(a, b, m), m) equals feature_diff(a, b, m) bit for bit.
     """
     _check("feature_diff_partials", a, b, metric, per_sample)
-    return torch.ops.fastercache.feature_diff_partials(a, b, metric, per_sample)
+    return call(_feature_diff_partials, a, b, metric, per_sample)
 
 
 def feature_diff_from_partials(partials: Tensor, metric: str = "rel_l1") -> Tensor:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .. import _ext
 from ..reference.motion_score import motion_score as reference_motion_score
-from ._common import DTYPE_CODES, backend_for, check_float_tensor, cpu_module, cuda_stream, dense
+from ._common import DTYPE_CODES, backend_for, call, check_float_tensor, cpu_module, cuda_stream, custom_op, dense
 from ._reduce import MOTION_MAX_STRIDES, f32_empty, workspace
 
 _OP = "motion_score"
@@ -96,7 +96,7 @@ def _run(residual: Tensor, num_frames: int, strides: list, layout: str, partials
     return out
 
 
-@torch.library.custom_op("fastercache::motion_score", mutates_args=())
+@custom_op("fastercache::motion_score", mutates_args=())
 def _motion_score(residual: Tensor, num_frames: int, strides: list[int], layout: str, partials: bool) -> Tensor:
     _check(residual, num_frames, strides, layout, partials)
     return _run(residual, num_frames, list(strides), layout, partials)
@@ -130,4 +130,4 @@ def motion_score(residual: Tensor, num_frames: int, strides=(1,), layout: str = 
     """
     strides = [strides] if isinstance(strides, numbers.Integral) else list(strides)
     _check(residual, num_frames, strides, layout, partials)  # here too: schema errors would not name the argument
-    return torch.ops.fastercache.motion_score(residual, num_frames, strides, layout, partials)
+    return call(_motion_score, residual, num_frames, strides, layout, partials)

@@ -8,7 +8,17 @@ from torch import Tensor
 
 from .. import _ext
 from ..reference.residual_diff_update import residual_diff_update as reference_update
-from ._common import DTYPE_CODES, backend_for, check_float_tensor, check_like, cpu_module, cuda_stream, dense
+from ._common import (
+    DTYPE_CODES,
+    backend_for,
+    call,
+    check_float_tensor,
+    check_like,
+    cpu_module,
+    cuda_stream,
+    custom_op,
+    dense,
+)
 from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, shares_memory, workspace
 
 _OP = "residual_diff_update"
@@ -60,7 +70,7 @@ def _run(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: bo
     return out
 
 
-@torch.library.custom_op("fastercache::residual_diff_update", mutates_args=("cache",))
+@custom_op("fastercache::residual_diff_update", mutates_args=("cache",))
 def _residual_diff_update(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: bool) -> Tensor:
     _check(output, input, cache, metric, partials)
     return _run(output, input, cache, metric, partials)
@@ -93,4 +103,4 @@ def residual_diff_update(output: Tensor, input: Tensor, cache: Tensor, metric: s
         fp32 0-d tensor (or [3] sums).
     """
     _check(output, input, cache, metric, partials)  # here too: schema errors would not name the argument
-    return torch.ops.fastercache.residual_diff_update(output, input, cache, metric, partials)
+    return call(_residual_diff_update, output, input, cache, metric, partials)

@@ -11,10 +11,12 @@ from ..reference import residual_sum as reference_residual_sum
 from ._common import (
     DTYPE_CODES,
     backend_for,
+    call,
     check_float_tensor,
     check_like,
     cpu_module,
     cuda_stream,
+    custom_op,
     dense,
     writable_dense,
 )
@@ -59,7 +61,7 @@ def _run(out: Tensor, x: Tensor, residuals: list[Tensor]) -> None:
                                  o.numel(), 0 if work is None else work.data_ptr(), cuda_stream(o.device))
 
 
-@torch.library.custom_op("fastercache::residual_sum", mutates_args=())
+@custom_op("fastercache::residual_sum", mutates_args=())
 def _residual_sum(x: Tensor, residuals: list[Tensor]) -> Tensor:
     _check(x, residuals)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -73,7 +75,7 @@ def _(x, residuals):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 
-@torch.library.custom_op("fastercache::residual_sum_out", mutates_args=("out",))
+@custom_op("fastercache::residual_sum_out", mutates_args=("out",))
 def _residual_sum_out(x: Tensor, residuals: list[Tensor], out: Tensor) -> None:
     _check(x, residuals, out)
     _run(out, x, residuals)
@@ -99,6 +101,6 @@ def residual_sum(x: Tensor, residuals, *, out: Tensor | None = None) -> Tensor:
         raise TypeError(f"{_OP}: `residuals` must be a list of tensors, got {type(residuals).__name__}")
     residuals = list(residuals)
     if out is None:
-        return torch.ops.fastercache.residual_sum(x, residuals)
-    torch.ops.fastercache.residual_sum_out(x, residuals, out)
+        return call(_residual_sum, x, residuals)
+    call(_residual_sum_out, x, residuals, out)
     return out

@@ -1,0 +1,123 @@
+"""The eager fast path of `ops._common.call`: plain eager calls skip torch's dispatcher, everything else keeps it."""
+
+import importlib
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+import fastercache_kernels as fk
+
+extrapolate_mod = importlib.import_module("fastercache_kernels.ops.extrapolate")
+residual_sum_mod = importlib.import_module("fastercache_kernels.ops.residual_sum")
+diff_mod = importlib.import_module("fastercache_kernels.ops.residual_diff_update")
+
+
+@pytest.fixture
+def direct_calls(monkeypatch):
+    """Counts the calls that took the direct path (torch.ops calls the registered function, not `fk_impl`)."""
+    seen = []
+    for op in (extrapolate_mod._extrapolate, extrapolate_mod._extrapolate_out, residual_sum_mod._residual_sum):
+        impl = op.fk_impl
+
+        def counting(*args, _impl=impl, _name=op._name):
+            seen.append(_name)
+            return _impl(*args)
+
+        monkeypatch.setattr(op, "fk_impl", counting)
+    return seen
+
+
+def _pair(requires_grad=False):
+    a = torch.randn(7, 5, requires_grad=requires_grad)
+    b = torch.randn(7, 5)
+    return a, b
+
+
+def test_plain_eager_call_is_direct_and_correct(direct_calls):
+    a, b = _pair()
+    out = fk.ops.extrapolate(a, b, 0.3)
+    assert direct_calls == ["extrapolate"]
+    torch.testing.assert_close(out, a + 0.3 * (a - b))
+    s = fk.ops.residual_sum(a, [b, b])
+    assert direct_calls[-1] == "residual_sum"
+    torch.testing.assert_close(s, a + 2 * b)
+
+
+def test_direct_out_call_bumps_the_version_counter(direct_calls):
+    # Autograd relies on it to reject a tensor modified after being saved for backward.
+    a, b = _pair()
+    out = torch.empty_like(a)
+    before = out._version
+    fk.ops.extrapolate(a, b, 0.3, out=out)
+    assert direct_calls == ["extrapolate_out"]
+    assert out._version > before
+
+
+def test_in_place_op_bumps_the_version_counter():
+    cache = torch.zeros(2, 6)
+    before = cache._version
+    fk.ops.residual_diff_update(torch.randn(2, 6), torch.randn(2, 6), cache)
+    assert cache._version > before
+
+
+def test_saved_tensor_modified_by_out_variant_is_caught():
+    w = torch.randn(3, 4, requires_grad=True)
+    x = torch.randn(3, 4)
+    y = w * x  # saves x for backward
+    fk.ops.extrapolate(torch.randn(3, 4), torch.randn(3, 4), 0.5, out=x)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_autograd_tracked_input_goes_through_the_dispatcher(direct_calls):
+    a, b = _pair(requires_grad=True)
+    out = fk.ops.extrapolate(a, b, 0.3)
+    assert direct_calls == []
+    with pytest.raises(RuntimeError, match="[Aa]utograd"):
+        out.sum().backward()
+    with torch.no_grad():
+        fk.ops.extrapolate(a, b, 0.3)
+    assert direct_calls == ["extrapolate"]
+
+
+def test_fake_tensor_mode_uses_the_fake_implementation(direct_calls):
+    with FakeTensorMode():
+        a, b = torch.empty(7, 5), torch.empty(7, 5)
+        out = fk.ops.extrapolate(a, b, torch.tensor(0.3))
+    assert isinstance(out, FakeTensor) and out.shape == (7, 5)
+    assert direct_calls == []
+
+
+def test_meta_tensors_use_the_fake_implementation(direct_calls):
+    a = torch.empty(7, 5, device="meta")
+    out = fk.ops.extrapolate(a, a, torch.tensor(0.3, device="meta"))
+    assert out.device.type == "meta" and out.shape == (7, 5)
+    assert direct_calls == []
+
+
+def test_profiler_sees_the_op(direct_calls):
+    a, b = _pair()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fk.ops.extrapolate(a, b, 0.3)
+    assert direct_calls == []
+    assert any("fastercache::extrapolate" in e.name for e in prof.events())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_vmap_goes_through_the_dispatcher(direct_calls):
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    w = torch.tensor(0.3)
+    # No batching rule is registered: the dispatcher's per-sample fallback must see the call (a direct call
+    # would hand the kernel batched wrappers).
+    out = torch.vmap(lambda x, y: fk.ops.extrapolate(x, y, w))(a, b)
+    torch.testing.assert_close(out, a + 0.3 * (a - b))
+    assert direct_calls == []
+
+
+def test_bad_input_errors_are_the_same_on_both_paths():
+    a = torch.randn(4)
+    with pytest.raises(ValueError, match="`older` has shape"):
+        fk.ops.extrapolate(a, torch.randn(5), 0.3)
+    with pytest.raises(ValueError, match="`older` has shape"), FakeTensorMode():
+        fk.ops.extrapolate(torch.empty(4), torch.empty(5), torch.tensor(0.3))
