@@ -39,8 +39,8 @@ def _plain_tensors(args) -> bool:
     grad = torch.is_grad_enabled()
     for a in args:
         for t in a if isinstance(a, (list, tuple)) else (a,):
-            if isinstance(t, Tensor) and (type(t) is not Tensor or t.device.type not in ("cpu", "cuda")
-                                          or (grad and t.requires_grad)):
+            if isinstance(t, Tensor) and (type(t) is not Tensor or not (t.is_cpu or t.is_cuda)  # not t.device.type:
+                                          or (grad and t.requires_grad)):  # 5x slower (0.24 us vs 0.05 us)
                 return False
     return True
 
