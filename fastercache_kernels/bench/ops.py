@@ -249,7 +249,8 @@ def bench_extrapolate_residual(numel: int = 1 << 24, dtype: torch.dtype = torch.
 def bench_residual_sum(numel=None, dtype: torch.dtype = torch.float32, device="cpu", count: int = 56,
                        shape=(2, 4096, 1152), **kw) -> list[Row]:
     """x + the sum of 56 residuals (AdaCache: 28 blocks x 2), [2, 4096, 1152] (`numel` is not used), against
-    sequential eager adds (a new tensor per add, as a reuse call written in PyTorch does) and in-place adds."""
+    sequential eager adds (a new tensor per add, as a reuse call written in PyTorch does), in-place adds and, for
+    fp16/bf16, eager adds into an fp32 accumulator (the fused op's accuracy)."""
     device = torch.device(device)
     x = torch.randn(shape, device=device).to(dtype)
     res = [torch.randn(shape, device=device).to(dtype) for _ in range(count)]
@@ -266,7 +267,15 @@ def bench_residual_sum(numel=None, dtype: torch.dtype = torch.float32, device="c
         for r in res:
             out.add_(r)
 
+    def eager_fp32():  # the eager formula as accurate as the fused op: fp16/bf16 adds round 56 times
+        acc = x.float()
+        for r in res:
+            acc += r
+        return acc.to(dtype)
+
     impls = {"eager": eager, "eager (in place)": eager_inplace}
+    if dtype != torch.float32:
+        impls["eager (fp32 acc)"] = eager_fp32
     for be in fk_backends(device):
         impls[f"fk {be}"] = _forced(be, lambda: ops.residual_sum(x, res))
         impls[f"fk {be} out="] = _forced(be, lambda: ops.residual_sum(x, res, out=out))
