@@ -275,20 +275,27 @@ inline void apply_run(TO* dst, const TA* const* a_in, const TB* const* b_in, con
   }
 }
 
+// A map's operands as its loops take them: the scalars read once, the input pointers in local arrays.
+template <class F, class TA, class TB> struct MapArgs {
+  static constexpr int kB = second_inputs<F>::value;
+  static constexpr int kA = F::kIn - kB;
+  float s[F::kScalars > 0 ? F::kScalars : 1];
+  const TA* a[kA > 0 ? kA : 1];
+  const TB* b[kB > 0 ? kB : 1];
+  MapArgs(const TA* const* a_in, const TB* const* b_in, const float* const* scalars) {
+    for (int k = 0; k < F::kScalars; ++k) s[k] = *scalars[k];
+    for (int k = 0; k < kA; ++k) a[k] = a_in[k];
+    for (int k = 0; k < kB; ++k) b[k] = b_in[k];
+  }
+};
+
 // out[i] = F::apply({a[k][i]..., b[k][i]...}, s) for the functors of fastercache/elementwise.h: the first
 // kIn - kInB inputs are read as TA, the last kInB (second_inputs<F>) as TB, the result is stored as TO.
 template <class F, class TO, class TA, class TB>
 void map_mixed(TO* out, const TA* const* a, const TB* const* b, const float* const* scalars, int64_t n) {
-  constexpr int kB = second_inputs<F>::value;
-  constexpr int kA = F::kIn - kB;
-  float s[F::kScalars > 0 ? F::kScalars : 1];
-  for (int k = 0; k < F::kScalars; ++k) s[k] = *scalars[k];
-  const TA* srca[kA > 0 ? kA : 1];
-  const TB* srcb[kB > 0 ? kB : 1];
-  for (int k = 0; k < kA; ++k) srca[k] = a[k];
-  for (int k = 0; k < kB; ++k) srcb[k] = b[k];
+  const MapArgs<F, TA, TB> m(a, b, scalars);
   map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
-    apply_run<F, Gate::none>(dst, srca, srcb, nullptr, s, lo, hi - lo);
+    apply_run<F, Gate::none>(dst, m.a, m.b, nullptr, m.s, lo, hi - lo);
   });
 }
 
@@ -351,23 +358,16 @@ void map_cast_dtype(DType out_dt, DType in_dt, void* out, const void* const* in,
 template <class F, class TO, class TA, class TB>
 void map_channels(TO* out, const TA* const* a, const TB* const* b, const float* gate, int64_t channels,
                   int64_t sample_numel, int64_t gate_stride, const float* const* scalars, int64_t n) {
-  constexpr int kB = second_inputs<F>::value;
-  constexpr int kA = F::kIn - kB;
-  float s[F::kScalars > 0 ? F::kScalars : 1];
-  for (int k = 0; k < F::kScalars; ++k) s[k] = *scalars[k];
-  const TA* srca[kA > 0 ? kA : 1];
-  const TB* srcb[kB > 0 ? kB : 1];
-  for (int k = 0; k < kA; ++k) srca[k] = a[k];
-  for (int k = 0; k < kB; ++k) srcb[k] = b[k];
+  const MapArgs<F, TA, TB> m(a, b, scalars);
   map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi;) {
       const int64_t c0 = i % channels;
       const int64_t end = std::min<int64_t>(hi, i + (channels - c0));
       if (gate)
-        apply_run<F, Gate::run>(dst + (i - lo), srca, srcb, gate + (i / sample_numel) * gate_stride + c0, s, i,
+        apply_run<F, Gate::run>(dst + (i - lo), m.a, m.b, gate + (i / sample_numel) * gate_stride + c0, m.s, i,
                                 end - i);
       else
-        apply_run<F, Gate::one>(dst + (i - lo), srca, srcb, nullptr, s, i, end - i);
+        apply_run<F, Gate::one>(dst + (i - lo), m.a, m.b, nullptr, m.s, i, end - i);
       i = end;
     }
   });
