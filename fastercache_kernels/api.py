@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .adapters import for_model
+from .adapters import for_model, unknown_model_message
 from .adapters.base import Adapter, OutputLayout, Patch
 from .adapters.generic import generic_adapter
 from .policies import diffusers_compat
@@ -84,9 +84,12 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
     if getattr(model, "_cache_config", None) is not None:
         raise RuntimeError(f"the model already has a diffusers cache enabled ({type(model._cache_config).__name__}); "
                            "call model.disable_cache() first")
+    if not isinstance(model, torch.nn.Module) and isinstance(getattr(model, "transformer", None), torch.nn.Module):
+        return apply(model.transformer, config, adapter=adapter, storage_dtype=storage_dtype)  # a pipeline object
     if type(model).__name__ == "OptimizedModule":
         raise TypeError("fk.apply needs the model itself, not its torch.compile wrapper: apply first, then compile")
 
+    unknown = adapter is None and for_model(model) is None  # the generic default patterns are the last try
     if diffusers_compat.is_diffusers_config(config):
         tensor_format = diffusers_compat.check_format(config)
         base = adapter or for_model(model) or generic_adapter()
@@ -116,7 +119,8 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
             config = config.replace(storage_dtype=storage_dtype)
         found = adapter.attention_modules(model) if config.attention else []
         tried = adapter.patterns()
-        schedule = FasterCacheSchedule(config, kinds=sorted({k for _, _, k in found}) or ("spatial",))
+        make_schedule = getattr(adapter, "make_schedule", FasterCacheSchedule)  # Vchitect: counts steps
+        schedule = make_schedule(config, kinds=sorted({k for _, _, k in found}) or ("spatial",))
         timestep_fn = None
         shared_weight = torch.zeros(())
 
@@ -124,6 +128,8 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
                        config.spatial_attention_block_skip_range is not None
                        or config.temporal_attention_block_skip_range is not None)
     if not found and wants_attention:
+        if unknown:
+            raise ValueError(unknown_model_message(model, tried))
         raise ValueError(f"fk.apply: no attention module of {type(model).__name__} matches the patterns tried: "
                          f"{tried}")
     computed_index = tuple(adapter.layout.batch_order).index(schedule.computed_branch)
