@@ -68,8 +68,11 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
 
     Args:
         model: a transformer called once per sampler step with the CFG batch (e.g. [uncond, cond]) in one call.
-            Supported out of the box: diffusers CogVideoXTransformer3DModel and LatteTransformer3DModel; any other
-            model through `adapter=fk.adapters.generic_adapter(...)`.
+            Supported out of the box: diffusers CogVideoXTransformer3DModel and LatteTransformer3DModel, and the
+            seed models' own classes STDiT3 (Open-Sora 1.2), LatteT2V (Latte; with RoPE, Open-Sora-Plan 1.1),
+            VchitectXLTransformerModel (attention only: its CFG-Cache is `fk.pipeline.CFGCache`) and SAT's
+            DiffusionTransformer (CogVideoX); any other model through `adapter=fk.adapters.generic_adapter(...)`.
+            A pipeline object with a `transformer` attribute is patched through that transformer.
         config: a `fk.FasterCacheConfig`, a preset name ("cogvideox-2b", "latte", "opensora-1.2",
             "opensora-plan-1.1", "vchitect-2.0"), diffusers' own `FasterCacheConfig` (its semantics are reproduced
             with the fused ops), or None for the adapter's default preset.

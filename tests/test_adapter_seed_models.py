@@ -11,7 +11,17 @@ import copy
 
 import pytest
 import torch
-from dit_models import one_thread, rel_err, tiny_cogvideox, tiny_latte  # noqa: F401
+from dit_models import (  # noqa: F401
+    COG_FRAMES,
+    COG_H,
+    COG_W,
+    LATTE_FRAMES,
+    LATTE_HW,
+    one_thread,
+    rel_err,
+    tiny_cogvideox,
+    tiny_latte,
+)
 from fastercache_reference import SPEC, ReferenceFasterCache, ReferenceVchitect
 from seed_models import (
     TEXT_DIM,
@@ -37,12 +47,14 @@ FRAMES, H, W = 3, 8, 10  # latent frames, height, width (radius min(H, W) // 5 =
 
 
 class Seed:
-    """One seed model: how its sampler calls it and what the reference needs to know."""
+    """One model class: how its sampler calls it and what the reference needs to know."""
 
-    def __init__(self, name, preset, cls, calls, timesteps, make_call, batch_order, batched, restart=None):
-        self.name, self.preset, self.cls, self.calls = name, preset, cls, calls
+    def __init__(self, name, preset, make_model, calls, timesteps, make_call, batch_order, batched, *,
+                 latent_shape=(1, 4, FRAMES, H, W), layout="BCFHW", kinds=("spatial", "temporal"), restart=None):
+        self.name, self.preset, self.make_model, self.calls = name, preset, make_model, calls
         self.timesteps, self.make_call = timesteps, make_call
         self.batch_order, self.batched, self.restart = batch_order, batched, restart
+        self.latent_shape, self.layout, self.kinds = latent_shape, layout, set(kinds)
 
 
 def _text(g, *shape):
@@ -111,6 +123,33 @@ def linear_timesteps(n):
     return torch.linspace(999, 0, n).round()
 
 
+def diffusers_latte_call(g):
+    """diffusers LattePipeline: transformer(latent_model_input, encoder_hidden_states=..., timestep=...,
+    enable_temporal_attentions=..., return_dict=False)[0]."""
+    ehs = _text(g, 2, 5, 16)
+
+    def call(z, t):
+        args = (torch.cat([z, z]),)
+        kwargs = dict(encoder_hidden_states=ehs, timestep=t.long().expand(2), enable_temporal_attentions=True,
+                      return_dict=False)
+        return args, kwargs, dict(hidden_states=args[0], **kwargs)
+
+    return call
+
+
+def diffusers_cogvideox_call(g):
+    """diffusers CogVideoXPipeline: transformer(hidden_states=..., encoder_hidden_states=..., timestep=...,
+    return_dict=False)[0]."""
+    ehs = _text(g, 2, 4, 16)
+
+    def call(z, t):
+        kwargs = dict(hidden_states=torch.cat([z, z]), encoder_hidden_states=ehs, timestep=t.long().expand(2),
+                      return_dict=False)
+        return (), kwargs, kwargs
+
+    return call
+
+
 SEEDS = {
     "opensora": Seed("opensora", "opensora-1.2", STDiT3, 30, opensora_timesteps, opensora_call,
                      ("cond", "uncond"), ("x", "timestep", "y", "x_mask"),
@@ -121,13 +160,18 @@ SEEDS = {
                           lambda g: latte_call(g, four_dims=True), ("uncond", "cond"),
                           ("hidden_states", "timestep", "encoder_hidden_states")),
     "sat-cogvideox": Seed("sat-cogvideox", "cogvideox-2b", DiffusionTransformer, 50, lambda: linear_timesteps(50),
-                          sat_call, ("uncond", "cond"), ("x", "timesteps", "context")),
+                          sat_call, ("uncond", "cond"), ("x", "timesteps", "context"),
+                          latent_shape=(1, FRAMES, 4, H, W), layout="BFCHW", kinds=("spatial",)),
+    # issue item 2: the diffusers ports keep their presets' schedules
+    "diffusers-latte": Seed("diffusers-latte", "latte", tiny_latte, 50, lambda: linear_timesteps(50),
+                            diffusers_latte_call, ("uncond", "cond"),
+                            ("hidden_states", "timestep", "encoder_hidden_states"),
+                            latent_shape=(1, 4, LATTE_FRAMES, LATTE_HW, LATTE_HW)),
+    "diffusers-cogvideox": Seed("diffusers-cogvideox", "cogvideox-2b", tiny_cogvideox, 50,
+                                lambda: linear_timesteps(50), diffusers_cogvideox_call, ("uncond", "cond"),
+                                ("hidden_states", "timestep", "encoder_hidden_states"),
+                                latent_shape=(1, COG_FRAMES, 4, COG_H, COG_W), layout="BFCHW", kinds=("spatial",)),
 }
-
-
-def _latents(seed, g):
-    shape = (1, FRAMES, 4, H, W) if seed.cls is DiffusionTransformer else (1, 4, FRAMES, H, W)
-    return torch.randn(*shape, generator=g)
 
 
 def _sample(out):
@@ -164,7 +208,7 @@ def run(seed: Seed, model, videos=(None,)):
     call = seed.make_call(g)
     rows = []
     for length in videos:
-        z = _latents(seed, g)
+        z = torch.randn(*seed.latent_shape, generator=g)
         for i, t in enumerate(seed.timesteps()[:length]):
             args, kwargs, ref_kwargs = call(z, t)
             log.append({})
@@ -183,7 +227,7 @@ def _guide(seed, out):
     halves = out.chunk(2)
     cond, uncond = halves[ci], halves[1 - ci]
     eps = uncond + 6.0 * (cond - uncond)
-    return eps[:, :4] if seed.cls is not DiffusionTransformer else eps  # learned sigma: the first 4 channels
+    return eps[:, :4] if seed.layout == "BCFHW" else eps  # learned sigma: the first 4 channels are the noise
 
 
 def expected_pattern(preset, c, kinds_state, kind):
@@ -204,7 +248,7 @@ def expected_pattern(preset, c, kinds_state, kind):
 @pytest.fixture(scope="module", params=list(SEEDS))
 def seed_run(request, one_thread):  # noqa: F811
     seed = SEEDS[request.param]
-    model = seed.cls()
+    model = seed.make_model()
     # Open-Sora: a cut-short video, one lone call at t = 1000 (the counter restarts there even without a jump up),
     # then a whole video
     handle, rows = run(seed, model, videos=(12, 1, None) if seed.name == "opensora" else (None,))
@@ -214,9 +258,9 @@ def seed_run(request, one_thread):  # noqa: F811
 def test_adapter_recognises_the_class(seed_run):
     seed, handle, _ = seed_run
     assert handle.config.name == seed.preset
-    assert fk.apply(seed.cls(), None).config.name == seed.preset  # the default preset follows the class
+    assert fk.apply(seed.make_model(), None).config.name == seed.preset  # the default preset follows the class
     kinds = {k for _, k in handle.modules}
-    assert kinds == ({"spatial"} if seed.cls is DiffusionTransformer else {"spatial", "temporal"})
+    assert kinds == seed.kinds
     assert not any("cross" in n or "attn2" in n for n, _ in handle.modules)
 
 
