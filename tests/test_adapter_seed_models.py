@@ -381,20 +381,40 @@ def test_vchitect_cfg_reconstruction_matches_reference_fft(vchitect_run):
         assert rel_err(u, want) <= TOL, f"step {step}"
 
 
-def test_vchitect_guided_step_equals_step(vchitect_run):
-    """CFGCache.guided (fused on skip steps) gives uncond + s * (cond - uncond) of `step`."""
+@pytest.mark.parametrize("computed", ["cond", "uncond"])
+def test_cfg_cache_guided_equals_step_and_restarts_per_video(computed):
+    """CFGCache.guided (one fused pass on skip steps that compute cond) gives uncond + s * (cond - uncond) of
+    `step`; a timestep that jumps up starts a new video, which then repeats the first one exactly."""
     model = VchitectXLTransformerModel()
     g = torch.Generator().manual_seed(1)
     emb = vchitect_inputs(g)
     z = torch.randn(1, FRAMES, 4, H, W, generator=g)
-    one, two = fk.pipeline.CFGCache(), fk.pipeline.CFGCache()
-    for t in torch.linspace(1000, 10, 40):
-        call = lambda b, t=t: model(hidden_states=z, timestep=t.expand(1), return_dict=False, **emb[b])[0]
-        with torch.no_grad():
-            u, c = one.step(call, timestep=t)
-            guided = two.guided(call, 7.5, timestep=t)
-        assert rel_err(guided, u + 7.5 * (c - u)) <= TOL
-    assert two.stats() == one.stats() and one.stats()["skip"] > 0
+    config = fk.FasterCacheConfig.preset("vchitect-2.0", computed_branch=computed)
+    one, two = fk.pipeline.CFGCache(config), fk.pipeline.CFGCache(config)
+    videos = [[], []]
+    for video in videos:
+        for t in torch.linspace(1000, 10, 40):
+            call = lambda b, t=t: model(hidden_states=z, timestep=t.expand(1), return_dict=False, **emb[b])[0]  # noqa: E731
+            with torch.no_grad():
+                u, c = one.step(call, timestep=t)
+                guided = two.guided(call, 7.5, timestep=t)
+            assert rel_err(guided, u + 7.5 * (c - u)) <= TOL
+            video.append(guided)
+    assert two.stats() == one.stats() == {"step_in_video": 40, "full": 2 * 32, "skip": 2 * 8}
+    assert all(torch.equal(a, b) for a, b in zip(*videos))
+
+
+def test_cfg_cache_errors():
+    with pytest.raises(ValueError, match="cfg=False"):
+        fk.pipeline.CFGCache(fk.FasterCacheConfig(cfg=False))
+    with pytest.raises(ValueError, match="order"):
+        fk.pipeline.CFGCache(order=("cond", "cond"))
+    with pytest.raises(TypeError, match="config"):
+        fk.pipeline.CFGCache(3)
+    cache = fk.pipeline.CFGCache(fk.FasterCacheConfig.preset("vchitect-2.0", cfg_skip_start=2))
+    cache.c = 5  # as if resumed mid-video without any full step
+    with pytest.raises(RuntimeError, match="no full step"):
+        cache.step(lambda b: torch.zeros(2, 4, 4))
 
 
 def test_vchitect_model_level_counts_steps_and_new_videos(vchitect_run):
