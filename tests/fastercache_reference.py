@@ -30,14 +30,14 @@ SPEC = {
         check_batch=True, computed="cond",
         skip=lambda c: c >= 40 and c % 6 != 0, refresh=lambda c: c > 38,
         mults=lambda c: (1.1, 1.0) if c <= 130 else ((1.0, 1.2) if c >= 100 else (1.0, 1.0))),
-    # Counted in pipeline steps (the pipeline calls the model once per branch); attention cached on every computed
-    # call and reused as a plain copy; radius min(H, W) // 200.
-    "vchitect-2.0": dict(
-        fill={"spatial": 1, "temporal": 1}, reuse=lambda c: c > 30 and c % 2 == 0, weight=lambda c: 0.0,
-        check_batch=False, computed="cond",
-        skip=lambda c: c > 30 and c % 5 != 0, refresh=lambda c: True,
-        mults=lambda c: (1.05 if c < 80 else 1.0, 1.1 if c > 60 else 1.0), radius_divisor=200),
 }
+
+# Vchitect-2.0, apart: counted in pipeline steps (the pipeline calls the model once per branch, so no call holds both
+# branches); attention cached on every computed call and reused as a plain copy; radius min(H, W) // 200.
+VCHITECT = dict(
+    fill={"spatial": 1, "temporal": 1}, reuse=lambda c: c > 30 and c % 2 == 0, weight=lambda c: 0.0,
+    computed="cond", skip=lambda c: c > 30 and c % 5 != 0, refresh=lambda c: True,
+    mults=lambda c: (1.05 if c < 80 else 1.0, 1.1 if c > 60 else 1.0), radius_divisor=200)
 
 
 def fft_split(x: torch.Tensor, divisor: int = 5):
@@ -149,7 +149,7 @@ class ReferenceVchitect:
 
     def __init__(self, model, attention: list[str]):
         self.model = model
-        self.spec = SPEC["vchitect-2.0"]
+        self.spec = VCHITECT
         self.counter = 0
         self.delta_lf = self.delta_hf = None
         self.log: list[dict] = []  # per model call: {"step": c, "branch": ..., module name: "compute" | "reuse"}

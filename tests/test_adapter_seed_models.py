@@ -1,9 +1,10 @@
 """fk.apply on the seed models' own classes (stand-ins from SEED_MODELS.md, tests/seed_models.py), each called as
 its own sampler calls it, over the preset's full call count (Open-Sora 30, Latte 50, Open-Sora-Plan 159 with PNDM's
-timesteps, CogVideoX SAT 50, Vchitect 100 steps). Per call: the compute/reuse pattern equals the SPEC schedule
-(and the reference's own decisions), the output equals the plain reference implementation
-(tests/fastercache_reference.py) within 1e-4 relative in fp32, and every reconstructed CFG branch equals the
-reference FFT path of tests/spec_fft.py."""
+timesteps, CogVideoX SAT 50, Vchitect 100 steps; diffusers' Latte and CogVideoX ports 50 each). Per call: the
+compute/reuse pattern equals the SPEC schedule (and the reference's own decisions), the output equals the plain
+reference implementation (tests/fastercache_reference.py) within 1e-4 relative in fp32, and every reconstructed CFG
+branch equals the reference FFT path of tests/spec_fft.py. The reference repositories' code is not available: the
+stand-ins encode what SEED_MODELS.md states about it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from dit_models import (  # noqa: F401
     tiny_cogvideox,
     tiny_latte,
 )
-from fastercache_reference import SPEC, ReferenceFasterCache, ReferenceVchitect
+from fastercache_reference import SPEC, VCHITECT, ReferenceFasterCache, ReferenceVchitect
 from seed_models import (
     TEXT_DIM,
     TEXT_LEN,
@@ -291,7 +292,7 @@ def test_compute_reuse_pattern_is_the_spec_schedule(seed_run):
 
 
 def test_cfg_reconstruction_matches_reference_fft(seed_run):
-    seed, handle, rows = seed_run
+    seed, _, rows = seed_run
     ci = seed.batch_order.index(SPEC[seed.preset]["computed"])
     last_full, a, b, checked = None, 1.0, 1.0, 0
     for _, out, _, _, plan, _ in rows:
@@ -372,10 +373,10 @@ def test_vchitect_cfg_reconstruction_matches_reference_fft(vchitect_run):
     _, _, _, rows, *_ = vchitect_run
     last, a, b = None, 1.0, 1.0
     for step, (_, _, u, c) in enumerate(rows, 1):
-        if not SPEC["vchitect-2.0"]["skip"](step):
+        if not VCHITECT["skip"](step):
             last, a, b = (u, c), 1.0, 1.0
             continue
-        lf, hf = SPEC["vchitect-2.0"]["mults"](step)
+        lf, hf = VCHITECT["mults"](step)
         a, b = a * lf, b * hf
         want = spec_reconstruct(c, *spec_deltas(*last, divisor=200), a, b, divisor=200)
         assert rel_err(u, want) <= TOL, f"step {step}"
@@ -394,7 +395,7 @@ def test_cfg_cache_guided_equals_step_and_restarts_per_video(computed):
     videos = [[], []]
     for video in videos:
         for t in torch.linspace(1000, 10, 40):
-            call = lambda b, t=t: model(hidden_states=z, timestep=t.expand(1), return_dict=False, **emb[b])[0]  # noqa: E731
+            call = lambda b, t=t: model(hidden_states=z, timestep=t.expand(1), return_dict=False, **emb[b])[0]
             with torch.no_grad():
                 u, c = one.step(call, timestep=t)
                 guided = two.guided(call, 7.5, timestep=t)
@@ -481,3 +482,62 @@ def test_unknown_class_error_lists_supported_classes_and_how_to_describe_it():
     m = Renamed()
     assert for_model(m) is None
     assert len(fk.apply(m, "opensora-1.2").modules) == 4
+
+
+# ---- torch.compile: one graph per call kind on the seed classes too -----------------------------------------------
+
+
+def _compiled_pair(model, preset):
+    import torch._dynamo.testing
+
+    torch._dynamo.reset()
+    eager = copy.deepcopy(model)
+    handle = fk.apply(model, preset)
+    fk.apply(eager, preset)
+    cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    return handle, cnt, torch.compile(model, backend=cnt, fullgraph=True), eager
+
+
+def test_opensora_compiles_one_graph_per_call_kind():
+    """STDiT3 called positionally, all four call kinds (with the broadcast quirk on full/reuse calls): fullgraph,
+    one graph per kind, none new in a second video, same outputs as eager."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    seed = SEEDS["opensora"]
+    handle, cnt, compiled, eager = _compiled_pair(STDiT3(), "opensora-1.2")
+    call = seed.make_call(torch.Generator().manual_seed(0))
+    z = torch.randn(*seed.latent_shape)
+    frames = None
+    for video in range(2):
+        for t in seed.timesteps():
+            args, kwargs, _ = call(z, t)
+            with torch.no_grad():
+                a, b = compiled(*args, **kwargs), eager(*args, **kwargs)
+            assert rel_err(a, b) <= 1e-6
+            z = z - 0.02 * _guide(seed, b)
+        frames = frames or cnt.frame_count
+    kinds = handle.stats()["calls_per_kind"]
+    assert frames == cnt.frame_count == len(kinds) == 4 and dict(counters["graph_break"]) == {}
+    assert handle.stats()["videos"] == 2
+    torch._dynamo.reset()
+
+
+def test_vchitect_compiles_one_graph_per_call_kind():
+    handle, cnt, compiled, eager = _compiled_pair(VchitectXLTransformerModel(), "vchitect-2.0")
+    caches = fk.pipeline.CFGCache(), fk.pipeline.CFGCache()
+    g = torch.Generator().manual_seed(3)
+    emb = vchitect_inputs(g)
+    z = torch.randn(1, FRAMES, 4, H, W, generator=g)
+    for t in torch.linspace(1000, 10, 100):
+        outs = []
+        for m, cache in zip((compiled, eager), caches):
+            def call(b, m=m, t=t, z=z):
+                return m(hidden_states=z, timestep=t.expand(1), return_dict=False, **emb[b])[0]
+
+            with torch.no_grad():
+                outs.append(cache.guided(call, 7.5, timestep=t))
+        assert rel_err(outs[0], outs[1]) <= 1e-6
+        z = z - 0.01 * outs[1][None]
+    assert cnt.frame_count == len(handle.stats()["calls_per_kind"]) == 2  # compute and reuse
+    torch._dynamo.reset()
