@@ -131,7 +131,7 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
                        config.spatial_attention_block_skip_range is not None
                        or config.temporal_attention_block_skip_range is not None)
     if not found and wants_attention:
-        if unknown:
+        if unknown and isinstance(config, FasterCacheConfig):  # (a diffusers config names its own modules)
             raise ValueError(unknown_model_message(model, tried))
         raise ValueError(f"fk.apply: no attention module of {type(model).__name__} matches the patterns tried: "
                          f"{tried}")
