@@ -3,7 +3,7 @@
 from .base import Adapter, OutputLayout
 from .generic import generic_adapter
 
-__all__ = ["Adapter", "OutputLayout", "generic_adapter", "for_model"]
+__all__ = ["SUPPORTED", "Adapter", "OutputLayout", "for_model", "generic_adapter", "registered", "unknown_model_message"]
 
 
 def for_model(model) -> Adapter | None:
