@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .adapters import for_model
+from .adapters import for_model, unknown_model_message
 from .adapters.base import Adapter, OutputLayout, Patch
 from .adapters.generic import generic_adapter
 from .policies import diffusers_compat
@@ -68,8 +68,11 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
 
     Args:
         model: a transformer called once per sampler step with the CFG batch (e.g. [uncond, cond]) in one call.
-            Supported out of the box: diffusers CogVideoXTransformer3DModel and LatteTransformer3DModel; any other
-            model through `adapter=fk.adapters.generic_adapter(...)`.
+            Supported out of the box: diffusers CogVideoXTransformer3DModel and LatteTransformer3DModel, and the
+            seed models' own classes STDiT3 (Open-Sora 1.2), LatteT2V (Latte; with RoPE, Open-Sora-Plan 1.1),
+            VchitectXLTransformerModel (attention only: its CFG-Cache is `fk.pipeline.CFGCache`) and SAT's
+            DiffusionTransformer (CogVideoX); any other model through `adapter=fk.adapters.generic_adapter(...)`.
+            A pipeline object with a `transformer` attribute is patched through that transformer.
         config: a `fk.FasterCacheConfig`, a preset name ("cogvideox-2b", "latte", "opensora-1.2",
             "opensora-plan-1.1", "vchitect-2.0"), diffusers' own `FasterCacheConfig` (its semantics are reproduced
             with the fused ops), or None for the adapter's default preset.
@@ -84,9 +87,12 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
     if getattr(model, "_cache_config", None) is not None:
         raise RuntimeError(f"the model already has a diffusers cache enabled ({type(model._cache_config).__name__}); "
                            "call model.disable_cache() first")
+    if not isinstance(model, torch.nn.Module) and isinstance(getattr(model, "transformer", None), torch.nn.Module):
+        return apply(model.transformer, config, adapter=adapter, storage_dtype=storage_dtype)  # a pipeline object
     if type(model).__name__ == "OptimizedModule":
         raise TypeError("fk.apply needs the model itself, not its torch.compile wrapper: apply first, then compile")
 
+    unknown = adapter is None and for_model(model) is None  # the generic default patterns are the last try
     if diffusers_compat.is_diffusers_config(config):
         tensor_format = diffusers_compat.check_format(config)
         base = adapter or for_model(model) or generic_adapter()
@@ -116,7 +122,8 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
             config = config.replace(storage_dtype=storage_dtype)
         found = adapter.attention_modules(model) if config.attention else []
         tried = adapter.patterns()
-        schedule = FasterCacheSchedule(config, kinds=sorted({k for _, _, k in found}) or ("spatial",))
+        make_schedule = getattr(adapter, "make_schedule", FasterCacheSchedule)  # Vchitect: counts steps
+        schedule = make_schedule(config, kinds=sorted({k for _, _, k in found}) or ("spatial",))
         timestep_fn = None
         shared_weight = torch.zeros(())
 
@@ -124,6 +131,8 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
                        config.spatial_attention_block_skip_range is not None
                        or config.temporal_attention_block_skip_range is not None)
     if not found and wants_attention:
+        if unknown and isinstance(config, FasterCacheConfig):  # (a diffusers config names its own modules)
+            raise ValueError(unknown_model_message(model, tried))
         raise ValueError(f"fk.apply: no attention module of {type(model).__name__} matches the patterns tried: "
                          f"{tried}")
     computed_index = tuple(adapter.layout.batch_order).index(schedule.computed_branch)

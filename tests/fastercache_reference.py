@@ -32,12 +32,20 @@ SPEC = {
         mults=lambda c: (1.1, 1.0) if c <= 130 else ((1.0, 1.2) if c >= 100 else (1.0, 1.0))),
 }
 
+# Vchitect-2.0, apart: counted in pipeline steps (the pipeline calls the model once per branch, so no call holds both
+# branches); attention cached on every computed call and reused as a plain copy; radius min(H, W) // 200.
+VCHITECT = dict(
+    fill={"spatial": 1, "temporal": 1}, reuse=lambda c: c > 30 and c % 2 == 0, weight=lambda c: 0.0,
+    computed="cond", skip=lambda c: c > 30 and c % 5 != 0, refresh=lambda c: True,
+    mults=lambda c: (1.05 if c < 80 else 1.0, 1.1 if c > 60 else 1.0), radius_divisor=200)
 
-def fft_split(x: torch.Tensor):
-    """SPEC section 2: S = fftshift(fft2(y)) (shift over all dims), mask radius min(H, W) // 5 (meshgrid 'ij')."""
+
+def fft_split(x: torch.Tensor, divisor: int = 5):
+    """SPEC section 2: S = fftshift(fft2(y)) (shift over all dims), mask radius min(H, W) // divisor (meshgrid
+    'ij')."""
     s = torch.fft.fftshift(torch.fft.fft2(x))
     h, w = x.shape[-2:]
-    r = min(h, w) // 5
+    r = min(h, w) // divisor
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     mask = (xx - w // 2) ** 2 + (yy - h // 2) ** 2 <= r**2
     return s * mask, s * ~mask
@@ -47,16 +55,18 @@ class ReferenceFasterCache:
     """Wraps `model` (modified in place) so that `ref(**inputs)` runs one call of the official schedule."""
 
     def __init__(self, model, preset: str, attention: list[tuple[str, str]], batch_order=("uncond", "cond"),
-                 batched=("hidden_states", "timestep", "encoder_hidden_states")):
+                 batched=("hidden_states", "timestep", "encoder_hidden_states"), restart=None):
         self.model = model
         self.batched = batched
         self.spec = SPEC[preset]
         self.first = batch_order.index(self.spec["computed"])  # index of the computed branch in the model's batch
+        self.restart = restart  # restart(inputs) -> True: the counter restarts (Open-Sora: timestep[0] == 1000)
         self.counter = 0
         self.delta_lf = self.delta_hf = None
+        self.log: list[dict] = []  # per call: {"full": bool, module name: "compute" | "reuse"}
         mods = dict(model.named_modules())
         for name, kind in attention:
-            self._patch(mods[name], kind)
+            self._patch(mods[name], kind, name)
 
     def _to_ref(self, t):  # model batch order -> reference order (computed branch first)
         full_call = not self.spec["skip"](self.counter)
@@ -64,10 +74,11 @@ class ReferenceFasterCache:
 
     _from_ref = _to_ref  # swapping two halves is its own inverse
 
-    def _patch(self, mod, kind):
+    def _patch(self, mod, kind, name=""):
         orig = mod.forward
         spec = self.spec
         mod.ref_cache = None
+        log = self.log
 
         def forward(*args, **kwargs):
             c = self.counter
@@ -83,7 +94,9 @@ class ReferenceFasterCache:
                     return t if t.shape[0] == batch else torch.cat([t, t])
 
                 outs = [self._from_ref(rows(new) + (rows(new) - rows(old)) * w) for old, new in zip(*cache)]
+                log[-1][name] = "reuse"
             else:
+                log[-1][name] = "compute"
                 out = orig(*args, **kwargs)
                 outs = list(out) if isinstance(out, tuple) else [out]
                 stored = [self._to_ref(o) for o in outs]
@@ -98,8 +111,11 @@ class ReferenceFasterCache:
 
     def __call__(self, **inputs):
         """One model call; `inputs` are keyword arguments, the names in `batched` hold the CFG batch."""
+        if self.restart is not None and self.restart(inputs):
+            self.counter = 0
         self.counter += 1
         c, spec = self.counter, self.spec
+        self.log.append({"full": not spec["skip"](c)})
         if spec["skip"](c):
             i = self.first
             sliced = {k: (v.chunk(2)[i] if k in self.batched and torch.is_tensor(v) else v) for k, v in inputs.items()}
@@ -123,3 +139,62 @@ class ReferenceFasterCache:
 
 def _sample(out):
     return out if torch.is_tensor(out) else (out[0] if isinstance(out, tuple) else out.sample)
+
+
+class ReferenceVchitect:
+    """The Vchitect-2.0 reference loop: the pipeline counts steps, calls the model once per branch (uncond, then
+    cond) on full steps and only cond on skip steps, rebuilding uncond from FFT-domain deltas (radius
+    min(H, W) // 200); every cached attention module keeps [older, newer] of its computed outputs (whatever branch
+    computed them) and returns `newer + (newer - older) * 0` on reuse steps."""
+
+    def __init__(self, model, attention: list[str]):
+        self.model = model
+        self.spec = VCHITECT
+        self.counter = 0
+        self.delta_lf = self.delta_hf = None
+        self.log: list[dict] = []  # per model call: {"step": c, "branch": ..., module name: "compute" | "reuse"}
+        mods = dict(model.named_modules())
+        for name in attention:
+            self._patch(mods[name], name)
+
+    def _patch(self, mod, name):
+        orig = mod.forward
+        spec = self.spec
+        mod.ref_cache = None
+
+        def forward(*args, **kwargs):
+            c, cache = self.counter, mod.ref_cache
+            if spec["reuse"](c) and cache is not None:
+                w = spec["weight"](c)
+                self.log[-1][name] = "reuse"
+                return tuple(new + (new - old) * w for old, new in zip(*cache))
+            out = orig(*args, **kwargs)
+            self.log[-1][name] = "compute"
+            mod.ref_cache = [list(out), list(out)] if cache is None else [cache[1], list(out)]
+            return out
+
+        mod.forward = forward
+
+    def _call(self, branch, inputs):
+        self.log.append({"step": self.counter, "branch": branch})
+        return self.model(**inputs, return_dict=False)[0]
+
+    def step(self, uncond_inputs: dict, cond_inputs: dict):
+        """One sampler step; returns (uncond, cond)."""
+        self.counter += 1
+        c, spec = self.counter, self.spec
+        div = spec["radius_divisor"]
+        if spec["skip"](c):
+            cond = self._call("cond", cond_inputs)
+            lf_c, hf_c = fft_split(cond.float(), div)
+            k_lf, k_hf = spec["mults"](c)
+            self.delta_lf = self.delta_lf * k_lf
+            self.delta_hf = self.delta_hf * k_hf
+            uncond = torch.fft.ifft2(torch.fft.ifftshift(lf_c + self.delta_lf + hf_c + self.delta_hf)).real
+            return uncond.to(cond.dtype), cond
+        uncond = self._call("uncond", uncond_inputs)
+        cond = self._call("cond", cond_inputs)
+        lf_u, hf_u = fft_split(uncond.float(), div)
+        lf_c, hf_c = fft_split(cond.float(), div)
+        self.delta_lf, self.delta_hf = lf_u - lf_c, hf_u - hf_c
+        return uncond, cond

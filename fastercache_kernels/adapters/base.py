@@ -187,6 +187,9 @@ class Patch:
     def _pre(self, module, args, kwargs):
         args, kwargs = self._bind(args, kwargs)
         t = self._timestep(kwargs)
+        starts_video = getattr(self.adapter, "starts_video", None)  # Open-Sora: the counter restarts at t = 1000
+        if starts_video is not None and self.state.c > 0 and starts_video(t):
+            self.state.reset()
         self.state.begin_call(t, self._signature(args, kwargs), lambda: self._allocate(args, kwargs))
         return args, kwargs
 
