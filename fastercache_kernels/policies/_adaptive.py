@@ -26,6 +26,8 @@ from .. import ops
 from ..adapters.blocks import BlockInfo
 
 _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
+# State stays int64/fp32: torch 2.13 drops in-place writes to fp64 0-d tensors inside torch.compile graphs
+# (measured: acc.copy_(...) on a float64 0-d tensor left it 0 under aot_eager; float32 works).
 
 
 def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
@@ -35,6 +37,12 @@ def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
         t = t.clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t
+
+
+def _operands(ins: list) -> list:
+    """torch.cond rejects operands that alias each other; CogVideoX's first block gets video and text as two
+    strided views of one tensor: copy strided inputs (later blocks get fresh contiguous outputs)."""
+    return [x if x.is_contiguous() else x.contiguous() for x in ins]
 
 
 def _poly(coefficients, x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +82,7 @@ class AdaptiveRuntime:
     # -- 0-d state ---------------------------------------------------------------------------------------------
     def scalars(self) -> dict:
         """name -> (initial value, dtype, reset with the video)."""
-        return {"c": (0, _I64, True), "prev_t": (math.inf, _F64, False), "pred": (True, torch.bool, True),
+        return {"c": (0, _I64, True), "prev_t": (math.inf, _F32, False), "pred": (True, torch.bool, True),
                 "force": (True, torch.bool, True), "metric": (math.nan, _F32, True),
                 "computed": (0, _I64, False), "videos": (0, _I64, False)}
 
@@ -101,7 +109,7 @@ class AdaptiveRuntime:
         if self.n is not None:
             new = new | (self.c >= self.n)
         if t is not None:
-            t = torch.as_tensor(t).reshape(-1)[:1].to(device=self.device, dtype=_F64).reshape(())
+            t = torch.as_tensor(t).reshape(-1)[:1].to(device=self.device, dtype=_F32).reshape(())
             new = new | (t > self.prev_t)
             self.prev_t.copy_(t)
         self._reset_where(new)
@@ -205,7 +213,7 @@ class AdaptiveRuntime:
             def reuse(*xs):
                 return (*(ops.residual_sum(x, [r]) for x, r in zip(xs[:k], xs[k:])), *(r.clone() for r in xs[k:]))
 
-            got = torch.cond(self.pred, compute, reuse, (*ins, *res))
+            got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *res))
             for buf, r in zip(res, got[k:]):
                 buf.copy_(r)
             return b.pack(list(got[:k]))
@@ -233,7 +241,7 @@ class TeaCacheRuntime(AdaptiveRuntime):
         self.indicator = self.adapter.teacache_indicator if ind == "auto" else ind
 
     def scalars(self) -> dict:
-        return {**super().scalars(), "acc": (0.0, _F64, True), "acc_seen": (0.0, _F64, True)}
+        return {**super().scalars(), "acc": (0.0, _F32, True), "acc_seen": (0.0, _F32, True)}
 
     def recorded(self) -> tuple:
         return (*super().recorded(), "acc_seen")
@@ -273,7 +281,7 @@ class TeaCacheRuntime(AdaptiveRuntime):
             u = self._indicator(b, args, kwargs)
             parts = all_reduce_sum(ops.feature_diff_partials(u, self.u_prev, "rel_l1"), self.group)
             rel = ops.feature_diff_from_partials(parts, "rel_l1")
-            acc = self.acc + _poly(self.config.coefficients, rel.to(_F64))
+            acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).to(_F32)
             pred = self.force | ~(acc < self.config.threshold)  # NaN computes
             self.acc.copy_(torch.where(pred, torch.zeros_like(acc), acc))
             self.acc_seen.copy_(acc)
@@ -385,6 +393,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
         self.thresholds = self.thresholds.to(self.device)
         self.rates = self.rates.to(self.device)
         self.table = self.table.to(self.device)
+        self._slots = torch.arange(len(cfg.codebook), device=self.device)
         for b in self.metric_blocks:
             if b.order < 0:
                 raise ValueError(f"AdaCache: metric block {b.name!r} did not run in a model call")
@@ -440,7 +449,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
                 extra = (torch.zeros(3, dtype=_F32, device=xs[0].device),) if metric else ()
                 return (*outs, *(t.clone() for t in xs[k:]), *extra)
 
-            got = torch.cond(self.pred, compute, reuse, (*ins, *ps, *qrs))
+            got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *ps, *qrs))
             for buf, t in zip((*ps, *qrs), got[k:3 * k]):
                 buf.copy_(t)
             if metric:  # the motion sums outside the cond: p is now in the buffer (stale on reuse calls, unused)
@@ -482,7 +491,8 @@ class AdaCacheRuntime(AdaptiveRuntime):
         if cfg.decision_dtype is not None:
             d = d.to(cfg.decision_dtype).float()
         idx = (self.thresholds <= d).sum().clamp(max=len(cfg.codebook) - 1)
-        rate = self.rates[idx]
+        # a one-hot sum, not rates[idx]: indexing with a device tensor is data-dependent for torch.compile
+        rate = (self.rates * (self._slots == idx)).sum()
         rate = torch.where(valid & ~d.isnan(), rate, torch.ones_like(rate))
         pred = self.pred
         self.metric.copy_(torch.where(pred, torch.where(valid, d, torch.full_like(d, math.nan)), self.metric))
