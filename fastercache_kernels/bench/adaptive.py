@@ -1,0 +1,126 @@
+"""Adaptive policies end to end on the small CogVideoX of bench/e2e.py (4 layers, 4 heads x 32, 7 latent frames of
+30x44, 50 calls of a CFG loop): each policy's wall time against no cache, the calls it computed, and the cost of its
+decision metric per compute call, fused ops against the eager formula on the same tensors.
+
+Every model gets the same inputs call by call (the latents follow the uncached model), one after the other, so
+load from other jobs falls on all alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+
+from .. import api, ops
+from ..policies.adacache import AdaCacheConfig
+from ..policies.fbcache import FirstBlockCacheConfig
+from ..policies.teacache import TeaCacheConfig
+from .e2e import small_cogvideox
+
+
+def policies(calls: int) -> dict:
+    """The settings benchmarked (the demo uses the same): published presets where SPEC gives them."""
+    return {
+        "teacache (cogvideox-2b preset)": TeaCacheConfig.preset("cogvideox-2b", num_calls=calls),
+        "fbcache (0.08)": FirstBlockCacheConfig(threshold=0.08, num_calls=calls),
+        "adacache (30-call fast codebook)": AdaCacheConfig.preset("opensora-30-fast", num_calls=calls,
+                                                                  moreg_window=(calls // 10, calls * 9 // 10)),
+    }
+
+
+def _median_time(fn, repeat: int = 20) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def metric_overhead(p: torch.Tensor, frames: int) -> dict:
+    """Seconds per compute call of AdaCache's metric + motion score on `p` ([B, T*S, C]), and First-Block-Cache's
+    metric, fused (feature_diff_partials, motion_score) against the eager formula."""
+    prev = p.roll(1, dims=1).contiguous()
+    s = p.shape[1] // frames
+
+    def fused_ada():
+        ops.feature_diff_from_partials(ops.feature_diff_partials(p, prev))
+        ops.motion_score(p, frames, [1], partials=True)
+
+    def eager_ada():
+        (prev - p).abs().sum() / prev.abs().sum()
+        a, b = p[:, s:], p[:, :-s]
+        (a - b).abs().sum() / (a.abs().sum() + b.abs().sum())
+
+    def fused_fb():
+        ops.feature_diff_from_partials(ops.feature_diff_partials(p, prev))
+
+    def eager_fb():
+        (prev - p).abs().mean() / prev.abs().mean()
+
+    r = {"shape": list(p.shape)}
+    for name, f, e in (("adacache", fused_ada, eager_ada), ("fbcache", fused_fb, eager_fb)):
+        tf, te = _median_time(f), _median_time(e)
+        r[name] = {"fused_s": tf, "eager_s": te, "ratio": te / tf}
+    return r
+
+
+def bench_adaptive(calls: int = 50, *, threads: int | None = 1, log=None) -> dict:
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model, latents, text = small_cogvideox()
+        timesteps = torch.linspace(999, 0, calls).round().long()
+        models = {"no cache": model}
+        handles = {}
+        for name, cfg in policies(calls).items():
+            m = copy.deepcopy(model)
+            handles[name] = api.apply(m, cfg)
+            models[name] = m
+        total = dict.fromkeys(models, 0.0)
+        x = latents.clone()
+        for i, t in enumerate(timesteps):
+            inp, tt = torch.cat([x, x]), t.expand(2)
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    y = m(hidden_states=inp, encoder_hidden_states=text, timestep=tt, return_dict=False)[0]
+                total[name] += time.perf_counter() - t0
+                if name == "no cache":
+                    uncond, cond = y.chunk(2)
+                    nxt = x - 0.02 * (uncond + 6.0 * (cond - uncond))
+            x = nxt
+            if log and (i + 1) % 10 == 0:
+                log(f"call {i + 1}/{calls}")
+        rows = {}
+        for name, m in models.items():
+            st = handles[name].stats() if name in handles else {"computed": calls, "host_reads": 0}
+            rows[name] = {"seconds": total[name], "speedup": total["no cache"] / total[name],
+                          "computed": st["computed"], "host_reads": st["host_reads"],
+                          "cache_bytes": st.get("cache_bytes", 0)}
+        p = torch.randn(2, latents.shape[1] * (latents.shape[3] // 2) * (latents.shape[4] // 2),
+                        model.config.num_attention_heads * model.config.attention_head_dim)
+        return {"calls": calls, "threads": torch.get_num_threads(), "policies": rows,
+                "metric": metric_overhead(p, latents.shape[1])}
+    finally:
+        torch.set_num_threads(old)
+
+
+def format_adaptive(r: dict) -> str:
+    lines = [f"small CogVideoX, {r['calls']} calls, {r['threads']} thread(s), eager",
+             f"{'policy':<34} {'seconds':>8} {'speedup':>8} {'computed':>9} {'host reads':>11} {'cache MB':>9}"]
+    for name, row in r["policies"].items():
+        lines.append(f"{name:<34} {row['seconds']:8.2f} {row['speedup']:7.2f}x {row['computed']:>5}/{r['calls']:<3} "
+                     f"{row['host_reads']:>11} {row['cache_bytes'] / 2**20:9.1f}")
+    m = r["metric"]
+    lines.append(f"metric per compute call on p {m['shape']}:")
+    for name in ("adacache", "fbcache"):
+        x = m[name]
+        lines.append(f"  {name:<9} fused {x['fused_s'] * 1e6:8.1f} us  eager formula {x['eager_s'] * 1e6:8.1f} us  "
+                     f"-> {x['ratio']:.1f}x")
+    return "\n".join(lines)
