@@ -31,7 +31,7 @@ def policies(calls: int) -> dict:
     }
 
 
-def _median_time(fn, repeat: int = 20) -> float:
+def _median_time(fn, repeat: int = 50) -> float:
     fn()
     times = []
     for _ in range(repeat):
@@ -41,35 +41,46 @@ def _median_time(fn, repeat: int = 20) -> float:
     return statistics.median(times)
 
 
-def metric_overhead(p: torch.Tensor, frames: int) -> dict:
-    """Seconds per compute call of AdaCache's metric + motion score on `p` ([B, T*S, C]), and First-Block-Cache's
-    metric, fused (feature_diff_partials, motion_score) against the eager formula."""
-    prev = p.roll(1, dims=1).contiguous()
+def metric_overhead(p: torch.Tensor, frames: int, repeat: int = 50) -> dict:
+    """Seconds per compute call of each policy's metric work on a metric-layer tensor ([B, T*S, C]), fused ops
+    against the eager formula, both doing the same work:
+    - adacache: p = mid - x, rel-L1 distance to the cached p, cache <- p, and the MoReg motion sums
+      (residual_diff_update + motion_score against five eager expressions);
+    - fbcache / teacache: the rel-L1 distance of two tensors (feature_diff_partials against the eager mean ratio).
+    """
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(p.shape, generator=g).to(p.dtype)
+    mid = x + p
+    cache = p.roll(1, dims=1).contiguous()
+    prev = cache.clone()
     s = p.shape[1] // frames
 
     def fused_ada():
-        ops.feature_diff_from_partials(ops.feature_diff_partials(p, prev))
-        ops.motion_score(p, frames, [1], partials=True)
+        d = ops.residual_diff_update(mid, x, cache, partials=True)
+        m = ops.motion_score(cache, frames, [1], partials=True)
+        return ops.feature_diff_from_partials(d), m
 
     def eager_ada():
-        (prev - p).abs().sum() / prev.abs().sum()
-        a, b = p[:, s:], p[:, :-s]
-        (a - b).abs().sum() / (a.abs().sum() + b.abs().sum())
+        q = mid - x
+        d = (cache - q).abs().sum() / cache.abs().sum()
+        cache.copy_(q)
+        a, b = q[:, s:], q[:, :-s]
+        return d, (a - b).abs().sum() / (a.abs().sum() + b.abs().sum())
 
     def fused_fb():
-        ops.feature_diff_from_partials(ops.feature_diff_partials(p, prev))
+        return ops.feature_diff_from_partials(ops.feature_diff_partials(p, prev))
 
     def eager_fb():
-        (prev - p).abs().mean() / prev.abs().mean()
+        return (prev - p).abs().mean() / prev.abs().mean()
 
     r = {"shape": list(p.shape)}
     for name, f, e in (("adacache", fused_ada, eager_ada), ("fbcache", fused_fb, eager_fb)):
-        tf, te = _median_time(f), _median_time(e)
+        tf, te = _median_time(f, repeat), _median_time(e, repeat)
         r[name] = {"fused_s": tf, "eager_s": te, "ratio": te / tf}
     return r
 
 
-def bench_adaptive(calls: int = 50, *, threads: int | None = 1, log=None) -> dict:
+def bench_adaptive(calls: int = 50, *, threads: int | None = 1, full_size: bool = True, log=None) -> dict:
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -106,8 +117,12 @@ def bench_adaptive(calls: int = 50, *, threads: int | None = 1, log=None) -> dic
         p = torch.randn(2, latents.shape[1] * (latents.shape[3] // 2) * (latents.shape[4] // 2),
                         model.config.num_attention_heads * model.config.attention_head_dim)
         return {"calls": calls, "threads": torch.get_num_threads(), "policies": rows,
-                "metric": {str(dt).replace("torch.", ""): metric_overhead(p.to(dt), latents.shape[1])
-                           for dt in (torch.float32, torch.bfloat16)}}
+                "metric": {**{str(dt).replace("torch.", ""): metric_overhead(p.to(dt), latents.shape[1])
+                              for dt in (torch.float32, torch.bfloat16)},
+                           # the metric layer of the real CogVideoX-2B (13 latent frames of 30x45 tokens, 1920 ch)
+                           **{f"{str(dt).replace('torch.', '')}, CogVideoX-2B size": metric_overhead(
+                               torch.randn(2, 13 * 1350, 1920).to(dt), 13, repeat=10) if full_size else None
+                              for dt in (torch.float32, torch.bfloat16)}}}
     finally:
         torch.set_num_threads(old)
 
@@ -119,6 +134,8 @@ def format_adaptive(r: dict) -> str:
         lines.append(f"{name:<34} {row['seconds']:8.2f} {row['speedup']:7.2f}x {row['computed']:>5}/{r['calls']:<3} "
                      f"{row['host_reads']:>11} {row['cache_bytes'] / 2**20:9.1f}")
     for dt, m in r["metric"].items():
+        if m is None:
+            continue
         lines.append(f"metric per compute call on p {m['shape']} {dt}:")
         for name in ("adacache", "fbcache"):
             x = m[name]

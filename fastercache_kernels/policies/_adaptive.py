@@ -461,10 +461,17 @@ class AdaCacheRuntime(AdaptiveRuntime):
             return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
         out, mids = b.call_capture(args, kwargs)
         outs = b.outs(out)
-        if metric:
+        first = 0
+        if metric and self.config.residual == "attention":
+            # one pass: p = mid - x, its distance to the cached p, and the cache refreshed (residual_diff_update)
+            d = ops.residual_diff_update(mids[0].detach(), ins[0].detach(), ps[0], self.config.metric, partials=True)
+            self.table[b.metric_slot].copy_(torch.cat([d, self._motion(b, ps[0])]))
+            torch.sub(outs[0].detach(), mids[0].detach(), out=qrs[0])
+            first = 1
+        elif metric:
             p0, qr0 = mids[0] - ins[0], outs[0] - mids[0]
             self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, ps[0], qrs[0]), self._motion(b, p0)]))
-        for j in range(k):
+        for j in range(first, k):
             torch.sub(mids[j].detach(), ins[j].detach(), out=ps[j])
             torch.sub(outs[j].detach(), mids[j].detach(), out=qrs[j])
         if metric and b is self._last_metric:
