@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch._dynamo.testing
 from adaptive_reference import decisions
-from dit_models import clone, cog_inputs, one_thread, rel_err, sample_loop, tiny_cogvideox  # noqa: F401
+from dit_models import clone, cog_inputs, latte_inputs, one_thread, rel_err, sample_loop, tiny_cogvideox, tiny_latte  # noqa: F401
 from torch._dynamo.utils import counters
 
 import fastercache_kernels as fk
@@ -18,10 +18,12 @@ CASES = {
     "cogvideox-fbcache": (tiny_cogvideox, cog_inputs, lambda: fk.FirstBlockCacheConfig(threshold=0.15)),
     "cogvideox-teacache": (tiny_cogvideox, cog_inputs, lambda: fk.TeaCacheConfig.preset("cogvideox-2b",
                                                                                         threshold=0.3)),
-    # Latte is not here: diffusers' Attention.forward calls inspect.signature, which dynamo cannot trace inside a
-    # torch.cond branch (torch 2.13); Latte's device mode runs eagerly (test_policy_adacache).
     "cogvideox-adacache": (tiny_cogvideox, cog_inputs, lambda: fk.AdaCacheConfig(
         codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27))),
+    # Latte's Attention modules are called through their processors inside torch.cond (blocks.traceable_attention)
+    "latte-adacache": (tiny_latte, latte_inputs, lambda: fk.AdaCacheConfig(
+        codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27))),
+    "latte-teacache": (tiny_latte, latte_inputs, lambda: fk.TeaCacheConfig.preset("opensora", threshold=0.3)),
 }
 
 

@@ -87,22 +87,26 @@ class BlockInfo:
                 kwargs[loc[1]] = v
         return tuple(args), kwargs
 
+    overrides: dict = field(default_factory=dict)  # submodule name -> callable used instead (see traceable_attention)
+
     def call(self, args, kwargs, ins=None):
         args, kwargs = self._with(args, kwargs, ins)
+        if self.overrides:
+            return self.orig.__func__(View(self.module, self.overrides), *args, **kwargs)
         return self.orig(*args, **kwargs)
 
     def call_capture(self, args, kwargs, ins=None):
         """(output, mids): mids[j] = the capture module's j-th input = x_j + p_j."""
         args, kwargs = self._with(args, kwargs, ins)
         seen = []
-        sub = getattr(self.module, self.capture)
+        sub = self.overrides.get(self.capture) or getattr(self.module, self.capture)
         k = len(self.io)
 
         def capture(*a, **kw):
             seen.append(a[:k])
             return sub(*a, **kw)
 
-        out = self.orig.__func__(View(self.module, {self.capture: capture}), *args, **kwargs)
+        out = self.orig.__func__(View(self.module, {**self.overrides, self.capture: capture}), *args, **kwargs)
         if len(seen) != 1 or len(seen[0]) != k:
             raise RuntimeError(f"fastercache: block {self.name!r}: its {self.capture!r} ran {len(seen)} times with "
                                f"{[len(s) for s in seen]} positional inputs; AdaCache needs it once with {k}")
@@ -113,6 +117,28 @@ class BlockInfo:
 
     def pack(self, outs):
         return tuple(outs) if self.tuple_out else outs[0]
+
+
+def traceable_attention(block) -> dict:
+    """Overrides for a block's diffusers `Attention` submodules that call their processor directly, as
+    Attention.forward does after dropping the keyword arguments its processor does not take. Attention.forward
+    reads inspect.signature on every call, which dynamo cannot trace inside a torch.cond branch (torch 2.13): the
+    filter is computed here, once. Used for blocks called inside torch.cond (decide="device")."""
+    out = {}
+    for name, sub in block.named_children():
+        proc = getattr(sub, "processor", None)
+        if proc is None or type(sub).__name__ != "Attention" or getattr(sub, "_fk_no_direct", False):
+            continue
+        accepted = set(inspect.signature(proc.__call__).parameters)
+
+        def direct(hidden_states, encoder_hidden_states=None, attention_mask=None, _attn=sub, _proc=proc,
+                   _ok=frozenset(accepted), **kw):
+            kw = {k: v for k, v in kw.items() if k in _ok}
+            return _proc(_attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                         attention_mask=attention_mask, **kw)
+
+        out[name] = direct
+    return out
 
 
 def find_blocks(model, adapter) -> list[BlockInfo]:

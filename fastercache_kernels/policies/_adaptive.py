@@ -173,6 +173,11 @@ class AdaptiveRuntime:
 
     def allocate(self, batch: int, frames: int, device) -> None:
         self.batch, self.frames = batch, frames
+        if self.device_mode:
+            from ..adapters.blocks import traceable_attention
+
+            for b in self.blocks:
+                b.overrides = traceable_attention(b.module)
         if torch.device(device) != self.device:
             self.device = torch.device(device)
             for name in self.scalars():
