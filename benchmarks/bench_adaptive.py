@@ -19,7 +19,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-full-size", action="store_true", help="skip the metric at CogVideoX-2B's size (~1 GB)")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    result = bench_adaptive(args.calls, threads=args.threads, full_size=not args.no_full_size, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = bench_adaptive(args.calls, threads=args.threads, full_size=not args.no_full_size,
+                            log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_adaptive(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

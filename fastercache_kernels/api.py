@@ -196,8 +196,9 @@ class AdaptiveHandle:
         self.remove()
 
     def __repr__(self) -> str:
-        return (f"AdaptiveHandle({type(self.model).__name__}, {self.runtime.policy}, {len(self.runtime.blocks)} blocks, "
-                f"decide={'device' if self.runtime.device_mode else 'host'}, "
+        rt = self.runtime
+        return (f"AdaptiveHandle({type(self.model).__name__}, {rt.policy}, {len(rt.blocks)} blocks, "
+                f"decide={'device' if rt.device_mode else 'host'}, "
                 f"{'active' if self.active else 'removed'})")
 
 

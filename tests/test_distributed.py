@@ -5,7 +5,6 @@ decisions because the metric's partial sums are all-reduced before dividing (SPE
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
