@@ -55,11 +55,16 @@ def motion(p: torch.Tensor, frames: int, stride: int = 1) -> float:
 
 
 def adacache(p_at, num_calls: int, codebook, window, frames: int, *, moreg: bool = True, scale: float = 0.385,
-             power: float = 8.0, gain: float = 10.0) -> list[dict]:
+             power: float = 8.0, gain: float = 10.0, compare_dtype=None) -> list[dict]:
     """SPEC 4. `p_at(c)`: the metric layer's attention residual p ([B, T*S, C]) on compute call c. Compute calls:
     1, N-1, N and prev + rate; d = sum|p_prev - p| / sum|p_prev| / rate_in, times the MoReg factor; the rate is the
     first whose threshold is strictly greater than d (the last one beyond). The first call has no p_prev: rate 1."""
     pairs = sorted(codebook.items()) if isinstance(codebook, dict) else list(codebook)
+
+    def rnd(v: float) -> float:  # the reference runs compare in bf16
+        return v if compare_dtype is None else float(torch.tensor(v).to(compare_dtype).float())
+
+    pairs = [(rnd(t), r) for t, r in pairs]
     nxt, rate_in, m_prev, prev, out = 1, 1.0, 1.0, None, []
     for c in range(1, num_calls + 1):
         if not (c == nxt or c >= num_calls - 1):
@@ -76,6 +81,7 @@ def adacache(p_at, num_calls: int, codebook, window, frames: int, *, moreg: bool
                 g = gain * (m - m_prev) / rate_in
                 m_prev = m
                 d = d * (m + abs(g))
+            d = rnd(d)
             rate = next((r for t, r in pairs if t > d), pairs[-1][1])
         out.append({"c": c, "compute": True, "d": d, "rate": rate})
         nxt, rate_in, prev = c + rate, float(rate), p

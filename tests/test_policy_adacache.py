@@ -178,3 +178,23 @@ def test_block_residual_metric_runs():
     handle, _, _ = run_patched(model, _cfg(residual="block", moreg=False), cog_inputs, calls=12)
     got = decisions(handle)
     assert got[0]["pred"] and all(g["metric"] == g["metric"] for g in got[1:])  # no NaN after the first call
+
+
+def test_bf16_decisions_match_reference():
+    """decision_dtype=bf16 (the presets): d and the thresholds are rounded to bf16 before the lookup."""
+    cfg = _cfg(decision_dtype=torch.bfloat16, metric_kind="temporal", metric_layers=(0,))
+    model = tiny_latte()
+
+    def hooks(m, rec):
+        blk = m.temporal_transformer_blocks[0]
+        rec.block(blk, "blk")
+        rec.sub_input(blk.norm2, "mid")
+
+    handle, rec, _ = run_patched(model, cfg, latte_inputs, hooks=hooks)
+    ps = {i + 1: c["mid"] - c["blk.in"] for i, c in enumerate(rec.calls) if "mid" in c}
+    want = reference(lambda c: ps[c], 50, CODEBOOK, cfg.window(), LATTE_FRAMES, compare_dtype=torch.bfloat16)
+    got = decisions(handle)
+    assert [g["pred"] for g in got] == [w["compute"] for w in want]
+    for g, w in zip(got, want):
+        if w["compute"] and w["d"] is not None:
+            assert g["metric"] == w["d"]  # both rounded to bf16
