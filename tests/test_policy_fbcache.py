@@ -125,3 +125,15 @@ def test_errors():
     h.remove()
     with pytest.raises(TypeError, match="adaptive"):
         fk.apply(model, "cogvideox-2b", decide="device")
+
+
+def test_new_input_shapes_start_a_new_video():
+    model = tiny_cogvideox()
+    h = fk.apply(model, fk.FirstBlockCacheConfig(threshold=10.0), record=True)
+    lat, extra = cog_inputs()
+    sample_loop([model], lat, extra, calls=50, first=3)
+    lat2, extra2 = cog_inputs(batch=2)
+    with pytest.warns(UserWarning, match="inputs changed"):
+        sample_loop([model], lat2, extra2, calls=50, first=2)
+    assert [bool(r["pred"]) for r in h.history] == [True, False, False, True, False]
+    assert h.stats()["videos"] == 2

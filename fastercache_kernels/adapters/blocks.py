@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -230,6 +231,10 @@ class BlockPatch:
         sig = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor))
         sig += tuple((i, tuple(v.shape), v.dtype, v.device) for i, v in enumerate(args) if isinstance(v, torch.Tensor))
         if sig != self._signature:
+            if self._signature is not None:
+                warnings.warn("fastercache: the model inputs changed (shapes, dtypes or devices); starting a new "
+                              "video with buffers for the new shapes", stacklevel=3)
+                self.rt.reset()
             self._probe(args, kwargs)
             self._signature = sig
         t = kwargs.get(self.adapter.timestep_arg)
