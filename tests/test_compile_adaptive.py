@@ -69,3 +69,24 @@ def test_decisions_and_outputs_match_eager(compiled_run):
     for video in ("first", "second"):
         for i, (c, e) in enumerate(compiled_run[video]):
             assert rel_err(c, e) <= 1e-5, (video, i + 1)
+
+
+def test_inductor_adacache_cogvideox():
+    """The one inductor run (~6 s here): the same single graph and decisions with the real backend."""
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = lambda: fk.AdaCacheConfig(codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27))  # noqa: E731
+    model = tiny_cogvideox(layers=1)
+    eager = clone(model)
+    handle = fk.apply(model, cfg(), decide="device", record=True)
+    eager_handle = fk.apply(eager, cfg(), record=True)
+    cnt = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    compiled = torch.compile(model, backend=cnt, fullgraph=True)
+    lat, extra = cog_inputs()
+    outs = sample_loop([compiled, eager], lat, extra, calls=30) + sample_loop([compiled, eager], lat, extra, calls=30)
+    assert cnt.frame_count == 1 and dict(counters["graph_break"]) == {}
+    assert [g["pred"] for g in decisions(handle)] == [g["pred"] for g in decisions(eager_handle)]
+    assert 0 < handle.stats()["computed"] < 60 and handle.stats()["host_reads"] == 0
+    assert max(rel_err(c, e) for c, e in outs) < 1e-4
+    handle.remove()
+    torch._dynamo.reset()
