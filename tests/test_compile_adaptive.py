@@ -90,3 +90,23 @@ def test_inductor_adacache_cogvideox():
     assert max(rel_err(c, e) for c, e in outs) < 1e-4
     handle.remove()
     torch._dynamo.reset()
+
+
+def test_adacache_host_decisions_compile_to_two_graphs():
+    """AdaCache decides before the call (the pre-hook's one host read, outside the graph): with decide="host" the
+    compiled model has one graph for compute calls and one for reuse calls, and no recompile in a second video."""
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_cogvideox(layers=1)
+    handle = fk.apply(model, fk.AdaCacheConfig(codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30,
+                                               moreg_window=(3, 27)))
+    cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=cnt, fullgraph=True)
+    lat, extra = cog_inputs()
+    sample_loop([compiled], lat, extra, calls=30)
+    assert cnt.frame_count == 2 and dict(counters["graph_break"]) == {}
+    sample_loop([compiled], lat, extra, calls=30)
+    st = handle.stats()
+    assert cnt.frame_count == 2 and st["videos"] == 2 and st["host_reads"] == 60 and 0 < st["computed"] < 60
+    handle.remove()
+    torch._dynamo.reset()
