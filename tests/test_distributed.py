@@ -1,6 +1,6 @@
 """torch.distributed: two gloo processes on CPU, each holding a different shard of the tokens, take identical
-decisions because the metric's partial sums are all-reduced before dividing (SPEC 5); without the all-reduce
-(a one-rank group each) their local decisions differ."""
+decisions because the metric's partial sums are all-reduced before dividing (SPEC 5), with host or device (torch.cond)
+decisions alike; without the all-reduce (a one-rank group each) their local decisions differ."""
 
 import os
 import socket
@@ -52,7 +52,7 @@ def _configs():
             "adacache": fk.AdaCacheConfig(codebook={0.25: 3, 0.35: 2, 1.0: 1}, num_calls=CALLS, moreg=False)}
 
 
-def _run(rank: int, group) -> dict:
+def _run(rank: int, group, decide: str = "host") -> dict:
     torch.manual_seed(0)
     model = Toy()
     adapter = fk.adapters.generic_adapter(blocks=r"^blocks\.\d+$", attn_capture="norm2", block_io=("hidden_states",))
@@ -60,7 +60,7 @@ def _run(rank: int, group) -> dict:
     x0 = torch.randn(2, 8, 2, 2, 3, generator=g) * (1 + 3 * rank)
     out = {}
     for name, cfg in _configs().items():
-        h = fk.apply(model, cfg, adapter=adapter, record=True, process_group=group)
+        h = fk.apply(model, cfg, adapter=adapter, record=True, process_group=group, decide=decide)
         x = x0.clone()
         with torch.no_grad():
             for t in torch.linspace(999, 0, CALLS):
@@ -78,9 +78,10 @@ def _worker(rank: int, port: int, queue):
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         shared = _run(rank, None)
+        device = _run(rank, None, decide="device")  # torch.cond, all-reduce outside the branches
         alone = [dist.new_group([r]) for r in range(2)][rank]  # a one-rank group: no all-reduce
         local = _run(rank, alone)
-        queue.put((rank, shared, local))
+        queue.put((rank, shared, local, device))
     finally:
         dist.destroy_process_group()
 
@@ -98,15 +99,16 @@ def test_two_gloo_ranks_decide_alike():
     procs = [ctx.Process(target=_worker, args=(r, port, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((r, (s, loc)) for r, s, loc in (queue.get(timeout=240) for _ in procs))
+    results = {r: (s, loc, dev) for r, s, loc, dev in (queue.get(timeout=240) for _ in procs)}
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    (s0, l0), (s1, l1) = results[0], results[1]
+    (s0, l0, d0), (s1, l1, d1) = results[0], results[1]
     names = [n for n in s0 if "." not in n]
     for name in names:
         assert s0[name] == s1[name], (name, s0[name], s1[name])
         assert s0[name + ".metric"][1:] == s1[name + ".metric"][1:]  # the same all-reduced sums on both ranks
+        assert d0[name] == d1[name] == s0[name], (name, d0[name], d1[name])
     for name in names:
         assert 0 < sum(s0[name]) < CALLS, (name, s0[name])
     assert any(l0[n] != l1[n] for n in names), "the shards must differ enough to split local decisions"
