@@ -146,7 +146,7 @@ def find_blocks(model, adapter) -> list[BlockInfo]:
     """The blocks named by the adapter (`blocks`: spatial, `temporal_blocks`: temporal), in module order."""
     found, count = [], {"spatial": 0, "temporal": 0}
     for name, mod in model.named_modules():
-        if not name:
+        if not name or any(name.startswith(b.name + ".") for b in found):  # not inside a block already taken
             continue
         kind = ("spatial" if any(re.search(p, name) for p in adapter.blocks) else
                 "temporal" if any(re.search(p, name) for p in adapter.temporal_blocks) else None)
