@@ -134,7 +134,8 @@ def test_second_video_repeats_the_schedule():
 
 
 def test_presets():
-    p = fk.AdaCacheConfig.preset("opensora-100")
+    p = fk.AdaCacheConfig.preset("opensora-100-fast")
+    assert p == fk.AdaCacheConfig.preset("opensora-100")
     assert p.codebook == ((0.03, 12), (0.05, 10), (0.07, 8), (0.09, 6), (0.11, 4), (1.0, 3))
     assert p.num_calls == 100 and p.window() == (10, 90) and p.decision_dtype == torch.bfloat16
     fast, slow = fk.AdaCacheConfig.preset("opensora-30-fast"), fk.AdaCacheConfig.preset("opensora-30-slow")
