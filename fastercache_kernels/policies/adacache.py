@@ -53,7 +53,8 @@ def normalize_codebook(codebook) -> tuple:
 class AdaCacheConfig:
     """AdaCache: all blocks compute or all reuse together; block i reuses `x + cache_p[i] + cache_qr[i]` (its
     attention residual and rest-of-block residual, one residual_sum pass). Compute calls come at
-    `prev + rate`, and always at calls 1, N-1 and N (`num_calls` = N, calls per video). On a compute call the
+    `prev + rate`, and always at calls 1, N-1 and N (`num_calls` = N, calls per video: set it to the sampler's
+    call count; a new video also starts after N calls, or when the timestep jumps up). On a compute call the
     metric `d = metric(p, p_prev) / rate_in` is taken on the `residual` ("attention": the gated self-attention
     residual p; "block": the whole block residual) of the blocks `metric_layers` (indices into the blocks of
     `metric_kind`; None: the middle one, index (L-1)//2, as layer 13 of Open-Sora's 28), averaged over them,
