@@ -129,3 +129,25 @@ def test_presets_and_errors():
     lat, extra = cog_inputs()
     with pytest.raises(ValueError, match="modulated input"):
         sample_loop([model], lat, extra, calls=2)
+
+
+def test_chained_blocks_share_one_residual():
+    """CogVideoX's blocks pass their outputs on unchanged: with host decisions they form one chain holding one
+    residual per output (the references' whole-stack residual); with torch.cond every block keeps its own (a block
+    passing its input through would alias it). Latte's reshapes between blocks keep one residual per block."""
+    sizes = {}
+    for decide in ("host", "device"):
+        model = tiny_cogvideox(layers=3)
+        h = fk.apply(model, fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3), decide=decide)
+        lat, extra = cog_inputs()
+        sample_loop([model], lat, extra, calls=50, first=1)
+        rt = h.runtime
+        sizes[decide] = rt.cache_bytes() - rt.u_prev.numel() * rt.u_prev.element_size()
+        heads = {b.head.name for b in rt.order}
+        assert heads == ({"transformer_blocks.0"} if decide == "host" else {b.name for b in rt.order})
+    assert sizes["device"] == 3 * sizes["host"]
+    model = tiny_latte()
+    h = fk.apply(model, fk.TeaCacheConfig.preset("opensora", threshold=0.3))
+    lat, extra = latte_inputs()
+    sample_loop([model], lat, extra, calls=50, first=1)
+    assert all(b.head is b and b.tail is b for b in h.runtime.order)

@@ -89,6 +89,14 @@ class BlockInfo:
         return tuple(args), kwargs
 
     overrides: dict = field(default_factory=dict)  # submodule name -> callable used instead (see traceable_attention)
+    # Chains (host decisions, one residual per block output): consecutive blocks where each takes the previous one's
+    # outputs as they are share ONE residual, held by the chain's last block (`tail`); on reuse the first block
+    # (`head`) adds it and the others pass their inputs through, as the references' whole-stack residual.
+    in_ids: tuple = ()
+    out_ids: tuple = ()
+    head: BlockInfo | None = None
+    tail: BlockInfo | None = None
+    held: list | None = None  # the head's inputs during a compute call
 
     def call(self, args, kwargs, ins=None):
         args, kwargs = self._with(args, kwargs, ins)

@@ -162,6 +162,8 @@ class AdaptiveRuntime:
                 raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(x.shape)} to "
                                  f"{list(o.shape)}; residual reuse needs equal shapes")
         b.shapes = [(tuple(o.shape), o.dtype) for o in outs]
+        b.in_ids = tuple(id(x) for x in b.inputs(args, kwargs))
+        b.out_ids = tuple(id(o) for o in outs)
         self.probe_policy(b, args, kwargs)
         return out
 
@@ -182,8 +184,9 @@ class AdaptiveRuntime:
             self.device = torch.device(device)
             for name in self.scalars():
                 setattr(self, name, getattr(self, name).to(self.device))
+        self._chains()
         for b in self.blocks:
-            if b.order < 0 or not self.reuses(b):
+            if b.order < 0 or not self.reuses(b) or b.tail is not b:
                 b.bufs = {}
                 continue
             for key in self.residual_names():
@@ -198,6 +201,25 @@ class AdaptiveRuntime:
     def reuses(self, b: BlockInfo) -> bool:
         return True
 
+    def _chains(self) -> None:
+        """Links blocks into chains (see BlockInfo); only for one residual per output and host decisions (a block
+        passing its input through would alias it, which torch.cond forbids)."""
+        for b in self.blocks:
+            b.head = b.tail = b
+            b.held = None
+        if self.device_mode or self.residual_names() != ("res",):
+            return
+        prev = None
+        for b in self.order:
+            if (prev is not None and self.reuses(prev) and self.reuses(b) and b.in_ids == prev.out_ids
+                    and b.shapes == prev.shapes):
+                b.head = prev.head
+            prev = b
+        for b in self.order:
+            b.head.tail = b  # the last block of each chain, in execution order
+        for b in self.order:
+            b.tail = b.head.tail
+
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for b in self.blocks for ts in b.bufs.values() for t in ts)
 
@@ -208,9 +230,10 @@ class AdaptiveRuntime:
     def step(self, b: BlockInfo, args, kwargs):
         """Compute (refresh the residuals) or reuse (inputs + residuals), one residual per output."""
         ins = b.inputs(args, kwargs)
-        res = b.bufs["res"]
         k = len(ins)
         if self.device_mode:
+            res = b.bufs["res"]
+
             def compute(*xs):
                 outs = b.outs(b.call(args, kwargs, xs[:k]))
                 return (*outs, *(o - x for o, x in zip(outs, xs[:k])))
@@ -223,11 +246,17 @@ class AdaptiveRuntime:
                 buf.copy_(r)
             return b.pack(list(got[:k]))
         if self.go:
+            if b.head is b:
+                b.held = [x.detach() for x in ins]
             out = b.call(args, kwargs)
-            for buf, o, x in zip(res, b.outs(out), ins):
-                torch.sub(o.detach(), x.detach(), out=buf)
+            if b.tail is b:
+                for buf, o, x in zip(b.bufs["res"], b.outs(out), b.head.held):
+                    torch.sub(o.detach(), x, out=buf)
+                b.head.held = None
             return out
-        return b.pack([ops.residual_sum(x, [r]) for x, r in zip(ins, res)])
+        if b.head is not b:
+            return b.pack(ins)  # inside a reused chain: the head added the chain's residual
+        return b.pack([ops.residual_sum(x, [r]) for x, r in zip(ins, b.tail.bufs["res"])])
 
     def stats(self) -> dict:
         return {"policy": self.policy, "calls": self.calls, "videos": int(self.videos),
