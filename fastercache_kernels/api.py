@@ -63,8 +63,14 @@ class FasterCacheHandle:
 
 
 def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None,
-          storage_dtype: torch.dtype | None = None) -> FasterCacheHandle:
-    """Patches `model` in place with FasterCache and returns a handle (`handle.remove()` undoes it).
+          storage_dtype: torch.dtype | None = None, **adaptive):
+    """Patches `model` in place with FasterCache (or an adaptive policy) and returns a handle (`handle.remove()`
+    undoes it).
+
+    Adaptive policies: `config` a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or `fk.FirstBlockCacheConfig`; the
+    keyword arguments `decide="host"` (one host read per call) or `"device"` (torch.cond, no host read: for
+    `torch.compile(model, fullgraph=True)`), `process_group` (all-reduce group of the metric sums, default the
+    world) and `record=True` (keep per-call decision tensors in `handle.history`). Returns an AdaptiveHandle.
 
     Args:
         model: a transformer called once per sampler step with the CFG batch (e.g. [uncond, cond]) in one call.
@@ -91,6 +97,10 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
         return apply(model.transformer, config, adapter=adapter, storage_dtype=storage_dtype)  # a pipeline object
     if type(model).__name__ == "OptimizedModule":
         raise TypeError("fk.apply needs the model itself, not its torch.compile wrapper: apply first, then compile")
+    if _is_adaptive(config):
+        return apply_adaptive(model, config, adapter=adapter, **adaptive)
+    if adaptive:
+        raise TypeError(f"fk.apply: {sorted(adaptive)} apply to the adaptive policies only")
 
     unknown = adapter is None and for_model(model) is None  # the generic default patterns are the last try
     if diffusers_compat.is_diffusers_config(config):
@@ -142,5 +152,85 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
     state = FasterCacheState(schedule, caches, computed_index)
     patch = Patch(model, state, adapter, timestep_fn=timestep_fn)
     handle = FasterCacheHandle(model, state, patch, config, adapter)
+    model._fk_handle = handle
+    return handle
+
+
+# -- adaptive policies (AdaCache + MoReg, TeaCache, First-Block-Cache): block-level reuse ------------------------
+
+
+class AdaptiveHandle:
+    """What `fk.apply` returns for an adaptive config. `remove()` restores the original forwards; `reset()` starts a
+    new video; `stats()` reads the device counters (calls, computed, host reads, cache memory); `history` holds
+    per-call clones of the decision state when applied with `record=True`."""
+
+    def __init__(self, model, runtime, patch, config, adapter):
+        self.model, self.runtime, self.config, self.adapter = model, runtime, config, adapter
+        self._patch = patch
+
+    @property
+    def modules(self) -> list[tuple[str, str]]:
+        """(name, kind) of every patched block, in execution order once the model has run."""
+        blocks = self.runtime.order or self.runtime.blocks
+        return [(b.name, b.kind) for b in blocks]
+
+    @property
+    def history(self) -> list[dict]:
+        return self.runtime.history
+
+    def reset(self) -> None:
+        self.runtime.reset()
+
+    def stats(self) -> dict:
+        return self.runtime.stats()
+
+    def remove(self) -> None:
+        if self._patch is None:
+            return
+        self._patch.remove()
+        self._patch = None
+        for b in self.runtime.blocks:
+            b.bufs = {}
+        if getattr(self.model, "_fk_handle", None) is self:
+            del self.model._fk_handle
+
+    @property
+    def active(self) -> bool:
+        return self._patch is not None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    def __repr__(self) -> str:
+        rt = self.runtime
+        return (f"AdaptiveHandle({type(self.model).__name__}, {rt.policy}, {len(rt.blocks)} blocks, "
+                f"decide={'device' if rt.device_mode else 'host'}, "
+                f"{'active' if self.active else 'removed'})")
+
+
+def _is_adaptive(config) -> bool:
+    from .policies._adaptive import RUNTIMES
+
+    return type(config).__name__ in RUNTIMES and type(config).__module__.startswith("fastercache_kernels.")
+
+
+def apply_adaptive(model: torch.nn.Module, config, *, adapter: Adapter | None = None, decide: str = "host",
+                   process_group=None, record: bool = False) -> AdaptiveHandle:
+    """Patches the transformer blocks of `model` with an adaptive policy (see `fk.apply`)."""
+    from .adapters.blocks import BlockPatch, find_blocks
+    from .policies._adaptive import RUNTIMES
+
+    adapter = adapter or for_model(model) or generic_adapter()
+    blocks = find_blocks(model, adapter)
+    if not blocks:
+        raise ValueError(f"fk.apply: no transformer block of {type(model).__name__} matches the patterns tried: "
+                         f"blocks {list(adapter.blocks)}, temporal_blocks {list(adapter.temporal_blocks)}")
+    runtime = RUNTIMES[type(config).__name__](config, adapter, blocks, decide=decide, process_group=process_group,
+                                              record=record)
+    patch = BlockPatch(model, runtime, adapter, blocks)
+    handle = AdaptiveHandle(model, runtime, patch, config, adapter)
     model._fk_handle = handle
     return handle

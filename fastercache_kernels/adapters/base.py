@@ -60,6 +60,17 @@ class Adapter:
                            "encoder_attention_mask")
     skip_cross_attention: bool = True
     default_preset: str | None = None
+    # Adaptive policies (block-level reuse; see adapters/blocks.py). `blocks`/`temporal_blocks`: regular
+    # expressions over module names of the transformer blocks; `block_io`: the block inputs its outputs mirror, in
+    # output order; `attn_capture`: submodules whose first inputs are x + p (p = gated self-attention residual), the
+    # first one present is used; `teacache_indicator`: what TeaCache's indicator "auto" means;
+    # `modulated_input(block, get)`: the first block's modulated norm output from its inputs (`get(name)`).
+    blocks: tuple = ()
+    temporal_blocks: tuple = ()
+    block_io: tuple = ("hidden_states", "encoder_hidden_states")
+    attn_capture: tuple = ()
+    teacache_indicator: str = "block_input"
+    modulated_input: object = None
 
     def matches(self, model: torch.nn.Module) -> bool:
         return False

@@ -9,11 +9,17 @@ DEFAULT_SPATIAL = (
     r"(^|\.)(transformer_blocks|blocks|spatial_blocks|single_transformer_blocks)\.\d+\.(attn1?|attention)$",
 )
 DEFAULT_TEMPORAL = (r"(^|\.)(temporal_transformer_blocks|temporal_blocks)\.\d+\.(attn1?|attention)$",)
+# Blocks for the adaptive policies (block-level reuse), and where x + p can be read (AdaCache).
+DEFAULT_BLOCKS = (r"(^|\.)(transformer_blocks|blocks|spatial_blocks)\.\d+$",)
+DEFAULT_TEMPORAL_BLOCKS = (r"(^|\.)(temporal_transformer_blocks|temporal_blocks)\.\d+$",)
+DEFAULT_ATTN_CAPTURE = ("attn2", "norm2")
 
 
 def generic_adapter(spatial=DEFAULT_SPATIAL, temporal=DEFAULT_TEMPORAL, *, tensor_format: str = "BCFHW",
                     batch_order=("uncond", "cond"), timestep_arg: str = "timestep", batched_args=None,
-                    skip_cross_attention: bool = True) -> Adapter:
+                    skip_cross_attention: bool = True, blocks=DEFAULT_BLOCKS, temporal_blocks=DEFAULT_TEMPORAL_BLOCKS,
+                    block_io=("hidden_states", "encoder_hidden_states"), attn_capture=DEFAULT_ATTN_CAPTURE,
+                    modulated_input=None) -> Adapter:
     """An adapter from module-name patterns and the output layout.
 
     Args:
@@ -24,10 +30,20 @@ def generic_adapter(spatial=DEFAULT_SPATIAL, temporal=DEFAULT_TEMPORAL, *, tenso
         batched_args: forward arguments batched over the CFG halves (sliced on skip calls); default: the usual
             diffusers names (hidden_states, encoder_hidden_states, timestep, attention masks).
         skip_cross_attention: leave modules with `is_cross_attention = True` alone.
+        blocks, temporal_blocks: regular expressions naming the transformer blocks (adaptive policies reuse them).
+        block_io: the block inputs its outputs mirror, in output order (a block returns them plus its residuals).
+        attn_capture: block submodules whose first inputs are x + p (AdaCache's attention residual p); the first
+            one a block has is used.
+        modulated_input: optional `fn(block, get)` forming TeaCache's modulated-input indicator (`get(name)`
+            returns a block input); TeaCache's "auto" indicator is the first block's input otherwise.
     """
     spatial = (spatial,) if isinstance(spatial, str) else tuple(spatial)
     temporal = (temporal,) if isinstance(temporal, str) else tuple(temporal)
     kw = {} if batched_args is None else {"batched_args": tuple(batched_args)}
+    as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v)  # noqa: E731
     return Adapter(name="generic", spatial=spatial, temporal=temporal,
                    layout=OutputLayout(tensor_format, tuple(batch_order)), timestep_arg=timestep_arg,
-                   skip_cross_attention=skip_cross_attention, **kw)
+                   skip_cross_attention=skip_cross_attention, blocks=as_tuple(blocks),
+                   temporal_blocks=as_tuple(temporal_blocks), block_io=as_tuple(block_io),
+                   attn_capture=as_tuple(attn_capture), modulated_input=modulated_input,
+                   teacache_indicator="block_input" if modulated_input is None else "modulated_input", **kw)

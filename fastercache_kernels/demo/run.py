@@ -85,7 +85,7 @@ def run(family: str, settings: list[Setting], n: int = 4, steps: int = 50, seed:
         else:
             r.speedup = base / seconds
             cfg = stats.get("cfg", {})
-            r.computed, r.reused = cfg.get("full"), cfg.get("skip")
+            r.computed, r.reused = cfg.get("full", stats.get("computed")), cfg.get("skip", stats.get("reused"))
             attn = stats.get("attention", {})
             done = sum(k["computed"] for k in attn.values())
             skipped = sum(k["reused"] for k in attn.values())

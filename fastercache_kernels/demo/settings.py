@@ -50,4 +50,20 @@ def settings(family: str) -> list[Setting]:
         Setting(f"fk FasterCache preset {PRESET[family]}", lambda m: fk.apply(m, PRESET[family])),
         Setting("fk with diffusers' config", lambda m: fk.apply(m, diffusers_config(family))),
         Setting("diffusers' own FasterCache hook", lambda m: _DiffusersHook(m, diffusers_config(family))),
+        *adaptive_settings(family),
+    ]
+
+
+def adaptive_settings(family: str) -> list[Setting]:
+    """The adaptive policies (block-level reuse, decisions on the device). Published TeaCache coefficients exist for
+    CogVideoX-2B's timestep embedding and Open-Sora's modulated input (Latte's blocks are Open-Sora's kind)."""
+    import fastercache_kernels as fk
+
+    tea = "cogvideox-2b" if family == "cogvideox" else "opensora"
+    return [
+        Setting(f"fk TeaCache preset {tea}", lambda m: fk.apply(m, fk.TeaCacheConfig.preset(tea, num_calls=50))),
+        Setting("fk First-Block-Cache 0.1", lambda m: fk.apply(m, fk.FirstBlockCacheConfig(threshold=0.1,
+                                                                                            num_calls=50))),
+        Setting("fk AdaCache (30-call fast codebook)", lambda m: fk.apply(m, fk.AdaCacheConfig.preset(
+            "opensora-30-fast", num_calls=50, moreg_window=(5, 45)))),
     ]

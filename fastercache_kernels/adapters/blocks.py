@@ -1,0 +1,281 @@
+"""Block-level patching shared by the adaptive policies (AdaCache, TeaCache, First-Block-Cache).
+
+Every transformer block named by the adapter gets a forward that asks the policy runtime whether to run the block
+or to return its inputs plus cached residuals (one residual per output tensor; the outputs mirror the inputs
+named `adapter.block_io`). AdaCache also splits the residual at the attention: a block is called through a `View`
+of itself whose capture submodule (`adapter.attn_capture`, e.g. CogVideoX `norm2`, Latte `attn2` or `norm2`)
+records its inputs, which are `x + p` (p = gated self-attention residual). The View is created inside the call,
+so the capture is a local list: no outside state is mutated and the call traces inside `torch.cond`.
+
+The model's forward pre-hook and hook (outside compiled graphs) do the per-call bookkeeping on the device; the
+block forwards read only Python flags that never change after allocation, and tensors.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._pytree import tree_map_only
+
+
+class View:
+    """`module` with some attributes overridden: calling the unbound forward on it swaps in the capture."""
+
+    def __init__(self, module, overrides: dict):
+        self._fk_module = module
+        self._fk_overrides = overrides
+
+    def __getattr__(self, name):
+        over = self.__dict__["_fk_overrides"]
+        if name in over:
+            return over[name]
+        return getattr(self.__dict__["_fk_module"], name)
+
+
+def _get(args, kwargs, loc):
+    return args[loc[1]] if loc[0] == "a" else kwargs[loc[1]]
+
+
+@dataclass(eq=False)
+class BlockInfo:
+    """One patched block: where its mirrored inputs sit in the call, its outputs, its cache buffers."""
+
+    name: str
+    module: torch.nn.Module
+    kind: str  # "spatial" or "temporal"
+    index: int  # position among the adapter's blocks of its kind
+    orig: object = None  # the forward before patching
+    order: int = -1  # execution order in a model call (-1: not called)
+    locs: dict = field(default_factory=dict)
+    io: list = field(default_factory=list)
+    tuple_out: bool = False
+    shapes: list = field(default_factory=list)  # [(shape, dtype)] per output
+    capture: str | None = None
+    bufs: dict = field(default_factory=dict)  # name -> list of tensors (one per output)
+    motion: tuple | None = None  # how MoReg views p: ("bnc", T) or ("fold", B, T)
+    metric_slot: int = -1  # row in the runtime's metric table, -1: not a metric block
+
+    def locate(self, args, kwargs) -> None:
+        sig = inspect.signature(self.orig)
+        params = list(sig.parameters.values())
+        locs = {}
+        for i, p in enumerate(params[: len(args)]):
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                locs[p.name] = ("a", i)
+        for k in kwargs:
+            locs[k] = ("k", k)
+        self.locs = locs
+
+    def get(self, args, kwargs, name):
+        loc = self.locs.get(name)
+        return None if loc is None else _get(args, kwargs, loc)
+
+    def inputs(self, args, kwargs) -> list:
+        return [_get(args, kwargs, loc) for loc in self.io]
+
+    def _with(self, args, kwargs, ins):
+        if ins is None:
+            return args, kwargs
+        args, kwargs = list(args), dict(kwargs)
+        for loc, v in zip(self.io, ins):
+            if loc[0] == "a":
+                args[loc[1]] = v
+            else:
+                kwargs[loc[1]] = v
+        return tuple(args), kwargs
+
+    overrides: dict = field(default_factory=dict)  # submodule name -> callable used instead (see traceable_attention)
+    # Chains (host decisions, one residual per block output): consecutive blocks where each takes the previous one's
+    # outputs as they are share ONE residual, held by the chain's last block (`tail`); on reuse the first block
+    # (`head`) adds it and the others pass their inputs through, as the references' whole-stack residual.
+    in_ids: tuple = ()
+    out_ids: tuple = ()
+    head: BlockInfo | None = None
+    tail: BlockInfo | None = None
+    held: list | None = None  # the head's inputs during a compute call
+
+    def call(self, args, kwargs, ins=None):
+        args, kwargs = self._with(args, kwargs, ins)
+        if self.overrides:
+            return self.orig.__func__(View(self.module, self.overrides), *args, **kwargs)
+        return self.orig(*args, **kwargs)
+
+    def call_capture(self, args, kwargs, ins=None):
+        """(output, mids): mids[j] = the capture module's j-th input = x_j + p_j."""
+        args, kwargs = self._with(args, kwargs, ins)
+        seen = []
+        sub = self.overrides.get(self.capture) or getattr(self.module, self.capture)
+        k = len(self.io)
+
+        def capture(*a, **kw):
+            seen.append(a[:k])
+            return sub(*a, **kw)
+
+        out = self.orig.__func__(View(self.module, {**self.overrides, self.capture: capture}), *args, **kwargs)
+        if len(seen) != 1 or len(seen[0]) != k:
+            raise RuntimeError(f"fastercache: block {self.name!r}: its {self.capture!r} ran {len(seen)} times with "
+                               f"{[len(s) for s in seen]} positional inputs; AdaCache needs it once with {k}")
+        return out, list(seen[0])
+
+    def outs(self, out) -> list:
+        return list(out) if self.tuple_out else [out]
+
+    def pack(self, outs):
+        return tuple(outs) if self.tuple_out else outs[0]
+
+
+def traceable_attention(block) -> dict:
+    """Overrides for a block's diffusers `Attention` submodules that call their processor directly, as
+    Attention.forward does after dropping the keyword arguments its processor does not take. Attention.forward
+    reads inspect.signature on every call, which dynamo cannot trace inside a torch.cond branch (torch 2.13): the
+    filter is computed here, once. Used for blocks called inside torch.cond (decide="device")."""
+    out = {}
+    for name, sub in block.named_children():
+        proc = getattr(sub, "processor", None)
+        if proc is None or type(sub).__name__ != "Attention" or getattr(sub, "_fk_no_direct", False):
+            continue
+        accepted = set(inspect.signature(proc.__call__).parameters)
+
+        def direct(hidden_states, encoder_hidden_states=None, attention_mask=None, _attn=sub, _proc=proc,
+                   _ok=frozenset(accepted), **kw):
+            kw = {k: v for k, v in kw.items() if k in _ok}
+            return _proc(_attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                         attention_mask=attention_mask, **kw)
+
+        out[name] = direct
+    return out
+
+
+def find_blocks(model, adapter) -> list[BlockInfo]:
+    """The blocks named by the adapter (`blocks`: spatial, `temporal_blocks`: temporal), in module order."""
+    found, count = [], {"spatial": 0, "temporal": 0}
+    for name, mod in model.named_modules():
+        if not name or any(name.startswith(b.name + ".") for b in found):  # not inside a block already taken
+            continue
+        kind = ("spatial" if any(re.search(p, name) for p in adapter.blocks) else
+                "temporal" if any(re.search(p, name) for p in adapter.temporal_blocks) else None)
+        if kind is None:
+            continue
+        found.append(BlockInfo(name, mod, kind, count[kind]))
+        count[kind] += 1
+    return found
+
+
+class BlockPatch:
+    """Installs the block forwards and the model hooks for one runtime; `remove()` restores the model exactly."""
+
+    def __init__(self, model, runtime, adapter, blocks: list[BlockInfo]):
+        self.model, self.rt, self.adapter, self.blocks = model, runtime, adapter, blocks
+        self._saved = []
+        self._hooks = []
+        self._orig_forward = model.forward
+        self._sig = inspect.signature(self._orig_forward)
+        self._signature = None
+        for b in blocks:
+            b.orig = b.module.forward
+            if b.capture is not None and getattr(b.orig, "__self__", None) is not b.module:
+                raise ValueError(f"fastercache: block {b.name!r} has a replaced forward; AdaCache needs the block's "
+                                 "own forward method to capture its attention residual (use residual='block')")
+            self._replace(b.module, "forward", self._block_forward(b))
+        self._hooks.append(model.register_forward_pre_hook(torch.compiler.disable(self._pre), with_kwargs=True))
+        self._hooks.append(model.register_forward_hook(torch.compiler.disable(self._post)))
+        if hasattr(model, "_reset_stateful_cache"):
+            orig_reset = model._reset_stateful_cache
+            rt = runtime
+
+            def reset_stateful_cache(*args, **kwargs):
+                rt.reset()
+                return orig_reset(*args, **kwargs)
+
+            self._replace(model, "_reset_stateful_cache", reset_stateful_cache)
+
+    def _replace(self, obj, attr, value):
+        had = attr in obj.__dict__
+        self._saved.append((obj, attr, had, obj.__dict__.get(attr)))
+        setattr(obj, attr, value)
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        for obj, attr, had, old in reversed(self._saved):
+            if had:
+                setattr(obj, attr, old)
+            else:
+                delattr(obj, attr)
+        self._saved.clear()
+
+    def _block_forward(self, b: BlockInfo):
+        rt = self.rt
+
+        def forward(*args, **kwargs):
+            if rt.probing:
+                return rt.probe(b, args, kwargs)
+            if not rt.ready or b.order < 0:
+                return b.orig(*args, **kwargs)
+            return rt.run(b, args, kwargs)
+
+        return forward
+
+    # -- hooks (outside compiled graphs) -------------------------------------------------------------------
+    def _bind(self, args, kwargs):
+        if not args:
+            return args, kwargs
+        kwargs = dict(kwargs)
+        params = list(self._sig.parameters.values())
+        for i, a in enumerate(args):
+            p = params[i] if i < len(params) else None
+            if p is None or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.name in kwargs:
+                return tuple(args[i:]), kwargs
+            kwargs[p.name] = a
+        return (), kwargs
+
+    def _pre(self, module, args, kwargs):
+        args, kwargs = self._bind(args, kwargs)
+        sig = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+        sig += tuple((i, tuple(v.shape), v.dtype, v.device) for i, v in enumerate(args) if isinstance(v, torch.Tensor))
+        if sig != self._signature:
+            if self._signature is not None:
+                warnings.warn("fastercache: the model inputs changed (shapes, dtypes or devices); starting a new "
+                              "video with buffers for the new shapes", stacklevel=3)
+                self.rt.reset()
+            self._probe(args, kwargs)
+            self._signature = sig
+        t = kwargs.get(self.adapter.timestep_arg)
+        self.rt.begin(t)
+        return args, kwargs
+
+    def _post(self, module, args, output):
+        self.rt.end()
+        return None
+
+    def _probe(self, args, kwargs) -> None:
+        """Runs the original forward once on fake tensors to learn the block order and every buffer shape."""
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        rt = self.rt
+        for b in self.blocks:
+            b.order = -1
+        rt.order = []
+        hidden = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim() > 0), None)
+        if hidden is None:
+            raise ValueError("fastercache: the model was called without a batched tensor argument")
+        fmt = self.adapter.layout.tensor_format
+        frames = hidden.shape[fmt.index("F")] if "F" in fmt and hidden.dim() == len(fmt) else 1
+        rt.ready = False
+        rt.probing = True
+        try:
+            with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
+                fargs, fkwargs = tree_map_only(torch.Tensor, mode.from_tensor, (args, kwargs))
+                self._orig_forward(*fargs, **fkwargs)
+        finally:
+            rt.probing = False
+        if not rt.order:
+            raise ValueError(f"fastercache: no block of {type(self.model).__name__} ran in a model call; blocks found: "
+                             f"{[b.name for b in self.blocks][:4]}...")
+        rt.allocate(hidden.shape[0], frames, hidden.device)
+        rt.ready = True

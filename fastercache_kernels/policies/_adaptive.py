@@ -1,0 +1,551 @@
+"""Runtime of the adaptive policies (AdaCache + MoReg, TeaCache, First-Block-Cache) with decisions on the device.
+
+State lives in 0-d tensors updated in place: the call count `c`, the previous timestep, the compute flag `pred`,
+accumulators, rates and the next compute call. The model's pre-hook (outside compiled graphs) advances the call
+count and detects a new video on the device (timestep jumped up, or `num_calls` calls done); the block forwards
+compute the metric with the fused ops and set `pred`.
+
+Two ways to act on `pred`:
+- decide="host" (default): one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
+  known before the call; in the first block for TeaCache and First-Block-Cache, whose metric comes from this call),
+  then plain Python branches.
+- decide="device": no host read at all; every block is `torch.cond(pred, compute, reuse, operands)` with functional
+  branches (they return the output and the new residuals; the buffers are written with copy_ outside the cond), so
+  `torch.compile(model, fullgraph=True)` builds one graph that serves every call and every video.
+
+With torch.distributed initialised, the metric's partial sums are all-reduced (SUM) before dividing (SPEC 5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import ops
+from ..adapters.blocks import BlockInfo
+
+_I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
+# State stays int64/fp32: torch 2.13 drops in-place writes to fp64 0-d tensors inside torch.compile graphs
+# (measured: acc.copy_(...) on a float64 0-d tensor left it 0 under aot_eager; float32 works).
+
+
+def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
+    """Sums `t` over the ranks of `group` when torch.distributed is initialised (identity otherwise)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t
+
+
+def _operands(ins: list) -> list:
+    """torch.cond rejects operands that alias each other; CogVideoX's first block gets video and text as two
+    strided views of one tensor: copy strided inputs (later blocks get fresh contiguous outputs)."""
+    return [x if x.is_contiguous() else x.contiguous() for x in ins]
+
+
+def _poly(coefficients, x: torch.Tensor) -> torch.Tensor:
+    """Horner, highest degree first, in x's dtype (fp64: the reference evaluates with numpy's poly1d)."""
+    y = torch.zeros_like(x)
+    for a in coefficients:
+        y = y * x + a
+    return y
+
+
+class AdaptiveRuntime:
+    """What the three policies share: lifecycle, the call count on the device, plain residual reuse."""
+
+    policy = "adaptive"
+    forced_tail = 0  # calls N - forced_tail .. N always compute (with num_calls)
+
+    def __init__(self, config, adapter, blocks: list[BlockInfo], decide: str = "host", process_group=None,
+                 record: bool = False):
+        if decide not in ("host", "device"):
+            raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
+        self.config, self.adapter, self.blocks = config, adapter, blocks
+        self.device_mode = decide == "device"
+        self.group = process_group
+        self.record = record
+        self.n = config.num_calls
+        self.order: list[BlockInfo] = []
+        self.probing = False
+        self.ready = False
+        self.go = True
+        self.host_reads = 0
+        self.calls = 0
+        self.history: list[dict] = []
+        self.batch, self.frames = 0, 1
+        self.device = torch.device("cpu")
+        self._make_scalars()
+
+    # -- 0-d state ---------------------------------------------------------------------------------------------
+    def scalars(self) -> dict:
+        """name -> (initial value, dtype, reset with the video)."""
+        return {"c": (0, _I64, True), "prev_t": (math.inf, _F32, False), "pred": (True, torch.bool, True),
+                "force": (True, torch.bool, True), "metric": (math.nan, _F32, True),
+                "computed": (0, _I64, False), "videos": (0, _I64, False)}
+
+    def _make_scalars(self) -> None:
+        for name, (v, dt, _) in self.scalars().items():
+            setattr(self, name, torch.full((), v, dtype=dt, device=self.device))
+
+    def reset(self) -> None:
+        """Start a new video (host call: buffers are kept)."""
+        for name, (v, _, _) in self.scalars().items():
+            if name not in ("computed", "videos"):
+                getattr(self, name).fill_(v)
+
+    def _reset_where(self, new: torch.Tensor) -> None:
+        for name, (v, dt, per_video) in self.scalars().items():
+            if per_video:
+                t = getattr(self, name)
+                t.copy_(torch.where(new, torch.full((), v, dtype=dt, device=t.device), t))
+
+    # -- per call (pre-hook / post-hook, outside graphs; no host read but the one in `_read`) -------------------
+    def begin(self, t) -> None:
+        self.calls += 1
+        new = self.c == 0
+        if self.n is not None:
+            new = new | (self.c >= self.n)
+        if t is not None:
+            t = torch.as_tensor(t).reshape(-1)[:1].to(device=self.device, dtype=_F32).reshape(())
+            new = new | (t > self.prev_t)
+            self.prev_t.copy_(t)
+        self._reset_where(new)
+        self.videos.add_(new.to(_I64))
+        self.c.add_(1)
+        force = self.c == 1
+        if self.n is not None:
+            force = force | (self.c >= self.n - self.forced_tail)
+        self.force.copy_(force)
+        self.begin_policy()
+
+    def begin_policy(self) -> None:
+        pass
+
+    def _read(self) -> None:
+        """The one host read per call (decide='host')."""
+        if not self.device_mode:
+            self.go = bool(self.pred)
+            self.host_reads += 1
+
+    def end(self) -> None:
+        self.computed.add_(self.pred.to(_I64))
+        if self.record:
+            self.history.append({k: getattr(self, k).clone() for k in self.recorded()})
+
+    def recorded(self) -> tuple:
+        return ("c", "pred", "metric")
+
+    # -- probing and buffers -----------------------------------------------------------------------------------
+    def probe(self, b: BlockInfo, args, kwargs):
+        if b.order >= 0:
+            raise RuntimeError(f"fastercache: block {b.name!r} ran twice in one model call; each patched block must "
+                               "run once per call")
+        b.order = len(self.order)
+        self.order.append(b)
+        b.locate(args, kwargs)
+        out = b.orig(*args, **kwargs)
+        outs = out if isinstance(out, tuple) else (out,)
+        if not all(isinstance(o, torch.Tensor) for o in outs):
+            raise TypeError(f"fastercache: block {b.name!r} returned {type(out).__name__}; expected a tensor or a "
+                            "tuple of tensors")
+        b.tuple_out = isinstance(out, tuple)
+        names = [n for n in self.adapter.block_io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
+        if len(names) < len(outs):
+            raise ValueError(f"fastercache: block {b.name!r} returns {len(outs)} tensors but only {names} of the "
+                             f"inputs {list(self.adapter.block_io)} are tensors; the outputs must mirror inputs")
+        b.io = [b.locs[n] for n in names[: len(outs)]]
+        for x, o in zip(b.inputs(args, kwargs), outs):
+            if x.shape != o.shape:
+                raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(x.shape)} to "
+                                 f"{list(o.shape)}; residual reuse needs equal shapes")
+        b.shapes = [(tuple(o.shape), o.dtype) for o in outs]
+        b.in_ids = tuple(id(x) for x in b.inputs(args, kwargs))
+        b.out_ids = tuple(id(o) for o in outs)
+        self.probe_policy(b, args, kwargs)
+        return out
+
+    def probe_policy(self, b, args, kwargs) -> None:
+        pass
+
+    def residual_names(self) -> tuple:
+        return ("res",)
+
+    def allocate(self, batch: int, frames: int, device) -> None:
+        self.batch, self.frames = batch, frames
+        if self.device_mode:
+            from ..adapters.blocks import traceable_attention
+
+            for b in self.blocks:
+                b.overrides = traceable_attention(b.module)
+        if torch.device(device) != self.device:
+            self.device = torch.device(device)
+            for name in self.scalars():
+                setattr(self, name, getattr(self, name).to(self.device))
+        self._chains()
+        for b in self.blocks:
+            if b.order < 0 or not self.reuses(b) or b.tail is not b:
+                b.bufs = {}
+                continue
+            for key in self.residual_names():
+                old = b.bufs.get(key)
+                if not (old and [(tuple(t.shape), t.dtype) for t in old] == b.shapes and old[0].device == self.device):
+                    b.bufs[key] = [torch.zeros(s, dtype=d, device=self.device) for s, d in b.shapes]
+        self.allocate_policy()
+
+    def allocate_policy(self) -> None:
+        pass
+
+    def reuses(self, b: BlockInfo) -> bool:
+        return True
+
+    def _chains(self) -> None:
+        """Links blocks into chains (see BlockInfo); only for one residual per output and host decisions (a block
+        passing its input through would alias it, which torch.cond forbids)."""
+        for b in self.blocks:
+            b.head = b.tail = b
+            b.held = None
+        if self.device_mode or self.residual_names() != ("res",):
+            return
+        prev = None
+        for b in self.order:
+            if (prev is not None and self.reuses(prev) and self.reuses(b) and b.in_ids == prev.out_ids
+                    and b.shapes == prev.shapes):
+                b.head = prev.head
+            prev = b
+        for b in self.order:
+            b.head.tail = b  # the last block of each chain, in execution order
+        for b in self.order:
+            b.tail = b.head.tail
+
+    def cache_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for b in self.blocks for ts in b.bufs.values() for t in ts)
+
+    # -- block calls -----------------------------------------------------------------------------------------
+    def run(self, b: BlockInfo, args, kwargs):
+        return self.step(b, args, kwargs)
+
+    def step(self, b: BlockInfo, args, kwargs):
+        """Compute (refresh the residuals) or reuse (inputs + residuals), one residual per output."""
+        ins = b.inputs(args, kwargs)
+        k = len(ins)
+        if self.device_mode:
+            res = b.bufs["res"]
+
+            def compute(*xs):
+                outs = b.outs(b.call(args, kwargs, xs[:k]))
+                return (*outs, *(o - x for o, x in zip(outs, xs[:k])))
+
+            def reuse(*xs):
+                return (*(ops.residual_sum(x, [r]) for x, r in zip(xs[:k], xs[k:])), *(r.clone() for r in xs[k:]))
+
+            got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *res))
+            for buf, r in zip(res, got[k:]):
+                buf.copy_(r)
+            return b.pack(list(got[:k]))
+        if self.go:
+            if b.head is b:
+                b.held = [x.detach() for x in ins]
+            out = b.call(args, kwargs)
+            if b.tail is b:
+                for buf, o, x in zip(b.bufs["res"], b.outs(out), b.head.held):
+                    torch.sub(o.detach(), x, out=buf)
+                b.head.held = None
+            return out
+        if b.head is not b:
+            return b.pack(ins)  # inside a reused chain: the head added the chain's residual
+        return b.pack([ops.residual_sum(x, [r]) for x, r in zip(ins, b.tail.bufs["res"])])
+
+    def stats(self) -> dict:
+        return {"policy": self.policy, "calls": self.calls, "videos": int(self.videos),
+                "call_in_video": int(self.c), "computed": int(self.computed),
+                "reused": self.calls - int(self.computed), "host_reads": self.host_reads,
+                "blocks": len(self.order), "cache_bytes": self.cache_bytes()}
+
+
+class TeaCacheRuntime(AdaptiveRuntime):
+    policy = "teacache"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.u_prev: torch.Tensor | None = None
+        ind = self.config.indicator
+        self.indicator = self.adapter.teacache_indicator if ind == "auto" else ind
+
+    def scalars(self) -> dict:
+        return {**super().scalars(), "acc": (0.0, _F32, True), "acc_seen": (0.0, _F32, True)}
+
+    def recorded(self) -> tuple:
+        return (*super().recorded(), "acc_seen")
+
+    def _indicator(self, b: BlockInfo, args, kwargs) -> torch.Tensor:
+        kind = self.indicator
+        if kind == "timestep_embedding":
+            u = b.get(args, kwargs, "temb")
+            if not isinstance(u, torch.Tensor):
+                raise ValueError(f"TeaCache: indicator 'timestep_embedding' needs a `temb` input of block {b.name!r}")
+            return u
+        if kind == "modulated_input":
+            fn = self.adapter.modulated_input
+            if fn is None:
+                raise ValueError(f"TeaCache: the {self.adapter.name} adapter cannot form the modulated input; use "
+                                 "indicator='block_input' or 'timestep_embedding'")
+            return fn(b.module, lambda name: b.get(args, kwargs, name))
+        return b.inputs(args, kwargs)[0]
+
+    def probe_policy(self, b, args, kwargs) -> None:
+        if b.order == 0:
+            u = self._indicator(b, args, kwargs)
+            self._u_shape = (tuple(u.shape), u.dtype)
+
+    def allocate_policy(self) -> None:
+        s, d = self._u_shape
+        if self.u_prev is None or tuple(self.u_prev.shape) != s or self.u_prev.dtype != d or \
+                self.u_prev.device != self.device:
+            self.u_prev = torch.zeros(s, dtype=d, device=self.device)
+
+    def cache_bytes(self) -> int:
+        extra = 0 if self.u_prev is None else self.u_prev.numel() * self.u_prev.element_size()
+        return super().cache_bytes() + extra
+
+    def run(self, b, args, kwargs):
+        if b.order == 0:
+            u = self._indicator(b, args, kwargs)
+            parts = all_reduce_sum(ops.feature_diff_partials(u, self.u_prev, "rel_l1"), self.group)
+            rel = ops.feature_diff_from_partials(parts, "rel_l1")
+            acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).to(_F32)
+            pred = self.force | ~(acc < self.config.threshold)  # NaN computes
+            self.acc.copy_(torch.where(pred, torch.zeros_like(acc), acc))
+            self.acc_seen.copy_(acc)
+            self.metric.copy_(rel)
+            self.pred.copy_(pred)
+            self.u_prev.copy_(u)
+            self._read()
+        return self.step(b, args, kwargs)
+
+
+class FirstBlockCacheRuntime(AdaptiveRuntime):
+    policy = "fbcache"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.r1_ref: torch.Tensor | None = None
+
+    def reuses(self, b) -> bool:
+        return b.order > 0
+
+    def allocate_policy(self) -> None:
+        s, d = self.order[0].shapes[0]
+        if self.r1_ref is None or tuple(self.r1_ref.shape) != s or self.r1_ref.dtype != d or \
+                self.r1_ref.device != self.device:
+            self.r1_ref = torch.zeros(s, dtype=d, device=self.device)
+
+    def cache_bytes(self) -> int:
+        extra = 0 if self.r1_ref is None else self.r1_ref.numel() * self.r1_ref.element_size()
+        return super().cache_bytes() + extra
+
+    def run(self, b, args, kwargs):
+        if b.order > 0:
+            return self.step(b, args, kwargs)
+        x0 = b.inputs(args, kwargs)[0]
+        out = b.call(args, kwargs)
+        r1 = b.outs(out)[0] - x0
+        metric = self.config.metric
+        parts = all_reduce_sum(ops.feature_diff_partials(r1, self.r1_ref, metric), self.group)
+        diff = ops.feature_diff_from_partials(parts, metric)
+        pred = self.force | ~(diff < self.config.threshold)  # NaN computes
+        self.metric.copy_(diff)
+        self.pred.copy_(pred)
+        if self.device_mode:
+            self.r1_ref.copy_(torch.where(pred, r1, self.r1_ref))
+        else:
+            self._read()
+            if self.go:
+                self.r1_ref.copy_(r1)
+        return out
+
+
+class AdaCacheRuntime(AdaptiveRuntime):
+    policy = "adacache"
+    forced_tail = 1  # calls N-1 and N
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        cfg = self.config
+        kinds = {b.kind for b in self.blocks}
+        kind = cfg.metric_kind if cfg.metric_kind != "auto" else ("temporal" if "temporal" in kinds else "spatial")
+        pool = [b for b in self.blocks if b.kind == kind]
+        if not pool:
+            raise ValueError(f"AdaCache: the model has no {kind} blocks for the metric")
+        layers = cfg.metric_layers if cfg.metric_layers is not None else ((len(pool) - 1) // 2,)
+        for i in layers:
+            if not -len(pool) <= i < len(pool):
+                raise ValueError(f"AdaCache: metric layer {i} is out of range for {len(pool)} {kind} blocks")
+        self.metric_blocks = [pool[i] for i in layers]
+        for slot, b in enumerate(self.metric_blocks):
+            b.metric_slot = slot
+        for b in self.blocks:
+            b.capture = next((n for n in self.adapter.attn_capture
+                              if isinstance(getattr(b.module, n, None), torch.nn.Module)), None)
+            if b.capture is None:
+                raise ValueError(f"AdaCache: block {b.name!r} has none of the capture submodules "
+                                 f"{list(self.adapter.attn_capture)} whose input is x + p (the adapter's "
+                                 "`attn_capture`)")
+        thr = torch.tensor([t for t, _ in cfg.codebook], dtype=_F32)
+        if cfg.decision_dtype is not None:
+            thr = thr.to(cfg.decision_dtype).float()
+        self.thresholds = thr
+        self.rates = torch.tensor([r for _, r in cfg.codebook], dtype=_I64)
+        self.table = torch.zeros(len(self.metric_blocks), 5, dtype=_F32)  # per metric block: 3 metric + 2 motion
+
+    def scalars(self) -> dict:
+        return {**super().scalars(), "next_call": (0, _I64, True), "rate_in": (1.0, _F32, True),
+                "m_prev": (1.0, _F32, True), "motion": (math.nan, _F32, True)}
+
+    def recorded(self) -> tuple:
+        return (*super().recorded(), "rate_in", "next_call", "motion")
+
+    def residual_names(self) -> tuple:
+        return ("p", "qr")
+
+    def begin_policy(self) -> None:
+        self.pred.copy_(self.force | (self.c >= self.next_call))
+        self._read()
+
+    def probe_policy(self, b, args, kwargs) -> None:
+        out, mids = b.call_capture(args, kwargs)
+        for x, m in zip(b.inputs(args, kwargs), mids):
+            if x.shape != m.shape:
+                raise ValueError(f"AdaCache: block {b.name!r}: the input of {b.capture!r} has shape "
+                                 f"{list(m.shape)}, the block input {list(x.shape)}")
+        self._probe_shape = (tuple(b.inputs(args, kwargs)[0].shape),)
+
+    def allocate_policy(self) -> None:
+        cfg = self.config
+        self.thresholds = self.thresholds.to(self.device)
+        self.rates = self.rates.to(self.device)
+        self.table = self.table.to(self.device)
+        self._slots = torch.arange(len(cfg.codebook), device=self.device)
+        for b in self.metric_blocks:
+            if b.order < 0:
+                raise ValueError(f"AdaCache: metric block {b.name!r} did not run in a model call")
+            s = b.shapes[0][0]
+            B, T = self.batch, self.frames
+            if len(s) != 3:
+                b.motion = None
+            elif s[0] == B and s[1] % T == 0:
+                b.motion = ("bnc", T)
+            elif s[0] == B * T:
+                b.motion = ("fold", B, T)
+            elif s[1] == T:
+                b.motion = ("bnc", T)
+            else:
+                b.motion = None
+            if cfg.moreg and (b.motion is None or T <= cfg.moreg_stride):
+                raise ValueError(f"AdaCache: MoReg cannot find {T} frames (stride {cfg.moreg_stride}) in the residual "
+                                 f"of {b.name!r} (shape {list(s)}, batch {B}); use moreg=False")
+        self._last_metric = max(self.metric_blocks, key=lambda b: b.order)
+
+    def _motion(self, b: BlockInfo, p: torch.Tensor) -> torch.Tensor:
+        if not self.config.moreg:
+            return torch.zeros(2, dtype=_F32, device=p.device)
+        if b.motion[0] == "fold":
+            _, B, T = b.motion
+            p = p.reshape(B, -1, p.shape[-1])
+        else:
+            T = b.motion[1]
+        return ops.motion_score(p, T, [self.config.moreg_stride], "BNC", partials=True).reshape(2)
+
+    def _partials(self, p, qr, p_old, qr_old) -> torch.Tensor:
+        metric = self.config.metric
+        if self.config.residual == "attention":
+            return ops.feature_diff_partials(p, p_old, metric)
+        return ops.feature_diff_partials(p + qr, p_old + qr_old, metric)
+
+    def run(self, b, args, kwargs):
+        ins = b.inputs(args, kwargs)
+        ps, qrs = b.bufs["p"], b.bufs["qr"]
+        k = len(ins)
+        metric = b.metric_slot >= 0
+        if self.device_mode:
+            def compute(*xs):
+                out, mids = b.call_capture(args, kwargs, xs[:k])
+                outs = b.outs(out)
+                p = [m - x for m, x in zip(mids, xs[:k])]
+                qr = [o - m for o, m in zip(outs, mids)]
+                extra = (self._partials(p[0], qr[0], xs[k], xs[2 * k]),) if metric else ()
+                return (*outs, *p, *qr, *extra)
+
+            def reuse(*xs):
+                outs = [ops.residual_sum(x, [p, q]) for x, p, q in zip(xs[:k], xs[k:2 * k], xs[2 * k:])]
+                extra = (torch.zeros(3, dtype=_F32, device=xs[0].device),) if metric else ()
+                return (*outs, *(t.clone() for t in xs[k:]), *extra)
+
+            got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *ps, *qrs))
+            for buf, t in zip((*ps, *qrs), got[k:3 * k]):
+                buf.copy_(t)
+            if metric:  # the motion sums outside the cond: p is now in the buffer (stale on reuse calls, unused)
+                self.table[b.metric_slot].copy_(torch.cat([got[3 * k], self._motion(b, ps[0])]))
+                if b is self._last_metric:
+                    self._update()
+            return b.pack(list(got[:k]))
+        if not self.go:
+            return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
+        out, mids = b.call_capture(args, kwargs)
+        outs = b.outs(out)
+        first = 0
+        if metric and self.config.residual == "attention":
+            # one pass: p = mid - x, its distance to the cached p, and the cache refreshed (residual_diff_update)
+            d = ops.residual_diff_update(mids[0].detach(), ins[0].detach(), ps[0], self.config.metric, partials=True)
+            self.table[b.metric_slot].copy_(torch.cat([d, self._motion(b, ps[0])]))
+            torch.sub(outs[0].detach(), mids[0].detach(), out=qrs[0])
+            first = 1
+        elif metric:
+            p0, qr0 = mids[0] - ins[0], outs[0] - mids[0]
+            self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, ps[0], qrs[0]), self._motion(b, p0)]))
+        for j in range(first, k):
+            torch.sub(mids[j].detach(), ins[j].detach(), out=ps[j])
+            torch.sub(outs[j].detach(), mids[j].detach(), out=qrs[j])
+        if metric and b is self._last_metric:
+            self._update()
+        return out
+
+    def _update(self) -> None:
+        """The rate decided on this compute call (device ops; applied where pred is set)."""
+        cfg = self.config
+        table = all_reduce_sum(self.table, self.group)
+        d = (ops.feature_diff_from_partials(table[:, :3].contiguous(), cfg.metric) / self.rate_in).mean()
+        c = self.c
+        valid = c > 1  # the first compute call of a video has no previous residual
+        m = torch.ones((), dtype=_F32, device=d.device)
+        motion = torch.full((), math.nan, dtype=_F32, device=d.device)
+        if cfg.moreg:
+            sums = table[:, 3:].sum(0)
+            motion = sums[0] / sums[1]
+            first, last = cfg.window()
+            inside = (c >= first) & (c <= last)
+            m = torch.where(inside, (motion / cfg.moreg_scale) ** cfg.moreg_power, m)
+            g = cfg.moreg_gain * (m - self.m_prev) / self.rate_in
+            d = d * (m + g.abs())
+        if cfg.decision_dtype is not None:
+            d = d.to(cfg.decision_dtype).float()
+        idx = (self.thresholds <= d).sum().clamp(max=len(cfg.codebook) - 1)
+        # a one-hot sum, not rates[idx]: indexing with a device tensor is data-dependent for torch.compile
+        rate = (self.rates * (self._slots == idx)).sum()
+        rate = torch.where(valid & ~d.isnan(), rate, torch.ones_like(rate))
+        pred = self.pred
+        self.metric.copy_(torch.where(pred, torch.where(valid, d, torch.full_like(d, math.nan)), self.metric))
+        self.motion.copy_(torch.where(pred, motion, self.motion))
+        self.m_prev.copy_(torch.where(pred, torch.where(valid, m, torch.ones_like(m)), self.m_prev))
+        self.next_call.copy_(torch.where(pred, c + rate, self.next_call))
+        self.rate_in.copy_(torch.where(pred, rate.to(_F32), self.rate_in))
+
+    def stats(self) -> dict:
+        return {**super().stats(), "rate": float(self.rate_in), "next_call": int(self.next_call),
+                "metric_blocks": [b.name for b in self.metric_blocks]}
+
+
+RUNTIMES = {"TeaCacheConfig": TeaCacheRuntime, "FirstBlockCacheConfig": FirstBlockCacheRuntime,
+            "AdaCacheConfig": AdaCacheRuntime}

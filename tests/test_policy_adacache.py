@@ -1,0 +1,201 @@
+"""AdaCache + MoReg: schedule and metric parity with the plain SPEC rule on the same attention residuals, the
+captured p equals the gated attention output, reuse through both cached residuals, codebook validation, presets,
+the generic adapter, one host read per call."""
+
+import pytest
+import torch
+from adaptive_reference import close, decisions, run_patched
+from adaptive_reference import adacache as reference
+from dit_models import COG_FRAMES, LATTE_FRAMES, clone, cog_inputs, latte_inputs, one_thread, sample_loop  # noqa: F401
+from dit_models import tiny_cogvideox, tiny_latte
+
+import fastercache_kernels as fk
+
+pytest.importorskip("diffusers")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CODEBOOK = {0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}
+
+
+def _cfg(**kw):
+    return fk.AdaCacheConfig(**{"codebook": CODEBOOK, "num_calls": 50, "moreg_window": (5, 45), **kw})
+
+
+# name: model, inputs, metric block, its capture submodule, frames, how p is laid out as [B, T*S, C]
+CASES = {
+    "cogvideox": (tiny_cogvideox, cog_inputs, "transformer_blocks.0", "norm2", COG_FRAMES, lambda p: p),
+    "latte-temporal": (tiny_latte, latte_inputs, "temporal_transformer_blocks.0", "norm2", LATTE_FRAMES,
+                       lambda p: p),  # [B*S, T, C]: the same sums as [B, T*S, C]
+    "latte-spatial": (tiny_latte, latte_inputs, "transformer_blocks.0", "attn2", LATTE_FRAMES,
+                      lambda p: p.reshape(2, -1, p.shape[-1])),  # [B*T, S, C] -> [B, T*S, C]
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def ada_run(request):
+    make, inputs, block, capture, frames, layout = CASES[request.param]
+    kind = "temporal" if block.startswith("temporal") else "spatial"
+    cfg = _cfg(metric_kind=kind, metric_layers=(0,))
+    model = make()
+
+    def hooks(m, rec):
+        blk = m.get_submodule(block)
+        rec.block(blk, "blk")
+        rec.sub_input(getattr(blk, capture), "mid")
+
+    handle, rec, outs = run_patched(model, cfg, inputs, hooks=hooks)
+    ps = {i + 1: layout(c["mid"] - c["blk.in"]) for i, c in enumerate(rec.calls) if "mid" in c}
+    return dict(name=request.param, handle=handle, cfg=cfg, ps=ps, frames=frames, model=model, rec=rec)
+
+
+def test_schedule_and_metric_match_reference(ada_run):
+    cfg = ada_run["cfg"]
+    ps = ada_run["ps"]
+
+    def p_at(c):
+        assert c in ps, f"the reference computes on call {c}, the policy did not"
+        return ps[c]
+
+    want = reference(p_at, 50, CODEBOOK, cfg.window(), ada_run["frames"])
+    got = decisions(ada_run["handle"])
+    assert [g["pred"] for g in got] == [w["compute"] for w in want]
+    assert 10 < sum(w["compute"] for w in want) < 40
+    assert {w.get("rate") for w in want if w["compute"]} >= {1, 2}, "the test needs more than one rate"
+    for g, w in zip(got, want):
+        if w["compute"] and w["d"] is not None:
+            assert close(g["metric"], w["d"]), (g, w)
+            assert g["rate_in"] == w["rate"]
+    st = ada_run["handle"].stats()
+    assert st["host_reads"] == st["calls"] == 50 and st["computed"] == sum(w["compute"] for w in want)
+
+
+def test_captured_p_is_the_gated_attention_output():
+    """CogVideoX: p = norm2's input - block input = gate_msa * attn1(...) exactly (same ops as the block)."""
+    model = tiny_cogvideox(layers=1)
+    blk = model.transformer_blocks[0]
+    got = {}
+    blk.attn1.register_forward_hook(lambda m, a, o: got.__setitem__("attn", o[0]))
+    blk.norm1.register_forward_hook(lambda m, a, o: got.__setitem__("gate", o[2]))
+    fk.apply(model, _cfg(moreg=False))
+    seen = []
+    blk.norm2.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    blk.register_forward_pre_hook(lambda m, a, k: seen.append(k["hidden_states"]), with_kwargs=True)
+    lat, extra = cog_inputs()
+    sample_loop([model], lat, extra, calls=1)
+    x, mid = seen[-2], seen[-1]  # the block pre-hook fires before its norm2
+    assert torch.equal(mid - x, (x + got["gate"] * got["attn"]) - x)
+
+
+def test_reuse_adds_both_residuals():
+    model = tiny_cogvideox(layers=2)
+
+    def hooks(m, rec):
+        rec.block(m.transformer_blocks[0], "b0")
+        rec.block(m.transformer_blocks[1], "b1")
+
+    handle, rec, _ = run_patched(model, _cfg(), cog_inputs, hooks=hooks)
+    last, checked = None, 0
+    for g, c in zip(decisions(handle), rec.calls):
+        if g["pred"]:
+            last = c["b1.out"] - c["b0.in"]
+        else:
+            assert torch.allclose(c["b1.out"], c["b0.in"] + last, rtol=1e-5, atol=1e-5)
+            checked += 1
+    assert checked > 0
+
+
+def test_generic_adapter_matches_cogvideox_adapter():
+    model = tiny_cogvideox()
+    generic = fk.adapters.generic_adapter(tensor_format="BFCHW", attn_capture="norm2")
+    h1, _, o1 = run_patched(model, _cfg(), cog_inputs, calls=20)
+    h1.remove()
+    h2, _, o2 = run_patched(model, _cfg(), cog_inputs, calls=20, adapter=generic)
+    assert [g["pred"] for g in decisions(h1)] == [g["pred"] for g in decisions(h2)]
+    assert all(torch.equal(a, b) for a, b in zip(o1, o2))
+    h2.remove()
+
+
+def test_remove_restores_exactly(ada_run):
+    model = ada_run["model"]
+    ada_run["handle"].remove()
+    ref_model = CASES[ada_run["name"]][0]()  # the same seed: the same weights
+    lat, extra = CASES[ada_run["name"]][1]()
+    outs = sample_loop([ref_model, model], lat, extra, calls=3)
+    assert all(torch.equal(r[0], r[1]) for r in outs)
+
+
+def test_second_video_repeats_the_schedule():
+    model = tiny_latte()
+    handle, _, _ = run_patched(model, _cfg(), latte_inputs, videos=2)
+    got = decisions(handle)
+    assert [g["pred"] for g in got[:50]] == [g["pred"] for g in got[50:]]
+    assert got[50]["c"] == 1 and handle.stats()["videos"] == 2
+    assert got[48]["pred"] and got[49]["pred"]  # calls N-1 and N
+
+
+def test_presets():
+    p = fk.AdaCacheConfig.preset("opensora-100-fast")
+    assert p == fk.AdaCacheConfig.preset("opensora-100")
+    assert p.codebook == ((0.03, 12), (0.05, 10), (0.07, 8), (0.09, 6), (0.11, 4), (1.0, 3))
+    assert p.num_calls == 100 and p.window() == (10, 90) and p.decision_dtype == torch.bfloat16
+    fast, slow = fk.AdaCacheConfig.preset("opensora-30-fast"), fk.AdaCacheConfig.preset("opensora-30-slow")
+    assert [r for _, r in fast.codebook] == [6, 5, 4, 3, 2, 1] and [r for _, r in slow.codebook] == [3, 2, 1, 1, 1, 1]
+    assert fast.window() == (4, 26)
+    assert fk.AdaCacheConfig(num_calls=100).window() == (10, 90)
+
+
+@pytest.mark.parametrize("codebook, match", [
+    ({0.1: 2, 0.05: 3, 1.0: 1}, "strictly ascending"),
+    ({0.1: 2, 0.5: 1}, "covers every distance"),
+    ({0.1: 0, 1.0: 1}, "int >= 1"),
+    ({0.1: 2.5, 1.0: 1}, "int >= 1"),
+    ({-0.1: 2, 1.0: 1}, "> 0"),
+    ({}, "empty"),
+    ([(0.1, 2, 3)], "pairs"),
+    (5, "dict"),
+])
+def test_codebook_errors(codebook, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        fk.AdaCacheConfig(codebook=codebook)
+
+
+def test_config_errors():
+    for kw, match in [({"num_calls": 2}, "num_calls"), ({"residual": "mlp"}, "residual"),
+                      ({"metric_kind": "x"}, "metric_kind"), ({"moreg_window": (5, 2)}, "moreg_window"),
+                      ({"moreg_scale": 0.0}, "moreg_scale"), ({"decision_dtype": torch.int8}, "decision_dtype"),
+                      ({"metric_layers": ()}, "metric_layers")]:
+        with pytest.raises(ValueError, match=match):
+            fk.AdaCacheConfig(**kw)
+    with pytest.raises(ValueError, match="unknown AdaCache preset"):
+        fk.AdaCacheConfig.preset("opensora-50")
+    with pytest.raises(ValueError, match="out of range"):
+        fk.apply(tiny_cogvideox(), _cfg(metric_layers=(7,)))
+    with pytest.raises(ValueError, match="capture"):
+        fk.apply(tiny_cogvideox(), _cfg(), adapter=fk.adapters.generic_adapter(attn_capture="nothing"))
+
+
+def test_block_residual_metric_runs():
+    model = tiny_cogvideox()
+    handle, _, _ = run_patched(model, _cfg(residual="block", moreg=False), cog_inputs, calls=12)
+    got = decisions(handle)
+    assert got[0]["pred"] and all(g["metric"] == g["metric"] for g in got[1:])  # no NaN after the first call
+
+
+def test_bf16_decisions_match_reference():
+    """decision_dtype=bf16 (the presets): d and the thresholds are rounded to bf16 before the lookup."""
+    cfg = _cfg(decision_dtype=torch.bfloat16, metric_kind="temporal", metric_layers=(0,))
+    model = tiny_latte()
+
+    def hooks(m, rec):
+        blk = m.temporal_transformer_blocks[0]
+        rec.block(blk, "blk")
+        rec.sub_input(blk.norm2, "mid")
+
+    handle, rec, _ = run_patched(model, cfg, latte_inputs, hooks=hooks)
+    ps = {i + 1: c["mid"] - c["blk.in"] for i, c in enumerate(rec.calls) if "mid" in c}
+    want = reference(lambda c: ps[c], 50, CODEBOOK, cfg.window(), LATTE_FRAMES, compare_dtype=torch.bfloat16)
+    got = decisions(handle)
+    assert [g["pred"] for g in got] == [w["compute"] for w in want]
+    for g, w in zip(got, want):
+        if w["compute"] and w["d"] is not None:
+            assert g["metric"] == w["d"]  # both rounded to bf16
