@@ -199,3 +199,40 @@ def test_bf16_decisions_match_reference():
     for g, w in zip(got, want):
         if w["compute"] and w["d"] is not None:
             assert g["metric"] == w["d"]  # both rounded to bf16
+
+
+def test_stdit3_schedule_and_metric_match_reference():
+    """AdaCache's own reference model: the Open-Sora 1.2 STDiT3 stand-in (tests/seed_models.py) called as its
+    rectified-flow sampler calls it (positional x and timestep, batch [cond, uncond]), the 30-call fast preset
+    with its bf16 comparisons, the metric on temporal block 0; p = the input of cross_attn - the block input."""
+    from seed_models import STDiT3
+    from test_adapter_seed_models import opensora_call, opensora_timesteps
+
+    from adaptive_reference import Recorder
+
+    model = STDiT3()
+    cfg = fk.AdaCacheConfig.preset("opensora-30-fast").replace(metric_layers=(0,), metric_kind="temporal")
+    handle = fk.apply(model, cfg, record=True)
+    rec = Recorder()
+    blk = model.temporal_blocks[0]
+    rec.block(blk, "blk")
+    rec.sub_input(blk.cross_attn, "mid")
+    g = torch.Generator().manual_seed(0)
+    call = opensora_call(g)
+    z = torch.randn(1, 4, 3, 8, 10, generator=g)
+    for t in opensora_timesteps(30):
+        rec.new_call()
+        args, kwargs, _ = call(z, t)
+        with torch.no_grad():
+            out = model(*args, **kwargs)
+        z = z - 0.02 * out.chunk(2)[0][:, :4]
+    rec.remove()
+    ps = {i + 1: c["mid"] - c["blk.in"] for i, c in enumerate(rec.calls) if "mid" in c}
+    want = reference(lambda c: ps[c], 30, dict(cfg.codebook), cfg.window(), 3, compare_dtype=torch.bfloat16)
+    got = decisions(handle)
+    assert [g["pred"] for g in got] == [w["compute"] for w in want]
+    assert 4 < sum(w["compute"] for w in want) < 26
+    for g_, w in zip(got, want):
+        if w["compute"] and w["d"] is not None:
+            assert close(g_["metric"], w["d"]), (g_, w)
+    assert handle.stats()["blocks"] == 4

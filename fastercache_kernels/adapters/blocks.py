@@ -261,7 +261,10 @@ class BlockPatch:
         for b in self.blocks:
             b.order = -1
         rt.order = []
-        hidden = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim() > 0), None)
+        # the model's first tensor input in signature order (bound positional inputs come last in kwargs)
+        ordered = [kwargs[n] for n in self._sig.parameters if n in kwargs]
+        hidden = next((v for v in (*args, *ordered, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim() > 0),
+                      None)
         if hidden is None:
             raise ValueError("fastercache: the model was called without a batched tensor argument")
         fmt = self.adapter.layout.tensor_format
