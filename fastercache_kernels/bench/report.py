@@ -55,9 +55,10 @@ def versions() -> dict:
             "fastercache_kernels": __version__}
 
 
-def git_commit() -> str:
-    """HEAD of the checkout the package lives in, with "-dirty" when files changed; "unknown" outside one."""
-    here = Path(__file__).resolve().parent
+def git_commit(where: str | Path | None = None) -> str:
+    """HEAD of the checkout `where` (default: the package's) is in, "-dirty" when tracked files changed;
+    "unknown" outside a checkout."""
+    here = Path(where) if where is not None else Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here, timeout=5)
         if head.returncode != 0 or not head.stdout.strip():
