@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -55,6 +56,11 @@ def _bench(args) -> None:
     from .bench.ops import (BENCHES, DEFAULT_SHAPES, DTYPE_NAMES, QUICK_SHAPES, SHAPE_KIND, SHAPES, TENSORS_HELD,
                             custom_shapes, timed_backends)
 
+    if args.merge:
+        record = report.merge([json.loads(Path(f).read_text()) for f in args.merge])
+        _print_record(record)
+        _write(record, args)
+        return
     names = _pick(args.ops, BENCHES, "op(s)") if args.ops else list(BENCHES)
     dtypes = _pick(args.dtypes, DTYPE_NAMES, "dtype(s)")
     if args.numel is not None:
@@ -72,7 +78,7 @@ def _bench(args) -> None:
         "backends": {"timed": timed, "not_timed": not_timed},
         "shapes": {s.name: {"dims": list(s.dims), "kind": s.kind, "frames": s.frames, "note": s.note}
                    for s in shapes},
-        "skipped": [], "rows": [],
+        "skipped": [], "rows": [], "load": {"before": os.getloadavg()},
     }
     v = record["versions"]
     print(f"machine: {report.machine_line(record['machine'])}")
@@ -103,9 +109,33 @@ def _bench(args) -> None:
             print(f"\n{name}\n{format_table(rows)}", flush=True)
         record["rows"] += [r.as_dict() for r in rows]
     record["seconds"] = round(time.perf_counter() - t_start, 1)
-    print(f"\n{len(record['rows'])} rows in {record['seconds']:.0f} s. Columns: median ms of {repeat} runs; GB/s from "
-          "the bytes the op must move; x eager: eager formula's time / this one's (cfg_residual_split: the FFT "
-          "reference's); of copy: GB/s / out.copy_(a)'s GB/s at the same size, measured in this run.")
+    record["load"]["after"] = os.getloadavg()
+    load = record["load"]
+    print(f"\n{len(record['rows'])} rows in {record['seconds']:.0f} s; load average before {load['before'][0]:.2f}, "
+          f"after {load['after'][0]:.2f}. {COLUMNS}")
+    _write(record, args)
+
+
+COLUMNS = ("Columns: median ms of the runs; GB/s from the bytes the op must move; x eager: the eager formula's time "
+           "/ this one's (cfg_residual_split: the FFT reference's); of copy: GB/s / out.copy_(a)'s GB/s at the same "
+           "size, measured in the same run.")
+
+
+def _print_record(record: dict) -> None:
+    from .bench import report
+    from .bench.core import Row, format_table
+
+    print(f"machine: {report.machine_line(record['machine'])}")
+    print(f"medians of {len(record['merged_from'])} runs: " + ", ".join(
+        f"{r['date']} (load {r['load']['before'][0]:.2f}->{r['load']['after'][0]:.2f})" if r.get("load") else r["date"]
+        for r in record["merged_from"]))
+    for op in dict.fromkeys(r["op"] for r in record["rows"]):
+        rows = [Row(**r) for r in record["rows"] if r["op"] == op]
+        print(f"\n{op}\n{format_table(rows)}")
+    print(COLUMNS)
+
+
+def _write(record: dict, args) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2))
@@ -175,6 +205,8 @@ def main(argv=None) -> None:
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     b.add_argument("--repeat", type=int, help="runs per median (default 9; 5 with --quick)")
     b.add_argument("--max-gb", type=float, default=8.0, help="skip cases whose tensors need more memory (GB)")
+    b.add_argument("--merge", nargs="+", metavar="JSON", help="instead of timing: the medians of several runs' JSON "
+                   "files (then --json/--plot write the merged result)")
     b.add_argument("--json", help="write the results, machine, versions, commit and date here")
     b.add_argument("--plot", help="write a PNG chart here (GB/s per backend, copy bandwidth, ratio to eager)")
     for name, helptext, clips in (("demo", "the main job: sample the demo DiTs with and without each cache", 4),

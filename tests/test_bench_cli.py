@@ -73,3 +73,26 @@ def test_named_shape_over_the_memory_budget_is_skipped_and_recorded(tmp_path):
 
 def test_commit_is_unknown_outside_a_checkout(tmp_path):
     assert report.git_commit(tmp_path) == "unknown"
+
+
+def test_merge_takes_the_median_of_runs(run, tmp_path):
+    import statistics
+
+    first, _ = run
+    paths = []
+    for i in range(2):
+        main(["bench", "--ops", "extrapolate,cfg_residual_split", "--numel", "2048", "--repeat", "1", "--dtypes",
+              "fp32", "--json", str(tmp_path / f"{i}.json")])
+        paths.append(tmp_path / f"{i}.json")
+    main(["bench", "--merge", *map(str, paths), "--json", str(tmp_path / "m.json"), "--plot", str(tmp_path / "m.png")])
+    runs = [json.loads(p.read_text()) for p in paths]
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert len(merged["merged_from"]) == 2 and merged["machine"] == runs[0]["machine"]
+    assert len(merged["rows"]) == len(runs[0]["rows"])
+    for r in merged["rows"]:
+        ms = [x["ms"] for run_ in runs for x in run_["rows"] if (x["op"], x["case"], x["impl"]) ==
+              (r["op"], r["case"], r["impl"])]
+        assert r["ms"] == pytest.approx(statistics.median(ms))
+        if r["impl"] in ("eager", "spec full call"):
+            assert r["vs_eager"] == pytest.approx(1.0)
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

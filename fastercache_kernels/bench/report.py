@@ -126,3 +126,40 @@ def plot(record: dict, path: str | Path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig_h))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def merge(records: list[dict]) -> dict:
+    """One record from several runs of the same command: per (op, case, impl) the median of the runs' median
+    times, with GB/s and the ratios recomputed from those medians (the copy bandwidth: the median of the runs')."""
+    import statistics
+
+    first = records[0]
+    keyed: dict[tuple, list[dict]] = {}
+    for rec in records:
+        for r in rec["rows"]:
+            keyed.setdefault((r["op"], r["case"], r["impl"]), []).append(r)
+    # what each case's ratios are taken against: the impl whose vs_eager is exactly 1 (eager, or the FFT reference)
+    base_impl = {(r["op"], r["case"]): r["impl"] for r in first["rows"] if r["vs_eager"] == 1.0}
+    ms = {k: statistics.median(r["ms"] for r in rs) for k, rs in keyed.items()}
+    copies: dict[tuple, list[float]] = {}
+    for rec in records:
+        for r in rec["rows"]:
+            if r["of_copy"]:
+                copies.setdefault((r["op"], r["case"]), []).append(r["gbps"] / r["of_copy"])
+    copy = {k: statistics.median(v) for k, v in copies.items()}
+    rows = []
+    for (op, case, impl), rs in keyed.items():
+        r0, t = rs[0], ms[(op, case, impl)]
+        base = ms.get((op, case, base_impl.get((op, case))))
+        gbps = r0["gbps"] * r0["ms"] / t if r0["gbps"] else None
+        extra = {"runs": len(rs), "ms_per_run": [r["ms"] for r in rs]}
+        spec = ms.get((op, case, "spec FFT path"))
+        if spec:
+            extra["x spec path"] = spec / t
+        rows.append({"op": op, "case": case, "impl": impl, "ms": t, "gbps": gbps,
+                     "vs_eager": base / t if base else None,
+                     "of_copy": gbps / copy[(op, case)] if gbps and (op, case) in copy else None, "extra": extra})
+    out = {k: v for k, v in first.items() if k not in ("rows", "date", "commit", "seconds", "load")}
+    out.update(date=first["date"], commit=first["commit"], rows=rows, merged_from=[
+        {k: rec.get(k) for k in ("date", "commit", "seconds", "load", "command")} for rec in records])
+    return out
