@@ -53,8 +53,17 @@ def _bench(args) -> None:
 
     from .bench import report
     from .bench.core import format_table
-    from .bench.ops import (BENCHES, DEFAULT_SHAPES, DTYPE_NAMES, QUICK_SHAPES, SHAPE_KIND, SHAPES, TENSORS_HELD,
-                            custom_shapes, timed_backends)
+    from .bench.ops import (
+        BENCHES,
+        DEFAULT_SHAPES,
+        DTYPE_NAMES,
+        QUICK_SHAPES,
+        SHAPE_KIND,
+        SHAPES,
+        TENSORS_HELD,
+        custom_shapes,
+        timed_backends,
+    )
 
     if args.merge:
         record = report.merge([json.loads(Path(f).read_text()) for f in args.merge])

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as ex  # noqa: E402
+import _common as ex
 
 
 def tiny_pipeline(seed: int = 0):
@@ -34,7 +34,7 @@ def tiny_pipeline(seed: int = 0):
         temporal_compression_ratio=4, max_text_seq_length=32)
     pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                              scheduler=CogVideoXDDIMScheduler())
-    return pipe, dict(height=64, width=64, num_frames=9, max_sequence_length=32)
+    return pipe, {"height": 64, "width": 64, "num_frames": 9, "max_sequence_length": 32}
 
 
 def diffusers_config(pipe):
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
 
         pipe = CogVideoXPipeline.from_pretrained(args.model, torch_dtype=dtype)
         pipe.vae.enable_tiling()  # decoding 49 frames at 480x720 in one piece needs more memory than sampling
-        call_kw, scale = dict(num_frames=49, guidance_scale=6.0), 1
+        call_kw, scale = {"num_frames": 49, "guidance_scale": 6.0}, 1
     else:
         pipe, call_kw = tiny_pipeline(args.seed)
         call_kw["guidance_scale"], scale = 6.0, 4

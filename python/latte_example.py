@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as ex  # noqa: E402
+import _common as ex
 
 
 def tiny_pipeline(seed: int = 0):
@@ -35,7 +35,7 @@ def tiny_pipeline(seed: int = 0):
         video_length=8)
     pipe = LattePipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                          scheduler=DDIMScheduler())
-    return pipe, dict(height=32, width=32, video_length=8)
+    return pipe, {"height": 32, "width": 32, "video_length": 8}
 
 
 def diffusers_config(pipe):
@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         from diffusers import LattePipeline
 
         pipe = LattePipeline.from_pretrained(args.model, torch_dtype=dtype)
-        call_kw, scale = dict(video_length=16, guidance_scale=7.5), 1
+        call_kw, scale = {"video_length": 16, "guidance_scale": 7.5}, 1
     else:
         pipe, call_kw = tiny_pipeline(args.seed)
         call_kw["guidance_scale"], scale = 7.5, 8

@@ -75,10 +75,9 @@ def test_commit_is_unknown_outside_a_checkout(tmp_path):
     assert report.git_commit(tmp_path) == "unknown"
 
 
-def test_merge_takes_the_median_of_runs(run, tmp_path):
+def test_merge_takes_the_median_of_runs(tmp_path):
     import statistics
 
-    first, _ = run
     paths = []
     for i in range(2):
         main(["bench", "--ops", "extrapolate,cfg_residual_split", "--numel", "2048", "--repeat", "1", "--dtypes",
