@@ -149,6 +149,11 @@ def _write(record: dict, args) -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2))
         print(f"wrote {args.json}")
+    if args.markdown:
+        from .bench.report import markdown
+
+        Path(args.markdown).write_text(markdown(record) + "\n")
+        print(f"wrote {args.markdown}")
     if args.plot:
         from .bench.report import plot
 
@@ -217,6 +222,7 @@ def main(argv=None) -> None:
     b.add_argument("--merge", nargs="+", metavar="JSON", help="instead of timing: the medians of several runs' JSON "
                    "files (then --json/--plot write the merged result)")
     b.add_argument("--json", help="write the results, machine, versions, commit and date here")
+    b.add_argument("--markdown", help="write a compact Markdown table (eager, fused op, out=, ratios) here")
     b.add_argument("--plot", help="write a PNG chart here (GB/s per backend, copy bandwidth, ratio to eager)")
     for name, helptext, clips in (("demo", "the main job: sample the demo DiTs with and without each cache", 4),
                                   ("quality", "fidelity against speed per cache setting, with GIFs", 8)):

@@ -17,7 +17,7 @@ from fastercache_kernels.bench.ops import BENCHES, SHAPES, timed_backends
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
     main(["bench", "--numel", "2048", "--repeat", "1", "--dtypes", "fp32", "--json", str(d / "r.json"),
-          "--plot", str(d / "r.png")])
+          "--plot", str(d / "r.png"), "--markdown", str(d / "r.md")])
     return json.loads((d / "r.json").read_text()), d / "r.png"
 
 
@@ -44,6 +44,13 @@ def test_every_op_on_every_timed_backend(run):
         assert all(r["ms"] > 0 and r["vs_eager"] > 0 for r in rows), op
         if op != "cfg_residual_split":  # an FFT reference, not a memory-bound pass: no copy ratio
             assert all(r["gbps"] > 0 and r["of_copy"] > 0 for r in rows), op
+
+
+def test_markdown_has_a_line_per_op_and_case(run):
+    record, png = run
+    lines = (png.parent / "r.md").read_text().splitlines()
+    cases = {(r["op"], r["case"]) for r in record["rows"]}
+    assert len(lines) == 2 + len(cases) and {line.split(" | ")[0].strip("| ") for line in lines[2:]} == set(BENCHES)
 
 
 def test_plot_is_a_png(run):

@@ -163,3 +163,25 @@ def merge(records: list[dict]) -> dict:
     out.update(date=first["date"], commit=first["commit"], rows=rows, merged_from=[
         {k: rec.get(k) for k in ("date", "commit", "seconds", "load", "command")} for rec in records])
     return out
+
+
+def markdown(record: dict) -> str:
+    """A compact table for a README: per op and case, the eager formula and the fused op on the backend automatic
+    dispatch picks (the last one timed: cpu-avx2 on x86-64, cuda on a GPU), allocating and with out=."""
+    timed = record["backends"]["timed"]
+    auto = f"fk {timed[-1]}" if timed else None
+    head = f"| op | case | eager ms | {auto} ms (x eager) | out= ms (x eager) | GB/s | of copy | fk reference x eager |"
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for op, case in dict.fromkeys((r["op"], r["case"]) for r in record["rows"]):
+        rows = {r["impl"]: r for r in record["rows"] if r["op"] == op and r["case"] == case}
+        base = next((r for r in rows.values() if r["vs_eager"] == 1.0), None)
+        fk, out, ref = rows.get(auto), rows.get(f"{auto} out="), rows.get("fk reference")
+        if fk is None or base is None:
+            continue
+        best = out if out is not None and out["ms"] < fk["ms"] else fk
+        lines.append("| " + " | ".join([
+            op, case.replace("|", "/"), f"{base['ms']:.2f}" + ("" if base["impl"] == "eager" else f" ({base['impl']})"),
+            f"{fk['ms']:.2f} ({fk['vs_eager']:.2f}x)", "" if out is None else f"{out['ms']:.2f} ({out['vs_eager']:.2f}x)",
+            "" if best["gbps"] is None else f"{best['gbps']:.1f}", "" if not best["of_copy"] else f"{best['of_copy']:.0%}",
+            "" if ref is None else f"{ref['vs_eager']:.2f}x"]) + " |")
+    return "\n".join(lines)
