@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import _backend, _ext, ops
-from .core import Row, copy_gbps, measure
+from .core import Row, copy_case, measure
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -166,7 +166,7 @@ def bench_extrapolate(numel: int = 1 << 24, dtype: torch.dtype = torch.float32, 
     _fk(impls, device, {"": lambda: ops.extrapolate(newer, older, w),
                         " out=": lambda: ops.extrapolate(newer, older, w, out=out)})
     n = newer.numel()
-    copy = copy_gbps(n, dtype, device, **kw)
+    copy = copy_case(n, dtype, device)
     return measure("extrapolate", _case(shape, n, dtype), impls, 3 * n * newer.element_size(), device, copy, **kw)
 
 
@@ -183,7 +183,7 @@ def bench_feature_diff(numel: int = 1 << 24, dtype: torch.dtype = torch.float32,
     impls = {"eager": lambda: (a - b).abs().sum() / b.abs().sum()}
     _fk(impls, device, {"": lambda: ops.feature_diff(a, b, "rel_l1")})
     n = a.numel()
-    copy = copy_gbps(n, dtype, device, **kw)
+    copy = copy_case(n, dtype, device)
     return measure("feature_diff", _case(shape, n, dtype, "rel_l1"), impls, 2 * n * a.element_size(), device, copy,
                    **kw)
 
@@ -206,7 +206,7 @@ def bench_residual_diff_update(numel: int = 1 << 24, dtype: torch.dtype = torch.
     _fk(impls, device, {"": lambda: ops.residual_diff_update(y, x, cache, "rel_l1")})
     n = x.numel()
     nbytes = 4 * n * x.element_size()  # output, input and cache read, cache written
-    copy = copy_gbps(n, dtype, device, **kw)
+    copy = copy_case(n, dtype, device)
     return measure("residual_diff_update", _case(shape, n, dtype, "rel_l1"), impls, nbytes, device, copy, **kw)
 
 
@@ -230,7 +230,7 @@ def bench_motion_score(numel: int = 1 << 24, dtype: torch.dtype = torch.float32,
     impls = {"eager": lambda: (p[:, s:] - p[:, :-s]).abs().sum() / (p[:, s:].abs().sum() + p[:, :-s].abs().sum())}
     _fk(impls, device, {"": lambda: ops.motion_score(p, t, (1,))})
     nbytes = p.numel() * p.element_size()
-    copy = copy_gbps(p.numel(), dtype, device, **kw)
+    copy = copy_case(p.numel(), dtype, device)
     case = _case(shape, 0, dtype, f"T={t}") if shape is not None else f"[{b}, {n}, {c}] {_dtype_name(dtype)} T={t}"
     return measure("motion_score", case, impls, nbytes, device, copy, **kw)
 
@@ -291,7 +291,7 @@ def bench_cfg_recombine_guided(numel=None, dtype: torch.dtype = torch.float32, d
         _fk(impls, device, {"": lambda: ops.cfg_recombine_guided(cond, low, high, a, b, s),
                             " out=": lambda: ops.cfg_recombine_guided(cond, low, high, a, b, s, out=out)})
         n = cond.numel()
-        copy = copy_gbps(n, dtype, device, **kw)
+        copy = copy_case(n, dtype, device)
         case = f"{name} {_dtype_name(dtype)}" if shape is not None else f"{name} {'x'.join(map(str, dims))} " \
             f"{_dtype_name(dtype)}"
         rows += _with_ratio_to(measure("cfg_recombine_guided", case, impls, 4 * n * cond.element_size(),
@@ -317,7 +317,7 @@ def bench_cfg_recombine(numel=None, dtype: torch.dtype = torch.float32, device="
             _fk(impls, device, {"": lambda: ops.cfg_recombine(c, low, high, a, b),
                                 " out=": lambda: ops.cfg_recombine(c, low, high, a, b, out=out)})
             nbytes = c.numel() * (2 * c.element_size() + 2 * low.element_size())
-            copy = copy_gbps(c.numel(), dtype, device, **kw)
+            copy = copy_case(c.numel(), dtype, device)
             case = f"{name} {_dtype_name(dtype)}/{_dtype_name(delta_dtype)}"
             rows += measure("cfg_recombine", case, impls, nbytes, device, copy, **kw)
     return rows
@@ -369,7 +369,7 @@ def bench_extrapolate_residual(numel: int = 1 << 24, dtype: torch.dtype = torch.
     impls = {"eager": lambda: x.add_(gate * (newer + w * (newer - older)))}
     _fk(impls, device, {"": lambda: ops.extrapolate_residual(x, gate, newer, older, w)})
     n = x.numel()
-    copy = copy_gbps(n, dtype, device, **kw)
+    copy = copy_case(n, dtype, device)
     case = _case(shape, n, dtype) if shape is not None else f"{'x'.join(map(str, dims))} {_dtype_name(dtype)}"
     return measure("extrapolate_residual", case, impls, 4 * n * x.element_size(), device, copy, **kw)
 
@@ -406,7 +406,7 @@ def bench_residual_sum(numel=None, dtype: torch.dtype = torch.float32, device="c
     impls = {"eager": eager, "eager (in place)": eager_inplace}
     _fk(impls, device, {"": lambda: ops.residual_sum(x, res), " out=": lambda: ops.residual_sum(x, res, out=out)})
     n = x.numel()
-    copy = copy_gbps(n, dtype, device, **kw)
+    copy = copy_case(n, dtype, device)
     case = f"{count} x " + (_case(shape, n, dtype) if named else f"{'x'.join(map(str, dims))} {_dtype_name(dtype)}")
     return measure("residual_sum", case, impls, (count + 2) * n * x.element_size(), device, copy, **kw)
 
@@ -423,8 +423,8 @@ BENCHES.update({
 # token tensors inside the transformer.
 SHAPE_KIND = {name: "latent" if name.startswith("cfg_") else "hidden" for name in BENCHES}
 
-# Shape-sized tensors each case holds at once (inputs, outputs, eager temporaries): the CLI skips a case whose
-# tensors would not fit in --max-gb.
-TENSORS_HELD = {"extrapolate": 7, "feature_diff": 5, "residual_diff_update": 7, "motion_score": 4,
-                "cfg_recombine": 7, "cfg_recombine_guided": 14, "cfg_residual_split": 16, "extrapolate_residual": 8,
-                "residual_sum": HIDDEN_RESIDUALS + 5}
+# Shape-sized tensors each case holds at once (inputs, outputs, eager temporaries, the copy's two): the CLI skips
+# a case whose tensors would not fit in --max-gb.
+TENSORS_HELD = {"extrapolate": 9, "feature_diff": 7, "residual_diff_update": 9, "motion_score": 6,
+                "cfg_recombine": 9, "cfg_recombine_guided": 16, "cfg_residual_split": 16, "extrapolate_residual": 10,
+                "residual_sum": HIDDEN_RESIDUALS + 7}
