@@ -10,7 +10,7 @@ import torch
 
 from fastercache_kernels.__main__ import main
 from fastercache_kernels.bench import report
-from fastercache_kernels.bench.ops import BENCHES, SHAPES, timed_backends
+from fastercache_kernels.bench.ops import BENCHES, DEFAULT_SHAPES, QUICK_SHAPES, SHAPE_KIND, SHAPES, timed_backends
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,18 @@ def test_named_shape_over_the_memory_budget_is_skipped_and_recorded(tmp_path):
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["rows"] == [] and len(record["skipped"]) == 2
     assert record["shapes"]["opensora-hidden"]["dims"] == list(SHAPES["opensora-hidden"].dims)
+
+
+@pytest.mark.parametrize("flags, shapes, repeat", [([], DEFAULT_SHAPES, 9), (["--quick"], QUICK_SHAPES, 5),
+                                                   (["--shapes", "all"], tuple(SHAPES), 9)])
+def test_shape_sets(tmp_path, flags, shapes, repeat):
+    # a zero memory budget skips every case: the selection is recorded, nothing is allocated or timed
+    main(["bench", *flags, "--max-gb", "0", "--json", str(tmp_path / "r.json")])
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert tuple(record["shapes"]) == shapes and record["repeat"] == repeat and record["rows"] == []
+    kinds = {SHAPES[s].kind for s in shapes}
+    assert len(record["skipped"]) == 2 * sum(len([s for s in shapes if SHAPES[s].kind == SHAPE_KIND[op]])
+                                             for op in BENCHES) and kinds == {"latent", "hidden"}
 
 
 def test_commit_is_unknown_outside_a_checkout(tmp_path):
