@@ -78,6 +78,8 @@ def _bench(args) -> None:
         wanted = args.shapes or ",".join(QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
         shapes = [SHAPES[n] for n in (SHAPES if wanted == "all" else _pick(wanted, SHAPES, "shape(s)"))]
     repeat = args.repeat or (5 if args.quick else 9)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the CPU module follows torch's setting
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     timed, not_timed = timed_backends(device)
     record = {
@@ -218,6 +220,7 @@ def main(argv=None) -> None:
     b.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32,fp16,bf16")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     b.add_argument("--repeat", type=int, help="runs per median (default 9; 5 with --quick)")
+    b.add_argument("--threads", type=int, help="CPU threads for torch and the CPU module (default: torch's)")
     b.add_argument("--max-gb", type=float, default=8.0, help="skip cases whose tensors need more memory (GB)")
     b.add_argument("--merge", nargs="+", metavar="JSON", help="instead of timing: the medians of several runs' JSON "
                    "files (then --json/--plot write the merged result)")
