@@ -86,9 +86,8 @@ def plot(record: dict, path: str | Path) -> None:
     for r in record["rows"]:
         by_op.setdefault(r["op"], []).append(r)
     fig_h = 3.6 * max(1, len(by_op))
-    widest = max((len({r["case"] for r in rows}) * len({r["impl"] for r in rows}) for rows in by_op.values()),
-                 default=1)
-    fig, axes = plt.subplots(len(by_op) or 1, 1, figsize=(max(9.0, 0.16 * widest + 3), fig_h), squeeze=False)
+    most = max((len({r["case"] for r in rows}) for rows in by_op.values()), default=1)
+    fig, axes = plt.subplots(len(by_op) or 1, 1, figsize=(max(10.0, 1.7 * most + 3), fig_h), squeeze=False)
     cmap = plt.get_cmap("tab10")
     colour = {impl: cmap(i % 10) for i, impl in enumerate(dict.fromkeys(r["impl"] for r in record["rows"]))}
     for ax, (op, rows) in zip(axes[:, 0], by_op.items()):
@@ -114,7 +113,7 @@ def plot(record: dict, path: str | Path) -> None:
                 ax.hlines(of["gbps"] / of["of_copy"], i - 0.45, i + 0.45, colors="black", linewidth=2,
                           label=copy_label)
                 copy_label = None
-        ax.set_xticks(range(len(cases)), [c.replace("] ", "]\n") for c in cases], fontsize=7)
+        ax.set_xticks(range(len(cases)), [c.replace(" [", "\n[").replace("] ", "]\n") for c in cases], fontsize=7)
         ax.set_ylabel("GB/s (bytes the op must move)")
         ax.set_title(op, loc="left", fontsize=10, fontweight="bold")
         ax.margins(y=0.18)
