@@ -115,7 +115,8 @@ def _bench(args) -> None:
                 t0 = time.perf_counter()
                 rows += BENCHES[name](dtype=dtype, device=device, shape=shape, repeat=repeat)
                 print(f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-                torch.cuda.empty_cache() if device.type == "cuda" else None
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
         if rows:
             print(f"\n{name}\n{format_table(rows)}", flush=True)
         record["rows"] += [r.as_dict() for r in rows]
