@@ -215,12 +215,12 @@ def main(argv=None) -> None:
     b.add_argument("--ops", help="comma-separated op names (default: all)")
     b.add_argument("--shapes", help="comma-separated shape names, or all (default: the three latents, latte-hidden and "
                    "cogvideox-2b-hidden; all adds opensora-hidden)")
-    b.add_argument("--quick", action="store_true", help="the latents and the smallest hidden shape, 5 runs each")
+    b.add_argument("--quick", action="store_true", help="the latents and the smallest hidden shape, 5 rounds each")
     b.add_argument("--numel", type=int, help="instead of the named shapes: one latent and one hidden shape of "
                    "about this many elements")
     b.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32,fp16,bf16")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    b.add_argument("--repeat", type=int, help="runs per median (default 9; 5 with --quick)")
+    b.add_argument("--repeat", type=int, help="interleaved rounds per median (default 9; 5 with --quick)")
     b.add_argument("--threads", type=int, help="CPU threads for torch and the CPU module (default: torch's)")
     b.add_argument("--max-gb", type=float, default=8.0, help="skip cases whose tensors need more memory (GB)")
     b.add_argument("--merge", nargs="+", metavar="JSON", help="instead of timing: the medians of several runs' JSON "
