@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -37,48 +37,132 @@ def _info() -> None:
         print("no CUDA device visible: CUDA and Triton paths are checked by compiling them (see README)")
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def _pick(given: str, known, what: str) -> list[str]:
+    names = [n.strip() for n in given.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise SystemExit(f"unknown {what} {', '.join(unknown) or repr(given)}; choose from {', '.join(known)}")
+    return names
 
 
 def _bench(args) -> None:
+    import shlex
+    import time
+
     import torch
 
+    from .bench import report
     from .bench.core import format_table
-    from .bench.ops import BENCHES, DTYPE_NAMES
+    from .bench.ops import (
+        BENCHES,
+        DEFAULT_SHAPES,
+        DTYPE_NAMES,
+        QUICK_SHAPES,
+        SHAPE_KIND,
+        SHAPES,
+        TENSORS_HELD,
+        custom_shapes,
+        timed_backends,
+    )
 
-    names = args.ops.split(",") if args.ops else list(BENCHES)
-    unknown = [n for n in names if n not in BENCHES]
-    if unknown:
-        raise SystemExit(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    rows = []
+    if args.merge:
+        record = report.merge([json.loads(Path(f).read_text()) for f in args.merge])
+        _print_record(record)
+        _write(record, args)
+        return
+    names = _pick(args.ops, BENCHES, "op(s)") if args.ops else list(BENCHES)
+    dtypes = _pick(args.dtypes, DTYPE_NAMES, "dtype(s)")
+    if args.numel is not None:
+        shapes = custom_shapes(args.numel)
+    else:
+        wanted = args.shapes or ",".join(QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
+        shapes = [SHAPES[n] for n in (SHAPES if wanted == "all" else _pick(wanted, SHAPES, "shape(s)"))]
+    repeat = args.repeat or (5 if args.quick else 9)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the CPU module follows torch's setting
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    timed, not_timed = timed_backends(device)
+    record = {
+        "date": report.utc_now(), "command": "python -m fastercache_kernels bench " + shlex.join(args.argv),
+        "machine": report.machine(), "versions": report.versions(), "commit": report.git_commit(),
+        "device": str(device), "repeat": repeat,
+        "backends": {"timed": timed, "not_timed": not_timed},
+        "shapes": {s.name: {"dims": list(s.dims), "kind": s.kind, "frames": s.frames, "note": s.note}
+                   for s in shapes},
+        "skipped": [], "rows": [], "load": {"before": os.getloadavg()},
+    }
+    v = record["versions"]
+    print(f"machine: {report.machine_line(record['machine'])}")
+    print(f"python {v['python']}  torch {v['torch']}  triton {v['triton']}  commit {record['commit'][:12]}  "
+          f"{record['date']}  device {device}  median of {repeat}")
+    print(f"backends timed: {', '.join(timed)}")
+    for name, why in not_timed.items():
+        print(f"  {name}: {why}")
+    budget = args.max_gb * 2**30
+    t_start = time.perf_counter()
     for name in names:
-        for dt in args.dtypes.split(","):
-            rows += BENCHES[name](numel=args.numel, dtype=DTYPE_NAMES[dt], device=device, repeat=args.repeat)
-    print(format_table(rows))
+        rows = []
+        for shape in (s for s in shapes if s.kind == SHAPE_KIND[name]):
+            for dt in dtypes:
+                dtype = DTYPE_NAMES[dt]
+                need = TENSORS_HELD[name] * shape.numel * max(4, dtype.itemsize)
+                if need > budget:
+                    why = f"{name} at {shape.name} {dt} needs about {need / 2**30:.1f} GB > --max-gb {args.max_gb:g}"
+                    record["skipped"].append(why)
+                    print(f"skipped: {why}", flush=True)
+                    continue
+                print(f"  {name} at {shape.label()} {dt} ...", end=" ", flush=True, file=sys.stderr)
+                t0 = time.perf_counter()
+                rows += BENCHES[name](dtype=dtype, device=device, shape=shape, repeat=repeat)
+                print(f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        if rows:
+            print(f"\n{name}\n{format_table(rows)}", flush=True)
+        record["rows"] += [r.as_dict() for r in rows]
+    record["seconds"] = round(time.perf_counter() - t_start, 1)
+    record["load"]["after"] = os.getloadavg()
+    load = record["load"]
+    print(f"\n{len(record['rows'])} rows in {record['seconds']:.0f} s; load average before {load['before'][0]:.2f}, "
+          f"after {load['after'][0]:.2f}. {COLUMNS}")
+    _write(record, args)
+
+
+COLUMNS = ("Columns: median ms of the runs; GB/s from the bytes the op must move; x eager: the eager formula's time "
+           "/ this one's (cfg_residual_split: the FFT reference's); of copy: GB/s / out.copy_(a)'s GB/s at the same "
+           "size, measured in the same run.")
+
+
+def _print_record(record: dict) -> None:
+    from .bench import report
+    from .bench.core import Row, format_table
+
+    print(f"machine: {report.machine_line(record['machine'])}")
+    print(f"medians of {len(record['merged_from'])} runs: " + ", ".join(
+        f"{r['date']} (load {r['load']['before'][0]:.2f}->{r['load']['after'][0]:.2f})" if r.get("load") else r["date"]
+        for r in record["merged_from"]))
+    for op in dict.fromkeys(r["op"] for r in record["rows"]):
+        rows = [Row(**r) for r in record["rows"] if r["op"] == op]
+        print(f"\n{op}\n{format_table(rows)}")
+    print(COLUMNS)
+
+
+def _write(record: dict, args) -> None:
     if args.json:
-        record = {
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()},
-            "torch": torch.__version__, "triton": _triton_version(), "commit": _git_commit(), "device": device,
-            "rows": [r.as_dict() for r in rows],
-        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2))
         print(f"wrote {args.json}")
+    if args.markdown:
+        from .bench.report import markdown
 
+        Path(args.markdown).write_text(markdown(record) + "\n")
+        print(f"wrote {args.markdown}")
+    if args.plot:
+        from .bench.report import plot
 
-def _triton_version():
-    try:
-        import triton
-
-        return triton.__version__
-    except ImportError:
-        return None
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot(record, args.plot)
+        print(f"wrote {args.plot}")
 
 
 def _sample_table(families, n: int, steps: int, gif_dir: Path | None):
@@ -129,12 +213,21 @@ def main(argv=None) -> None:
     sub.add_parser("info", help="versions, available backends and why the others are not")
     b = sub.add_parser("bench", help="time every op against its eager formula and the copy bandwidth")
     b.add_argument("--ops", help="comma-separated op names (default: all)")
+    b.add_argument("--shapes", help="comma-separated shape names, or all (default: the three latents, latte-hidden and "
+                   "cogvideox-2b-hidden; all adds opensora-hidden)")
+    b.add_argument("--quick", action="store_true", help="the latents and the smallest hidden shape, 5 rounds each")
+    b.add_argument("--numel", type=int, help="instead of the named shapes: one latent and one hidden shape of "
+                   "about this many elements")
     b.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32,fp16,bf16")
-    b.add_argument("--numel", type=int, default=1 << 24, help="elements per tensor (default 16M)")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    b.add_argument("--repeat", type=int, default=15)
-    b.add_argument("--json", help="write the results and the machine description here")
-    b.add_argument("--plot", help="write a PNG chart here (not yet)")
+    b.add_argument("--repeat", type=int, help="interleaved rounds per median (default 9; 5 with --quick)")
+    b.add_argument("--threads", type=int, help="CPU threads for torch and the CPU module (default: torch's)")
+    b.add_argument("--max-gb", type=float, default=8.0, help="skip cases whose tensors need more memory (GB)")
+    b.add_argument("--merge", nargs="+", metavar="JSON", help="instead of timing: the medians of several runs' JSON "
+                   "files (then --json/--plot write the merged result)")
+    b.add_argument("--json", help="write the results, machine, versions, commit and date here")
+    b.add_argument("--markdown", help="write a compact Markdown table (eager, fused op, out=, ratios) here")
+    b.add_argument("--plot", help="write a PNG chart here (GB/s per backend, copy bandwidth, ratio to eager)")
     for name, helptext, clips in (("demo", "the main job: sample the demo DiTs with and without each cache", 4),
                                   ("quality", "fidelity against speed per cache setting, with GIFs", 8)):
         d = sub.add_parser(name, help=helptext)
@@ -144,6 +237,7 @@ def main(argv=None) -> None:
         if name == "quality":
             d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
 
 

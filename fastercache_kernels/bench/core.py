@@ -32,6 +32,42 @@ def median_seconds(fn: Callable[[], object], device: torch.device | str = "cpu",
     return statistics.median(times)
 
 
+def median_seconds_interleaved(fns: dict[str, Callable[[], object]], device: torch.device | str = "cpu", *,
+                               warmup: int = 2, repeat: int = 15, min_seconds: float = 0.0) -> dict[str, float]:
+    """Median wall time of each fn, run in turn (one call of each per round), so load from other processes that
+    comes and goes falls on all of them alike."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeat or time.perf_counter() - start < min_seconds:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+@dataclass
+class Copy:
+    """out.copy_(a) at one size and dtype: timed in the same rounds as the op, its GB/s is the roof of the row."""
+
+    fn: Callable[[], object]
+    nbytes: int
+
+
+def copy_case(numel: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Copy:
+    a = torch.randn(numel, device=device).to(dtype)
+    out = torch.empty_like(a)
+    return Copy(lambda: out.copy_(a), 2 * numel * a.element_size())
+
+
 def copy_gbps(numel: int, dtype: torch.dtype, device: torch.device | str = "cpu", **kw) -> float:
     """Bandwidth of out.copy_(a) (read + write) measured now: the roof the memory-bound ops are held to."""
     a = torch.randn(numel, device=device).to(dtype)
@@ -55,11 +91,17 @@ class Row:
         return asdict(self)
 
 
-def measure(op: str, case: str, impls: dict[str, Callable[[], object]], nbytes: int, device, copy: float | None,
-            eager: str = "eager", **kw) -> list[Row]:
-    """Times every implementation of one case side by side; ratios are against impls[eager]."""
+def measure(op: str, case: str, impls: dict[str, Callable[[], object]], nbytes: int, device,
+            copy: float | Copy | None, eager: str = "eager", **kw) -> list[Row]:
+    """Times every implementation of one case side by side, interleaved; ratios are against impls[eager]. `copy`:
+    the copy bandwidth in GB/s, or a Copy timed in the same rounds."""
     rows = []
-    times = {name: median_seconds(fn, device, **kw) for name, fn in impls.items()}
+    fns = dict(impls)
+    if isinstance(copy, Copy):
+        fns[" copy"] = copy.fn
+    times = median_seconds_interleaved(fns, device, **kw)
+    if isinstance(copy, Copy):
+        copy = copy.nbytes / times.pop(" copy") / 1e9
     base = times.get(eager)
     for name, t in times.items():
         gbps = nbytes / t / 1e9 if nbytes else None
