@@ -54,6 +54,25 @@ def use_backend(name: str):
         _forced.reset(token)
 
 
+@contextlib.contextmanager
+def backend_context(backend_id: str):
+    """`use_backend` for an id that may also name a build of the CPU module: "cpu-avx2" / "cpu-baseline" force
+    that build (FASTERCACHE_CPU_ISA) for the block as well (the test grid and the benchmarks use these ids)."""
+    name, _, isa = backend_id.partition("-")
+    old = os.environ.get("FASTERCACHE_CPU_ISA")
+    if isa:
+        os.environ["FASTERCACHE_CPU_ISA"] = isa
+    try:
+        with use_backend(name):
+            yield
+    finally:
+        if isa:
+            if old is None:
+                os.environ.pop("FASTERCACHE_CPU_ISA", None)
+            else:
+                os.environ["FASTERCACHE_CPU_ISA"] = old
+
+
 def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 

@@ -11,37 +11,29 @@ from .policies import diffusers_compat
 from .policies.fastercache import BRANCHES, AttentionCache, FasterCacheConfig, FasterCacheSchedule, FasterCacheState
 
 
-class FasterCacheHandle:
-    """What `fk.apply` returns. `remove()` restores the original forwards; `reset()` starts a new video;
-    `stats()` counts calls per kind and reports the cache memory held; `schedule` is the call-kind table."""
+class _Handle:
+    """What both handles share: `remove()` restores the original forwards (and drops the buffers), `reset()`
+    starts a new video, `stats()`; usable as a context manager that removes the patch on exit."""
 
-    def __init__(self, model, state: FasterCacheState, patch: Patch, config, adapter: Adapter):
-        self.model, self.state, self.config, self.adapter = model, state, config, adapter
+    def __init__(self, model, state, patch, config, adapter: Adapter):
+        self.model, self._state, self.config, self.adapter = model, state, config, adapter
         self._patch = patch
 
-    @property
-    def schedule(self):
-        return self.state.schedule
-
-    @property
-    def modules(self) -> list[tuple[str, str]]:
-        """(name, kind) of every cached attention module."""
-        return [(c.name, c.kind) for c in self.state.caches]
-
     def reset(self) -> None:
-        self.state.reset()
+        self._state.reset()
 
     def stats(self) -> dict:
-        return self.state.stats()
+        return self._state.stats()
+
+    def _drop_buffers(self) -> None:
+        raise NotImplementedError
 
     def remove(self) -> None:
         if self._patch is None:
             return
         self._patch.remove()
         self._patch = None
-        for cache in self.state.caches:  # drop the buffers
-            cache.comp, cache.other = [[], []], None
-        self.state.low = self.state.high = None
+        self._drop_buffers()
         if getattr(self.model, "_fk_handle", None) is self:
             del self.model._fk_handle
 
@@ -54,6 +46,29 @@ class FasterCacheHandle:
 
     def __exit__(self, *exc):
         self.remove()
+
+
+class FasterCacheHandle(_Handle):
+    """What `fk.apply` returns. `remove()` restores the original forwards; `reset()` starts a new video;
+    `stats()` counts calls per kind and reports the cache memory held; `schedule` is the call-kind table."""
+
+    def __init__(self, model, state: FasterCacheState, patch: Patch, config, adapter: Adapter):
+        super().__init__(model, state, patch, config, adapter)
+        self.state = state
+
+    @property
+    def schedule(self):
+        return self.state.schedule
+
+    @property
+    def modules(self) -> list[tuple[str, str]]:
+        """(name, kind) of every cached attention module."""
+        return [(c.name, c.kind) for c in self.state.caches]
+
+    def _drop_buffers(self) -> None:
+        for cache in self.state.caches:
+            cache.comp, cache.other = [[], []], None
+        self.state.low = self.state.high = None
 
     def __repr__(self) -> str:
         kinds = sorted({k for _, k in self.modules})
@@ -159,14 +174,14 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
 # -- adaptive policies (AdaCache + MoReg, TeaCache, First-Block-Cache): block-level reuse ------------------------
 
 
-class AdaptiveHandle:
+class AdaptiveHandle(_Handle):
     """What `fk.apply` returns for an adaptive config. `remove()` restores the original forwards; `reset()` starts a
     new video; `stats()` reads the device counters (calls, computed, host reads, cache memory); `history` holds
     per-call clones of the decision state when applied with `record=True`."""
 
     def __init__(self, model, runtime, patch, config, adapter):
-        self.model, self.runtime, self.config, self.adapter = model, runtime, config, adapter
-        self._patch = patch
+        super().__init__(model, runtime, patch, config, adapter)
+        self.runtime = runtime
 
     @property
     def modules(self) -> list[tuple[str, str]]:
@@ -178,31 +193,9 @@ class AdaptiveHandle:
     def history(self) -> list[dict]:
         return self.runtime.history
 
-    def reset(self) -> None:
-        self.runtime.reset()
-
-    def stats(self) -> dict:
-        return self.runtime.stats()
-
-    def remove(self) -> None:
-        if self._patch is None:
-            return
-        self._patch.remove()
-        self._patch = None
+    def _drop_buffers(self) -> None:
         for b in self.runtime.blocks:
             b.bufs = {}
-        if getattr(self.model, "_fk_handle", None) is self:
-            del self.model._fk_handle
-
-    @property
-    def active(self) -> bool:
-        return self._patch is not None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
 
     def __repr__(self) -> str:
         rt = self.runtime

@@ -7,13 +7,12 @@ import shutil
 if not shutil.which("nvidia-smi"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import contextlib  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import fastercache_kernels as fk  # noqa: E402
 from fastercache_kernels import _backend, _ext  # noqa: E402
+from fastercache_kernels._backend import backend_context  # noqa: E402,F401  (tests import it from here)
 
 HAS_GPU = torch.cuda.is_available()
 
@@ -29,24 +28,6 @@ def cpu_backend_ids() -> list[str]:
     if _backend.why_unavailable("triton", "cpu") is None:
         ids.append("triton")
     return ids
-
-
-@contextlib.contextmanager
-def backend_context(backend_id: str):
-    """Force one backend; cpu-<isa> also forces that build of the CPU module."""
-    name, _, isa = backend_id.partition("-")
-    old = os.environ.get("FASTERCACHE_CPU_ISA")
-    if isa:
-        os.environ["FASTERCACHE_CPU_ISA"] = isa
-    try:
-        with fk.use_backend(name):
-            yield
-    finally:
-        if isa:
-            if old is None:
-                os.environ.pop("FASTERCACHE_CPU_ISA", None)
-            else:
-                os.environ["FASTERCACHE_CPU_ISA"] = old
 
 
 CPU_BACKENDS = cpu_backend_ids()

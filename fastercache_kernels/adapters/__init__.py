@@ -3,7 +3,8 @@
 from .base import Adapter, OutputLayout
 from .generic import generic_adapter
 
-__all__ = ["SUPPORTED", "Adapter", "OutputLayout", "for_model", "generic_adapter", "registered", "unknown_model_message"]
+__all__ = ["SUPPORTED", "Adapter", "OutputLayout", "for_model", "generic_adapter", "registered",
+           "unknown_model_message"]
 
 
 def for_model(model) -> Adapter | None:

@@ -112,28 +112,28 @@ def put_sample(out, sample):
     return type(out)(sample=sample)
 
 
-class Patch:
-    """Installs the hooks and forwards for one FasterCacheState; `remove()` restores the model exactly."""
+class ModelPatch:
+    """What every patch shares: replaced attributes restored exactly by `remove()`, the model's bookkeeping
+    pre-hook and hook (run outside compiled graphs), diffusers' `_reset_stateful_cache` starting a new video, and
+    positional inputs bound to their names."""
 
-    def __init__(self, model: torch.nn.Module, state: FasterCacheState, adapter: Adapter, timestep_fn=None):
-        self.model, self.state, self.adapter = model, state, adapter
-        self.timestep_fn = timestep_fn  # optional callback (diffusers' current_timestep_callback)
-        self._saved: list[tuple[torch.nn.Module, str, bool, object]] = []
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self._saved: list[tuple[object, str, bool, object]] = []
         self._hooks = []
         self._orig_forward = model.forward
         self._sig = inspect.signature(self._orig_forward)
-        self._records: dict | None = None
-        self._batched = frozenset(adapter.batched_args)
-        for cache in state.caches:
-            self._replace(cache.module, "forward", self._attention_forward(cache.module.forward, cache))
-        self._replace(model, "forward", self._model_forward(self._orig_forward))
+
+    def _install_hooks(self, reset) -> None:
+        """The pre-hook `self._pre` and hook `self._post`; `reset()` also runs when a diffusers pipeline ends."""
+        model = self.model
         self._hooks.append(model.register_forward_pre_hook(torch.compiler.disable(self._pre), with_kwargs=True))
         self._hooks.append(model.register_forward_hook(torch.compiler.disable(self._post)))
         if hasattr(model, "_reset_stateful_cache"):  # diffusers pipelines call it when a video is done
             orig_reset = model._reset_stateful_cache
 
             def reset_stateful_cache(*args, **kwargs):
-                state.reset()
+                reset()
                 return orig_reset(*args, **kwargs)
 
             self._replace(model, "_reset_stateful_cache", reset_stateful_cache)
@@ -154,7 +154,6 @@ class Patch:
                 delattr(obj, attr)
         self._saved.clear()
 
-    # -- eager bookkeeping (outside compiled graphs) -----------------------------------------------------------
     def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Positional arguments become keyword arguments wherever the signature allows."""
         if not args:
@@ -168,6 +167,28 @@ class Patch:
             kwargs[p.name] = a
         return (), kwargs
 
+    def _pre(self, module, args, kwargs):
+        raise NotImplementedError
+
+    def _post(self, module, args, output):
+        raise NotImplementedError
+
+
+class Patch(ModelPatch):
+    """Installs the hooks and forwards for one FasterCacheState; `remove()` restores the model exactly."""
+
+    def __init__(self, model: torch.nn.Module, state: FasterCacheState, adapter: Adapter, timestep_fn=None):
+        super().__init__(model)
+        self.state, self.adapter = state, adapter
+        self.timestep_fn = timestep_fn  # optional callback (diffusers' current_timestep_callback)
+        self._records: dict | None = None
+        self._batched = frozenset(adapter.batched_args)
+        for cache in state.caches:
+            self._replace(cache.module, "forward", self._attention_forward(cache.module.forward, cache))
+        self._replace(model, "forward", self._model_forward(self._orig_forward))
+        self._install_hooks(state.reset)
+
+    # -- eager bookkeeping (outside compiled graphs) -----------------------------------------------------------
     def _timestep(self, kwargs: dict) -> float | None:
         t = self.timestep_fn() if self.timestep_fn is not None else kwargs.get(self.adapter.timestep_arg)
         if t is None:

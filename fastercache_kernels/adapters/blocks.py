@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils._pytree import tree_map_only
 
+from .base import ModelPatch
+
 
 class View:
     """`module` with some attributes overridden: calling the unbound forward on it swaps in the capture."""
@@ -165,15 +167,12 @@ def find_blocks(model, adapter) -> list[BlockInfo]:
     return found
 
 
-class BlockPatch:
+class BlockPatch(ModelPatch):
     """Installs the block forwards and the model hooks for one runtime; `remove()` restores the model exactly."""
 
     def __init__(self, model, runtime, adapter, blocks: list[BlockInfo]):
-        self.model, self.rt, self.adapter, self.blocks = model, runtime, adapter, blocks
-        self._saved = []
-        self._hooks = []
-        self._orig_forward = model.forward
-        self._sig = inspect.signature(self._orig_forward)
+        super().__init__(model)
+        self.rt, self.adapter, self.blocks = runtime, adapter, blocks
         self._signature = None
         for b in blocks:
             b.orig = b.module.forward
@@ -181,33 +180,7 @@ class BlockPatch:
                 raise ValueError(f"fastercache: block {b.name!r} has a replaced forward; AdaCache needs the block's "
                                  "own forward method to capture its attention residual (use residual='block')")
             self._replace(b.module, "forward", self._block_forward(b))
-        self._hooks.append(model.register_forward_pre_hook(torch.compiler.disable(self._pre), with_kwargs=True))
-        self._hooks.append(model.register_forward_hook(torch.compiler.disable(self._post)))
-        if hasattr(model, "_reset_stateful_cache"):
-            orig_reset = model._reset_stateful_cache
-            rt = runtime
-
-            def reset_stateful_cache(*args, **kwargs):
-                rt.reset()
-                return orig_reset(*args, **kwargs)
-
-            self._replace(model, "_reset_stateful_cache", reset_stateful_cache)
-
-    def _replace(self, obj, attr, value):
-        had = attr in obj.__dict__
-        self._saved.append((obj, attr, had, obj.__dict__.get(attr)))
-        setattr(obj, attr, value)
-
-    def remove(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
-        for obj, attr, had, old in reversed(self._saved):
-            if had:
-                setattr(obj, attr, old)
-            else:
-                delattr(obj, attr)
-        self._saved.clear()
+        self._install_hooks(runtime.reset)
 
     def _block_forward(self, b: BlockInfo):
         rt = self.rt
@@ -222,18 +195,6 @@ class BlockPatch:
         return forward
 
     # -- hooks (outside compiled graphs) -------------------------------------------------------------------
-    def _bind(self, args, kwargs):
-        if not args:
-            return args, kwargs
-        kwargs = dict(kwargs)
-        params = list(self._sig.parameters.values())
-        for i, a in enumerate(args):
-            p = params[i] if i < len(params) else None
-            if p is None or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.name in kwargs:
-                return tuple(args[i:]), kwargs
-            kwargs[p.name] = a
-        return (), kwargs
-
     def _pre(self, module, args, kwargs):
         args, kwargs = self._bind(args, kwargs)
         sig = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor))

@@ -6,13 +6,12 @@ runs at that shape; without one it keeps its historical default (`numel` element
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 
 import torch
 
 from .. import _backend, _ext, ops
+from .._backend import backend_context
 from .core import Row, copy_case, measure
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -101,24 +100,6 @@ def timed_backends(device: torch.device) -> tuple[list[str], dict[str, str]]:
             else:
                 skipped[name] = why
     return ids, skipped
-
-
-@contextlib.contextmanager
-def backend_context(backend_id: str):
-    """Force one backend; cpu-<isa> also forces that build of the CPU module (FASTERCACHE_CPU_ISA)."""
-    name, _, isa = backend_id.partition("-")
-    old = os.environ.get("FASTERCACHE_CPU_ISA")
-    if isa:
-        os.environ["FASTERCACHE_CPU_ISA"] = isa
-    try:
-        with _backend.use_backend(name):
-            yield
-    finally:
-        if isa:
-            if old is None:
-                os.environ.pop("FASTERCACHE_CPU_ISA", None)
-            else:
-                os.environ["FASTERCACHE_CPU_ISA"] = old
 
 
 def _forced(backend_id: str, fn):
