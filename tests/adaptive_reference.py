@@ -150,5 +150,18 @@ def decisions(handle) -> list[dict]:
     return rows
 
 
+def assert_reuse_adds_last_residual(handle, rec) -> None:
+    """On every reuse call, the output of block 1 equals the input of block 0 plus the residual of the last compute
+    call (recorded as "b0" and "b1")."""
+    last, checked = None, 0
+    for g, c in zip(decisions(handle), rec.calls):
+        if g["pred"]:
+            last = c["b1.out"] - c["b0.in"]
+        else:
+            assert torch.allclose(c["b1.out"], c["b0.in"] + last, rtol=1e-5, atol=1e-5)
+            checked += 1
+    assert checked > 0, "no call reused"
+
+
 def close(a: float, b: float, tol: float = 1e-5) -> bool:
     return abs(a - b) <= tol * max(1.0, abs(b))
