@@ -320,18 +320,9 @@ void map_dtype(DType dt, void* out, const void* const* in, const float* const* s
 template <class F>
 void map_mixed_dtype(DType dt, DType dt_b, void* out, const void* const* in, const float* const* scalars,
                      int64_t n) {
-  constexpr int kB = second_inputs<F>::value;
-  constexpr int kA = F::kIn - kB;
-  dispatch_dtype(dt, [&](auto tag) {
+  dispatch_mixed<F>(dt, dt_b, in, [&](auto tag, auto tag_b, auto a, auto b) {
     using T = decltype(tag);
-    dispatch_dtype(dt_b, [&](auto tag_b) {
-      using U = decltype(tag_b);
-      const T* a[kA > 0 ? kA : 1];
-      const U* b[kB > 0 ? kB : 1];
-      for (int k = 0; k < kA; ++k) a[k] = static_cast<const T*>(in[k]);
-      for (int k = 0; k < kB; ++k) b[k] = static_cast<const U*>(in[kA + k]);
-      map_mixed<F, T, T, U>(static_cast<T*>(out), a, b, scalars, n);
-    });
+    map_mixed<F, T, T, decltype(tag_b)>(static_cast<T*>(out), a, b, scalars, n);
   });
 }
 

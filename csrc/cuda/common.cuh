@@ -177,18 +177,9 @@ void launch_map_dtype(DType dt, void* out, const void* const* in, const float* c
 template <class F>
 void launch_map_mixed_dtype(DType dt, DType dt_b, void* out, const void* const* in, const float* const* scalars,
                             int64_t n, void* stream, const char* what) {
-  constexpr int kB = second_inputs<F>::value;
-  constexpr int kA = F::kIn - kB;
-  dispatch_dtype(dt, [&](auto tag) {
+  dispatch_mixed<F>(dt, dt_b, in, [&](auto tag, auto tag_b, auto a, auto b) {
     using T = decltype(tag);
-    dispatch_dtype(dt_b, [&](auto tag_b) {
-      using U = decltype(tag_b);
-      const T* a[kA > 0 ? kA : 1];
-      const U* b[kB > 0 ? kB : 1];
-      for (int k = 0; k < kA; ++k) a[k] = static_cast<const T*>(in[k]);
-      for (int k = 0; k < kB; ++k) b[k] = static_cast<const U*>(in[kA + k]);
-      launch_map_mixed<F, T, T, U>(static_cast<T*>(out), a, b, scalars, n, as_stream(stream), what);
-    });
+    launch_map_mixed<F, T, T, decltype(tag_b)>(static_cast<T*>(out), a, b, scalars, n, as_stream(stream), what);
   });
 }
 

@@ -9,16 +9,12 @@ void extrapolate_residual(DType dt, DType cache_dt, void* x, const void* newer, 
                           const float* gate, const float* weight, int64_t channels, int64_t sample_numel,
                           int64_t gate_stride, int64_t n, void* stream) {
   const float* s[] = {weight};
-  dispatch_dtype(dt, [&](auto tag) {
+  const void* in[] = {x, newer, older};  // x is read as the first input and written as the output
+  dispatch_mixed<ExtrapolateResidualF>(dt, cache_dt, in, [&](auto tag, auto tag_c, auto a, auto b) {
     using T = decltype(tag);
-    dispatch_dtype(cache_dt, [&](auto tag_c) {
-      using U = decltype(tag_c);
-      T* xt = static_cast<T*>(x);
-      const T* a[] = {xt};
-      const U* b[] = {static_cast<const U*>(newer), static_cast<const U*>(older)};
-      launch_map_channels<ExtrapolateResidualF, T, T, U>(xt, a, b, gate, channels, sample_numel, gate_stride, s,
-                                                         n, as_stream(stream), "extrapolate_residual");
-    });
+    launch_map_channels<ExtrapolateResidualF, T, T, decltype(tag_c)>(static_cast<T*>(x), a, b, gate, channels,
+                                                                     sample_numel, gate_stride, s, n,
+                                                                     as_stream(stream), "extrapolate_residual");
   });
 }
 

@@ -20,6 +20,25 @@ template <class F> struct second_inputs<F, std::void_t<decltype(F::kInB)>> {
   static constexpr int value = F::kInB;
 };
 
+// Calls f(T{}, U{}, a, b) with the untyped inputs of functor F as typed pointer arrays: the first kIn - kInB (a) in
+// the storage type T named by `dt`, the last kInB (b) in the type U named by `dt_b`. The one mixed-dtype dispatch
+// of the CPU loops (parallel.h) and the CUDA launchers (common.cuh).
+template <class F, class Fn> inline void dispatch_mixed(DType dt, DType dt_b, const void* const* in, Fn&& f) {
+  constexpr int kB = second_inputs<F>::value;
+  constexpr int kA = F::kIn - kB;
+  dispatch_dtype(dt, [&](auto tag) {
+    dispatch_dtype(dt_b, [&](auto tag_b) {
+      using T = decltype(tag);
+      using U = decltype(tag_b);
+      const T* a[kA > 0 ? kA : 1];
+      const U* b[kB > 0 ? kB : 1];
+      for (int k = 0; k < kA; ++k) a[k] = static_cast<const T*>(in[k]);
+      for (int k = 0; k < kB; ++k) b[k] = static_cast<const U*>(in[kA + k]);
+      f(tag, tag_b, a, b);
+    });
+  });
+}
+
 // extrapolate: newer + w * (newer - older)        x = {newer, older}, s = {w}
 // On the eight-lane path since 2026-11-22: 4M elements, one thread, A/B of the two builds: fp16 0.80 -> 0.49 ms,
 // bf16 0.93 -> 0.70 ms, fp32 0.84-1.10 -> 0.68-0.76 ms.
