@@ -45,6 +45,10 @@ def _operands(ins: list) -> list:
     return [x if x.is_contiguous() else x.contiguous() for x in ins]
 
 
+def _nbytes(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.numel() * t.element_size()
+
+
 def _poly(coefficients, x: torch.Tensor) -> torch.Tensor:
     """Horner, highest degree first, in x's dtype (fp64: the reference evaluates with numpy's poly1d)."""
     y = torch.zeros_like(x)
@@ -220,8 +224,14 @@ class AdaptiveRuntime:
         for b in self.order:
             b.tail = b.head.tail
 
+    def _buffer(self, old: torch.Tensor | None, shape, dtype) -> torch.Tensor:
+        """`old` when it already has this shape, dtype and device (kept across videos), else a zero buffer."""
+        if old is None or tuple(old.shape) != tuple(shape) or old.dtype != dtype or old.device != self.device:
+            return torch.zeros(shape, dtype=dtype, device=self.device)
+        return old
+
     def cache_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for b in self.blocks for ts in b.bufs.values() for t in ts)
+        return sum(_nbytes(t) for b in self.blocks for ts in b.bufs.values() for t in ts)
 
     # -- block calls -----------------------------------------------------------------------------------------
     def run(self, b: BlockInfo, args, kwargs):
@@ -302,13 +312,10 @@ class TeaCacheRuntime(AdaptiveRuntime):
 
     def allocate_policy(self) -> None:
         s, d = self._u_shape
-        if self.u_prev is None or tuple(self.u_prev.shape) != s or self.u_prev.dtype != d or \
-                self.u_prev.device != self.device:
-            self.u_prev = torch.zeros(s, dtype=d, device=self.device)
+        self.u_prev = self._buffer(self.u_prev, s, d)
 
     def cache_bytes(self) -> int:
-        extra = 0 if self.u_prev is None else self.u_prev.numel() * self.u_prev.element_size()
-        return super().cache_bytes() + extra
+        return super().cache_bytes() + _nbytes(self.u_prev)
 
     def run(self, b, args, kwargs):
         if b.order == 0:
@@ -338,13 +345,10 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
 
     def allocate_policy(self) -> None:
         s, d = self.order[0].shapes[0]
-        if self.r1_ref is None or tuple(self.r1_ref.shape) != s or self.r1_ref.dtype != d or \
-                self.r1_ref.device != self.device:
-            self.r1_ref = torch.zeros(s, dtype=d, device=self.device)
+        self.r1_ref = self._buffer(self.r1_ref, s, d)
 
     def cache_bytes(self) -> int:
-        extra = 0 if self.r1_ref is None else self.r1_ref.numel() * self.r1_ref.element_size()
-        return super().cache_bytes() + extra
+        return super().cache_bytes() + _nbytes(self.r1_ref)
 
     def run(self, b, args, kwargs):
         if b.order > 0:
