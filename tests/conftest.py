@@ -9,6 +9,7 @@ if not shutil.which("nvidia-smi"):
 
 
 import pytest  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 import torch  # noqa: E402
 
 from fastercache_kernels import _backend, _ext  # noqa: E402
@@ -49,3 +50,11 @@ def fast_backend(request):
 
 def pytest_report_header(config):
     return [f"fastercache backends for CPU tensors: {', '.join(CPU_BACKENDS)}; GPU: {HAS_GPU}"]
+
+
+@st.composite
+def strided_layouts(draw):
+    """(shape, perm, step) for testing.strided_randn in the property tests: 1-4 dims of 1..9, any dim order, steps
+    1..3 (step > 1 leaves gaps: non-contiguous)."""
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
+    return shape, tuple(draw(st.permutations(range(len(shape))))), draw(st.integers(1, 3))

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import FAST_CPU_BACKENDS, backend_context
+from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spec_fft import rel_err, spec_deltas, spec_reconstruct
@@ -179,13 +179,11 @@ def test_cpu_is_deterministic():
 def _cases(draw):
     dtype = draw(st.sampled_from(DTYPES))
     delta_dtype = draw(st.sampled_from(DTYPES))
-    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
-    perm = draw(st.permutations(range(len(shape))))
-    step = draw(st.integers(1, 3))
+    shape, perm, step = draw(strided_layouts())
     scalars = draw(st.lists(st.floats(-8, 8, allow_nan=False, width=32), min_size=3, max_size=3))
     seed = draw(st.integers(0, 2**16))
     op = draw(st.sampled_from(OPS))
-    return op, dtype, delta_dtype, shape, tuple(perm), step, scalars, seed
+    return op, dtype, delta_dtype, shape, perm, step, scalars, seed
 
 
 @settings(max_examples=40, deadline=None)

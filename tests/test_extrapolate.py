@@ -8,7 +8,7 @@ from fastercache_kernels import reference as R
 from fastercache_kernels.testing import (
     assert_matches_reference, noncontiguous, quirk_ulps, skip_unless_memory, strided_randn,
 )
-from conftest import FAST_CPU_BACKENDS, backend_context
+from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(0,), (1,), (7,), (111,), (123, 77), ((1 << 20) + 3,)]
@@ -151,12 +151,10 @@ def test_cpu_is_deterministic():
 @st.composite
 def _cases(draw):
     dtype = draw(st.sampled_from(DTYPES))
-    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
-    perm = draw(st.permutations(range(len(shape))))
-    step = draw(st.integers(1, 3))
+    shape, perm, step = draw(strided_layouts())
     weight = draw(st.floats(-2, 2, allow_nan=False, width=32))
     seed = draw(st.integers(0, 2**16))
-    return dtype, shape, tuple(perm), step, weight, seed
+    return dtype, shape, perm, step, weight, seed
 
 
 @settings(max_examples=40, deadline=None)

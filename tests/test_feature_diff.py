@@ -9,7 +9,7 @@ import fastercache_kernels as fk
 from fastercache_kernels import _ext
 from fastercache_kernels import reference as R
 from fastercache_kernels.testing import assert_reduction_close, noncontiguous, skip_unless_memory, strided_randn
-from conftest import FAST_CPU_BACKENDS, backend_context
+from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
 
 # 0 / 0 in the Triton interpreter (numpy) warns; NaN is the intended result there.
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
@@ -195,14 +195,12 @@ def test_triton_is_deterministic():
 @st.composite
 def _cases(draw):
     dtype = draw(st.sampled_from(DTYPES))
-    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
-    perm = draw(st.permutations(range(len(shape))))
-    step = draw(st.integers(1, 3))
+    shape, perm, step = draw(strided_layouts())
     metric = draw(st.sampled_from(METRICS))
     per_sample = draw(st.booleans())
     scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
     seed = draw(st.integers(0, 2**16))
-    return dtype, shape, tuple(perm), step, metric, per_sample, scale, seed
+    return dtype, shape, perm, step, metric, per_sample, scale, seed
 
 
 @settings(max_examples=30, deadline=None)

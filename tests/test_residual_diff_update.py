@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
 from fastercache_kernels.testing import assert_reduction_close, noncontiguous, quirk_ulps, strided_randn
-from conftest import FAST_CPU_BACKENDS, backend_context
+from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
 
 # x / 0 in the Triton interpreter (numpy) warns; inf and NaN are the intended results there.
 pytestmark = [pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
@@ -199,12 +199,10 @@ def test_deterministic_across_calls_and_thread_counts():
 def _cases(draw):
     dtype = draw(st.sampled_from(DTYPES))
     cache_dtype = draw(st.sampled_from(DTYPES))
-    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
-    perm = draw(st.permutations(range(len(shape))))
-    step = draw(st.integers(1, 3))
+    shape, perm, step = draw(strided_layouts())
     metric = draw(st.sampled_from(METRICS))
     seed = draw(st.integers(0, 2**16))
-    return dtype, cache_dtype, shape, tuple(perm), step, metric, seed
+    return dtype, cache_dtype, shape, perm, step, metric, seed
 
 
 @settings(max_examples=30, deadline=None)

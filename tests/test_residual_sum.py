@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import FAST_CPU_BACKENDS, backend_context
+from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,12 +147,10 @@ def test_cpu_is_deterministic():
 @st.composite
 def _cases(draw):
     dtype = draw(st.sampled_from(DTYPES))
-    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
-    perm = draw(st.permutations(range(len(shape))))
-    step = draw(st.integers(1, 3))
+    shape, perm, step = draw(strided_layouts())
     count = draw(st.integers(0, 70))
     seed = draw(st.integers(0, 2**16))
-    return dtype, shape, tuple(perm), step, count, seed
+    return dtype, shape, perm, step, count, seed
 
 
 @settings(max_examples=30, deadline=None)
