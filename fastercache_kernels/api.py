@@ -8,7 +8,7 @@ from .adapters import for_model, unknown_model_message
 from .adapters.base import Adapter, OutputLayout, Patch
 from .adapters.generic import generic_adapter
 from .policies import diffusers_compat
-from .policies.fastercache import BRANCHES, AttentionCache, FasterCacheConfig, FasterCacheSchedule, FasterCacheState
+from .policies.fastercache import BRANCHES, AttentionCache, FasterCacheConfig, FasterCacheState
 
 
 class _Handle:
@@ -147,8 +147,7 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
             config = config.replace(storage_dtype=storage_dtype)
         found = adapter.attention_modules(model) if config.attention else []
         tried = adapter.patterns()
-        make_schedule = getattr(adapter, "make_schedule", FasterCacheSchedule)  # Vchitect: counts steps
-        schedule = make_schedule(config, kinds=sorted({k for _, _, k in found}) or ("spatial",))
+        schedule = adapter.make_schedule(config, kinds=sorted({k for _, _, k in found}) or ("spatial",))
         timestep_fn = None
         shared_weight = torch.zeros(())
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils._pytree import tree_map_only
 
 from .. import ops
-from ..policies.fastercache import AttentionCache, FasterCacheState
+from ..policies.fastercache import AttentionCache, FasterCacheSchedule, FasterCacheState
 
 BRANCH_ORDERS = (("uncond", "cond"), ("cond", "uncond"))
 _FORMAT = re.compile(r"^B[A-Z]*HW$")
@@ -74,6 +74,15 @@ class Adapter:
 
     def matches(self, model: torch.nn.Module) -> bool:
         return False
+
+    def starts_video(self, t: float | None) -> bool:
+        """Whether a call at timestep `t` starts a new video by the family's own rule (beyond the timestep jumping
+        up, which every adapter detects); Open-Sora restarts at t = 1000."""
+        return False
+
+    def make_schedule(self, config, kinds) -> FasterCacheSchedule:
+        """The call-kind schedule of a fk.FasterCacheConfig (Vchitect counts pipeline steps instead of calls)."""
+        return FasterCacheSchedule(config, kinds=kinds)
 
     def patterns(self) -> str:
         return f"spatial {list(self.spatial)}, temporal {list(self.temporal)}"
@@ -219,8 +228,7 @@ class Patch(ModelPatch):
     def _pre(self, module, args, kwargs):
         args, kwargs = self._bind(args, kwargs)
         t = self._timestep(kwargs)
-        starts_video = getattr(self.adapter, "starts_video", None)  # Open-Sora: the counter restarts at t = 1000
-        if starts_video is not None and self.state.c > 0 and starts_video(t):
+        if self.state.c > 0 and self.adapter.starts_video(t):
             self.state.reset()
         self.state.begin_call(t, self._signature(args, kwargs), lambda: self._allocate(args, kwargs))
         return args, kwargs
