@@ -27,24 +27,30 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=list(CASES))
-def compiled_run(request):
-    make, inputs, config = CASES[request.param]
+def _compiled_and_eager(make, inputs, config, backend: str) -> dict:
+    """Two copies of one model: one patched with decide="device" and compiled fullgraph with `backend`, one
+    eager with host decisions; two 30-call videos through both."""
     torch._dynamo.reset()
     counters.clear()
     model = make(layers=1)
     eager = clone(model)
     handle = fk.apply(model, config(), decide="device", record=True)
     eager_handle = fk.apply(eager, config(), record=True)
-    cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    cnt = torch._dynamo.testing.CompileCounterWithBackend(backend)
     compiled = torch.compile(model, backend=cnt, fullgraph=True)
     lat, extra = inputs()
     first = sample_loop([compiled, eager], lat, extra, calls=30)
     frames_first = cnt.frame_count
     second = sample_loop([compiled, eager], lat, extra, calls=30)
-    yield dict(cnt=cnt, frames_first=frames_first, first=first, second=second, handle=handle,
-               eager_handle=eager_handle, breaks=dict(counters["graph_break"]))
-    handle.remove()
+    return dict(cnt=cnt, frames_first=frames_first, first=first, second=second, handle=handle,
+                eager_handle=eager_handle, breaks=dict(counters["graph_break"]))
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def compiled_run(request):
+    run = _compiled_and_eager(*CASES[request.param], backend="aot_eager")
+    yield run
+    run["handle"].remove()
     torch._dynamo.reset()
 
 
@@ -73,21 +79,12 @@ def test_decisions_and_outputs_match_eager(compiled_run):
 
 def test_inductor_adacache_cogvideox():
     """The one inductor run (~6 s here): the same single graph and decisions with the real backend."""
-    torch._dynamo.reset()
-    counters.clear()
-    cfg = lambda: fk.AdaCacheConfig(codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27))  # noqa: E731
-    model = tiny_cogvideox(layers=1)
-    eager = clone(model)
-    handle = fk.apply(model, cfg(), decide="device", record=True)
-    eager_handle = fk.apply(eager, cfg(), record=True)
-    cnt = torch._dynamo.testing.CompileCounterWithBackend("inductor")
-    compiled = torch.compile(model, backend=cnt, fullgraph=True)
-    lat, extra = cog_inputs()
-    outs = sample_loop([compiled, eager], lat, extra, calls=30) + sample_loop([compiled, eager], lat, extra, calls=30)
-    assert cnt.frame_count == 1 and dict(counters["graph_break"]) == {}
+    r = _compiled_and_eager(*CASES["cogvideox-adacache"], backend="inductor")
+    handle, eager_handle = r["handle"], r["eager_handle"]
+    assert r["cnt"].frame_count == 1 and r["breaks"] == {}
     assert [g["pred"] for g in decisions(handle)] == [g["pred"] for g in decisions(eager_handle)]
     assert 0 < handle.stats()["computed"] < 60 and handle.stats()["host_reads"] == 0
-    assert max(rel_err(c, e) for c, e in outs) < 1e-4
+    assert max(rel_err(c, e) for c, e in r["first"] + r["second"]) < 1e-4
     handle.remove()
     torch._dynamo.reset()
 
