@@ -10,7 +10,6 @@ the schedule produced. `ideal / ours` close to 1 means the caching machinery its
 from __future__ import annotations
 
 import copy
-import platform
 import statistics
 import time
 import warnings
@@ -18,6 +17,7 @@ import warnings
 import torch
 
 from .. import api
+from . import report
 
 
 def small_cogvideox(layers: int = 4, heads: int = 4, head_dim: int = 32, frames: int = 7, height: int = 30,
@@ -172,8 +172,7 @@ def _bench(calls, compile, repeat, device, model_kw, log):
         summary["fk_compiled_vs_diffusers"] = med["diffusers hook"] / med["fk (compiled)"]
         summary["fk_compiled_of_ideal"] = med["ideal (compiled)"] / med["fk (compiled)"]
         summary["compiled_kinds"] = handle_c.stats()["calls_per_kind"]
-    machine = {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "device": str(device)}
+    machine = {**report.machine(), **report.versions(), "device": str(device)}  # the bench CLI's record
     return {"rows": rows, "summary": summary, "machine": machine, "calls": calls, "repeat": repeat}
 
 

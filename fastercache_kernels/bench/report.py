@@ -60,7 +60,8 @@ def git_commit(where: str | Path | None = None) -> str:
     "unknown" outside a checkout."""
     here = Path(where) if where is not None else Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, cwd=here, timeout=5)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, cwd=here,
+                              timeout=5)
         if head.returncode != 0 or not head.stdout.strip():
             return "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False,
@@ -180,7 +181,9 @@ def markdown(record: dict) -> str:
         best = out if out is not None and out["ms"] < fk["ms"] else fk
         lines.append("| " + " | ".join([
             op, case.replace("|", "/"), f"{base['ms']:.2f}" + ("" if base["impl"] == "eager" else f" ({base['impl']})"),
-            f"{fk['ms']:.2f} ({fk['vs_eager']:.2f}x)", "" if out is None else f"{out['ms']:.2f} ({out['vs_eager']:.2f}x)",
-            "" if best["gbps"] is None else f"{best['gbps']:.1f}", "" if not best["of_copy"] else f"{best['of_copy']:.0%}",
+            f"{fk['ms']:.2f} ({fk['vs_eager']:.2f}x)",
+            "" if out is None else f"{out['ms']:.2f} ({out['vs_eager']:.2f}x)",
+            "" if best["gbps"] is None else f"{best['gbps']:.1f}",
+            "" if not best["of_copy"] else f"{best['of_copy']:.0%}",
             "" if ref is None else f"{ref['vs_eager']:.2f}x"]) + " |")
     return "\n".join(lines)
