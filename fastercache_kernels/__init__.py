@@ -3,15 +3,15 @@
 Importing this package never initialises CUDA and never requires a compiled module.
 """
 
-from . import adapters, ops, pipeline
+from . import adapters, ops, pipeline, runtime
 from ._backend import BackendUnavailableError, available_backends, use_backend
 from ._version import __version__
-from .api import AdaptiveHandle, FasterCacheHandle, apply
+from .api import Handle, PipelineHandle, apply
 from .policies.adacache import AdaCacheConfig
 from .policies.fastercache import FasterCacheConfig
 from .policies.fbcache import FirstBlockCacheConfig
 from .policies.teacache import TeaCacheConfig
 
-__all__ = ["ops", "adapters", "pipeline", "apply", "FasterCacheConfig", "FasterCacheHandle", "AdaCacheConfig",
-           "TeaCacheConfig", "FirstBlockCacheConfig", "AdaptiveHandle", "use_backend", "available_backends",
+__all__ = ["ops", "adapters", "pipeline", "runtime", "apply", "Handle", "PipelineHandle", "FasterCacheConfig",
+           "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "use_backend", "available_backends",
            "BackendUnavailableError", "__version__"]

@@ -1,45 +1,123 @@
-"""`fk.apply(model, config)`: patch a model in place with FasterCache; the returned handle removes it."""
+"""`fk.apply(model_or_pipeline, config)`: patch a model in place with one policy, or several composed; the returned
+handle removes everything. The machinery is the hook engine (runtime/engine.py); this module builds the policies
+from their configs and checks that they can run together."""
 
 from __future__ import annotations
 
 import torch
 
 from .adapters import for_model, unknown_model_message
-from .adapters.base import Adapter, OutputLayout, Patch
+from .adapters.base import Adapter, OutputLayout
 from .adapters.generic import generic_adapter
 from .policies import diffusers_compat
-from .policies.fastercache import BRANCHES, AttentionCache, FasterCacheConfig, FasterCacheState
+from .policies.fastercache import BRANCHES, FasterCacheConfig
+from .runtime.engine import Engine
+
+DECIDE_MODES = ("host", "device")
 
 
-class _Handle:
-    """What both handles share: `remove()` restores the original forwards (and drops the buffers), `reset()`
-    starts a new video, `stats()`; usable as a context manager that removes the patch on exit."""
+class Handle:
+    """What `fk.apply` returns. `remove()` restores the original forwards (outputs bit-identical to the unpatched
+    model) and drops the buffers; `reset()` starts a new video; `stats()` counts calls and reuse and reports the
+    cache memory; usable as a context manager that removes the patch on exit.
 
-    def __init__(self, model, state, patch, config, adapter: Adapter):
-        self.model, self._state, self.config, self.adapter = model, state, config, adapter
-        self._patch = patch
+    `state`: the FasterCache policy (None without one), `runtime`: the adaptive policy (None without one),
+    `schedule`: FasterCache's call-kind table, `modules`: (name, kind) of every patched module, `history`: per-call
+    decision tensors of an adaptive policy applied with `record=True`."""
+
+    def __init__(self, model, engine: Engine, config, adapter: Adapter):
+        self.model, self.engine, self.config, self.adapter = model, engine, config, adapter
+        self.state = next((p for p in engine.policies if p.name == "fastercache"), None)
+        self.runtime = next((p for p in engine.policies if p.name != "fastercache"), None)
+
+    @property
+    def policies(self) -> list:
+        return self.engine.policies
+
+    @property
+    def schedule(self):
+        return None if self.state is None else self.state.schedule
+
+    @property
+    def modules(self) -> list[tuple[str, str]]:
+        """(name, kind) of every cached attention module, then every patched block (in execution order once the
+        model has run)."""
+        out = []
+        if self.state is not None:
+            out += [(c.name, c.kind) for c in self.state.caches]
+        if self.runtime is not None:
+            out += [(b.name, b.kind) for b in (self.runtime.order or self.runtime.blocks)]
+        return out
+
+    @property
+    def history(self) -> list[dict]:
+        return [] if self.runtime is None else self.runtime.history
 
     def reset(self) -> None:
-        self._state.reset()
+        self.engine.reset()
 
     def stats(self) -> dict:
-        return self._state.stats()
-
-    def _drop_buffers(self) -> None:
-        raise NotImplementedError
+        out = dict(self.engine.clock_stats())
+        for p in self.engine.policies:
+            out.update(p.stats())
+        out["cache_bytes"] = sum(p.cache_bytes() for p in self.engine.policies)
+        out["policies"] = [p.name for p in self.engine.policies]
+        return out
 
     def remove(self) -> None:
-        if self._patch is None:
+        if self.engine is None:
             return
-        self._patch.remove()
-        self._patch = None
-        self._drop_buffers()
+        self.engine.remove()
+        self.engine = None
         if getattr(self.model, "_fk_handle", None) is self:
             del self.model._fk_handle
 
     @property
     def active(self) -> bool:
-        return self._patch is not None
+        return self.engine is not None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    def __repr__(self) -> str:
+        names = "+".join(getattr(c, "name", type(c).__name__) for c in _as_list(self.config))
+        return (f"Handle({type(self.model).__name__}, {names}, {len(self.modules)} modules, "
+                f"{'active' if self.active else 'removed'})")
+
+
+class PipelineHandle:
+    """`fk.apply(pipe, ...)`: one Handle per transformer the pipeline holds (`transformer`, `transformer_2`, ...),
+    each with its own state. `remove()` removes them all; `stats()` is the first one's plus `patched` (the names)
+    and `per_transformer`; other attributes are the first handle's."""
+
+    def __init__(self, pipe, handles: dict[str, Handle]):
+        self.pipe, self.handles = pipe, handles
+
+    def __getattr__(self, name):
+        handles = self.__dict__.get("handles")
+        if not handles:
+            raise AttributeError(name)
+        return getattr(next(iter(handles.values())), name)
+
+    def stats(self) -> dict:
+        first = next(iter(self.handles.values())).stats()
+        return {**first, "patched": list(self.handles),
+                "per_transformer": {n: h.stats() for n, h in self.handles.items()}}
+
+    def reset(self) -> None:
+        for h in self.handles.values():
+            h.reset()
+
+    def remove(self) -> None:
+        for h in self.handles.values():
+            h.remove()
+
+    @property
+    def active(self) -> bool:
+        return any(h.active for h in self.handles.values())
 
     def __enter__(self):
         return self
@@ -48,91 +126,134 @@ class _Handle:
         self.remove()
 
 
-class FasterCacheHandle(_Handle):
-    """What `fk.apply` returns. `remove()` restores the original forwards; `reset()` starts a new video;
-    `stats()` counts calls per kind and reports the cache memory held; `schedule` is the call-kind table."""
-
-    def __init__(self, model, state: FasterCacheState, patch: Patch, config, adapter: Adapter):
-        super().__init__(model, state, patch, config, adapter)
-        self.state = state
-
-    @property
-    def schedule(self):
-        return self.state.schedule
-
-    @property
-    def modules(self) -> list[tuple[str, str]]:
-        """(name, kind) of every cached attention module."""
-        return [(c.name, c.kind) for c in self.state.caches]
-
-    def _drop_buffers(self) -> None:
-        for cache in self.state.caches:
-            cache.comp, cache.other = [[], []], None
-        self.state.low = self.state.high = None
-
-    def __repr__(self) -> str:
-        kinds = sorted({k for _, k in self.modules})
-        name = getattr(self.config, "name", type(self.config).__name__)
-        return (f"FasterCacheHandle({type(self.model).__name__}, {name}, {len(self.modules)} modules {kinds}, "
-                f"{'active' if self.active else 'removed'})")
+def _as_list(config) -> list:
+    return list(config) if isinstance(config, (list, tuple)) else [config]
 
 
-def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None,
-          storage_dtype: torch.dtype | None = None, **adaptive):
-    """Patches `model` in place with FasterCache (or an adaptive policy) and returns a handle (`handle.remove()`
-    undoes it).
+def _transformers(pipe) -> dict[str, torch.nn.Module]:
+    """The transformers a pipeline object holds, by attribute name: `transformer`, then `transformer_2`, ..."""
+    names = list(getattr(pipe, "components", {}) or {}) or [n for n in dir(type(pipe)) + list(vars(pipe))]
+    found = {}
+    for name in sorted(set(names), key=lambda n: (n != "transformer", n)):
+        if name == "transformer" or (name.startswith("transformer_") and name[12:].isdigit()):
+            mod = getattr(pipe, name, None)
+            if isinstance(mod, torch.nn.Module):
+                found[name] = mod
+    return found
 
-    Adaptive policies: `config` a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or `fk.FirstBlockCacheConfig`; the
-    keyword arguments `decide="host"` (one host read per call) or `"device"` (torch.cond, no host read: for
-    `torch.compile(model, fullgraph=True)`), `process_group` (all-reduce group of the metric sums, default the
-    world) and `record=True` (keep per-call decision tensors in `handle.history`). Returns an AdaptiveHandle.
+
+def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: torch.dtype | None = None,
+          decide: str = "host", process_group=None, record: bool = False):
+    """Patches `model` in place and returns a handle (`handle.remove()` undoes it).
 
     Args:
-        model: a transformer called once per sampler step with the CFG batch (e.g. [uncond, cond]) in one call.
-            Supported out of the box: diffusers CogVideoXTransformer3DModel and LatteTransformer3DModel, and the
-            seed models' own classes STDiT3 (Open-Sora 1.2), LatteT2V (Latte; with RoPE, Open-Sora-Plan 1.1),
-            VchitectXLTransformerModel (attention only: its CFG-Cache is `fk.pipeline.CFGCache`) and SAT's
+        model: a transformer, or a pipeline object holding one or more (`transformer`, `transformer_2`, ...: each
+            is patched with its own state; the handle removes them all). Called either with the CFG batch in one
+            call (e.g. [uncond, cond]) or once per branch inside diffusers' `cache_context("cond" | "uncond")`,
+            where every policy keeps its state per branch. Supported out of the box: diffusers
+            CogVideoXTransformer3DModel and LatteTransformer3DModel, and the seed models' own classes STDiT3
+            (Open-Sora 1.2), LatteT2V (Latte; with RoPE, Open-Sora-Plan 1.1), VchitectXLTransformerModel and SAT's
             DiffusionTransformer (CogVideoX); any other model through `adapter=fk.adapters.generic_adapter(...)`.
-            A pipeline object with a `transformer` attribute is patched through that transformer.
-        config: a `fk.FasterCacheConfig`, a preset name ("cogvideox-2b", "latte", "opensora-1.2",
-            "opensora-plan-1.1", "vchitect-2.0"), diffusers' own `FasterCacheConfig` (its semantics are reproduced
-            with the fused ops), or None for the adapter's default preset.
+        config: one policy or a list of them run together (one FasterCache config and one adaptive config at
+            most): a `fk.FasterCacheConfig`, a FasterCache preset name ("cogvideox-2b", "latte", "opensora-1.2",
+            "opensora-plan-1.1", "vchitect-2.0"), diffusers' own `FasterCacheConfig` (its semantics reproduced
+            with the fused ops), a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or `fk.FirstBlockCacheConfig`, or
+            None for the adapter's default FasterCache preset.
         adapter: overrides the adapter chosen from the model's class.
         storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
+        decide: adaptive policies only: "host" (one host read per call) or "device" (torch.cond, no host read: for
+            `torch.compile(model, fullgraph=True)` and CUDA graphs). Composed with FasterCache: "host".
+        process_group: adaptive policies: all-reduce group of the metric sums (default the world).
+        record: adaptive policies: keep per-call decision tensors in `handle.history`.
 
-    Positional and keyword inputs both work. Compile the patched model with `torch.compile(model)` (not
-    `model.compile()`): the bookkeeping hooks then run outside the graphs and each call kind gets one graph.
+    Compile the patched model with `torch.compile(model)` (not `model.compile()`): the bookkeeping hooks then run
+    outside the graphs and each call kind gets one graph.
     """
+    if model is None or not (isinstance(model, torch.nn.Module) or hasattr(model, "transformer")
+                             or hasattr(model, "components")):
+        raise TypeError(f"fk.apply: `model` must be a torch.nn.Module or a pipeline holding a `transformer`, got "
+                        f"{type(model).__name__}")
+    if not isinstance(model, torch.nn.Module):  # a pipeline object
+        found = _transformers(model)
+        if not found:
+            raise TypeError(f"fk.apply: the pipeline {type(model).__name__} holds no transformer module")
+        handles = {}
+        try:
+            for name, mod in found.items():
+                handles[name] = apply(mod, config, adapter=adapter, storage_dtype=storage_dtype, decide=decide,
+                                      process_group=process_group, record=record)
+        except Exception:
+            for h in handles.values():
+                h.remove()
+            raise
+        return PipelineHandle(model, handles)
+    if type(model).__name__ == "OptimizedModule":
+        raise TypeError("fk.apply needs the model itself, not its torch.compile wrapper: apply first, then compile")
     if getattr(model, "_fk_handle", None) is not None:
-        raise RuntimeError("fastercache_kernels is already applied to this model; call handle.remove() first")
+        raise RuntimeError("fastercache_kernels is already applied to this model; call handle.remove() first, or "
+                           "apply the policies together: fk.apply(model, [fastercache_config, adaptive_config])")
     if getattr(model, "_cache_config", None) is not None:
         raise RuntimeError(f"the model already has a diffusers cache enabled ({type(model._cache_config).__name__}); "
                            "call model.disable_cache() first")
-    if not isinstance(model, torch.nn.Module) and isinstance(getattr(model, "transformer", None), torch.nn.Module):
-        return apply(model.transformer, config, adapter=adapter, storage_dtype=storage_dtype)  # a pipeline object
-    if type(model).__name__ == "OptimizedModule":
-        raise TypeError("fk.apply needs the model itself, not its torch.compile wrapper: apply first, then compile")
-    if _is_adaptive(config):
-        return apply_adaptive(model, config, adapter=adapter, **adaptive)
-    if adaptive:
-        raise TypeError(f"fk.apply: {sorted(adaptive)} apply to the adaptive policies only")
+    if decide not in DECIDE_MODES:
+        raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
 
-    unknown = adapter is None and for_model(model) is None  # the generic default patterns are the last try
+    configs = _as_list(config)
+    adaptive = [c for c in configs if _is_adaptive(c)]
+    faster = [c for c in configs if not _is_adaptive(c)]
+    if len(adaptive) > 1 or len(faster) > 1 or not configs:
+        raise ValueError(f"fk.apply: compose at most one FasterCache config and one adaptive config (AdaCache, "
+                         f"TeaCache or First-Block-Cache), got {[type(c).__name__ for c in configs]}")
+    if not adaptive and (decide != "host" or process_group is not None or record):
+        raise TypeError("fk.apply: `decide`, `process_group` and `record` apply to the adaptive policies only")
+    if adaptive and faster and decide == "device":
+        raise ValueError("fk.apply: FasterCache composed with an adaptive policy needs decide='host' (its attention "
+                         "caches must know on the host which blocks ran); decide='device' runs an adaptive policy "
+                         "alone")
+    base = adapter or for_model(model)
+    unknown = base is None  # the generic default patterns are the last try
+    base = base or generic_adapter()
+
+    policies = []
+    if faster:
+        fc_policy, base, config_used = _fastercache(model, faster[0], base, unknown, storage_dtype, bool(adaptive))
+        policies.append(fc_policy)
+        configs = [config_used if c is faster[0] else c for c in configs]
+    if adaptive:
+        policies.append(_adaptive(model, adaptive[0], base, decide, process_group, record))
+    if len(policies) == 2:
+        fc, ad = policies
+        for cache in fc.caches:
+            cache.block = next((b.module for b in ad.blocks if cache.name.startswith(b.name + ".")), None)
+        fc.engine_block_ran = ad.block_ran
+    engine = Engine(model, base, policies)
+    if faster and diffusers_compat.is_diffusers_config(faster[0]) and faster[0].current_timestep_callback:
+        engine.timestep_fn = faster[0].current_timestep_callback
+    handle = Handle(model, engine, configs[0] if len(configs) == 1 else configs, base)
+    model._fk_handle = handle
+    return handle
+
+
+def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, composed: bool):
+    from .runtime.fastercache import AttentionCache, FasterCachePolicy
+
     if diffusers_compat.is_diffusers_config(config):
         tensor_format = diffusers_compat.check_format(config)
-        base = adapter or for_model(model) or generic_adapter()
-        adapter = Adapter(name=f"diffusers:{base.name}", layout=OutputLayout(tensor_format, ("uncond", "cond")),
-                          timestep_arg=base.timestep_arg,
-                          batched_args=tuple(config._unconditional_conditional_input_kwargs_identifiers))
+        adapter = Adapter(name=f"diffusers:{adapter.name}", layout=OutputLayout(tensor_format, ("uncond", "cond")),
+                          timestep_arg=adapter.timestep_arg,
+                          batched_args=tuple(config._unconditional_conditional_input_kwargs_identifiers),
+                          blocks=adapter.blocks, temporal_blocks=adapter.temporal_blocks, block_io=adapter.block_io,
+                          attn_capture=adapter.attn_capture, teacache_indicator=adapter.teacache_indicator,
+                          modulated_input=adapter.modulated_input, entry_points=adapter.entry_points)
         found = diffusers_compat.select_modules(model, config)
         schedule = diffusers_compat.DiffusersSchedule(config, storage_dtype,
                                                       kinds=sorted({k for _, _, k in found}) or ("spatial",))
         schedule._model = model
         tried = diffusers_compat.patterns(config)
-        timestep_fn = config.current_timestep_callback
         shared_weight = None
+        wants_attention = (config.spatial_attention_block_skip_range is not None
+                           or config.temporal_attention_block_skip_range is not None)
     else:
-        adapter = adapter or for_model(model) or generic_adapter()
         if config is None:
             if adapter.default_preset is None:
                 raise ValueError(f"fk.apply: no default preset for {type(model).__name__}; pass a "
@@ -141,19 +262,16 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
         if isinstance(config, str):
             config = FasterCacheConfig.preset(config)
         if not isinstance(config, FasterCacheConfig):
-            raise TypeError(f"fk.apply: `config` must be a fk.FasterCacheConfig, a preset name or diffusers' "
-                            f"FasterCacheConfig, got {type(config).__name__}")
+            raise TypeError(f"fk.apply: `config` must be a fk.FasterCacheConfig, a preset name, diffusers' "
+                            f"FasterCacheConfig, a fk.AdaCacheConfig, fk.TeaCacheConfig or "
+                            f"fk.FirstBlockCacheConfig, got {type(config).__name__}")
         if storage_dtype is not None:
             config = config.replace(storage_dtype=storage_dtype)
         found = adapter.attention_modules(model) if config.attention else []
         tried = adapter.patterns()
         schedule = adapter.make_schedule(config, kinds=sorted({k for _, _, k in found}) or ("spatial",))
-        timestep_fn = None
         shared_weight = torch.zeros(())
-
-    wants_attention = (config.attention if isinstance(config, FasterCacheConfig) else
-                       config.spatial_attention_block_skip_range is not None
-                       or config.temporal_attention_block_skip_range is not None)
+        wants_attention = config.attention
     if not found and wants_attention:
         if unknown and isinstance(config, FasterCacheConfig):  # (a diffusers config names its own modules)
             raise ValueError(unknown_model_message(model, tried))
@@ -163,66 +281,23 @@ def apply(model: torch.nn.Module, config=None, *, adapter: Adapter | None = None
     assert schedule.computed_branch in BRANCHES
     caches = [AttentionCache(name, mod, kind, shared_weight if shared_weight is not None else torch.zeros(()))
               for name, mod, kind in found]
-    state = FasterCacheState(schedule, caches, computed_index)
-    patch = Patch(model, state, adapter, timestep_fn=timestep_fn)
-    handle = FasterCacheHandle(model, state, patch, config, adapter)
-    model._fk_handle = handle
-    return handle
-
-
-# -- adaptive policies (AdaCache + MoReg, TeaCache, First-Block-Cache): block-level reuse ------------------------
-
-
-class AdaptiveHandle(_Handle):
-    """What `fk.apply` returns for an adaptive config. `remove()` restores the original forwards; `reset()` starts a
-    new video; `stats()` reads the device counters (calls, computed, host reads, cache memory); `history` holds
-    per-call clones of the decision state when applied with `record=True`."""
-
-    def __init__(self, model, runtime, patch, config, adapter):
-        super().__init__(model, runtime, patch, config, adapter)
-        self.runtime = runtime
-
-    @property
-    def modules(self) -> list[tuple[str, str]]:
-        """(name, kind) of every patched block, in execution order once the model has run."""
-        blocks = self.runtime.order or self.runtime.blocks
-        return [(b.name, b.kind) for b in blocks]
-
-    @property
-    def history(self) -> list[dict]:
-        return self.runtime.history
-
-    def _drop_buffers(self) -> None:
-        for b in self.runtime.blocks:
-            b.bufs = {}
-
-    def __repr__(self) -> str:
-        rt = self.runtime
-        return (f"AdaptiveHandle({type(self.model).__name__}, {rt.policy}, {len(rt.blocks)} blocks, "
-                f"decide={'device' if rt.device_mode else 'host'}, "
-                f"{'active' if self.active else 'removed'})")
+    return FasterCachePolicy(schedule, caches, adapter, computed_index), adapter, config
 
 
 def _is_adaptive(config) -> bool:
-    from .policies._adaptive import RUNTIMES
+    from .runtime.adaptive import RUNTIMES
 
     return type(config).__name__ in RUNTIMES and type(config).__module__.startswith("fastercache_kernels.")
 
 
-def apply_adaptive(model: torch.nn.Module, config, *, adapter: Adapter | None = None, decide: str = "host",
-                   process_group=None, record: bool = False) -> AdaptiveHandle:
-    """Patches the transformer blocks of `model` with an adaptive policy (see `fk.apply`)."""
-    from .adapters.blocks import BlockPatch, find_blocks
-    from .policies._adaptive import RUNTIMES
+def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool):
+    from .runtime.adaptive import RUNTIMES
+    from .runtime.blocks import find_blocks
 
-    adapter = adapter or for_model(model) or generic_adapter()
     blocks = find_blocks(model, adapter)
     if not blocks:
         raise ValueError(f"fk.apply: no transformer block of {type(model).__name__} matches the patterns tried: "
-                         f"blocks {list(adapter.blocks)}, temporal_blocks {list(adapter.temporal_blocks)}")
-    runtime = RUNTIMES[type(config).__name__](config, adapter, blocks, decide=decide, process_group=process_group,
-                                              record=record)
-    patch = BlockPatch(model, runtime, adapter, blocks)
-    handle = AdaptiveHandle(model, runtime, patch, config, adapter)
-    model._fk_handle = handle
-    return handle
+                         f"blocks {list(adapter.blocks)}, temporal_blocks {list(adapter.temporal_blocks)} (set the "
+                         "adapter's `blocks` / `temporal_blocks`)")
+    return RUNTIMES[type(config).__name__](config, adapter, blocks, decide=decide, process_group=process_group,
+                                           record=record)

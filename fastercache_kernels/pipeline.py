@@ -17,7 +17,9 @@ of its two model calls:
 On a full step it calls both branches (uncond first, as the Vchitect pipeline does) and keeps the split residual
 `R = other - computed` (`fk.ops.cfg_residual_split`); on a skip step it calls only the computed branch and
 rebuilds the other with `fk.ops.cfg_recombine` (linear form of the reference's FFT path, SPEC section 2), the
-low/high weights compounding over consecutive skip steps.
+low/high weights compounding over consecutive skip steps. It is the same CFG residual (`runtime.cfg.CFGResidual`)
+that `fk.apply` uses for batched and per-branch calls; with a diffusers pipeline that wraps its calls in
+`cache_context("cond" | "uncond")`, `fk.apply(pipe, config)` does this on its own.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from . import ops
 from .policies.fastercache import FasterCacheConfig, FasterCacheSchedule
+from .runtime.cfg import CFGResidual
 
 
 class CFGCache:
@@ -49,15 +52,14 @@ class CFGCache:
         self.order = tuple(order)
         self.computed = config.computed_branch
         self.other = "uncond" if self.computed == "cond" else "cond"
-        self.low = self.high = None
-        self.a = self.b = 1.0
+        self.residual = CFGResidual(config.radius_divisor, config.storage_dtype)
         self.c = 0
         self._t = None
         self.calls = {"full": 0, "skip": 0}
 
     def reset(self) -> None:
         self.c, self._t = 0, None
-        self.a = self.b = 1.0
+        self.residual.reset()
 
     def _begin(self, timestep) -> bool:
         t = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else timestep
@@ -67,12 +69,11 @@ class CFGCache:
         self.c += 1
         plan = self.schedule.plan(self.c)
         if plan.full:
-            self.a = self.b = 1.0
+            self.residual.full()
         else:
-            if self.low is None:
+            if not self.residual.refreshed:
                 raise RuntimeError(f"CFGCache: step {self.c} skips a branch but no full step has run yet")
-            self.a *= plan.low_mult
-            self.b *= plan.high_mult
+            self.residual.skip(plan.low_mult, plan.high_mult)
         self.calls["full" if plan.full else "skip"] += 1
         return plan.full
 
@@ -83,7 +84,7 @@ class CFGCache:
             out = self._full(call)
         else:
             out = {self.computed: call(self.computed)}
-            out[self.other] = ops.cfg_recombine(out[self.computed], self.low, self.high, self.a, self.b)
+            out[self.other] = self.residual.reconstruct(out[self.computed])
         return out["uncond"], out["cond"]
 
     def guided(self, call: Callable[[str], torch.Tensor], guidance_scale: float, timestep=None) -> torch.Tensor:
@@ -92,16 +93,19 @@ class CFGCache:
         if self._begin(timestep):
             out = self._full(call)
         elif self.computed == "cond":
-            return ops.cfg_recombine_guided(call("cond"), self.low, self.high, self.a, self.b, guidance_scale)
+            r = self.residual
+            return ops.cfg_recombine_guided(call("cond"), r.low, r.high, r.a, r.b, guidance_scale)
         else:
             out = {"uncond": call("uncond")}
-            out["cond"] = ops.cfg_recombine(out["uncond"], self.low, self.high, self.a, self.b)
+            out["cond"] = self.residual.reconstruct(out["uncond"])
         return out["uncond"] + guidance_scale * (out["cond"] - out["uncond"])
 
     def _full(self, call) -> dict:
         out = {name: call(name) for name in self.order}
-        self.low, self.high = ops.cfg_residual_split(out[self.other], out[self.computed],
-                                                     self.config.radius_divisor, self.config.storage_dtype)
+        computed = out[self.computed]
+        self.residual.allocate(computed.shape, computed.dtype, computed.device)
+        self.residual.refresh(out[self.other], computed)
+        self.residual.refreshed = True
         return out
 
     def stats(self) -> dict:

@@ -146,7 +146,7 @@ def decisions(handle) -> list[dict]:
     """The policy's recorded decisions as Python values."""
     rows = []
     for h in handle.history:
-        rows.append({k: (bool(v) if v.dtype == torch.bool else v.item()) for k, v in h.items()})
+        rows.append({k: (bool(v) if v.dtype == torch.bool else v.item()) for k, v in h.items() if torch.is_tensor(v)})
     return rows
 
 

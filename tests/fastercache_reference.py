@@ -1,7 +1,10 @@
 """A plain implementation of the official FasterCache schedules, written from SPEC sections 1-2 the way the reference
-code does it: a call counter, attention caches as Python lists of whole tensors sliced `cache[:B]` (the reference's
-batch puts the branch computed on skip calls first), and the CFG residual kept as FFT-domain deltas multiplied in
-place on every skip call. It is the oracle the presets are checked against; it shares no code with the package.
+code does it: a call counter, attention caches as Python lists of whole tensors in the reference model's batch order,
+sliced `cache[:B]` with B the call's batch, and the CFG residual kept as FFT-domain deltas multiplied in place on
+every skip call. The reference batch order (`ref_computed`: the computed branch's half) is the preset's own model's:
+Open-Sora [cond, uncond] and CogVideoX [uncond, cond] put the computed branch first; Latte and Open-Sora-Plan
+[uncond, cond] put it second, so a skip call reusing an entry of a full call reads the uncond rows (`cache[:1]`),
+as measured on their code. It is the oracle the presets are checked against; it shares no code with the package.
 """
 
 from __future__ import annotations
@@ -11,21 +14,25 @@ import torch
 # SPEC section 1 and 2 tables, one entry per preset, in the SPEC's own terms.
 SPEC = {
     "cogvideox-2b": dict(
+        ref_computed=0,
         fill={"spatial": 15, "temporal": 15}, reuse=lambda c: c >= 18 and c % 3 != 0, weight=lambda c: 0.3,
         check_batch=True, computed="uncond",
         skip=lambda c: c >= 18 and c % 5 != 0, refresh=lambda c: c >= 16,
         mults=lambda c: (1.1 if c <= 40 else 1.0, 1.1 if c >= 30 else 1.0)),
     "latte": dict(
+        ref_computed=1,
         fill={"spatial": 13, "temporal": 13}, reuse=lambda c: c >= 16 and c % 2 == 0, weight=lambda c: 0.5,
         check_batch=True, computed="cond",
         skip=lambda c: c >= 18 and c % 5 != 0, refresh=lambda c: c >= 16,
         mults=lambda c: (1.1, 1.0) if c < 45 else ((1.0, 1.1) if c > 35 else (1.0, 1.0))),
     "opensora-1.2": dict(
+        ref_computed=0,
         fill={"spatial": 5, "temporal": 5}, reuse=lambda c: c > 7 and c % 2 == 0, weight=lambda c: (c - 7) / 20 * 0.9,
         check_batch=False, computed="cond",
         skip=lambda c: c > 11 and c % 5 != 0, refresh=lambda c: c >= 10,
         mults=lambda c: (1.15 if c <= 25 else 1.0, 1.15 if c >= 20 else 1.0)),
     "opensora-plan-1.1": dict(
+        ref_computed=1,
         fill={"temporal": 40, "spatial": 42}, reuse=lambda c: c >= 45 and c % 3 != 0, weight=lambda c: 0.3,
         check_batch=True, computed="cond",
         skip=lambda c: c >= 40 and c % 6 != 0, refresh=lambda c: c > 38,
@@ -60,6 +67,7 @@ class ReferenceFasterCache:
         self.batched = batched
         self.spec = SPEC[preset]
         self.first = batch_order.index(self.spec["computed"])  # index of the computed branch in the model's batch
+        self.swap = self.first != self.spec["ref_computed"]  # the model's order differs from the reference model's
         self.restart = restart  # restart(inputs) -> True: the counter restarts (Open-Sora: timestep[0] == 1000)
         self.counter = 0
         self.delta_lf = self.delta_hf = None
@@ -70,7 +78,7 @@ class ReferenceFasterCache:
 
     def _to_ref(self, t):  # model batch order -> reference order (computed branch first)
         full_call = not self.spec["skip"](self.counter)
-        return torch.cat(t.chunk(2)[::-1]) if self.first == 1 and full_call else t
+        return torch.cat(t.chunk(2)[::-1]) if self.swap and full_call else t
 
     _from_ref = _to_ref  # swapping two halves is its own inverse
 

@@ -161,9 +161,9 @@ def test_buffers_allocated_once_and_reused_in_place(model):
     lat, extra = cog_inputs()
     sample_loop([m], lat, extra, first=30)
     state = handle.state
-    ptrs = sorted(t.data_ptr() for c in state.caches for s in c.comp for t in s) + [state.low.data_ptr()]
+    ptrs = sorted(t.data_ptr() for c in state.caches for s in c.comp for t in s) + [state.cfg.low.data_ptr()]
     sample_loop([m], lat, extra, calls=50)  # a second video with the same shapes
-    assert sorted(t.data_ptr() for c in state.caches for s in c.comp for t in s) + [state.low.data_ptr()] == ptrs
+    assert sorted(t.data_ptr() for c in state.caches for s in c.comp for t in s) + [state.cfg.low.data_ptr()] == ptrs
     assert handle.stats()["videos"] == 2
 
 

@@ -94,20 +94,23 @@ def test_only_the_computed_branch_is_cached(model):
     spatial = _bytes(LATTE_FRAMES, TOKENS)  # batch B*F = 1 * frames per branch
     temporal = _bytes(TOKENS, LATTE_FRAMES)  # batch B*H*W/p^2
     residual = 2 * 8 * LATTE_FRAMES * LATTE_HW * LATTE_HW * 4
+    one_branch = fk.FasterCacheConfig.preset("opensora-plan-1.1", skip_call_rows="computed")
     m = clone(model)
-    handle = fk.apply(m, "opensora-plan-1.1")  # never reuses on full calls: one branch only
+    handle = fk.apply(m, one_branch)  # never reuses on full calls and reads the computed rows: one branch only
     sample_loop([m], *latte_inputs(), first=3)
     st = handle.stats()
     assert st["attention"]["spatial"]["cache_bytes"] == 2 * spatial
     assert st["attention"]["temporal"]["cache_bytes"] == 2 * temporal
     assert st["cache_bytes"] == 2 * (spatial + temporal) + residual
-    # the latte reference reuses attention on a full call (c = 16): the other branch is cached too
-    m2 = clone(model)
-    h2 = fk.apply(m2, "latte")
-    sample_loop([m2], *latte_inputs(), first=3)
-    assert h2.stats()["cache_bytes"] == 4 * (spatial + temporal) + residual
+    # the latte reference reuses attention on a full call (c = 16), and both references read a full call's uncond
+    # rows on skip calls (`cache[:1]`): the other branch is cached too
+    for preset in ("latte", "opensora-plan-1.1"):
+        m2 = clone(model)
+        h2 = fk.apply(m2, preset)
+        sample_loop([m2], *latte_inputs(), first=3)
+        assert h2.stats()["cache_bytes"] == 4 * (spatial + temporal) + residual, preset
     m3 = clone(model)
-    h3 = fk.apply(m3, "opensora-plan-1.1", storage_dtype=torch.bfloat16)
+    h3 = fk.apply(m3, one_branch.replace(storage_dtype=torch.bfloat16))
     sample_loop([m3], *latte_inputs(), first=3)
     assert 2 * h3.stats()["cache_bytes"] == st["cache_bytes"]
 

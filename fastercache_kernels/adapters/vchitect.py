@@ -1,7 +1,9 @@
 """Vchitect-2.0 `VchitectXLTransformerModel` (models/VchitectXL.py): `transformer_blocks.i.attn` computes spatial,
 temporal and text attention in one module and returns a tuple (video, text): both parts are cached. Called as
 `model(hidden_states=[1, F, C, H, W], encoder_hidden_states=[1, L, C], pooled_projections=[1, P], timestep=[1],
-return_dict=False)`, once per CFG branch (batch 1); output a tuple whose first item is [F, C, H, W].
+return_dict=False)`, once per CFG branch (batch 1), or, by the reference pipeline's accelerated loop, as
+`model.my_forward(..., counter=k)` (the engine wraps that entry point too); output a tuple whose first item is
+[F, C, H, W].
 
 The model never sees both branches in one call, so at model level only attention is reused (CFG-Cache works in
 the pipeline: `fk.pipeline.CFGCache`). The reference counts pipeline steps, and a step's two calls share one
@@ -52,4 +54,5 @@ ADAPTER = VchitectAdapter(
     timestep_arg="timestep",
     batched_args=("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep"),
     default_preset="vchitect-2.0",
+    entry_points=("my_forward",),  # the reference pipeline's accelerated loop calls my_forward(..., counter=k)
 )

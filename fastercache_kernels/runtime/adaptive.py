@@ -1,9 +1,11 @@
 """Runtime of the adaptive policies (AdaCache + MoReg, TeaCache, First-Block-Cache) with decisions on the device.
 
 State lives in 0-d tensors updated in place: the call count `c`, the previous timestep, the compute flag `pred`,
-accumulators, rates and the next compute call. The model's pre-hook (outside compiled graphs) advances the call
-count and detects a new video on the device (timestep jumped up, or `num_calls` calls done); the block forwards
-compute the metric with the fused ops and set `pred`.
+accumulators, rates and the next compute call. The engine's pre-hook (outside compiled graphs) calls `begin`, which
+advances the call count and detects a new video on the device (timestep jumped up, or `num_calls` calls done; the
+engine's own host-side detection resets it too); the block forwards compute the metric with the fused ops and set
+`pred`. With per-branch calls (diffusers' `cache_context("cond" | "uncond")`) every tensor below is kept per
+branch by the engine (`save`/`load`), so one branch never reuses the other's residuals.
 
 Two ways to act on `pred`:
 - decide="host" (default): one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
@@ -23,7 +25,8 @@ import math
 import torch
 
 from .. import ops
-from ..adapters.blocks import BlockInfo
+from .blocks import BlockInfo, traceable_attention
+from .engine import Call, Policy, Probe
 
 _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
 # State stays int64/fp32: torch 2.13 drops in-place writes to fp64 0-d tensors inside torch.compile graphs
@@ -57,7 +60,7 @@ def _poly(coefficients, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-class AdaptiveRuntime:
+class AdaptiveRuntime(Policy):
     """What the three policies share: lifecycle, the call count on the device, plain residual reuse."""
 
     policy = "adaptive"
@@ -67,21 +70,92 @@ class AdaptiveRuntime:
                  record: bool = False):
         if decide not in ("host", "device"):
             raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
+        self.name = self.policy
         self.config, self.adapter, self.blocks = config, adapter, blocks
         self.device_mode = decide == "device"
         self.group = process_group
         self.record = record
         self.n = config.num_calls
         self.order: list[BlockInfo] = []
-        self.probing = False
         self.ready = False
-        self.go = True
+        self.engine = None
         self.host_reads = 0
         self.calls = 0
         self.history: list[dict] = []
         self.batch, self.frames = 0, 1
         self.device = torch.device("cpu")
+        self.half: int | None = None  # composed with CFG-Cache: a skip call runs this half of the batch
+        self.active = True  # False on a call that does not run the model (a rebuilt CFG branch)
+        self.go = True
         self._make_scalars()
+
+    # -- engine protocol -----------------------------------------------------------------------------------------
+    def install(self, engine) -> None:
+        self.engine = engine
+        for b in self.blocks:
+            b.orig = b.module.forward
+            if b.capture is not None and getattr(b.orig, "__self__", None) is not b.module:
+                raise ValueError(f"fastercache: block {b.name!r} has a replaced forward; AdaCache needs the block's "
+                                 "own forward method to capture its attention residual (use residual='block')")
+            engine.replace(b.module, "forward", self._block_forward(b))
+
+    def _block_forward(self, b: BlockInfo):
+        rt = self
+
+        def forward(*args, **kwargs):
+            if rt.engine.probing:
+                return rt.probe(b, args, kwargs)
+            if not rt.ready or b.order < 0 or not rt.active:
+                return b.orig(*args, **kwargs)
+            return rt.run(b, args, kwargs)
+
+        return forward
+
+    def restart_probe(self) -> None:
+        for b in self.blocks:
+            b.order = -1
+        self.order = []
+
+    def allocate(self, call: Call, probe: Probe) -> None:
+        if not self.order:
+            raise ValueError(f"fastercache: no block of {type(self.engine.model).__name__} ran in a model call; "
+                             f"blocks found: {[b.name for b in self.blocks][:4]}...")
+        self._allocate(probe.batch, probe.frames, probe.device)
+        self.ready = True
+
+    def local_names(self) -> tuple:
+        """Per-key state: every 0-d scalar and the policy's own buffers (block residuals are per block)."""
+        return (*self.scalars(), "go")
+
+    def save(self):
+        return ({k: getattr(self, k) for k in self.local_names()},
+                [(b.bufs, b.held) for b in self.blocks])
+
+    def load(self, state) -> None:
+        mine, blocks = state
+        for k, v in mine.items():
+            setattr(self, k, v)
+        for b, (bufs, held) in zip(self.blocks, blocks):
+            b.bufs, b.held = bufs, held
+
+    def fresh(self) -> None:
+        totals = self.computed, self.videos  # counters over every key and video: shared, not per key
+        self._make_scalars()
+        self.computed, self.videos = totals
+        self.go = True
+        for b in self.blocks:
+            b.bufs, b.held = {}, None
+        self._fresh_policy()
+        if self.ready and self.engine is not None and self.engine.probe_result is not None:
+            p = self.engine.probe_result
+            self._allocate(p.batch, p.frames, p.device)
+
+    def _fresh_policy(self) -> None:
+        pass
+
+    def drop_buffers(self) -> None:
+        for b in self.blocks:
+            b.bufs = {}
 
     # -- 0-d state ---------------------------------------------------------------------------------------------
     def scalars(self) -> dict:
@@ -107,21 +181,32 @@ class AdaptiveRuntime:
                 t.copy_(torch.where(new, torch.full((), v, dtype=dt, device=t.device), t))
 
     # -- per call (pre-hook / post-hook, outside graphs; no host read but the one in `_read`) -------------------
-    def begin(self, t) -> None:
+    def begin(self, call: Call) -> None:
+        self.active = not call.skips_model
+        if not self.active:
+            return
+        self.half = call.half
         self.calls += 1
+        t = call.t_tensor
+        by_steps = call.step is not None and call.num_steps is not None  # the cache_context says where we are
+        n = self.n
         new = self.c == 0
-        if self.n is not None:
-            new = new | (self.c >= self.n)
+        if n is not None and not by_steps:
+            new = new | (self.c >= n)
         if t is not None:
             t = torch.as_tensor(t).reshape(-1)[:1].to(device=self.device, dtype=_F32).reshape(())
             new = new | (t > self.prev_t)
             self.prev_t.copy_(t)
         self._reset_where(new)
-        self.videos.add_(new.to(_I64))
+        if call.branch != "uncond":  # per-branch calls: a video is counted once, on its cond calls
+            self.videos.add_(new.to(_I64))
         self.c.add_(1)
         force = self.c == 1
-        if self.n is not None:
-            force = force | (self.c >= self.n - self.forced_tail)
+        if by_steps:
+            if call.step + 1 >= call.num_steps - self.forced_tail:  # the last calls of the sampler
+                force = torch.ones_like(force)
+        elif n is not None:
+            force = force | (self.c >= n - self.forced_tail)
         self.force.copy_(force)
         self.begin_policy()
 
@@ -131,18 +216,36 @@ class AdaptiveRuntime:
     def _read(self) -> None:
         """The one host read per call (decide='host')."""
         if not self.device_mode:
+            if torch.compiler.is_compiling():
+                raise RuntimeError(
+                    f"fastercache: {type(self.config).__name__} with decide='host' reads its decision on the host "
+                    "inside the model's forward, which torch.compile cannot trace correctly; apply it with "
+                    "decide='device' (one graph, no host read) to compile the model, or run it eagerly")
             self.go = bool(self.pred)
             self.host_reads += 1
 
-    def end(self) -> None:
+    def end(self, call: Call) -> None:
+        if not self.active:
+            self.active = True
+            return
         self.computed.add_(self.pred.to(_I64))
         if self.record:
-            self.history.append({k: getattr(self, k).clone() for k in self.recorded()})
+            self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
+        self.half = None
 
     def recorded(self) -> tuple:
         return ("c", "pred", "metric")
 
+    def block_ran(self, module) -> bool:
+        """Whether the block `module` ran in the call just made (host decisions only)."""
+        b = next((b for b in self.blocks if b.module is module), None)
+        return b is None or b.order < 0 or self.go or not self.reuses(b)
+
     # -- probing and buffers -----------------------------------------------------------------------------------
+    def rows(self, t: torch.Tensor) -> torch.Tensor:
+        """A buffer as this call sees it: the computed half of the batch on a composed CFG-skip call."""
+        return t if self.half is None else t.chunk(2)[self.half]
+
     def probe(self, b: BlockInfo, args, kwargs):
         if b.order >= 0:
             raise RuntimeError(f"fastercache: block {b.name!r} ran twice in one model call; each patched block must "
@@ -159,12 +262,14 @@ class AdaptiveRuntime:
         names = [n for n in self.adapter.block_io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
         if len(names) < len(outs):
             raise ValueError(f"fastercache: block {b.name!r} returns {len(outs)} tensors but only {names} of the "
-                             f"inputs {list(self.adapter.block_io)} are tensors; the outputs must mirror inputs")
+                             f"inputs {list(self.adapter.block_io)} are tensors; the outputs must mirror inputs "
+                             "(set the adapter's `block_io` to the inputs its outputs mirror, in output order)")
         b.io = [b.locs[n] for n in names[: len(outs)]]
         for x, o in zip(b.inputs(args, kwargs), outs):
             if x.shape != o.shape:
                 raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(x.shape)} to "
-                                 f"{list(o.shape)}; residual reuse needs equal shapes")
+                                 f"{list(o.shape)}; residual reuse needs equal shapes (check the adapter's "
+                                 "`block_io`: the inputs its outputs mirror, in output order)")
         b.shapes = [(tuple(o.shape), o.dtype) for o in outs]
         b.in_ids = tuple(id(x) for x in b.inputs(args, kwargs))
         b.out_ids = tuple(id(o) for o in outs)
@@ -177,11 +282,9 @@ class AdaptiveRuntime:
     def residual_names(self) -> tuple:
         return ("res",)
 
-    def allocate(self, batch: int, frames: int, device) -> None:
+    def _allocate(self, batch: int, frames: int, device) -> None:
         self.batch, self.frames = batch, frames
         if self.device_mode:
-            from ..adapters.blocks import traceable_attention
-
             for b in self.blocks:
                 b.overrides = traceable_attention(b.module)
         if torch.device(device) != self.device:
@@ -260,13 +363,13 @@ class AdaptiveRuntime:
                 b.held = [x.detach() for x in ins]
             out = b.call(args, kwargs)
             if b.tail is b:
-                for buf, o, x in zip(b.bufs["res"], b.outs(out), b.head.held):
+                for buf, o, x in zip(map(self.rows, b.bufs["res"]), b.outs(out), b.head.held):
                     torch.sub(o.detach(), x, out=buf)
                 b.head.held = None
             return out
         if b.head is not b:
             return b.pack(ins)  # inside a reused chain: the head added the chain's residual
-        return b.pack([ops.residual_sum(x, [r]) for x, r in zip(ins, b.tail.bufs["res"])])
+        return b.pack([ops.residual_sum(x, [self.rows(r)]) for x, r in zip(ins, b.tail.bufs["res"])])
 
     def stats(self) -> dict:
         return {"policy": self.policy, "calls": self.calls, "videos": int(self.videos),
@@ -286,6 +389,12 @@ class TeaCacheRuntime(AdaptiveRuntime):
 
     def scalars(self) -> dict:
         return {**super().scalars(), "acc": (0.0, _F32, True), "acc_seen": (0.0, _F32, True)}
+
+    def local_names(self) -> tuple:
+        return (*super().local_names(), "u_prev")
+
+    def _fresh_policy(self) -> None:
+        self.u_prev = None
 
     def recorded(self) -> tuple:
         return (*super().recorded(), "acc_seen")
@@ -320,7 +429,7 @@ class TeaCacheRuntime(AdaptiveRuntime):
     def run(self, b, args, kwargs):
         if b.order == 0:
             u = self._indicator(b, args, kwargs)
-            parts = all_reduce_sum(ops.feature_diff_partials(u, self.u_prev, "rel_l1"), self.group)
+            parts = all_reduce_sum(ops.feature_diff_partials(u, self.rows(self.u_prev), "rel_l1"), self.group)
             rel = ops.feature_diff_from_partials(parts, "rel_l1")
             acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).to(_F32)
             pred = self.force | ~(acc < self.config.threshold)  # NaN computes
@@ -328,7 +437,7 @@ class TeaCacheRuntime(AdaptiveRuntime):
             self.acc_seen.copy_(acc)
             self.metric.copy_(rel)
             self.pred.copy_(pred)
-            self.u_prev.copy_(u)
+            self.rows(self.u_prev).copy_(u)
             self._read()
         return self.step(b, args, kwargs)
 
@@ -342,6 +451,12 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
 
     def reuses(self, b) -> bool:
         return b.order > 0
+
+    def local_names(self) -> tuple:
+        return (*super().local_names(), "r1_ref")
+
+    def _fresh_policy(self) -> None:
+        self.r1_ref = None
 
     def allocate_policy(self) -> None:
         s, d = self.order[0].shapes[0]
@@ -357,7 +472,7 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
         out = b.call(args, kwargs)
         r1 = b.outs(out)[0] - x0
         metric = self.config.metric
-        parts = all_reduce_sum(ops.feature_diff_partials(r1, self.r1_ref, metric), self.group)
+        parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
         diff = ops.feature_diff_from_partials(parts, metric)
         pred = self.force | ~(diff < self.config.threshold)  # NaN computes
         self.metric.copy_(diff)
@@ -367,7 +482,7 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
         else:
             self._read()
             if self.go:
-                self.r1_ref.copy_(r1)
+                self.rows(self.r1_ref).copy_(r1)
         return out
 
 
@@ -410,6 +525,12 @@ class AdaCacheRuntime(AdaptiveRuntime):
 
     def recorded(self) -> tuple:
         return (*super().recorded(), "rate_in", "next_call", "motion")
+
+    def local_names(self) -> tuple:
+        return (*super().local_names(), "table")
+
+    def _fresh_policy(self) -> None:
+        self.table = torch.zeros_like(self.table)
 
     def residual_names(self) -> tuple:
         return ("p", "qr")
@@ -455,9 +576,9 @@ class AdaCacheRuntime(AdaptiveRuntime):
     def _motion(self, b: BlockInfo, p: torch.Tensor) -> torch.Tensor:
         if not self.config.moreg:
             return torch.zeros(2, dtype=_F32, device=p.device)
-        if b.motion[0] == "fold":
-            _, B, T = b.motion
-            p = p.reshape(B, -1, p.shape[-1])
+        if b.motion[0] == "fold":  # [B*T, S, C], batch-major (a composed skip call has half the batch)
+            T = b.motion[2]
+            p = p.reshape(p.shape[0] // T, -1, p.shape[-1])
         else:
             T = b.motion[1]
         return ops.motion_score(p, T, [self.config.moreg_stride], "BNC", partials=True).reshape(2)
@@ -470,7 +591,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
 
     def run(self, b, args, kwargs):
         ins = b.inputs(args, kwargs)
-        ps, qrs = b.bufs["p"], b.bufs["qr"]
+        ps, qrs = [self.rows(t) for t in b.bufs["p"]], [self.rows(t) for t in b.bufs["qr"]]
         k = len(ins)
         metric = b.metric_slot >= 0
         if self.device_mode:

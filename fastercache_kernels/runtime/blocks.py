@@ -7,21 +7,17 @@ of itself whose capture submodule (`adapter.attn_capture`, e.g. CogVideoX `norm2
 records its inputs, which are `x + p` (p = gated self-attention residual). The View is created inside the call,
 so the capture is a local list: no outside state is mutated and the call traces inside `torch.cond`.
 
-The model's forward pre-hook and hook (outside compiled graphs) do the per-call bookkeeping on the device; the
-block forwards read only Python flags that never change after allocation, and tensors.
+The engine's hooks (outside compiled graphs) do the per-call bookkeeping; the block forwards read only Python flags
+that never change after allocation, and tensors.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-import warnings
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils._pytree import tree_map_only
-
-from .base import ModelPatch
 
 
 class View:
@@ -165,81 +161,3 @@ def find_blocks(model, adapter) -> list[BlockInfo]:
         found.append(BlockInfo(name, mod, kind, count[kind]))
         count[kind] += 1
     return found
-
-
-class BlockPatch(ModelPatch):
-    """Installs the block forwards and the model hooks for one runtime; `remove()` restores the model exactly."""
-
-    def __init__(self, model, runtime, adapter, blocks: list[BlockInfo]):
-        super().__init__(model)
-        self.rt, self.adapter, self.blocks = runtime, adapter, blocks
-        self._signature = None
-        for b in blocks:
-            b.orig = b.module.forward
-            if b.capture is not None and getattr(b.orig, "__self__", None) is not b.module:
-                raise ValueError(f"fastercache: block {b.name!r} has a replaced forward; AdaCache needs the block's "
-                                 "own forward method to capture its attention residual (use residual='block')")
-            self._replace(b.module, "forward", self._block_forward(b))
-        self._install_hooks(runtime.reset)
-
-    def _block_forward(self, b: BlockInfo):
-        rt = self.rt
-
-        def forward(*args, **kwargs):
-            if rt.probing:
-                return rt.probe(b, args, kwargs)
-            if not rt.ready or b.order < 0:
-                return b.orig(*args, **kwargs)
-            return rt.run(b, args, kwargs)
-
-        return forward
-
-    # -- hooks (outside compiled graphs) -------------------------------------------------------------------
-    def _pre(self, module, args, kwargs):
-        args, kwargs = self._bind(args, kwargs)
-        sig = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor))
-        sig += tuple((i, tuple(v.shape), v.dtype, v.device) for i, v in enumerate(args) if isinstance(v, torch.Tensor))
-        if sig != self._signature:
-            if self._signature is not None:
-                warnings.warn("fastercache: the model inputs changed (shapes, dtypes or devices); starting a new "
-                              "video with buffers for the new shapes", stacklevel=3)
-                self.rt.reset()
-            self._probe(args, kwargs)
-            self._signature = sig
-        t = kwargs.get(self.adapter.timestep_arg)
-        self.rt.begin(t)
-        return args, kwargs
-
-    def _post(self, module, args, output):
-        self.rt.end()
-        return None
-
-    def _probe(self, args, kwargs) -> None:
-        """Runs the original forward once on fake tensors to learn the block order and every buffer shape."""
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        rt = self.rt
-        for b in self.blocks:
-            b.order = -1
-        rt.order = []
-        # the model's first tensor input in signature order (bound positional inputs come last in kwargs)
-        ordered = [kwargs[n] for n in self._sig.parameters if n in kwargs]
-        hidden = next((v for v in (*args, *ordered, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim() > 0),
-                      None)
-        if hidden is None:
-            raise ValueError("fastercache: the model was called without a batched tensor argument")
-        fmt = self.adapter.layout.tensor_format
-        frames = hidden.shape[fmt.index("F")] if "F" in fmt and hidden.dim() == len(fmt) else 1
-        rt.ready = False
-        rt.probing = True
-        try:
-            with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
-                fargs, fkwargs = tree_map_only(torch.Tensor, mode.from_tensor, (args, kwargs))
-                self._orig_forward(*fargs, **fkwargs)
-        finally:
-            rt.probing = False
-        if not rt.order:
-            raise ValueError(f"fastercache: no block of {type(self.model).__name__} ran in a model call; blocks found: "
-                             f"{[b.name for b in self.blocks][:4]}...")
-        rt.allocate(hidden.shape[0], frames, hidden.device)
-        rt.ready = True

@@ -1,0 +1,469 @@
+"""FasterCache on the hook engine: attention reuse (SPEC section 1) and CFG-Cache (SPEC section 2).
+
+Hooks: every cached attention module's forward (compute and store, or extrapolate from its cache) and the model's
+forward (the CFG batch split). Everything they read is set before the call by `begin` (on the host, outside
+compiled graphs): Python flags that select the call kind, and references to the cache slots of this call. Slots
+are allocated once and rotated by swapping references, so `torch.compile` builds one graph per call kind.
+
+Calls come in two shapes:
+- batched (no `cache_context`, or a context naming both branches): the batch holds the two CFG halves; a full call
+  runs both and refreshes the CFG residual, a skip call runs the computed half and rebuilds the other.
+- per branch (`cache_context("cond")` / `("uncond")`, diffusers' Wan, HunyuanVideo, Flux, Qwen-Image pipelines):
+  each branch keeps its own attention caches and call count; on a full step both calls run and the second one
+  refreshes the residual; on a skip step the computed branch (the config's `computed_branch`) must be called first,
+  and the other branch's call returns `computed + a*R_low + b*R_high` without running the model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import ops
+from ..adapters.base import get_sample, put_sample
+from ..policies.fastercache import CallPlan
+from .cfg import CFGResidual
+from .engine import Call, Policy, Probe
+
+
+class AttentionCache:
+    """The cache of one attention module: two slots `[older, newer]` of its outputs (one tensor per output of the
+    module), holding only the computed CFG branch, plus the other branch's slots when the schedule needs them.
+    The slot lists and their bookkeeping are per state key (`save`/`load`)."""
+
+    LOCAL = ("comp", "other", "newer", "has_other", "reuse", "src_newer", "src_older", "dst", "o_newer", "o_older",
+             "o_dst", "pending")
+
+    def __init__(self, name: str, module, kind: str, weight: torch.Tensor):
+        self.name, self.module, self.kind = name, module, kind
+        self.weight = weight  # 0-d fp32, updated in place
+        self._weight_value = None
+        self.active = False  # False until the module has been seen in a probe (allocated)
+        self.tuple_out = False
+        self.shapes: list = []  # [(shape, dtype)] of the stored slots
+        self.out_dtypes: list[torch.dtype] = []
+        self.block = None  # the adaptive block holding this module, when composed
+        self.computed = 0
+        self.reused = 0
+        self._init_local()
+
+    def _init_local(self) -> None:
+        self.comp: list[list[torch.Tensor]] = [[], []]
+        self.other: list[list[torch.Tensor]] | None = None
+        self.newer = 0
+        self.has_other = [False, False]
+        self.reuse = False
+        self.src_newer: list[torch.Tensor] = []
+        self.src_older: list[torch.Tensor] = []
+        self.dst: list[torch.Tensor] = []
+        self.o_newer: list[torch.Tensor] = []
+        self.o_older: list[torch.Tensor] = []
+        self.o_dst: list[torch.Tensor] = []
+        self.pending = None  # (slot, has_other) that this call's store makes the newest, applied in `end`
+
+    def save(self) -> dict:
+        return {k: getattr(self, k) for k in self.LOCAL}
+
+    def load(self, d: dict) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+    def set_weight(self, value: float) -> None:
+        if value != self._weight_value:
+            self.weight.fill_(value)
+            self._weight_value = value
+
+    def nbytes(self) -> int:
+        slots = [t for s in self.comp for t in s]
+        if self.other is not None:
+            slots += [t for s in self.other for t in s]
+        return sum(t.numel() * t.element_size() for t in slots)
+
+
+class FasterCachePolicy(Policy):
+    """Attention reuse and CFG-Cache of one schedule (`FasterCacheSchedule`, `DiffusersSchedule` or Vchitect's
+    `StepSchedule`) over the attention modules `caches`; `computed_index` is the computed branch's half."""
+
+    name = "fastercache"
+    host_time = True
+    wraps_forward = True
+    LOCAL = ("plan", "full", "split", "batch", "cfg")
+
+    def __init__(self, schedule, caches: list[AttentionCache], adapter, computed_index: int):
+        self.schedule, self.caches, self.adapter = schedule, caches, adapter
+        self.cfg_enabled = bool(schedule.cfg)
+        self.computed_index = computed_index
+        self.computed_branch = schedule.computed_branch
+        self.other_branch = "uncond" if self.computed_branch == "cond" else "cond"
+        self.push_on_reuse = schedule.push_on_reuse
+        self.needs_other = bool(schedule.needs_other_branch)
+        self.first_rows = getattr(schedule, "skip_call_rows", "computed") == "other"
+        self.batched = frozenset(adapter.batched_args)
+        self.engine = None
+        self._records: dict | None = None
+        self.kinds: dict[str, int] = {}
+        self.total_calls = 0
+        # per-branch CFG (cross-branch: not per key): the computed branch's sample of the current step
+        self.branch_cfg = CFGResidual(schedule.radius_divisor, schedule.storage_dtype)
+        self.step_sample: dict[str, torch.Tensor | None] = {"cond": None, "uncond": None}
+        self.step_of: dict[str, int] = {"cond": 0, "uncond": 0}
+        self.reconstruct = False  # this call rebuilds the other branch without running the model
+        self._template = None  # the computed branch's output of the step: the structure a rebuilt output copies
+        self._init_local()
+
+    def _init_local(self) -> None:
+        self.plan: CallPlan | None = None
+        self.full = True
+        self.split = self.cfg_enabled  # the batch holds the two CFG halves (batched calls)
+        self.batch = 0
+        self.cfg = CFGResidual(self.schedule.radius_divisor, self.schedule.storage_dtype)
+
+    # -- engine protocol -----------------------------------------------------------------------------------------
+    def install(self, engine) -> None:
+        self.engine = engine
+        for cache in self.caches:
+            engine.replace(cache.module, "forward", self._attention_forward(cache.module.forward, cache))
+
+    def save(self):
+        return ({k: getattr(self, k) for k in self.LOCAL}, [c.save() for c in self.caches])
+
+    def load(self, state) -> None:
+        mine, caches = state
+        for k, v in mine.items():
+            setattr(self, k, v)
+        for c, d in zip(self.caches, caches):
+            c.load(d)
+
+    def fresh(self) -> None:
+        self._init_local()
+        for c in self.caches:
+            c._init_local()
+        engine = self.engine
+        if engine is not None and engine.probe_result is not None and engine.call is not None \
+                and self._records is None:
+            self._allocate_buffers(engine.call, engine.probe_result)
+
+    _shapes = None
+
+    def reset(self) -> None:
+        """Start a new video (buffers are kept and reused)."""
+        self.plan = None
+        self.cfg.reset()
+        self.branch_cfg.reset()
+        self.step_of = {"cond": 0, "uncond": 0}
+        for cache in self.caches:
+            cache.newer = 0
+            cache.has_other = [False, False]
+            cache.reuse = False
+            cache.pending = None
+
+    def restart_probe(self) -> None:
+        self._records = {}
+
+    def allocate(self, call: Call, probe: Probe) -> None:
+        if self._records is not None:  # a probe just ran
+            self._shapes, self._records = self._records, None
+        self._allocate_buffers(call, probe)
+
+    def _allocate_buffers(self, call: Call, probe: Probe) -> None:
+        records = self._shapes or {}
+        split = self.cfg_enabled and call.branch is None
+        self.split = split
+        fmt = self.adapter.layout.tensor_format
+        if len(probe.sample_shape) != len(fmt):
+            raise ValueError(f"fastercache: the model output has shape {list(probe.sample_shape)} but the layout "
+                             f"{fmt!r} has {len(fmt)} dims: describe the output with the adapter's `tensor_format`")
+        batch = probe.batch
+        if split and batch % 2:
+            raise ValueError(f"fastercache: the model was called with batch {batch}, which cannot hold the "
+                             "[uncond, cond] halves of classifier-free guidance; call it once per branch inside "
+                             "`model.cache_context('cond' | 'uncond')`, or use a config with cfg=False (or "
+                             "is_guidance_distilled=True) for unguided sampling")
+        self.batch = batch
+        sd = self.schedule.storage_dtype
+        device = probe.device
+
+        def rows(shape) -> int:  # a module's batch holds the two CFG halves one after the other
+            return shape[0] // 2 if split else shape[0]
+
+        def slot(shape, dtype):
+            return torch.zeros((rows(shape), *shape[1:]), dtype=sd or dtype, device=device)
+
+        def same(bufs, shapes):
+            return len(bufs) == len(shapes) and all(
+                b.shape == (rows(s), *s[1:]) and b.dtype == (sd or d) and b.device == device
+                for b, (s, d) in zip(bufs, shapes))
+
+        moved: dict[int, torch.Tensor] = {}
+        for cache in self.caches:
+            outs = records.get(cache)
+            cache.active = outs is not None
+            if outs is None:
+                continue
+            shapes, cache.tuple_out = outs
+            odd = [s for s, _ in shapes if split and s[0] % 2]
+            if odd:
+                raise ValueError(f"fastercache: module {cache.name!r} returned an output of shape {list(odd[0])} on a "
+                                 f"batch-{batch} call; its batch must hold the two CFG halves one after the other")
+            cache.out_dtypes = [d for _, d in shapes]
+            if not same(cache.comp[0], shapes):
+                cache.comp = [[slot(s, d) for s, d in shapes] for _ in range(2)]
+                want_other = split and (self.needs_other or self.first_rows)
+                cache.other = [[slot(s, d) for s, d in shapes] for _ in range(2)] if want_other else None
+            if id(cache.weight) not in moved:  # modules sharing one weight tensor keep sharing it
+                moved[id(cache.weight)] = cache.weight.to(device)
+            cache.weight = moved[id(cache.weight)]
+            cache._weight_value = None
+        if self.cfg_enabled:
+            shape = probe.sample_shape
+            half = (shape[0] // 2, *shape[1:]) if split else shape
+            (self.cfg if split else self.branch_cfg).allocate(half, probe.sample_dtype, device)
+
+    def begin(self, call: Call) -> None:
+        self.total_calls += 1
+        plan = self.schedule.plan(call.c, call.t)
+        self.plan = plan
+        self.reconstruct = False
+        if call.branch is None:
+            self.full = plan.full or not self.split
+            if self.split:
+                if plan.full:
+                    self.cfg.full()
+                else:
+                    self.cfg.skip(plan.low_mult, plan.high_mult)
+                    call.half = self.computed_index
+        else:
+            self.full = True  # a per-branch call holds one branch: attention caches hold all of it
+            self._begin_branch(call, plan)
+        if not self.reconstruct:
+            for cache in self.caches:
+                if cache.active:
+                    self._point(cache, plan)
+        kind = ("skip/reconstruct" if self.reconstruct else plan.kind) + ("" if call.branch is None
+                                                                           else f" [{call.branch}]")
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+    def _begin_branch(self, call: Call, plan: CallPlan) -> None:
+        if not self.cfg_enabled:
+            return
+        cfg, c = self.branch_cfg, call.c
+        if plan.full:
+            cfg.full()
+            return
+        if call.branch == self.computed_branch:
+            return
+        if self.step_of[self.computed_branch] != c or not cfg.refreshed:
+            why = ("no full step has refreshed the CFG residual yet" if not cfg.refreshed else
+                   f"the pipeline called {call.branch!r} before {self.computed_branch!r} in step {c}")
+            raise RuntimeError(
+                f"fastercache: call {c} is a CFG-Cache skip step, which rebuilds {call.branch!r} from the "
+                f"{self.computed_branch!r} output of the same step, but {why}. With per-branch calls the computed "
+                f"branch must come first in every step: set computed_branch={call.branch!r} in the config "
+                f"(fk.FasterCacheConfig.preset(name, computed_branch={call.branch!r})) if the pipeline calls "
+                f"{call.branch!r} first")
+        cfg.skip(plan.low_mult, plan.high_mult)
+        self.reconstruct = True
+        call.skips_model = True
+
+    def _point(self, cache: AttentionCache, plan: CallPlan) -> None:
+        reuse = bool(plan.reuse.get(cache.kind, False))
+        cache.reuse = reuse
+        n, o = cache.newer, 1 - cache.newer
+        cache.src_newer, cache.src_older = cache.comp[n], cache.comp[o]
+        cache.dst = cache.comp[o]
+        if cache.other is not None:
+            cache.o_newer, cache.o_older = cache.other[n], cache.other[o]
+            cache.o_dst = cache.other[o]
+        two = self.full and self.split
+        if reuse:
+            cache.set_weight(self.schedule.attention_weight(plan, cache.module, cache.kind))
+            if two:
+                # A full call reusing a slot written by a skip call: the reference broadcasts the computed
+                # branch's cache to both halves (Open-Sora); give that slot's other half the same values.
+                for s in (n, o):
+                    if not cache.has_other[s]:
+                        for dst, src in zip(cache.other[s], cache.comp[s]):
+                            dst.copy_(src)
+            elif self.first_rows and self.split:
+                # A skip call reading an entry written by a full call: the Latte and Open-Sora-Plan references read
+                # `cache[:1]` of the [uncond, cond] entry, the other branch's rows (skip_call_rows="other").
+                cache.src_newer = cache.other[n] if cache.has_other[n] else cache.comp[n]
+                cache.src_older = cache.other[o] if cache.has_other[o] else cache.comp[o]
+        keep_other = self.needs_other or self.first_rows
+        cache.pending = (o, (not reuse) and two and keep_other) if (not reuse or self.push_on_reuse) else None
+
+    def end(self, call: Call) -> None:
+        if self.reconstruct:
+            return
+        plan = self.plan
+        for cache in self.caches:
+            if not cache.active:
+                continue
+            ran = cache.block is None or self.engine_block_ran(cache.block)
+            if not ran:
+                continue  # its block was reused by the adaptive schedule: the cache is untouched
+            if cache.reuse:
+                cache.reused += 1
+            else:
+                cache.computed += 1
+            if cache.pending is not None:
+                o, has_other = cache.pending
+                cache.has_other[o] = has_other
+                cache.newer = o
+                cache.pending = None
+            if plan is not None and cache.kind in plan.fill and not cache.reuse:
+                n, o = cache.newer, 1 - cache.newer
+                for dst, src in zip(cache.comp[o], cache.comp[n]):
+                    dst.copy_(src)
+                if cache.other is not None:
+                    for dst, src in zip(cache.other[o], cache.other[n]):
+                        dst.copy_(src)
+                cache.has_other[o] = cache.has_other[n]
+
+    engine_block_ran = staticmethod(lambda block: True)  # replaced when composed with an adaptive policy
+
+    def drop_buffers(self) -> None:
+        for cache in self.caches:
+            cache._init_local()
+        self._init_local()
+        self.branch_cfg = CFGResidual(self.schedule.radius_divisor, self.schedule.storage_dtype)
+        self.step_sample = {"cond": None, "uncond": None}
+
+    def cache_bytes(self) -> int:
+        total = sum(c.nbytes() for c in self.caches) + self.cfg.nbytes() + self.branch_cfg.nbytes()
+        return total + sum(s.numel() * s.element_size() for s in self.step_sample.values() if s is not None)
+
+    def stats(self) -> dict:
+        per_kind: dict[str, dict] = {}
+        for c in self.caches:
+            d = per_kind.setdefault(c.kind, {"modules": 0, "computed": 0, "reused": 0, "cache_bytes": 0})
+            d["modules"] += 1
+            d["computed"] += c.computed
+            d["reused"] += c.reused
+            d["cache_bytes"] += c.nbytes()
+        full = sum(n for k, n in self.kinds.items() if k.startswith("full"))
+        return {
+            "calls_per_kind": dict(sorted(self.kinds.items())),
+            "cfg": {"full": full, "skip": self.total_calls - full},
+            "attention": per_kind,
+            "cfg_residual_bytes": self.cfg.nbytes() + self.branch_cfg.nbytes(),
+        }
+
+    # -- probing (eager, inside the engine's probe) ---------------------------------------------------------------
+    def _record(self, cache: AttentionCache, out) -> None:
+        if self._records is None:
+            self._records = {}
+        if cache in self._records:
+            raise RuntimeError(f"fastercache: module {cache.name!r} ran twice in one model call; a cached attention "
+                               "module must run once per call")
+        outs = out if isinstance(out, tuple) else (out,)
+        if not all(isinstance(o, torch.Tensor) for o in outs):
+            raise TypeError(f"fastercache: module {cache.name!r} returned {type(out).__name__}; expected a tensor "
+                            "or a tuple of tensors")
+        self._records[cache] = ([(tuple(o.shape), o.dtype) for o in outs], isinstance(out, tuple))
+
+    # -- the forwards torch.compile traces -------------------------------------------------------------------------
+    def _attention_forward(self, orig, cache: AttentionCache):
+        policy = self
+
+        def forward(*args, **kwargs):
+            if policy.engine.probing:
+                out = orig(*args, **kwargs)
+                policy._record(cache, out)
+                return out
+            if not cache.active:
+                return orig(*args, **kwargs)
+            if cache.reuse:
+                return _reuse(policy, cache)
+            out = orig(*args, **kwargs)
+            _store(policy, cache, out)
+            return out
+
+        return forward
+
+    def model_forward(self, orig):
+        policy = self
+        batched = self.batched
+
+        def forward(*args, **kwargs):
+            if policy.engine.probing or not policy.cfg_enabled:
+                return orig(*args, **kwargs)
+            if policy.engine.call is None or policy.engine.call.branch is not None:
+                return policy._branch_forward(orig, args, kwargs)
+            if not policy.split:
+                return orig(*args, **kwargs)
+            ci = policy.computed_index
+            cfg = policy.cfg
+            if policy.full:
+                out = orig(*args, **kwargs)
+                halves = get_sample(out).chunk(2)
+                cfg.refresh(halves[1 - ci], halves[ci])
+                return out
+            b = policy.batch
+            kwargs = {k: (v.chunk(2)[ci] if k in batched and _batched(v, b) else v) for k, v in kwargs.items()}
+            args = tuple(v.chunk(2)[ci] if _batched(v, b) else v for v in args)
+            out = orig(*args, **kwargs)
+            computed = get_sample(out)
+            other = cfg.reconstruct(computed)
+            both = torch.cat([computed, other] if ci == 0 else [other, computed])
+            return put_sample(out, both)
+
+        return forward
+
+    def _branch_forward(self, orig, args, kwargs):
+        call = self.engine.call
+        branch = call.branch
+        if branch is None:  # called outside the engine's bookkeeping (no pre-hook ran)
+            return orig(*args, **kwargs)
+        cfg = self.branch_cfg
+        if self.reconstruct:
+            computed = self.step_sample[self.computed_branch]
+            return put_sample(self._template, cfg.reconstruct(computed))
+        out = orig(*args, **kwargs)
+        sample = get_sample(out)
+        buf = self.step_sample.get(branch)
+        if buf is None or buf.shape != sample.shape or buf.dtype != sample.dtype or buf.device != sample.device:
+            buf = self.step_sample[branch] = torch.empty_like(sample)
+        buf.copy_(sample.detach())
+        self.step_of[branch] = call.c
+        if branch == self.computed_branch:
+            self._template = out
+        other = self.other_branch if branch == self.computed_branch else self.computed_branch
+        if self.plan is not None and self.plan.full and self.step_of[other] == call.c:
+            cfg.refresh(self.step_sample[self.other_branch], self.step_sample[self.computed_branch])
+            cfg.refreshed = True
+        return out
+
+
+def _batched(v, batch: int) -> bool:
+    return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch
+
+
+def _reuse(policy: FasterCachePolicy, cache: AttentionCache):
+    outs = []
+    two = policy.full and policy.split
+    for i in range(len(cache.src_newer)):
+        if policy.push_on_reuse:  # diffusers: the approximation becomes the newest cache entry
+            r = ops.extrapolate(cache.src_newer[i], cache.src_older[i], cache.weight, out=cache.dst[i])
+        else:
+            r = ops.extrapolate(cache.src_newer[i], cache.src_older[i], cache.weight)
+        if two:
+            o = ops.extrapolate(cache.o_newer[i], cache.o_older[i], cache.weight)
+            r = torch.cat([r, o] if policy.computed_index == 0 else [o, r])
+        outs.append(r.to(cache.out_dtypes[i]))
+    return tuple(outs) if cache.tuple_out else outs[0]
+
+
+def _store(policy: FasterCachePolicy, cache: AttentionCache, out) -> None:
+    outs = out if isinstance(out, tuple) else (out,)
+    two = policy.full and policy.split
+    ci = policy.computed_index
+    keep_other = policy.needs_other or policy.first_rows
+    for i, t in enumerate(outs):
+        t = t.detach()
+        if two:
+            halves = t.chunk(2)
+            cache.dst[i].copy_(halves[ci])
+            if cache.other is not None and keep_other:
+                cache.o_dst[i].copy_(halves[1 - ci])
+        else:
+            cache.dst[i].copy_(t)
