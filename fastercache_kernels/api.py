@@ -27,6 +27,7 @@ class Handle:
 
     def __init__(self, model, engine: Engine, config, adapter: Adapter):
         self.model, self.engine, self.config, self.adapter = model, engine, config, adapter
+        self._active = True
         self.state = next((p for p in engine.policies if p.name == "fastercache"), None)
         self.runtime = next((p for p in engine.policies if p.name != "fastercache"), None)
 
@@ -65,16 +66,16 @@ class Handle:
         return out
 
     def remove(self) -> None:
-        if self.engine is None:
+        if not self._active:
             return
         self.engine.remove()
-        self.engine = None
+        self._active = False
         if getattr(self.model, "_fk_handle", None) is self:
             del self.model._fk_handle
 
     @property
     def active(self) -> bool:
-        return self.engine is not None
+        return self._active
 
     def __enter__(self):
         return self

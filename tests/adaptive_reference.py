@@ -24,7 +24,7 @@ def teacache(us: list, coefficients, threshold: float, num_calls: int | None = N
         if c == 1 or c == num_calls:
             compute, seen, acc = True, None, 0.0
         else:
-            acc += float(poly(rel))
+            acc += max(float(poly(rel)), 0.0)  # fk clamps a negative rescaled distance to 0 (documented)
             seen = acc
             compute = not acc < threshold
             if compute:

@@ -17,9 +17,9 @@ def for_model(model) -> Adapter | None:
 
 def registered() -> list[Adapter]:
     """Every adapter `for_model` tries: diffusers' classes, then the seed models' own classes."""
-    from . import cogvideox, latte, latte_t2v, opensora, sat_cogvideox, vchitect
+    from . import cogvideox, latte, latte_t2v, opensora, sat_cogvideox, vchitect, wan
 
-    return [cogvideox.ADAPTER, latte.ADAPTER, opensora.ADAPTER, *latte_t2v.ADAPTERS, vchitect.ADAPTER,
+    return [cogvideox.ADAPTER, latte.ADAPTER, wan.ADAPTER, opensora.ADAPTER, *latte_t2v.ADAPTERS, vchitect.ADAPTER,
             sat_cogvideox.ADAPTER]
 
 
@@ -27,6 +27,7 @@ def registered() -> list[Adapter]:
 SUPPORTED = {
     "CogVideoXTransformer3DModel (diffusers)": "cogvideox-2b",
     "LatteTransformer3DModel (diffusers)": "latte",
+    "WanTransformer3DModel, SkyReelsV2Transformer3DModel (diffusers)": "latte",
     "STDiT3 (Open-Sora 1.2)": "opensora-1.2",
     "LatteT2V (Latte)": "latte",
     "LatteT2V with RoPE (Open-Sora-Plan 1.1)": "opensora-plan-1.1",

@@ -27,7 +27,8 @@ def check_threshold(owner: str, v) -> None:
 @dataclass(frozen=True)
 class TeaCacheConfig:
     """TeaCache: every call measures `rel = mean|u - u_prev| / mean|u_prev|` on an indicator `u` (u_prev updated
-    every call), accumulates `acc += poly(rel)` (`coefficients`, highest degree first) and reuses the residual of
+    every call), accumulates `acc += max(poly(rel), 0)` (`coefficients`, highest degree first; clamping at 0 is this
+project's deviation from the reference, whose polynomial can go negative, so that `threshold=0` computes every call) and reuses the residual of
     the whole block stack while `acc < threshold`; otherwise it computes and sets `acc = 0`. The first call of a
     video, and the last one when `num_calls` is given, always compute.
 

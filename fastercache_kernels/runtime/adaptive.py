@@ -253,7 +253,7 @@ class AdaptiveRuntime(Policy):
         b.order = len(self.order)
         self.order.append(b)
         b.locate(args, kwargs)
-        out = b.orig(*args, **kwargs)
+        out = self.probe_run(b, args, kwargs)
         outs = out if isinstance(out, tuple) else (out,)
         if not all(isinstance(o, torch.Tensor) for o in outs):
             raise TypeError(f"fastercache: block {b.name!r} returned {type(out).__name__}; expected a tensor or a "
@@ -275,6 +275,10 @@ class AdaptiveRuntime(Policy):
         b.out_ids = tuple(id(o) for o in outs)
         self.probe_policy(b, args, kwargs)
         return out
+
+    def probe_run(self, b, args, kwargs):
+        """The block's one run in a probe (each module must run once per call, also while probing)."""
+        return b.orig(*args, **kwargs)
 
     def probe_policy(self, b, args, kwargs) -> None:
         pass
@@ -431,7 +435,8 @@ class TeaCacheRuntime(AdaptiveRuntime):
             u = self._indicator(b, args, kwargs)
             parts = all_reduce_sum(ops.feature_diff_partials(u, self.rows(self.u_prev), "rel_l1"), self.group)
             rel = ops.feature_diff_from_partials(parts, "rel_l1")
-            acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).to(_F32)
+            # a rescaled distance below 0 counts as 0 (the reference lets it go negative: threshold 0 could reuse)
+            acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).clamp(min=0).to(_F32)
             pred = self.force | ~(acc < self.config.threshold)  # NaN computes
             self.acc.copy_(torch.where(pred, torch.zeros_like(acc), acc))
             self.acc_seen.copy_(acc)
@@ -539,13 +544,18 @@ class AdaCacheRuntime(AdaptiveRuntime):
         self.pred.copy_(self.force | (self.c >= self.next_call))
         self._read()
 
-    def probe_policy(self, b, args, kwargs) -> None:
-        out, mids = b.call_capture(args, kwargs)
-        for x, m in zip(b.inputs(args, kwargs), mids):
+    def probe_run(self, b, args, kwargs):
+        names = [n for n in self.adapter.block_io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
+        b.io = [b.locs[n] for n in names]
+        out, mids = b.call_capture(args, kwargs, strict=False)
+        n_out = len(out) if isinstance(out, tuple) else 1
+        for x, m in zip(b.inputs(args, kwargs)[:n_out], mids[:n_out]):
             if x.shape != m.shape:
                 raise ValueError(f"AdaCache: block {b.name!r}: the input of {b.capture!r} has shape "
-                                 f"{list(m.shape)}, the block input {list(x.shape)}")
-        self._probe_shape = (tuple(b.inputs(args, kwargs)[0].shape),)
+                                 f"{list(m.shape)}, the block input {list(x.shape)} (set the adapter's "
+                                 "`attn_capture` to a submodule whose first input is x + p)")
+        b.io = []
+        return out
 
     def allocate_policy(self) -> None:
         cfg = self.config

@@ -102,8 +102,9 @@ class BlockInfo:
             return self.orig.__func__(View(self.module, self.overrides), *args, **kwargs)
         return self.orig(*args, **kwargs)
 
-    def call_capture(self, args, kwargs, ins=None):
-        """(output, mids): mids[j] = the capture module's j-th input = x_j + p_j."""
+    def call_capture(self, args, kwargs, ins=None, strict: bool = True):
+        """(output, mids): mids[j] = the capture module's j-th input = x_j + p_j (`strict=False` while probing,
+        before the number of block outputs is known)."""
         args, kwargs = self._with(args, kwargs, ins)
         seen = []
         sub = self.overrides.get(self.capture) or getattr(self.module, self.capture)
@@ -114,7 +115,7 @@ class BlockInfo:
             return sub(*a, **kw)
 
         out = self.orig.__func__(View(self.module, {**self.overrides, self.capture: capture}), *args, **kwargs)
-        if len(seen) != 1 or len(seen[0]) != k:
+        if len(seen) != 1 or (len(seen[0]) != k if strict else not seen[0]):
             raise RuntimeError(f"fastercache: block {self.name!r}: its {self.capture!r} ran {len(seen)} times with "
                                f"{[len(s) for s in seen]} positional inputs; AdaCache needs it once with {k}")
         return out, list(seen[0])

@@ -1,0 +1,26 @@
+"""diffusers WanTransformer3DModel (Wan 2.1 / 2.2) and SkyReelsV2Transformer3DModel: self-attention
+`blocks.i.attn1` (joint over all frames' tokens, batch B), cross-attention `attn2` left alone; output
+[B, C, F, H, W]; batch [uncond, cond] when a caller batches CFG (diffusers' own pipelines call it once per branch
+inside `cache_context`). Adaptive policies reuse `blocks.i` (hidden_states in and out); AdaCache's p is the input
+of `norm2` minus the block input: norm2 normalises x + gate * attn1 before the cross-attention."""
+
+from __future__ import annotations
+
+from .base import Adapter, OutputLayout
+
+
+class WanAdapter(Adapter):
+    def matches(self, model) -> bool:
+        return type(model).__name__ in ("WanTransformer3DModel", "SkyReelsV2Transformer3DModel")
+
+
+ADAPTER = WanAdapter(
+    name="wan",
+    spatial=(r"^blocks\.\d+\.attn1$",),
+    layout=OutputLayout("BCFHW", ("uncond", "cond")),
+    batched_args=("hidden_states", "timestep", "encoder_hidden_states", "encoder_hidden_states_image"),
+    default_preset="latte",
+    blocks=(r"^blocks\.\d+$",),
+    block_io=("hidden_states",),
+    attn_capture=("norm2",),
+)
