@@ -4,9 +4,13 @@ repositories' code is not available here, and none of them is on PyPI).
 Each keeps what an adapter depends on: the class name, the module names of the cached attention (and of the
 cross-attention beside it), the forward signature as the model's own sampler calls it, the output layout
 (learned-sigma 8 channels, tuple outputs, [F, C, H, W] for Vchitect, [B, T, C, H, W] for SAT) and the batch
-layout inside attention (CFG halves are the two halves of every attention batch). Everything else is a real but
-tiny transformer: self-attention + cross-attention + MLP with residuals, adaLN timestep modulation, so a reused
-attention output changes the model output. Weights come from a fixed seed.
+layout inside attention (CFG halves are the two halves of every attention batch). They also keep what running the
+reference repositories' own classes showed (SEED_MODELS.md, "Measured on the real classes"): the host reads in the
+forwards (`height[0].item()` in STDiT3, `int(timestep[0])` in both LatteT2V, an `if` on a mask's values in SAT's
+transformer), which fake tensors cannot run and which are the model's own graph breaks under torch.compile, and
+Vchitect's `my_forward(..., counter=k)` entry point. Everything else is a real but tiny transformer:
+self-attention + cross-attention + MLP with residuals, adaLN timestep modulation, so a reused attention output
+changes the model output. Weights come from a fixed seed.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ def modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
 
-def _attend(q, k, v, heads=HEADS, mask=None):
+def _attend(q, k, v, heads=HEADS, mask=None, mask4=None):
     n, s, c = q.shape
     split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)
-    m = None if mask is None else mask[:, None, None, :]
+    m = mask4 if mask is None else mask[:, None, None, :]
     o = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=m)
     return o.transpose(1, 2).reshape(n, s, c)
 
@@ -65,11 +69,11 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rope = RoPE1D() if rope else None
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         if self.rope is not None:
             q, k = self.rope(q), self.rope(k)
-        return self.proj(_attend(q, k, v))
+        return self.proj(_attend(q, k, v, mask4=mask))
 
 
 class CrossAttention(nn.Module):
@@ -160,6 +164,7 @@ class STDiT3(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels, self.patch = in_channels, 2 * in_channels, (1, 2, 2)
         self.x_embedder = nn.Conv3d(in_channels, DIM, kernel_size=self.patch, stride=self.patch)
+        self.pos_embed = nn.Parameter(torch.randn(1, 512, DIM) * 0.1)
         self.t_embedder = nn.Sequential(nn.Linear(DIM, DIM), nn.SiLU(), nn.Linear(DIM, DIM))
         self.fps_embedder = nn.Linear(DIM, DIM)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(DIM, 6 * DIM))
@@ -175,6 +180,8 @@ class STDiT3(nn.Module):
         B, _, Tx, Hx, Wx = x.shape
         T, H, W = Tx, Hx // 2, Wx // 2
         S = H * W
+        # the real forward reads the resolution on the host (`height[0].item()`) to size its position embedding
+        base = (height[0].item() * width[0].item()) ** 0.5 if height is not None and width is not None else Hx
         t = self.t_embedder(sinusoid(timestep))
         if fps is not None:
             t = t + self.fps_embedder(sinusoid(fps)).expand(B, -1)
@@ -191,6 +198,7 @@ class STDiT3(nn.Module):
                 mask = mask.repeat(y.shape[0] // mask.shape[0], 1)
             mask = mask.bool()
         x = self.x_embedder(x).flatten(2).transpose(1, 2)  # [B, T*S, C], frame-major
+        x = x + self.pos_embed[:, : T * S] * (base / (Hx * Wx) ** 0.5)
         for sb, tb in zip(self.spatial_blocks, self.temporal_blocks):
             x = sb(x, y, t_mlp, mask, x_mask, t0_mlp, T, S)
             x = tb(x, y, t_mlp, mask, x_mask, t0_mlp, T, S)
@@ -261,6 +269,9 @@ class _LatteT2V(nn.Module):
         x = hidden_states.permute(0, 2, 1, 3, 4).reshape(B * Fr, -1, Hx, Wx)
         x = self.pos_embed(x).flatten(2).transpose(1, 2)  # [(B F), S, C]
         S = x.shape[1]
+        # both LatteT2V forwards read the timestep on the host (`int(timestep[0])`), here to pick the use_image_num
+        # path as the real code's image-joint training branch does
+        use_image_num = use_image_num if int(timestep[0]) >= 0 else 0
         emb = self.adaln_single(sinusoid(timestep))  # [B, C]
         t6 = self.adaln_linear(emb)  # [B, 6C]
         ehs = encoder_hidden_states
@@ -310,9 +321,9 @@ class BaseTransformerLayer(nn.Module):
         self.mlp = Mlp()
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(DIM, 6 * DIM))
 
-    def forward(self, h, emb):
+    def forward(self, h, emb, attention_mask=None):
         sm, cm, gm, sf, cf, gf = self.adaLN_modulation(emb)[:, None].chunk(6, dim=-1)
-        h = h + gm * self.attention(modulate(self.input_layernorm(h), sm, cm))
+        h = h + gm * self.attention(modulate(self.input_layernorm(h), sm, cm), attention_mask)
         return h + gf * self.mlp(modulate(self.post_attention_layernorm(h), sf, cf))
 
 
@@ -346,8 +357,11 @@ class DiffusionTransformer(nn.Module):
         text = self.text_proj(context)
         L = text.shape[1]
         h = torch.cat([text, self.patch_proj(v)], dim=1)
+        attention_mask = torch.ones(B, 1, h.shape[1], h.shape[1], dtype=h.dtype)
+        if (attention_mask > 0).all():  # SAT's transformer branches on the mask's values (a host read)
+            attention_mask = None
         for layer in self.transformer.layers:
-            h = layer(h, emb)
+            h = layer(h, emb, attention_mask)
         shift, scale = self.final_mod(emb)[:, None].chunk(2, dim=-1)
         h = self.final_linear(modulate(self.transformer.final_layernorm(h), shift, scale))[:, L:]
         h = h.reshape(B, T, H, W, C, 2, 2).permute(0, 1, 4, 2, 5, 3, 6)
@@ -419,6 +433,15 @@ class VchitectXLTransformerModel(nn.Module):
 
     def forward(self, hidden_states, encoder_hidden_states=None, pooled_projections=None, timestep=None,
                 return_dict=True):
+        return self._run(hidden_states, encoder_hidden_states, pooled_projections, timestep, return_dict)
+
+    def my_forward(self, hidden_states, encoder_hidden_states=None, pooled_projections=None, timestep=None,
+                   return_dict=True, counter=0):
+        """The reference pipeline's accelerated loop calls this directly (not through `__call__`), passing its step
+        counter; the real class keeps its own copy of the forward's body here."""
+        return self._run(hidden_states, encoder_hidden_states, pooled_projections, timestep, return_dict)
+
+    def _run(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, return_dict):
         B, Fr, C, Hx, Wx = hidden_states.shape
         H, W = Hx // 2, Wx // 2
         x = self.pos_embed(hidden_states.reshape(B * Fr, C, Hx, Wx)).flatten(2).transpose(1, 2)  # [F, S, D]

@@ -541,3 +541,81 @@ def test_vchitect_compiles_one_graph_per_call_kind():
         z = z - 0.01 * outs[1][None]
     assert cnt.frame_count == len(handle.stats()["calls_per_kind"]) == 2  # compute and reuse
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", [n for n in SEEDS if not n.startswith("diffusers")])
+def test_compiled_seed_class_matches_eager_and_breaks_only_in_the_model(name):
+    """torch.compile (no fullgraph: the seed forwards' own host reads break their graphs) on each seed class over
+    two whole videos: every call equals the eager patched model (which equals the SPEC reference above), no
+    graph is added in the second video, and no graph break happens in this package's code."""
+    import torch._dynamo.testing
+    from torch._dynamo.utils import graph_break_reasons
+
+    seed = SEEDS[name]
+    torch._dynamo.reset()
+    graph_break_reasons.clear()
+    model = seed.make_model()
+    eager = copy.deepcopy(model)
+    handle = fk.apply(model, seed.preset)
+    fk.apply(eager, seed.preset)
+    cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=cnt)
+    call = seed.make_call(torch.Generator().manual_seed(0))
+    frames = []
+    for _ in range(2):
+        z = torch.randn(*seed.latent_shape)
+        for t in seed.timesteps():
+            args, kwargs, _ = call(z, t)
+            with torch.no_grad():
+                a, b = _sample(compiled(*args, **kwargs)), _sample(eager(*args, **kwargs))
+            assert rel_err(a, b) <= 1e-6
+            z = z - 0.02 * _guide(seed, b)
+        frames.append(cnt.frame_count)
+    assert frames[0] == frames[1] and handle.stats()["videos"] == 2
+    # where each break happened: the innermost frame of its user stack (outer frames include our forwards)
+    where = [r.user_stack[-1].filename for r in graph_break_reasons if getattr(r, "user_stack", None)]
+    assert where and all("seed_models.py" in w for w in where), where
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", [n for n in SEEDS if not n.startswith("diffusers")])
+def test_host_reads_in_the_forward_probe_for_real(name):
+    """The seed forwards read tensor values on the host, which fake tensors cannot run: the buffers are sized by one
+    real probe call per new input shape instead (and the diffusers ports, which have no host read, by a fake one)."""
+    seed = SEEDS[name]
+    model = seed.make_model()
+    handle = fk.apply(model, seed.preset)
+    args, kwargs, _ = seed.make_call(torch.Generator().manual_seed(0))(torch.randn(*seed.latent_shape),
+                                                                       seed.timesteps()[0])
+    with torch.no_grad():
+        model(*args, **kwargs)
+        model(*args, **kwargs)
+    assert handle.stats()["real_probes"] == 1
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with pytest.raises(Exception), FakeTensorMode(allow_non_fake_inputs=True) as mode:  # noqa: B017
+        fake = [mode.from_tensor(a) for a in args]
+        handle.remove()
+        model(*fake, **{k: (mode.from_tensor(v) if torch.is_tensor(v) else v) for k, v in kwargs.items()})
+
+
+def test_vchitect_my_forward_entry_point_is_bookkept():
+    """Vchitect's reference pipeline calls `transformer.my_forward(..., counter=k)` directly: the engine wraps that
+    entry point too, so attention reuse follows the same step schedule as calls through `__call__`."""
+    a, b = VchitectXLTransformerModel(), VchitectXLTransformerModel()
+    ha, hb = fk.apply(a, "vchitect-2.0"), fk.apply(b, "vchitect-2.0")
+    g = torch.Generator().manual_seed(4)
+    emb = vchitect_inputs(g)
+    z = torch.randn(1, FRAMES, 4, H, W, generator=g)
+    for k, t in enumerate(torch.linspace(1000, 10, 40)):
+        for branch in ("uncond", "cond"):
+            kw = dict(hidden_states=z, timestep=t.expand(1), return_dict=False, **emb[branch])
+            with torch.no_grad():
+                ya = a.my_forward(**kw, counter=k)[0]
+                yb = b(**kw)[0]
+            assert torch.equal(ya, yb), (k, branch)
+    sa, sb = ha.stats(), hb.stats()
+    assert sa["calls"] == sb["calls"] == 80 and sa["attention"] == sb["attention"]
+    assert sa["attention"]["spatial"]["reused"] > 0
+    ha.remove()
+    assert "my_forward" not in a.__dict__  # restored
