@@ -25,16 +25,12 @@ def _info() -> None:
         print("triton: not installed")
     build = _ext.build_info()
     print("build: " + (", ".join(f"{k}={v}" for k, v in build.items()) if build else "no compiled build found"))
-    print(f"cpu module variant in use: {_ext.cpu_variant()}")
-    for device in ("cpu", "cuda"):
-        print(f"backends for {device} tensors:")
-        for name, why in _backend.available_backends(device).items():
-            print(f"  {name}: " + ("available" if why is None else f"unavailable: {why}"))
+    print("backends:")
+    for name, (ok, why) in _backend.report().items():
+        print(f"  {name}: {'available' if ok else 'unavailable'}: {why}")
     print(f"selected for cpu tensors: {_backend.select(torch.device('cpu'))}")
     if torch.cuda.is_available():
         print(f"selected for cuda tensors: {_backend.select(torch.device('cuda'))}")
-    else:
-        print("no CUDA device visible: CUDA and Triton paths are checked by compiling them (see README)")
 
 
 def _pick(given: str, known, what: str) -> list[str]:
