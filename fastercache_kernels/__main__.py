@@ -9,6 +9,8 @@ import platform
 import sys
 from pathlib import Path
 
+from . import _extras
+
 
 def _info() -> None:
     import torch
@@ -61,6 +63,8 @@ def _bench(args) -> None:
         timed_backends,
     )
 
+    if args.plot:
+        _extras.require("plot", "python -m fastercache_kernels bench --plot")
     if args.merge:
         record = report.merge([json.loads(Path(f).read_text()) for f in args.merge])
         _print_record(record)
@@ -180,6 +184,7 @@ def _sample_table(families, n: int, steps: int, gif_dir: Path | None):
 
 def _demo(args) -> None:
     """The main job: each demo model sampled with and without every cache setting, then the op table."""
+    _extras.require("demo", "python -m fastercache_kernels demo")
     import torch
 
     from .bench.core import format_table
@@ -198,6 +203,7 @@ def _demo(args) -> None:
 
 def _quality(args) -> None:
     """Fidelity against speed for every setting, with side-by-side GIFs."""
+    _extras.require("demo", "python -m fastercache_kernels quality")
     gif_dir = Path(args.gifs)
     _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=gif_dir)
     print(f"GIFs (uncached left, cached right) in {gif_dir}/")
@@ -234,7 +240,10 @@ def main(argv=None) -> None:
             d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])
-    {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
+    try:
+        {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
+    except _extras.MissingExtraError as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 if __name__ == "__main__":

@@ -15,6 +15,16 @@ WORDS = ("a", "an", "the", "on", "in", "of", "and", "with", "moving", "left", "r
          "blue", "yellow", "white", "black", "grey", "square", "circle", "triangle", "cat", "dog", "background")
 
 
+def require_extras(script: str) -> None:
+    """Exit with the pip command for the [examples] extra when diffusers, transformers or pillow is missing."""
+    from fastercache_kernels import _extras
+
+    try:
+        _extras.require("examples", f"python/{script}")
+    except _extras.MissingExtraError as e:
+        raise SystemExit(f"error: {e}") from e
+
+
 def parser(description: str, preset: str, out: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", help="a local diffusers pipeline directory (real weights); default: a tiny random "

@@ -50,6 +50,7 @@ def diffusers_config(pipe):
 
 def main(argv=None) -> None:
     args = ex.parser(__doc__.splitlines()[0], "cogvideox-2b", "results/cogvideox_example").parse_args(argv)
+    ex.require_extras("cogvideox_example.py")
     ex.set_threads(args)
     device, dtype = ex.device_and_dtype(args)
     if args.model:

@@ -53,6 +53,7 @@ def diffusers_config(pipe):
 
 def main(argv=None) -> None:
     args = ex.parser(__doc__.splitlines()[0], "latte", "results/latte_example").parse_args(argv)
+    ex.require_extras("latte_example.py")
     ex.set_threads(args)
     device, dtype = ex.device_and_dtype(args)
     if args.model:
