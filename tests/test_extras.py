@@ -3,10 +3,10 @@ one stops the command with the pip line that installs it."""
 
 import importlib.util
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from fastercache_kernels import _extras
 from fastercache_kernels.__main__ import main
