@@ -165,7 +165,15 @@ def _write(record: dict, args) -> None:
         print(f"wrote {args.plot}")
 
 
-def _sample_table(families, n: int, steps: int, gif_dir: Path | None):
+def _set_threads(args) -> None:
+    import torch
+
+    # One thread by default: on this shared 2-core machine two threads made the tiny models' wall times follow
+    # the other jobs (50 calls took 4-30 s instead of 0.7 s); their matmuls are too small to share.
+    torch.set_num_threads(args.threads or 1)
+
+
+def _sample_table(families, n: int, steps: int, gif_dir: Path | None, rounds: int):
     from tqdm import tqdm
 
     from .demo import run, settings
@@ -173,10 +181,12 @@ def _sample_table(families, n: int, steps: int, gif_dir: Path | None):
     all_results = []
     for family in families:
         sets = settings.settings(family)
-        with tqdm(total=len(sets) * steps, desc=f"sampling {family}", unit="call", dynamic_ncols=True) as bar:
+        with tqdm(total=len(sets) * steps * rounds, desc=f"sampling {family}", unit="call",
+                  dynamic_ncols=True) as bar:
             results, weights = run.run(family, sets, n=n, steps=steps, progress=lambda: bar.update(1),
-                                       gif_dir=gif_dir)
-        print(f"{family}: {weights} weights, {n} clips, {steps} CFG calls per clip batch")
+                                       gif_dir=gif_dir, rounds=rounds)
+        print(f"{family}: {weights} weights, {n} clips, {steps} CFG calls per clip batch; wall s and speedup: "
+              f"medians of {rounds} interleaved rounds")
         all_results += results
     print(run.format_results(all_results))
     return all_results
@@ -190,9 +200,10 @@ def _demo(args) -> None:
     from .bench.core import format_table
     from .bench.ops import BENCHES
 
+    _set_threads(args)
     print(f"fastercache_kernels demo on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
-    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=None)
+    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=None, rounds=args.rounds)
     print("\nfused ops against the eager formula (median of a few runs; 4M elements; all ops: "
           "python -m fastercache_kernels bench):")
     rows = []
@@ -204,8 +215,9 @@ def _demo(args) -> None:
 def _quality(args) -> None:
     """Fidelity against speed for every setting, with side-by-side GIFs."""
     _extras.require("demo", "python -m fastercache_kernels quality")
+    _set_threads(args)
     gif_dir = Path(args.gifs)
-    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=gif_dir)
+    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=gif_dir, rounds=args.rounds)
     print(f"GIFs (uncached left, cached right) in {gif_dir}/")
 
 
@@ -236,6 +248,8 @@ def main(argv=None) -> None:
         d.add_argument("--models", default="cogvideox,latte", help="comma-separated: cogvideox,latte")
         d.add_argument("--clips", type=int, default=clips)
         d.add_argument("--steps", type=int, default=50, help="CFG calls per sample")
+        d.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (medians; default 3)")
+        d.add_argument("--threads", type=int, help="CPU threads (default 1: these models are tiny)")
         if name == "quality":
             d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
     args = p.parse_args(argv)
