@@ -34,7 +34,10 @@ STAMP_CPU   := $(VENV)/.installed-cpu
 STAMP_CUDA  := $(VENV)/.installed-cuda
 INSTALLED   := $(if $(filter off,$(FASTERCACHE_CUDA)),$(STAMP_CPU),$(STAMP_CUDA))
 DEMO_STAMP  := $(if $(filter off,$(FASTERCACHE_CUDA)),$(STAMP_CPU),$(if $(GPU_VISIBLE),$(STAMP_CUDA),$(STAMP_CPU)))
-EDITABLE    := FASTERCACHE_BUILD_DIR=build/cmake $(PIP) install -q --no-build-isolation --no-deps -e ".[test]"
+# setuptools' note on every editable install (a BuildBackendWarning that folders named like the package may shadow it)
+# says nothing about this project; the filter hides only that one.
+EDITABLE    := PYTHONWARNINGS="ignore:Editable installation" FASTERCACHE_BUILD_DIR=build/cmake \
+               $(PIP) install -q --no-build-isolation --no-deps -e ".[test]"
 
 # Editable install with a persistent CMake tree, so a rebuild after a source change is incremental.
 $(STAMP_CPU): $(VENV)/.deps $(SOURCES)
