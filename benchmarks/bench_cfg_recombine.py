@@ -1,5 +1,5 @@
-"""CFG-Cache skip call at the CogVideoX-2B and Open-Sora latents: the reference FFT path of SPEC section 2, the eager
-linear formula, and the fused cfg_recombine_guided / cfg_recombine, side by side per group.
+"""CFG-Cache skip call at the CogVideoX-2B and Open-Sora latents: the reference FFT path of docs/algorithms.md
+section 2, the eager linear formula, and the fused cfg_recombine_guided / cfg_recombine, side by side per group.
 
 Run: .venv/bin/python -m pytest benchmarks/bench_cfg_recombine.py --benchmark-only
 The same table, with the ratio to the FFT path in the JSON extra field: python -m fastercache_kernels bench

@@ -9,6 +9,8 @@ import platform
 import sys
 from pathlib import Path
 
+from . import _extras
+
 
 def _info() -> None:
     import torch
@@ -25,16 +27,12 @@ def _info() -> None:
         print("triton: not installed")
     build = _ext.build_info()
     print("build: " + (", ".join(f"{k}={v}" for k, v in build.items()) if build else "no compiled build found"))
-    print(f"cpu module variant in use: {_ext.cpu_variant()}")
-    for device in ("cpu", "cuda"):
-        print(f"backends for {device} tensors:")
-        for name, why in _backend.available_backends(device).items():
-            print(f"  {name}: " + ("available" if why is None else f"unavailable: {why}"))
+    print("backends:")
+    for name, (ok, why) in _backend.report().items():
+        print(f"  {name}: {'available' if ok else 'unavailable'}: {why}")
     print(f"selected for cpu tensors: {_backend.select(torch.device('cpu'))}")
     if torch.cuda.is_available():
         print(f"selected for cuda tensors: {_backend.select(torch.device('cuda'))}")
-    else:
-        print("no CUDA device visible: CUDA and Triton paths are checked by compiling them (see README)")
 
 
 def _pick(given: str, known, what: str) -> list[str]:
@@ -65,6 +63,8 @@ def _bench(args) -> None:
         timed_backends,
     )
 
+    if args.plot:
+        _extras.require("plot", "python -m fastercache_kernels bench --plot")
     if args.merge:
         record = report.merge([json.loads(Path(f).read_text()) for f in args.merge])
         _print_record(record)
@@ -165,7 +165,15 @@ def _write(record: dict, args) -> None:
         print(f"wrote {args.plot}")
 
 
-def _sample_table(families, n: int, steps: int, gif_dir: Path | None):
+def _set_threads(args) -> None:
+    import torch
+
+    # One thread by default: on this shared 2-core machine two threads made the tiny models' wall times follow
+    # the other jobs (50 calls took 4-30 s instead of 0.7 s); their matmuls are too small to share.
+    torch.set_num_threads(args.threads or 1)
+
+
+def _sample_table(families, n: int, steps: int, gif_dir: Path | None, rounds: int):
     from tqdm import tqdm
 
     from .demo import run, settings
@@ -173,10 +181,12 @@ def _sample_table(families, n: int, steps: int, gif_dir: Path | None):
     all_results = []
     for family in families:
         sets = settings.settings(family)
-        with tqdm(total=len(sets) * steps, desc=f"sampling {family}", unit="call", dynamic_ncols=True) as bar:
+        with tqdm(total=len(sets) * steps * rounds, desc=f"sampling {family}", unit="call",
+                  dynamic_ncols=True) as bar:
             results, weights = run.run(family, sets, n=n, steps=steps, progress=lambda: bar.update(1),
-                                       gif_dir=gif_dir)
-        print(f"{family}: {weights} weights, {n} clips, {steps} CFG calls per clip batch")
+                                       gif_dir=gif_dir, rounds=rounds)
+        print(f"{family}: {weights} weights, {n} clips, {steps} CFG calls per clip batch; wall s and speedup: "
+              f"medians of {rounds} interleaved rounds")
         all_results += results
     print(run.format_results(all_results))
     return all_results
@@ -184,14 +194,16 @@ def _sample_table(families, n: int, steps: int, gif_dir: Path | None):
 
 def _demo(args) -> None:
     """The main job: each demo model sampled with and without every cache setting, then the op table."""
+    _extras.require("demo", "python -m fastercache_kernels demo")
     import torch
 
     from .bench.core import format_table
     from .bench.ops import BENCHES
 
+    _set_threads(args)
     print(f"fastercache_kernels demo on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
-    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=None)
+    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=None, rounds=args.rounds)
     print("\nfused ops against the eager formula (median of a few runs; 4M elements; all ops: "
           "python -m fastercache_kernels bench):")
     rows = []
@@ -202,8 +214,10 @@ def _demo(args) -> None:
 
 def _quality(args) -> None:
     """Fidelity against speed for every setting, with side-by-side GIFs."""
+    _extras.require("demo", "python -m fastercache_kernels quality")
+    _set_threads(args)
     gif_dir = Path(args.gifs)
-    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=gif_dir)
+    _sample_table(args.models.split(","), n=args.clips, steps=args.steps, gif_dir=gif_dir, rounds=args.rounds)
     print(f"GIFs (uncached left, cached right) in {gif_dir}/")
 
 
@@ -234,11 +248,16 @@ def main(argv=None) -> None:
         d.add_argument("--models", default="cogvideox,latte", help="comma-separated: cogvideox,latte")
         d.add_argument("--clips", type=int, default=clips)
         d.add_argument("--steps", type=int, default=50, help="CFG calls per sample")
+        d.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (medians; default 3)")
+        d.add_argument("--threads", type=int, help="CPU threads (default 1: these models are tiny)")
         if name == "quality":
             d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])
-    {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
+    try:
+        {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
+    except _extras.MissingExtraError as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 if __name__ == "__main__":

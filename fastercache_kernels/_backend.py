@@ -118,3 +118,52 @@ def select(device: torch.device) -> str:
 def available_backends(device_type: str = "cpu") -> dict[str, str | None]:
     """{backend: None if usable for `device_type` tensors, else why not}."""
     return {name: why_unavailable(name, device_type) for name in BACKENDS}
+
+
+def _cuda_device_note() -> str | None:
+    """None when a CUDA device is visible, else why none is (for `info`)."""
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return "no CUDA device visible (this torch is a CPU-only build)"
+    return "no CUDA device visible"
+
+
+def report() -> dict[str, tuple[bool, str]]:
+    """{backend: (usable on this machine, one line saying what it is and why)}, for `python -m fastercache_kernels
+    info`. Unlike `why_unavailable` it looks at the machine: a built _cuda module with no device is not usable."""
+    no_device = _cuda_device_note()
+    out = {"reference": (True, "pure PyTorch, any device; the fallback and the tests' oracle")}
+    cpu_why = _ext.why_not("_cpu")
+    if cpu_why is None:
+        built = [n for n in _ext.CPU_VARIANTS.values() if _ext.why_not(n) is None]
+        in_use = _ext.CPU_VARIANTS[_ext.cpu_variant()]
+        out["cpu"] = (True, f"{in_use} in use for CPU tensors (built: {', '.join(built)})")
+    else:
+        out["cpu"] = (False, cpu_why)
+    cuda_why = _ext.why_not("_cuda")
+    if cuda_why is not None:
+        out["cuda"] = (False, cuda_why + (f"; {no_device}" if no_device else ""))
+    else:
+        built = f"module built for {_ext.cuda_built_for() or 'unrecorded architectures'}"
+        if no_device:
+            out["cuda"] = (False, f"{built}; {no_device}, so unused")
+        else:
+            names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
+            out["cuda"] = (True, f"{built}; runs CUDA tensors on {', '.join(names)}")
+    triton_why = why_unavailable("triton", "cuda")
+    if triton_why is not None:
+        out["triton"] = (False, triton_why)
+    else:
+        import triton
+
+        version = f"triton {triton.__version__} installed"
+        if no_device is None:
+            out["triton"] = (True, f"{version}; runs CUDA tensors when the _cuda module is not built")
+        elif triton_interpreting():
+            out["triton"] = (True, f"{version}; {no_device}: CPU tensors under TRITON_INTERPRET=1 (the interpreter, "
+                                   "for tests; slow)")
+        else:
+            out["triton"] = (False, f"{version}; {no_device}, so unused (the tests run its kernels on CPU tensors "
+                                    "under TRITON_INTERPRET=1)")
+    return out

@@ -31,8 +31,11 @@ def _load(name: str) -> tuple[ModuleType | None, str | None]:
         return importlib.import_module(f"fastercache_kernels.{name}"), None
     except ImportError as e:
         if not any(_PKG.glob(f"{name}.*")):
-            if name == "_cuda" and build_info().get("cuda"):
-                return None, f"_cuda {build_info()['cuda']}"
+            status = build_info().get("cuda", "") if name == "_cuda" else ""
+            if status.startswith("off"):
+                return None, "_cuda is not built: the build ran with FASTERCACHE_CUDA=off"
+            if status:
+                return None, f"_cuda {status}"
             return None, f"{name} is not built (install the package with `pip install .` to compile it)"
         return None, f"{name} failed to import: {e}"
 
@@ -70,3 +73,24 @@ def cuda() -> ModuleType | None:
 def why_not(name: str) -> str | None:
     """None when the module `name` ("_cpu" or "_cuda") loads, else the reason it does not."""
     return _load(name)[1]
+
+
+def cuda_targets(archs: str) -> str:
+    """CMake CUDA architectures in words: "80-real;90-virtual" -> "sm_80 (+ PTX for compute_90)"."""
+    sass, ptx = [], []
+    for a in filter(None, (x.strip() for x in archs.split(";"))):
+        num, _, kind = a.partition("-")
+        if kind in ("", "real"):
+            sass.append(f"sm_{num}")
+        if kind in ("", "virtual"):
+            ptx.append(f"compute_{num}")
+    text = ", ".join(sass) or "no SASS"
+    return text + (f" (+ PTX for {', '.join(ptx)})" if ptx else "")
+
+
+def cuda_built_for() -> str | None:
+    """The GPUs the built _cuda module carries code for, from the build record; None when unknown."""
+    status = build_info().get("cuda", "")
+    if status.startswith("built") and " for " in status:
+        return cuda_targets(status.rsplit(" for ", 1)[1])
+    return None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import _extras
 from .demo import data, models
 
 
@@ -127,6 +128,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None, help="default: the package's demo/weights/<model>")
     a = p.parse_args(argv)
+    try:
+        _extras.require("train", "python -m fastercache_kernels.train")
+    except _extras.MissingExtraError as e:
+        raise SystemExit(f"error: {e}") from e
     out = a.out or (models.WEIGHTS / a.model)
     summary = train(a.model, a.minutes, a.max_steps, a.batch_size, a.lr, a.seed, out, a.threads)
     print(json.dumps(summary, indent=2))

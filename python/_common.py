@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import string
 from pathlib import Path
 
 import torch
 
 POLICIES = ("none", "preset", "diffusers")
-WORDS = ("a", "an", "the", "on", "in", "of", "and", "with", "moving", "left", "right", "up", "down", "red", "green",
-         "blue", "yellow", "white", "black", "grey", "square", "circle", "triangle", "cat", "dog", "background")
+
+
+
+def require_extras(script: str) -> None:
+    """Exit with the pip command for the [examples] extra when diffusers, transformers or pillow is missing."""
+    from fastercache_kernels import _extras
+
+    try:
+        _extras.require("examples", f"python/{script}")
+    except _extras.MissingExtraError as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 def parser(description: str, preset: str, out: str) -> argparse.ArgumentParser:
@@ -38,22 +46,6 @@ def set_threads(args) -> None:
     threads = args.threads or (None if args.model else 1)
     if threads:
         torch.set_num_threads(threads)
-
-
-def tiny_t5(d_model: int = 32, seed: int = 0):
-    """A T5 tokenizer over single characters (the real T5Tokenizer class, vocabulary built in memory) and a
-    one-layer T5 encoder with random weights: text goes through the pipeline's own encode_prompt."""
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
-
-    chars = string.ascii_lowercase + string.digits + string.punctuation
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    vocab += [(f"\u2581{w}", -5.0) for w in WORDS]  # whole words: one token each (cheaper than their letters)
-    vocab += [(f"\u2581{c}", -3.0) for c in chars] + [(c, -4.0) for c in chars]  # anything else, letter by letter
-    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
-    torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=16, d_ff=2 * d_model, num_layers=1, num_heads=2,
-                      relative_attention_num_buckets=8)
-    return tokenizer, T5EncoderModel(config).eval()
 
 
 def apply_policy(pipe, args, diffusers_config):

@@ -17,24 +17,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as ex
+import _common as ex  # noqa: E402
 
-
-def tiny_pipeline(seed: int = 0):
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
-
-    tokenizer, text_encoder = ex.tiny_t5(d_model=32, seed=seed)
-    torch.manual_seed(seed)
-    # 4 VAE levels: 8x spatial and 4x temporal compression, as in CogVideoX; 64x64 frames -> 8x8 latents.
-    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1,
-                                 norm_num_groups=2, temporal_compression_ratio=4, sample_height=64, sample_width=64)
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=32,
-        text_embed_dim=32, num_layers=2, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
-        temporal_compression_ratio=4, max_text_seq_length=32)
-    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                             scheduler=CogVideoXDDIMScheduler())
-    return pipe, {"height": 64, "width": 64, "num_frames": 9, "max_sequence_length": 32}
+from fastercache_kernels import tiny  # noqa: E402
 
 
 def diffusers_config(pipe):
@@ -50,6 +35,7 @@ def diffusers_config(pipe):
 
 def main(argv=None) -> None:
     args = ex.parser(__doc__.splitlines()[0], "cogvideox-2b", "results/cogvideox_example").parse_args(argv)
+    ex.require_extras("cogvideox_example.py")
     ex.set_threads(args)
     device, dtype = ex.device_and_dtype(args)
     if args.model:
@@ -59,7 +45,7 @@ def main(argv=None) -> None:
         pipe.vae.enable_tiling()  # decoding 49 frames at 480x720 in one piece needs more memory than sampling
         call_kw, scale = {"num_frames": 49, "guidance_scale": 6.0}, 1
     else:
-        pipe, call_kw = tiny_pipeline(args.seed)
+        pipe, call_kw = tiny.pipeline("cogvideox", args.seed)
         call_kw["guidance_scale"], scale = 6.0, 4
     pipe.to(device)
     handle = ex.apply_policy(pipe, args, diffusers_config(pipe))

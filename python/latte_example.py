@@ -17,25 +17,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as ex
+import _common as ex  # noqa: E402
 
-
-def tiny_pipeline(seed: int = 0):
-    from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline, LatteTransformer3DModel
-
-    tokenizer, text_encoder = ex.tiny_t5(d_model=32, seed=seed)
-    torch.manual_seed(seed)
-    # 2 VAE levels: 2x spatial compression; 32x32 frames -> 16x16 latents, 8x8 patches of 2x2.
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        block_out_channels=(8, 8), latent_channels=4, norm_num_groups=2, sample_size=32)
-    # Latte predicts noise and a variance (out_channels = 2 x in_channels), as the released model does.
-    transformer = LatteTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=2,
-        cross_attention_dim=32, sample_size=16, patch_size=2, norm_type="ada_norm_single", caption_channels=32,
-        video_length=8)
-    pipe = LattePipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                         scheduler=DDIMScheduler())
-    return pipe, {"height": 32, "width": 32, "video_length": 8}
+from fastercache_kernels import tiny  # noqa: E402
 
 
 def diffusers_config(pipe):
@@ -53,6 +37,7 @@ def diffusers_config(pipe):
 
 def main(argv=None) -> None:
     args = ex.parser(__doc__.splitlines()[0], "latte", "results/latte_example").parse_args(argv)
+    ex.require_extras("latte_example.py")
     ex.set_threads(args)
     device, dtype = ex.device_and_dtype(args)
     if args.model:
@@ -61,7 +46,7 @@ def main(argv=None) -> None:
         pipe = LattePipeline.from_pretrained(args.model, torch_dtype=dtype)
         call_kw, scale = {"video_length": 16, "guidance_scale": 7.5}, 1
     else:
-        pipe, call_kw = tiny_pipeline(args.seed)
+        pipe, call_kw = tiny.pipeline("latte", args.seed)
         call_kw["guidance_scale"], scale = 7.5, 8
     pipe.to(device)
     handle = ex.apply_policy(pipe, args, diffusers_config(pipe))

@@ -1,5 +1,5 @@
-"""The reference CFG-Cache path of SPEC section 2, written out as the FasterCache reference code does it: the
-tests' independent oracle for cfg_residual_split and cfg_recombine(_guided)."""
+"""The reference CFG-Cache path of docs/algorithms.md section 2, written out as the FasterCache reference code does
+it: the tests' independent oracle for cfg_residual_split and cfg_recombine(_guided)."""
 
 import torch
 

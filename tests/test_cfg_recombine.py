@@ -202,7 +202,7 @@ def test_property_random_layouts(case):
                                  ulps=quirk_ulps(backend, dtype))
 
 
-# ---- against the reference FFT path of SPEC section 2 ---------------------------------------------------------------
+# ---- against the reference FFT path of docs/algorithms.md section 2 -------------------------------------------------
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (60, 90), (60, 106), (17, 23)], ids=lambda s: "x".join(map(str, s)))
@@ -213,7 +213,7 @@ def test_skip_call_equals_the_spec_fft_reconstruction(fast_backend, hw):
     other0, computed0 = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     d_lf, d_hf = spec_deltas(other0, computed0)
     low, high = fk.ops.cfg_residual_split(other0, computed0)
-    # skip calls: a new computed branch, the compounding multipliers of SPEC section 2
+    # skip calls: a new computed branch, the compounding multipliers of docs/algorithms.md section 2
     for j, (a, b) in enumerate([(1.1, 1.0), (1.1**2, 1.15), (1.0, 1.15**3)]):
         computed = torch.randn(shape, generator=g)
         other_ref = spec_reconstruct(computed, d_lf, d_hf, a, b)

@@ -29,8 +29,8 @@ def _inputs(shape, dtype, contiguous, seed=0):
 
 
 def _spec(other, computed, divisor=5):
-    """low and high as the reference path of SPEC section 2 has them (the deltas, back in space, fp32), and the
-    scale of the pair, max(|low|, |high|)."""
+    """low and high as the reference path of docs/algorithms.md section 2 has them (the deltas, back in space, fp32),
+    and the scale of the pair, max(|low|, |high|)."""
     if other.numel() == 0:  # MKL's FFT rejects empty batches
         return torch.empty(other.shape), torch.empty(other.shape), 0.0
     d_lf, d_hf = spec_deltas(other, computed, divisor)
@@ -40,7 +40,8 @@ def _spec(other, computed, divisor=5):
 
 @functools.lru_cache(maxsize=64)
 def _grid_case(shape, dtype, contiguous):
-    """Inputs and SPEC results of one grid case, computed once for all backends (the spec path is the slow part)."""
+    """Inputs and docs/algorithms.md results of one grid case, computed once for all backends (the spec path is the
+    slow part)."""
     other, computed = _inputs(shape, dtype, contiguous)
     return other, computed, _spec(other, computed)
 
@@ -77,7 +78,7 @@ def test_matches_spec_path(backend, dtype, shape, contiguous):
 
 @pytest.mark.parametrize("divisor", [1, 2, 3, 5, 200])
 def test_every_radius_matches_spec_path(fast_backend, divisor):
-    # divisors 1 and 2 give r >= min(H, W) / 2, beyond where SPEC states the mask is Hermitian-symmetric:
+    # divisors 1 and 2 give r >= min(H, W) / 2, beyond where docs/algorithms.md states the mask is Hermitian-symmetric:
     # the real transforms still match the complex reference (the mask is symmetric for every r)
     for shape in [(3, 60, 90), (2, 64, 64), (2, 9, 8), (2, 8, 9)]:
         other, computed = _inputs(shape, torch.float32, True, seed=divisor)

@@ -61,3 +61,34 @@ def test_trained_weights_learned_the_colours(family):
     untrained = _colour_accuracy(models.build(family, seed=0).eval())
     assert trained >= 0.75, f"trained {family}: colour accuracy {trained:.2f} (chance 0.25)"
     assert untrained <= 0.5, f"random {family}: colour accuracy {untrained:.2f}"
+
+
+def test_demo_timing_is_the_median_of_interleaved_rounds(monkeypatch):
+    """Each round runs every setting once, in turn; wall s is the median time and the speedup the median of the
+    rounds' own ratios, so one slow round (another job's burst) moves neither."""
+    from fastercache_kernels.demo import run
+
+    calls = []
+    fake = {"no cache": [1.0, 9.0, 1.0], "cached": [0.5, 0.5, 4.0]}  # round 2 slow for no cache, round 3 for cached
+    real = run._sample_once
+
+    def timed(model, s, *args):
+        video, _, stats = real(model, s, *args)
+        calls.append(s.name)
+        return video, fake[s.name][sum(n == s.name for n in calls) - 1], stats
+
+    monkeypatch.setattr(run, "_sample_once", timed)
+    settings = [run.Setting("no cache"), run.Setting("cached", lambda m: _NoopHandle())]
+    results, _ = run.run("latte", settings, n=1, steps=2, rounds=3)
+    assert calls == ["no cache", "cached"] * 3
+    assert [r.seconds for r in results] == [1.0, 0.5]
+    assert results[1].speedup == 2.0  # the rounds' ratios are 2, 18 and 0.25
+    assert results[1].psnr >= 100  # the no-op setting gives the uncached samples
+
+
+class _NoopHandle:
+    def stats(self) -> dict:
+        return {}
+
+    def remove(self) -> None:
+        pass

@@ -1,6 +1,6 @@
 """torch.distributed: two gloo processes on CPU, each holding a different shard of the tokens, take identical
-decisions because the metric's partial sums are all-reduced before dividing (SPEC 5), with host or device (torch.cond)
-decisions alike; without the all-reduce (a one-rank group each) their local decisions differ."""
+decisions because the metric's partial sums are all-reduced before dividing (docs/algorithms.md section 5), with host
+or device (torch.cond) decisions alike; without the all-reduce (a one-rank group each) their local decisions differ."""
 
 import os
 import socket

@@ -1,6 +1,7 @@
 """The package imports lean: no CUDA initialisation, and it works with no compiled module, with _cpu only,
 and with every module built."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 import fastercache_kernels
 
@@ -90,3 +92,30 @@ def test_info_lists_backends_and_reasons(tmp_path):
     assert "_cpu is not built" in out
     full = _run("from fastercache_kernels.__main__ import main; main(['info'])")
     assert "cpu: available" in full
+    lines = [line.strip() for line in full.splitlines() if line.startswith("  ")]
+    # one line per backend, each saying available or unavailable and why
+    assert [line.split(":")[0] for line in lines] == ["reference", "cpu", "cuda", "triton"], full
+    assert all(re.match(r"\w+: (available|unavailable): \S", line) for line in lines), full
+
+
+def test_info_says_a_built_cuda_module_without_a_device_is_unused(monkeypatch):
+    from fastercache_kernels import _backend, _ext
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status = "built with nvcc 13.0 for 80-real;90-real;90a-real;90-virtual"
+    monkeypatch.setattr(_ext, "build_info", lambda: {"cuda": status})
+    real_why_not = _ext.why_not
+    monkeypatch.setattr(_ext, "why_not", lambda name: None if name == "_cuda" else real_why_not(name))
+    ok, why = _backend.report()["cuda"]
+    assert not ok
+    assert why.startswith("module built for sm_80, sm_90, sm_90a (+ PTX for compute_90); no CUDA device visible")
+    assert why.endswith("so unused")
+    ok, why = _backend.report()["triton"]
+    assert not ok or "TRITON_INTERPRET=1" in why
+
+
+def test_cuda_targets_in_words():
+    from fastercache_kernels import _ext
+
+    assert _ext.cuda_targets("80-real;90-real;90a-real;90-virtual") == "sm_80, sm_90, sm_90a (+ PTX for compute_90)"
+    assert _ext.cuda_targets("90") == "sm_90 (+ PTX for compute_90)"

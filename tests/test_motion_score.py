@@ -62,7 +62,7 @@ def test_matches_reference(backend, dtype, case, contiguous):
 
 
 def test_spec_formula_bnc_stride_1():
-    # SPEC section 4, on [B, T*S, C] directly: sum|p[:, S:] - p[:, :-S]| / (sum|p[:, S:]| + sum|p[:, :-S]|)
+    # docs/algorithms.md section 4, on [B, T*S, C]: sum|p[:, S:] - p[:, :-S]| / (sum|p[:, S:]| + sum|p[:, :-S]|)
     b, t, s, c = 2, 9, 15, 8
     p = _residual((b, t * s, c), torch.bfloat16, True, seed=1)
     q = p.double()

@@ -22,7 +22,7 @@ from .e2e import small_cogvideox
 
 
 def policies(calls: int) -> dict:
-    """The settings benchmarked (the demo uses the same): published presets where SPEC gives them."""
+    """The settings benchmarked (the demo uses the same): published presets where docs/algorithms.md gives them."""
     return {
         "teacache (cogvideox-2b preset)": TeaCacheConfig.preset("cogvideox-2b", num_calls=calls),
         "fbcache (0.2)": FirstBlockCacheConfig(threshold=0.2, num_calls=calls),

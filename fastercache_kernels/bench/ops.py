@@ -43,8 +43,8 @@ def _hidden(name: str, batch: int, frames: int, tokens_per_frame: int, width: in
     return Shape(name, (batch, frames * tokens_per_frame, width), "hidden", frames, note)
 
 
-# Latents of the reference runs (SPEC section 3) and the token tensors their transformer blocks see: the CFG batch
-# of 2, latent frames x (H/2 x W/2) patches, the model width.
+# Latents of the reference runs (docs/algorithms.md section 3) and the token tensors their transformer blocks see:
+# the CFG batch of 2, latent frames x (H/2 x W/2) patches, the model width.
 SHAPES = {s.name: s for s in (
     Shape("cogvideox-2b-latent", (13, 16, 60, 90), "latent", note="CogVideoX-2B 49 frames 480x720: (T, C, H, W)"),
     Shape("latte-latent", (2, 4, 16, 64, 64), "latent", note="Latte-1 16 frames 512x512: (B, C, T, H, W)"),
@@ -207,7 +207,7 @@ def bench_motion_score(numel: int = 1 << 24, dtype: torch.dtype = torch.float32,
         (b, n, c), t = motion_shape(numel), 13
     s = n // t
     p = torch.randn(b, n, c, device=device).to(dtype)
-    # SPEC section 4, as AdaCache's reference code computes it
+    # docs/algorithms.md section 4, as AdaCache's reference code computes it
     impls = {"eager": lambda: (p[:, s:] - p[:, :-s]).abs().sum() / (p[:, s:].abs().sum() + p[:, :-s].abs().sum())}
     _fk(impls, device, {"": lambda: ops.motion_score(p, t, (1,))})
     nbytes = p.numel() * p.element_size()
@@ -221,8 +221,8 @@ BENCHES.update(feature_diff=bench_feature_diff, residual_diff_update=bench_resid
 
 # ---- CFG-Cache, extrapolate_residual, residual_sum -----------------------------------------------------------------
 
-# Latents of the reference runs (SPEC section 3): CogVideoX-2B [13, 16, 60, 90] (frames, channels, H, W) and
-# Open-Sora 1.2 at 192 frames 480p [57, 4, 60, 106] (as given in the task; 4 channels x 57 latent frames).
+# Latents of the reference runs (docs/algorithms.md section 3): CogVideoX-2B [13, 16, 60, 90] (frames, channels,
+# H, W) and Open-Sora 1.2 at 192 frames 480p [57, 4, 60, 106] (as given in the task; 4 channels x 57 latent frames).
 LATENTS = {"CogVideoX-2B": (13, 16, 60, 90), "Open-Sora": (57, 4, 60, 106)}
 
 
@@ -247,8 +247,8 @@ def _with_ratio_to(rows: list[Row], name: str, key: str) -> list[Row]:
 def bench_cfg_recombine_guided(numel=None, dtype: torch.dtype = torch.float32, device="cpu",
                                shape: Shape | None = None, **kw) -> list[Row]:
     """The guided output of a CFG skip call at a latent (default: the two model latents; `numel` is not used):
-    the reference FFT path of SPEC section 2 (fft2 + shifts + masks of the computed branch, the stored complex
-    deltas, ifft2, then uncond + s * (cond - uncond)), the eager linear formula, and the fused op.
+    the reference FFT path of docs/algorithms.md section 2 (fft2 + shifts + masks of the computed branch, the stored
+    complex deltas, ifft2, then uncond + s * (cond - uncond)), the eager linear formula, and the fused op.
     extra["x spec path"] holds the ratio to the FFT path."""
     device = torch.device(device)
     rows = []

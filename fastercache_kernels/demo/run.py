@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,29 +62,43 @@ def _stat(stats: dict, *keys, default=None):
     return default
 
 
+def _sample_once(model, s: Setting, cond, null, noise, steps: int, progress):
+    handle = s.apply(model) if s.apply else None
+    try:
+        t0 = time.perf_counter()
+        video = sampling.sample(model, cond, null, noise, steps=steps, progress=progress)
+        seconds = time.perf_counter() - t0
+        stats = handle.stats() if handle is not None else {}
+    finally:
+        if handle is not None:
+            handle.remove()
+    return video, seconds, stats
+
+
 def run(family: str, settings: list[Setting], n: int = 4, steps: int = 50, seed: int = 0, progress=None,
-        gif_dir: Path | None = None) -> tuple[list[Result], str]:
+        gif_dir: Path | None = None, rounds: int = 3) -> tuple[list[Result], str]:
+    """Samples every setting `rounds` times, interleaved (round r runs each setting once, in turn), so load from
+    other jobs falls on all settings alike. Wall time and speedup are medians over the rounds (the speedup of a
+    round is that round's uncached time over the setting's); outputs and statistics come from the first round
+    (every round gives the same samples)."""
     model, weights = load(family)
     cond, null, noise, _ = inputs(n, seed)
-    results: list[Result] = []
-    ref = None
     sampling.sample(model, cond, null, noise, steps=2)  # warm-up: first-call costs must not count against "no cache"
-    for s in settings:
-        handle = s.apply(model) if s.apply else None
-        try:
-            t0 = time.perf_counter()
-            video = sampling.sample(model, cond, null, noise, steps=steps, progress=progress)
-            seconds = time.perf_counter() - t0
-            stats = handle.stats() if handle is not None else {}
-        finally:
-            if handle is not None:
-                handle.remove()
-        r = Result(family, s.name, seconds)
-        if ref is None:
-            ref, base = video, seconds
+    first: list[tuple[torch.Tensor, dict]] = []
+    times = [[0.0] * rounds for _ in settings]
+    for r in range(rounds):
+        for i, s in enumerate(settings):
+            video, times[i][r], stats = _sample_once(model, s, cond, null, noise, steps, progress)
+            if r == 0:
+                first.append((video, stats))
+    results: list[Result] = []
+    ref = first[0][0]
+    for i, (s, (video, stats)) in enumerate(zip(settings, first)):
+        r = Result(family, s.name, statistics.median(times[i]))
+        if i == 0:
             r.computed, r.reused = steps, 0
         else:
-            r.speedup = base / seconds
+            r.speedup = statistics.median(base / t for base, t in zip(times[0], times[i]))
             cfg = stats.get("cfg", {})
             r.computed, r.reused = cfg.get("full", stats.get("computed")), cfg.get("skip", stats.get("reused"))
             attn = stats.get("attention", {})

@@ -1,6 +1,6 @@
 """fastercache::cfg_recombine(_guided): FasterCache's CFG-Cache reconstruction of the skipped branch, with no FFT.
 
-By linearity (SPEC section 2), `real(ifft2(ifftshift(LF(c) + a*dLF + HF(c) + b*dHF)))` equals
+By linearity (docs/algorithms.md section 2), `real(ifft2(ifftshift(LF(c) + a*dLF + HF(c) + b*dHF)))` equals
 `c + a*low + b*high` where (low, high) = cfg_residual_split(other, computed) of the last full call.
 """
 
@@ -75,7 +75,7 @@ def cfg_recombine(computed: Tensor, low: Tensor, high: Tensor, low_weight, high_
     """other = computed + low_weight * low + high_weight * high: the CFG branch a skip call did not run.
 
     Equal, by linearity, to the reference reconstruction `real(ifft2(ifftshift(LF(c) + a*dLF + HF(c) + b*dHF)))`
-    of SPEC section 2, with (low, high) from `cfg_residual_split(other, computed)` on the last full call.
+    of docs/algorithms.md section 2, with (low, high) from `cfg_residual_split(other, computed)` on the last full call.
 
     Args:
         computed: [*, H, W] the branch this call ran; fp32, fp16 or bf16, any strides.
@@ -138,8 +138,8 @@ def cfg_recombine_guided(computed: Tensor, low: Tensor, high: Tensor, low_weight
     of a skip call in one pass.
 
     With computed = cond and other = uncond reconstructed as in `cfg_recombine`, `uncond + s * (cond - uncond)`
-    equals this formula (SPEC section 2, "Linearity"). When the skip call computes uncond instead (CogVideoX),
-    the guided output is computed + s * (a*low + b*high): pass `guidance_scale = 1 - s`.
+    equals this formula (docs/algorithms.md section 2, "The linear fast form"). When the skip call computes uncond
+    instead (CogVideoX), the guided output is computed + s * (a*low + b*high): pass `guidance_scale = 1 - s`.
 
     Args:
         computed: [*, H, W] the branch this call ran (cond); fp32, fp16 or bf16, any strides.

@@ -1,4 +1,5 @@
-"""fastercache::cfg_residual_split: FasterCache's CFG-Cache frequency split, in the linear form of SPEC section 2.
+"""fastercache::cfg_residual_split: FasterCache's CFG-Cache frequency split, in the linear form of
+docs/algorithms.md section 2.
 
 The reference splits both branches, `LF = M * fftshift(fft2(y))`, `HF = (1 - M) * ...`, and stores complex deltas
 `dLF = LF(other) - LF(computed)`, `dHF = ...`. Since fft2, the shift and the mask are linear and M + (1 - M) = 1,
@@ -64,8 +65,8 @@ def lowpass_plan(height: int, width: int, r: int, device: torch.device) -> tuple
     k_w <= r where it is nonzero: [H, min(r, W // 2) + 1]. Valid when the mask is Hermitian-symmetric,
     M[k] == M[-k], so the filtered spectrum stays that of a real tensor and irfft2 equals the real part of the
     complex ifft2. The reference mask depends on (k_h^2 + k_w^2) of the signed frequency fftshift assigns to
-    each bin, which is symmetric for every r (including r >= min(H, W) / 2, where SPEC only claims it); the
-    check below is kept so a mask that is not would take the complex path.
+    each bin, which is symmetric for every r (including r >= min(H, W) / 2, where docs/algorithms.md only claims
+    it); the check below is kept so a mask that is not would take the complex path.
     "complex": fft2 / ifft2 with the full mask, real part.
     """
     if r == 0:
@@ -168,7 +169,7 @@ def _(other, computed, radius_divisor, low, high):
 def cfg_residual_split(other: Tensor, computed: Tensor, radius_divisor: int = 5, storage_dtype=None, *,
                        out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """(low, high) with R = other - computed (fp32), low = lowpass(R), high = R - low: FasterCache's CFG residual
-    split into low and high frequencies over the last two dims, in the linear form (SPEC section 2).
+    split into low and high frequencies over the last two dims, in the linear form (docs/algorithms.md section 2).
 
     lowpass is the reference's circular mask on the centred spectrum: with Y indexing H (dim -2) and X indexing W
     (dim -1) (meshgrid 'ij'), M = (X - W//2)^2 + (Y - H//2)^2 <= r^2, r = min(H, W) // radius_divisor, applied

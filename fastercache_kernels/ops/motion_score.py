@@ -110,7 +110,7 @@ def _(residual, num_frames, strides, layout, partials):
 
 def motion_score(residual: Tensor, num_frames: int, strides=(1,), layout: str = "BNC", *,
                  partials: bool = False) -> Tensor:
-    """MoReg's normalised frame difference (AdaCache, SPEC section 4), per frame stride k:
+    """MoReg's normalised frame difference (AdaCache, docs/algorithms.md section 4), per frame stride k:
 
         m_k = sum_t |p[t+k] - p[t]| / (sum |p[k..T-1]| + sum |p[0..T-1-k]|)
 

@@ -1,5 +1,5 @@
 """fastercache::residual_sum: x + the sum of a list of cached residuals in one pass (AdaCache / TeaCache reuse calls:
-`x_L = x_0 + sum of every block's cached residuals`, SPEC section 4)."""
+`x_L = x_0 + sum of every block's cached residuals`, docs/algorithms.md section 4)."""
 
 from __future__ import annotations
 
