@@ -1,7 +1,7 @@
 """CFG-Cache at the pipeline level, for models the pipeline calls once per CFG branch (Vchitect-2.0).
 
 Such a model never sees both branches in one call, so `fk.apply` can only reuse its attention; the branch skip of
-SPEC section 2 has to happen in the denoising loop. `CFGCache.step` is what the loop calls once per step in place
+docs/algorithms.md §2 has to happen in the denoising loop. `CFGCache.step` is what the loop calls once per step in place
 of its two model calls:
 
     handle = fk.apply(pipe.transformer, "vchitect-2.0")   # attention reuse, counted per step
@@ -16,7 +16,7 @@ of its two model calls:
 
 On a full step it calls both branches (uncond first, as the Vchitect pipeline does) and keeps the split residual
 `R = other - computed` (`fk.ops.cfg_residual_split`); on a skip step it calls only the computed branch and
-rebuilds the other with `fk.ops.cfg_recombine` (linear form of the reference's FFT path, SPEC section 2), the
+rebuilds the other with `fk.ops.cfg_recombine` (linear form of the reference's FFT path, docs/algorithms.md §2), the
 low/high weights compounding over consecutive skip steps. It is the same CFG residual (`runtime.cfg.CFGResidual`)
 that `fk.apply` uses for batched and per-branch calls; with a diffusers pipeline that wraps its calls in
 `cache_context("cond" | "uncond")`, `fk.apply(pipe, config)` does this on its own.

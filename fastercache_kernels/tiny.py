@@ -1,5 +1,6 @@
 """Tiny diffusers pipelines with random weights, built without any download: the real pipeline classes
-(CogVideoXPipeline, LattePipeline) with a T5 tokenizer whose vocabulary is made in memory, a one-layer T5 encoder,
+(CogVideoXPipeline, LattePipeline, WanPipeline) with a T5 tokenizer whose vocabulary is made in memory, a one-layer T5
+encoder,
 a small VAE and a 2-layer transformer. For the examples, the docs' runnable snippets and tests: the frames are
 noise-like, the call pattern is the real one. Needs the [examples] extra (diffusers, transformers).
 """
@@ -65,9 +66,31 @@ def latte_pipeline(seed: int = 0):
     return pipe, {"height": 32, "width": 32, "video_length": 8}
 
 
-PIPELINES = {"cogvideox": cogvideox_pipeline, "latte": latte_pipeline}
+def wan_pipeline(seed: int = 0, two: bool = False):
+    """WanPipeline (its loop calls the transformer once per CFG branch inside `cache_context`) with a 2-layer
+    WanTransformer3DModel, and with `two` a second one for Wan 2.2's low-noise stage (boundary_ratio 0.5);
+    AutoencoderKLWan with 8x spatial and 4x temporal compression: 64x64 frames -> 8x8 latents, 9 frames -> 3."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    tokenizer, text_encoder = tiny_t5(d_model=32, seed=seed)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+
+    def transformer():
+        return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                     out_channels=4, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2,
+                                     cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
+
+    extra = {"transformer_2": transformer(), "boundary_ratio": 0.5} if two else {}
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer(),
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), **extra)
+    return pipe, {"height": 64, "width": 64, "num_frames": 9, "max_sequence_length": 16}
+
+
+PIPELINES = {"cogvideox": cogvideox_pipeline, "latte": latte_pipeline, "wan": wan_pipeline}
 
 
 def pipeline(family: str, seed: int = 0):
-    """(pipe, call kwargs giving the frame size and count) for "cogvideox" or "latte"."""
+    """(pipe, call kwargs giving the frame size and count) for "cogvideox", "latte" or "wan"."""
     return PIPELINES[family](seed)

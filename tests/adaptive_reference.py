@@ -1,4 +1,4 @@
-"""Plain reference rules of the adaptive policies, written from SPEC sections 4-5 (Python floats, fp64 sums), and
+"""Plain reference rules of the adaptive policies, written from docs/algorithms.md §4-5 (Python floats, fp64 sums), and
 hooks that record the tensors each rule reads from a model run, so a patched model and its reference see the same
 inputs."""
 
@@ -15,7 +15,8 @@ def rel_l1(cur: torch.Tensor, prev: torch.Tensor) -> float:
 
 
 def teacache(us: list, coefficients, threshold: float, num_calls: int | None = None) -> list[dict]:
-    """SPEC 5: rel every call (u_prev updated every call), acc += poly(rel); acc < threshold reuses, else compute and
+    """docs/algorithms.md §5: rel every call (u_prev updated every call), acc += poly(rel); acc < threshold reuses,
+    else compute and
     acc = 0; first and last calls compute."""
     poly = np.poly1d(coefficients)
     acc, prev, out = 0.0, None, []
@@ -35,7 +36,8 @@ def teacache(us: list, coefficients, threshold: float, num_calls: int | None = N
 
 
 def fbcache(r1s: list, threshold: float, num_calls: int | None = None) -> list[dict]:
-    """SPEC 5: diff = mean|r1_ref - r1| / mean|r1_ref|; below the threshold reuse, else compute and refresh r1_ref."""
+    """docs/algorithms.md §5: diff = mean|r1_ref - r1| / mean|r1_ref|; below the threshold reuse, else compute and
+    refresh r1_ref."""
     ref, out = None, []
     for c, r1 in enumerate(r1s, 1):
         diff = None if ref is None else rel_l1(r1, ref)
@@ -47,7 +49,8 @@ def fbcache(r1s: list, threshold: float, num_calls: int | None = None) -> list[d
 
 
 def motion(p: torch.Tensor, frames: int, stride: int = 1) -> float:
-    """SPEC 4: m = sum|p[:, S:] - p[:, :-S]| / (sum|p[:, S:]| + sum|p[:, :-S]|) on p laid out [B, T*S, C]."""
+    """docs/algorithms.md §4: m = sum|p[:, S:] - p[:, :-S]| / (sum|p[:, S:]| + sum|p[:, :-S]|) on p laid out [B, T*S,
+    C]."""
     p = p.double()
     s = p.shape[1] // frames * stride
     a, b = p[:, s:], p[:, :-s]
@@ -56,7 +59,8 @@ def motion(p: torch.Tensor, frames: int, stride: int = 1) -> float:
 
 def adacache(p_at, num_calls: int, codebook, window, frames: int, *, moreg: bool = True, scale: float = 0.385,
              power: float = 8.0, gain: float = 10.0, compare_dtype=None) -> list[dict]:
-    """SPEC 4. `p_at(c)`: the metric layer's attention residual p ([B, T*S, C]) on compute call c. Compute calls:
+    """docs/algorithms.md §4. `p_at(c)`: the metric layer's attention residual p ([B, T*S, C]) on compute call c.
+    Compute calls:
     1, N-1, N and prev + rate; d = sum|p_prev - p| / sum|p_prev| / rate_in, times the MoReg factor; the rate is the
     first whose threshold is strictly greater than d (the last one beyond). The first call has no p_prev: rate 1."""
     pairs = sorted(codebook.items()) if isinstance(codebook, dict) else list(codebook)

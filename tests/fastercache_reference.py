@@ -1,4 +1,5 @@
-"""A plain implementation of the official FasterCache schedules, written from SPEC sections 1-2 the way the reference
+"""A plain implementation of the official FasterCache schedules, written from docs/algorithms.md §1-2 the way the
+reference
 code does it: a call counter, attention caches as Python lists of whole tensors in the reference model's batch order,
 sliced `cache[:B]` with B the call's batch, and the CFG residual kept as FFT-domain deltas multiplied in place on
 every skip call. The reference batch order (`ref_computed`: the computed branch's half) is the preset's own model's:
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-# SPEC section 1 and 2 tables, one entry per preset, in the SPEC's own terms.
+# docs/algorithms.md §1 and 2 tables, one entry per preset, in the terms of docs/algorithms.md.
 SPEC = {
     "cogvideox-2b": dict(
         ref_computed=0,
@@ -48,7 +49,7 @@ VCHITECT = dict(
 
 
 def fft_split(x: torch.Tensor, divisor: int = 5):
-    """SPEC section 2: S = fftshift(fft2(y)) (shift over all dims), mask radius min(H, W) // divisor (meshgrid
+    """docs/algorithms.md §2: S = fftshift(fft2(y)) (shift over all dims), mask radius min(H, W) // divisor (meshgrid
     'ij')."""
     s = torch.fft.fftshift(torch.fft.fft2(x))
     h, w = x.shape[-2:]

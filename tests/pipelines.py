@@ -5,45 +5,22 @@ call patterns run on the same model with the same inputs."""
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-import _common as ex  # noqa: E402
+from fastercache_kernels import tiny
 
 PROMPT, NEGATIVE = "a red square moving right", "blue"
 
 
 def tiny_wan(seed: int = 0, two: bool = False):
-    """diffusers' WanPipeline with a 2-layer WanTransformer3DModel (a second one for Wan 2.2's low-noise stage when
-    `two`), AutoencoderKLWan, a character-level T5, FlowMatchEulerDiscreteScheduler; 64x64 frames -> 8x8 latents."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
-
-    tokenizer, text_encoder = ex.tiny_t5(d_model=32, seed=seed)
-    torch.manual_seed(seed)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
-
-    def transformer():
-        return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                     out_channels=4, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2,
-                                     cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
-
-    extra = {"transformer_2": transformer(), "boundary_ratio": 0.5} if two else {}
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer(),
-                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), **extra)
+    pipe, kw = tiny.wan_pipeline(seed, two)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, {"height": 64, "width": 64, "num_frames": 9, "max_sequence_length": 16, "guidance_scale": 5.0}
+    return pipe, {**kw, "guidance_scale": 5.0}
 
 
 def tiny_cogvideox(seed: int = 0):
-    """diffusers' CogVideoXPipeline of python/cogvideox_example.py (its loop calls the transformer batched)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-    from cogvideox_example import tiny_pipeline
-
-    pipe, kw = tiny_pipeline(seed)
+    pipe, kw = tiny.cogvideox_pipeline(seed)
     pipe.set_progress_bar_config(disable=True)
     return pipe, {**kw, "guidance_scale": 6.0}
 

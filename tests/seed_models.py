@@ -1,11 +1,12 @@
-"""Tiny stand-ins for the seed models' own classes, written from /work/shared/SEED_MODELS.md (the reference
+"""Tiny stand-ins for the seed models' own classes, written from docs/algorithms.md §7 (the reference
 repositories' code is not available here, and none of them is on PyPI).
 
 Each keeps what an adapter depends on: the class name, the module names of the cached attention (and of the
 cross-attention beside it), the forward signature as the model's own sampler calls it, the output layout
 (learned-sigma 8 channels, tuple outputs, [F, C, H, W] for Vchitect, [B, T, C, H, W] for SAT) and the batch
 layout inside attention (CFG halves are the two halves of every attention batch). They also keep what running the
-reference repositories' own classes showed (SEED_MODELS.md, "Measured on the real classes"): the host reads in the
+reference repositories' own classes showed (docs/algorithms.md §7, "Measured on the real classes"): the host reads in
+the
 forwards (`height[0].item()` in STDiT3, `int(timestep[0])` in both LatteT2V, an `if` on a mask's values in SAT's
 transformer), which fake tensors cannot run and which are the model's own graph breaks under torch.compile, and
 Vchitect's `my_forward(..., counter=k)` entry point. Everything else is a real but tiny transformer:

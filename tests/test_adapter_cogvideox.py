@@ -1,5 +1,6 @@
 """fk.apply on diffusers' CogVideoXTransformer3DModel (tiny random config of the real class, fp32, 50-call CFG loop,
-batch [uncond, cond], decreasing timesteps): the presets against the plain reference of SPEC sections 1-2, diffusers'
+batch [uncond, cond], decreasing timesteps): the presets against the plain reference of docs/algorithms.md §1-2,
+diffusers'
 FasterCacheConfig against diffusers' own hook, and the handle's lifecycle."""
 
 import warnings

@@ -1,5 +1,6 @@
 """fk.apply on diffusers' LatteTransformer3DModel (tiny random config of the real class: spatial and temporal
-self-attention, cross-attention left alone, learned-sigma output): presets against the SPEC reference, diffusers'
+self-attention, cross-attention left alone, learned-sigma output): presets against the docs/algorithms.md reference,
+diffusers'
 FasterCacheConfig against diffusers' own hook, and what is cached."""
 
 import warnings

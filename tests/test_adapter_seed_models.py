@@ -1,10 +1,11 @@
-"""fk.apply on the seed models' own classes (stand-ins from SEED_MODELS.md, tests/seed_models.py), each called as
+"""fk.apply on the seed models' own classes (stand-ins from docs/algorithms.md §7, tests/seed_models.py), each called as
 its own sampler calls it, over the preset's full call count (Open-Sora 30, Latte 50, Open-Sora-Plan 159 with PNDM's
 timesteps, CogVideoX SAT 50, Vchitect 100 steps; diffusers' Latte and CogVideoX ports 50 each). Per call: the
-compute/reuse pattern equals the SPEC schedule (and the reference's own decisions), the output equals the plain
+compute/reuse pattern equals the docs/algorithms.md schedule (and the reference's own decisions), the output equals the
+plain
 reference implementation (tests/fastercache_reference.py) within 1e-4 relative in fp32, and every reconstructed CFG
 branch equals the reference FFT path of tests/spec_fft.py. The reference repositories' code is not available: the
-stand-ins encode what SEED_MODELS.md states about it."""
+stand-ins encode what docs/algorithms.md §7 states about it."""
 
 from __future__ import annotations
 
@@ -232,7 +233,7 @@ def _guide(seed, out):
 
 
 def expected_pattern(preset, c, kinds_state, kind):
-    """SPEC sections 1-2 for call c: (full, reuse of `kind`). kinds_state tracks, per kind, whether the cache is
+    """docs/algorithms.md §1-2 for call c: (full, reuse of `kind`). kinds_state tracks, per kind, whether the cache is
     filled and whether its newest entry came from a full call (the reference recomputes attention on a full call
     when its cache holds fewer samples than the call)."""
     spec = SPEC[preset]
@@ -546,7 +547,8 @@ def test_vchitect_compiles_one_graph_per_call_kind():
 @pytest.mark.parametrize("name", [n for n in SEEDS if not n.startswith("diffusers")])
 def test_compiled_seed_class_matches_eager_and_breaks_only_in_the_model(name):
     """torch.compile (no fullgraph: the seed forwards' own host reads break their graphs) on each seed class over
-    two whole videos: every call equals the eager patched model (which equals the SPEC reference above), no
+    two whole videos: every call equals the eager patched model (which equals the docs/algorithms.md reference above),
+    no
     graph is added in the second video, and no graph break happens in this package's code."""
     import torch._dynamo.testing
     from torch._dynamo.utils import graph_break_reasons

@@ -1,4 +1,5 @@
-"""AdaCache + MoReg: schedule and metric parity with the plain SPEC rule on the same attention residuals, the
+"""AdaCache + MoReg: schedule and metric parity with the plain docs/algorithms.md rule on the same attention residuals,
+the
 captured p equals the gated attention output, reuse through both cached residuals, codebook validation, presets,
 the generic adapter, one host read per call."""
 

@@ -1,5 +1,5 @@
-"""FasterCacheConfig, the presets and their static call-kind table (SPEC sections 1-2), the runtime scalars
-(compounding CFG weights), diffusers' semantics (SPEC section 6), and the fast form of the CFG reconstruction."""
+"""FasterCacheConfig, the presets and their static call-kind table (docs/algorithms.md §1-2), the runtime scalars
+(compounding CFG weights), diffusers' semantics (docs/algorithms.md §6), and the fast form of the CFG reconstruction."""
 
 import math
 
@@ -53,7 +53,7 @@ def test_table_follows_spec(preset):
 
 
 def test_known_calls():
-    """The quirks SPEC names, call by call."""
+    """The quirks docs/algorithms.md names, call by call."""
     cog = {p.c: p.kind for p in FasterCacheSchedule(fk.FasterCacheConfig.preset("cogvideox-2b")).table(50)}
     assert [cog[c] for c in (15, 17, 18, 19, 20, 25, 30, 35)] == [
         "full/compute", "full/compute", "skip/compute", "skip/reuse", "full/compute", "full/compute", "full/compute",
@@ -76,7 +76,8 @@ def test_known_calls():
 
 
 def test_cfg_weights_compound_and_reset():
-    """a = k_L^j, b = k_H^j after j consecutive skip calls; a full call resets them (SPEC section 2): the weights a
+    """a = k_L^j, b = k_H^j after j consecutive skip calls; a full call resets them (docs/algorithms.md §2): the
+    weights a
     patched CogVideoX call uses, read by a forward hook after each call."""
     from dit_models import cog_inputs, sample_loop, tiny_cogvideox
 
@@ -123,7 +124,7 @@ def test_attention_weight_may_be_a_function_of_the_call():
 
 @pytest.mark.parametrize(("h", "w"), [(64, 64), (60, 90), (60, 106), (30, 44), (7, 9)])
 def test_fast_cfg_reconstruction_equals_the_fft_path(h, w):
-    """SPEC section 2 linearity: computed + a*R_L + b*R_H equals the reference's FFT-domain reconstruction."""
+    """docs/algorithms.md §2 linearity: computed + a*R_L + b*R_H equals the reference's FFT-domain reconstruction."""
     g = torch.Generator().manual_seed(h * w)
     computed = torch.randn(3, 4, h, w, generator=g)
     other = torch.randn(3, 4, h, w, generator=g)
@@ -140,7 +141,8 @@ def test_fast_cfg_reconstruction_equals_the_fft_path(h, w):
 
 
 class _DiffusersLike:
-    """The fields of diffusers' FasterCacheConfig with its defaults (SPEC section 6), without importing diffusers."""
+    """The fields of diffusers' FasterCacheConfig with its defaults (docs/algorithms.md §6), without importing
+    diffusers."""
 
     spatial_attention_block_skip_range = 2
     temporal_attention_block_skip_range = None

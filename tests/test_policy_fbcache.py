@@ -1,4 +1,5 @@
-"""First-Block-Cache: schedule and metric parity with the plain SPEC rule on the same inputs, exact compute path,
+"""First-Block-Cache: schedule and metric parity with the plain docs/algorithms.md rule on the same inputs, exact
+compute path,
 reuse = input + cached residuals, one host read per call, lifecycle."""
 
 import pytest

@@ -1,4 +1,5 @@
-"""TeaCache: schedule and metric parity with the plain SPEC rule on the same indicator, the indicators (timestep
+"""TeaCache: schedule and metric parity with the plain docs/algorithms.md rule on the same indicator, the indicators
+(timestep
 embedding, modulated input, block input), presets, one host read per call, reuse through the cached residuals."""
 
 import pytest
@@ -14,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _latte_modulated(rec_call):
-    """SPEC 5 for Latte (ada_norm_single), from block 0's recorded inputs: norm1(x) * (1 + scale_msa) + shift_msa."""
+    """docs/algorithms.md §5 for Latte (ada_norm_single), from block 0's recorded inputs: norm1(x) * (1 + scale_msa) +
+    shift_msa."""
     blk, x = rec_call["blk"], rec_call["b0.in"]
     args = rec_call["b0.args"]
     t = args[4] if len(args) > 4 else rec_call["b0.kwargs"]["timestep"]

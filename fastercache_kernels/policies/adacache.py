@@ -1,4 +1,4 @@
-"""AdaCache + MoReg (SPEC section 4): configuration, codebook validation and the published Open-Sora presets.
+"""AdaCache + MoReg (docs/algorithms.md §4): configuration, codebook validation and the published Open-Sora presets.
 The runtime (device-side decisions) is in _adaptive.py."""
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class AdaCacheConfig:
         return dataclasses.replace(self, **changes)
 
 
-# SPEC section 4: the published Open-Sora codebooks; the reference compares in bf16.
+# docs/algorithms.md §4: the published Open-Sora codebooks; the reference compares in bf16.
 ADACACHE_PRESETS: dict[str, dict] = {
     "opensora-100-fast": dict(codebook={0.03: 12, 0.05: 10, 0.07: 8, 0.09: 6, 0.11: 4, 1.00: 3}, num_calls=100,
                          moreg_window=(10, 90), decision_dtype=torch.bfloat16),

@@ -1,4 +1,4 @@
-"""diffusers' FasterCacheConfig semantics (SPEC section 6), run with the fused ops: a drop-in for
+"""diffusers' FasterCacheConfig semantics (docs/algorithms.md section 6), run with the fused ops: a drop-in for
 `model.enable_cache(config)`.
 
 What diffusers does, reproduced here: a 0-based iteration counter `i`; the uncond branch is skipped when `i > 0`,

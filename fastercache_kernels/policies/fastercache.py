@@ -1,4 +1,4 @@
-"""FasterCache (SPEC sections 1-2): the configuration, the reference presets and the static call-kind schedule.
+"""FasterCache (docs/algorithms.md §1-2): the configuration, the reference presets and the static call-kind schedule.
 
 `c` is the 1-based count of transformer calls in the current video. Everything the patched forwards need to know
 about call `c` is decided here, on the host, before the call: whether both CFG branches run (a *full* call) or
@@ -33,7 +33,7 @@ def _in_window(c: int, window: Window) -> bool:
 class FasterCacheConfig:
     """What FasterCache reuses and when, keyed on the call count `c` (1-based, per video).
 
-    Attention reuse (SPEC section 1): on call `c` a cached attention module reuses
+    Attention reuse (docs/algorithms.md §1): on call `c` a cached attention module reuses
     `F = newer + w * (newer - older)` (its last two computed outputs) when `c >= attention_reuse_start` and
     `c % attention_period != attention_compute_phase`; otherwise it computes. Its cache is filled first on call
     `attention_fill` (an int, or a dict per module kind "spatial"/"temporal"). On a full call whose newest cached
@@ -43,7 +43,8 @@ class FasterCacheConfig:
     and `"other"` the other branch's, as the Latte and Open-Sora-Plan reference code does: it reads `cache[:n]`
     (n = the skip call's batch) of an [uncond, cond] entry, the uncond rows, for the cond computation.
 
-    CFG-Cache (SPEC section 2): call `c` is a skip call (only `computed_branch` runs; the other is rebuilt from the
+    CFG-Cache (docs/algorithms.md §2): call `c` is a skip call (only `computed_branch` runs; the other is rebuilt from
+    the
     residual split `R = other - computed` of the last full call) when `c >= cfg_skip_start` and
     `c % cfg_period != cfg_compute_phase`. Full calls with `c >= cfg_refresh_start` refresh the residual. On every
     skip call the low-frequency part is multiplied by `low_freq_weight` when `c` is in `low_freq_calls` (inclusive
@@ -127,7 +128,7 @@ class FasterCacheConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> FasterCacheConfig:
-        """The reference schedule of one published model (SPEC sections 1-2), with optional field overrides."""
+        """The reference schedule of one published model (docs/algorithms.md §1-2), with optional field overrides."""
         key = name.lower()
         if key not in PRESETS:
             raise ValueError(f"unknown FasterCache preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -141,7 +142,7 @@ def _opensora_weight(c: int) -> float:
     return (c - 7) / 20 * 0.9  # the reference's own expression and order of operations
 
 
-# SPEC sections 1-2, one row each. Call windows are inclusive; "c > 7 and c even" is start 8, period 2, compute
+# docs/algorithms.md §1-2, one row each. Call windows are inclusive; "c > 7 and c even" is start 8, period 2, compute
 # phase 1 (odd calls compute).
 PRESETS: dict[str, dict] = {
     "cogvideox-2b": dict(

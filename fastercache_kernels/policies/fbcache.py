@@ -1,4 +1,4 @@
-"""First-Block-Cache (SPEC section 5): configuration. The runtime is in _adaptive.py."""
+"""First-Block-Cache (docs/algorithms.md section 5): configuration. The runtime is in _adaptive.py."""
 
 from __future__ import annotations
 

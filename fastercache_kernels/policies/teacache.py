@@ -1,4 +1,4 @@
-"""TeaCache (SPEC section 5): configuration and the published presets. The runtime is in _adaptive.py."""
+"""TeaCache (docs/algorithms.md §5): configuration and the published presets. The runtime is in _adaptive.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 INDICATORS = ("auto", "timestep_embedding", "modulated_input", "block_input")
 METRICS = ("l1", "rel_l1", "rel_l2", "cosine")
 
-# SPEC section 5: rescaling polynomials, highest degree first.
+# docs/algorithms.md §5: rescaling polynomials, highest degree first.
 OPENSORA_COEFFICIENTS = (2.17546007e02, -1.18329252e02, 2.68662585e01, -4.59364272e-02, 4.84426240e-02)
 COGVIDEOX_2B_COEFFICIENTS = (-3.10658903e01, 2.54732368e01, -5.92380459e00, 1.75769064e00, -3.61568434e-03)
 
@@ -28,7 +28,8 @@ def check_threshold(owner: str, v) -> None:
 class TeaCacheConfig:
     """TeaCache: every call measures `rel = mean|u - u_prev| / mean|u_prev|` on an indicator `u` (u_prev updated
     every call), accumulates `acc += max(poly(rel), 0)` (`coefficients`, highest degree first; clamping at 0 is this
-project's deviation from the reference, whose polynomial can go negative, so that `threshold=0` computes every call) and reuses the residual of
+project's deviation from the reference, whose polynomial can go negative, so that `threshold=0` computes every call)
+and reuses the residual of
     the whole block stack while `acc < threshold`; otherwise it computes and sets `acc = 0`. The first call of a
     video, and the last one when `num_calls` is given, always compute.
 

@@ -15,7 +15,8 @@ Two ways to act on `pred`:
   branches (they return the output and the new residuals; the buffers are written with copy_ outside the cond), so
   `torch.compile(model, fullgraph=True)` builds one graph that serves every call and every video.
 
-With torch.distributed initialised, the metric's partial sums are all-reduced (SUM) before dividing (SPEC 5).
+With torch.distributed initialised, the metric's partial sums are all-reduced (SUM) before dividing (docs/algorithms.md
+§5).
 """
 
 from __future__ import annotations

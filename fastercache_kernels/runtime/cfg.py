@@ -1,4 +1,4 @@
-"""The CFG residual of FasterCache's CFG-Cache (SPEC section 2), shared by every way a model meets it: a batched
+"""The CFG residual of FasterCache's CFG-Cache (docs/algorithms.md §2), shared by every way a model meets it: a batched
 call ([uncond, cond] halves), per-branch calls (diffusers' `cache_context("cond" | "uncond")`) and a denoising
 loop driving it step by step (`fk.pipeline.CFGCache`).
 
@@ -54,7 +54,7 @@ class CFGResidual:
         self.set_weights(1.0, 1.0)
 
     def skip(self, low_mult: float, high_mult: float) -> None:
-        """A skip step: the weights compound (SPEC section 2)."""
+        """A skip step: the weights compound (docs/algorithms.md §2)."""
         a, b = self._ab
         self.set_weights(a * low_mult, b * high_mult)
 

@@ -1,4 +1,4 @@
-"""FasterCache on the hook engine: attention reuse (SPEC section 1) and CFG-Cache (SPEC section 2).
+"""FasterCache on the hook engine: attention reuse (docs/algorithms.md §1) and CFG-Cache (docs/algorithms.md §2).
 
 Hooks: every cached attention module's forward (compute and store, or extrapolate from its cache) and the model's
 forward (the CFG batch split). Everything they read is set before the call by `begin` (on the host, outside
