@@ -83,6 +83,16 @@ class Handle:
     def __exit__(self, *exc):
         self.remove()
 
+    def __deepcopy__(self, memo):
+        # copy.deepcopy(patched_model) reaches the handle through model._fk_handle: the copy's forwards would be
+        # the original's closures (the original's weights and state), so refuse instead of copying silently
+        raise RuntimeError("fastercache_kernels: a patched model cannot be copied (its patched forwards belong to "
+                           "the original): call handle.remove(), copy the model, then fk.apply each copy")
+
+    def __reduce_ex__(self, protocol):
+        raise RuntimeError("fastercache_kernels: a patched model cannot be pickled or saved with torch.save (its "
+                           "patched forwards are closures): call handle.remove() first, or save model.state_dict()")
+
     def __repr__(self) -> str:
         names = "+".join(getattr(c, "name", type(c).__name__) for c in _as_list(self.config))
         return (f"Handle({type(self.model).__name__}, {names}, {len(self.modules)} modules, "
@@ -231,7 +241,11 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
     if faster and diffusers_compat.is_diffusers_config(faster[0]) and faster[0].current_timestep_callback:
         engine.timestep_fn = faster[0].current_timestep_callback
     handle = Handle(model, engine, configs[0] if len(configs) == 1 else configs, base)
-    model._fk_handle = handle
+    # first in the model's __dict__, so that copy.deepcopy and pickle meet the handle (and its clear error) before
+    # any patched forward or hook
+    rest = list(model.__dict__.items())
+    model.__dict__.clear()
+    model.__dict__.update([("_fk_handle", handle), *rest])
     return handle
 
 

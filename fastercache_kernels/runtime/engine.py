@@ -152,7 +152,7 @@ class Engine:
         self._probed = None  # the input signature of the last probe
         self.probing = False
         self.probe_result: Probe | None = None
-        self.depth = 0
+        self.in_entry = False
         self.calls = 0
         self.videos = 0
         self.real_probes = 0
@@ -163,7 +163,8 @@ class Engine:
             if p.wraps_forward:
                 self.replace(model, "forward", p.model_forward(self._orig_forward))
         self._hooks.append(model.register_forward_pre_hook(torch.compiler.disable(self._pre), with_kwargs=True))
-        # always_call: a forward that raises still closes the call, so the next call knows it did not finish
+        # always_call: runs even when the forward raises (output None): the call stays unfinished, and the next one
+        # warns and starts a new video (a BaseException skips the hook: the call stays unfinished all the same)
         self._hooks.append(model.register_forward_hook(torch.compiler.disable(self._post), always_call=True))
         for name in getattr(adapter, "entry_points", ()):
             if callable(getattr(model, name, None)):
@@ -217,14 +218,15 @@ class Engine:
         engine = self
 
         def entry(*args, **kwargs):
-            if engine.depth:
+            if engine.in_entry:
                 return orig(*args, **kwargs)
             args, kwargs = engine._pre(engine.model, args, kwargs, fn=orig)
-            out = None
+            engine.in_entry = True  # a forward call inside the entry point is part of this call
             try:
                 out = orig(*args, **kwargs)
             finally:
-                engine._post(engine.model, args, out)
+                engine.in_entry = False
+            engine._post(engine.model, args, out)
             return out
 
         return entry
@@ -291,9 +293,14 @@ class Engine:
         return (), kwargs
 
     def _pre(self, module, args, kwargs, fn=None):
-        if self.depth:  # a nested call (an entry point that calls forward): bookkept once, outside
-            self.depth += 1
+        if self.in_entry:  # a nested call (an entry point that calls forward): bookkept once, outside
             return args, kwargs
+        # State and buffers are never inference tensors: a video sampled under torch.inference_mode() must not
+        # make the next one (under no_grad or grad mode) fail on their in-place updates.
+        with torch.inference_mode(False):
+            return self._begin(args, kwargs, fn)
+
+    def _begin(self, args, kwargs, fn):
         fn = fn or self._orig_forward
         args, kwargs = self.bind(args, kwargs, inspect.signature(fn) if fn is not self._orig_forward else None)
         ctx = self.context
@@ -339,12 +346,10 @@ class Engine:
         self._signatures[key] = signature
         for p in self.policies:
             p.begin(call)
-        self.depth = 1
         return args, kwargs
 
     def _post(self, module, args, output):
-        self.depth = max(self.depth - 1, 0)
-        if self.depth or self.call is None:
+        if self.in_entry or self.call is None:
             return None
         call, self.call = self.call, None
         if output is None:  # the forward raised: the call stays unfinished, and the next one starts a new video

@@ -422,7 +422,8 @@ class FasterCachePolicy(Policy):
         sample = get_sample(out)
         buf = self.step_sample.get(branch)
         if buf is None or buf.shape != sample.shape or buf.dtype != sample.dtype or buf.device != sample.device:
-            buf = self.step_sample[branch] = torch.empty_like(sample)
+            with torch.inference_mode(False):  # a normal tensor, updated in place in later videos in any mode
+                buf = self.step_sample[branch] = torch.empty_like(sample)
         buf.copy_(sample.detach())
         self.step_of[branch] = call.c
         if branch == self.computed_branch:

@@ -1,0 +1,77 @@
+"""A patched model across its life: copies and saving are refused with the fix, a video under inference mode
+leaves the next one working, an interrupted call starts a new video with a warning (every policy)."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from dit_models import clone, cog_inputs, one_thread, rel_err, sample_loop, tiny_cogvideox  # noqa: F401
+
+import fastercache_kernels as fk
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def configs():
+    return {"fastercache": "cogvideox-2b", "adacache": fk.AdaCacheConfig(num_calls=20),
+            "teacache": fk.TeaCacheConfig(threshold=0.3), "fbcache": fk.FirstBlockCacheConfig(threshold=0.3)}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_cogvideox(layers=1)
+
+
+@pytest.mark.parametrize("policy", list(configs()))
+def test_copy_and_save_refused_with_the_fix(model, policy):
+    m = clone(model)
+    handle = fk.apply(m, configs()[policy])
+    with pytest.raises(RuntimeError, match=r"handle.remove\(\), copy the model"):
+        copy.deepcopy(m)
+    with pytest.raises(RuntimeError, match=r"handle.remove\(\) first"):
+        torch.save(m, io.BytesIO())
+    handle.remove()
+    copy.deepcopy(m)  # fine once removed
+    torch.save(m, io.BytesIO())
+
+
+@pytest.mark.parametrize("policy", list(configs()))
+def test_inference_mode_video_then_no_grad_video(model, policy):
+    """The first video (which allocates every buffer) under inference_mode, the second under no_grad: same outputs
+    as two no_grad videos."""
+    lat, extra = cog_inputs()
+    outs = []
+    for first_mode in (torch.inference_mode, torch.no_grad):
+        m = clone(model)
+        fk.apply(m, configs()[policy])
+        with first_mode():
+            a = sample_loop([m], lat, extra, calls=20)
+        b = sample_loop([m], lat, extra, calls=20)  # sample_loop runs under no_grad
+        outs.append((a, b))
+    (a1, b1), (a2, b2) = outs
+    assert len(a1 + b1) == 40 and all(torch.equal(x[0], y[0]) for x, y in zip(a1 + b1, a2 + b2))
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("policy", list(configs()))
+def test_interrupted_call_starts_a_new_video(model, policy, error):
+    """A call that raises leaves the video unfinished: the next call warns and starts a new video, so a retried
+    video equals a fresh one (no residual of the interrupted video is reused)."""
+    lat, extra = cog_inputs()
+    fresh = clone(model)
+    fk.apply(fresh, configs()[policy])
+    want = sample_loop([fresh], lat, extra, calls=20)
+    m = clone(model)
+    fk.apply(m, configs()[policy])
+    sample_loop([m], lat, extra, calls=20, first=12)  # part of a video
+    block = m.transformer_blocks[0]
+    hook = block.register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(error()))
+    with pytest.raises(error):
+        sample_loop([m], lat, extra, calls=20, first=14)  # a new video whose call 1 raises
+    hook.remove()
+    with pytest.warns(UserWarning, match="did not finish"):
+        got = sample_loop([m], lat, extra, calls=20)
+    assert max(rel_err(g[0], w[0]) for g, w in zip(got, want)) == 0.0
