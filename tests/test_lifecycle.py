@@ -75,3 +75,31 @@ def test_interrupted_call_starts_a_new_video(model, policy, error):
     with pytest.warns(UserWarning, match="did not finish"):
         got = sample_loop([m], lat, extra, calls=20)
     assert max(rel_err(g[0], w[0]) for g, w in zip(got, want)) == 0.0
+
+
+@pytest.mark.parametrize("policy", list(configs()))
+def test_float64_model_named_at_its_first_call(model, policy):
+    m = clone(model).double()
+    fk.apply(m, configs()[policy])
+    lat, extra = cog_inputs()
+    with pytest.raises(TypeError, match=r"returns torch.float64 samples.*model.float\(\)"):
+        sample_loop([m], lat.double(), {k: v.double() for k, v in extra.items()}, calls=20, first=1)
+
+
+def test_not_a_model_named():
+    with pytest.raises(TypeError, match="`model` must be a torch.nn.Module"):
+        fk.apply(None, "latte")
+
+
+def test_demo_sampler_takes_a_compiled_model():
+    from fastercache_kernels.demo import models
+
+    m = tiny_cogvideox(layers=1)
+    compiled = torch.compile(m, backend="eager")
+    lat, extra = cog_inputs()
+    x = lat.transpose(1, 2)  # the demo's [B, C, T, H, W]
+    with torch.no_grad():
+        a = models.call(compiled, torch.cat([x, x]), torch.tensor([500.0, 500.0]), extra["encoder_hidden_states"])
+        b = models.call(m, torch.cat([x, x]), torch.tensor([500.0, 500.0]), extra["encoder_hidden_states"])
+    assert torch.allclose(a, b, atol=1e-6)
+    torch._dynamo.reset()

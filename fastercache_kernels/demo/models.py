@@ -69,8 +69,9 @@ def load_trained(family: str):
 
 
 def call(model, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    """Velocity prediction for x [B, C, T, H, W] at timesteps t [B] (0..1000) with condition tokens [B, 3, D]."""
-    name = type(model).__name__
+    """Velocity prediction for x [B, C, T, H, W] at timesteps t [B] (0..1000) with condition tokens [B, 3, D].
+    `model` may be the torch.compile wrapper of one of the two classes."""
+    name = type(getattr(model, "_orig_mod", model)).__name__
     if name == "LatteTransformer3DModel":
         return model(hidden_states=x, timestep=t, encoder_hidden_states=cond, return_dict=False)[0]
     if name == "CogVideoXTransformer3DModel":

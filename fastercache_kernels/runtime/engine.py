@@ -395,6 +395,9 @@ class Engine:
         finally:
             self.probing = False
         self._states.clear()
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(f"fastercache: {type(self.model).__name__} returns {dtype} samples; the cache ops store "
+                            "float32, float16 or bfloat16: run the model in one of those (e.g. model.float())")
         self.probe_result = Probe(shape, dtype, hidden.shape[0], frames, hidden.device, real)
 
     # -- reporting -----------------------------------------------------------------------------------------------
