@@ -184,3 +184,34 @@ def test_wan22_patches_both_transformers(one_thread):  # noqa: F811
     handle.remove()
     assert not handle.active and torch.equal(run_pipeline(pipe, kw, STEPS), plain)
     assert rel(out, plain) < 0.5
+
+
+@pytest.mark.parametrize("policy", ["fastercache", "adacache-device"])
+def test_per_branch_calls_compile_fullgraph(one_thread, policy):  # noqa: F811
+    """Per-branch calls under torch.compile(fullgraph=True) on Wan: no graph break, every call equal to eager, and
+    no graph added in a second video (FasterCache: one graph per call kind and branch; AdaCache deciding on the
+    device: one graph in all)."""
+    import copy
+
+    import torch._dynamo.testing
+    from torch._dynamo.utils import counters
+
+    pipe, kw = tiny_wan()
+    loop = Loop(pipe, kw, STEPS, "wan")
+    config, extra = ("latte", {}) if policy == "fastercache" else (policies()["adacache"][0], {"decide": "device"})
+    torch._dynamo.reset()
+    counters.clear()
+    model, eager = copy.deepcopy(pipe.transformer), copy.deepcopy(pipe.transformer)
+    handle = fk.apply(model, config, **extra)
+    fk.apply(eager, config, **extra)
+    cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=cnt, fullgraph=True)
+    frames = []
+    for _ in range(2):
+        assert torch.equal(loop.run(compiled, True), loop.run(eager, True))
+        frames.append(cnt.frame_count)
+    assert frames[0] == frames[1] == (5 if policy == "fastercache" else 1), frames
+    assert dict(counters["graph_break"]) == {}
+    if policy != "fastercache":
+        assert handle.stats()["host_reads"] == 0
+    torch._dynamo.reset()

@@ -157,6 +157,7 @@ class Engine:
         self.videos = 0
         self.real_probes = 0
         self.call: Call | None = None
+        self.output = None  # the model output of the call being closed (policies' `end` may read it)
         for p in self.policies:
             p.install(self)
         for p in self.policies:
@@ -354,8 +355,10 @@ class Engine:
         call, self.call = self.call, None
         if output is None:  # the forward raised: the call stays unfinished, and the next one starts a new video
             return None
+        self.output = output
         for p in self.policies:
             p.end(call)
+        self.output = None
         self._clocks[call.key]["in_call"] = False
         return None
 

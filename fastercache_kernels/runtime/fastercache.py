@@ -107,6 +107,7 @@ class FasterCachePolicy(Policy):
         self.step_sample: dict[str, torch.Tensor | None] = {"cond": None, "uncond": None}
         self.step_of: dict[str, int] = {"cond": 0, "uncond": 0}
         self.reconstruct = False  # this call rebuilds the other branch without running the model
+        self.refresh_now = False  # this per-branch call is a full step's second one: it refreshes the residual
         self._template = None  # the computed branch's output of the step: the structure a rebuilt output copies
         self._init_local()
 
@@ -217,12 +218,18 @@ class FasterCachePolicy(Policy):
             shape = probe.sample_shape
             half = (shape[0] // 2, *shape[1:]) if split else shape
             (self.cfg if split else self.branch_cfg).allocate(half, probe.sample_dtype, device)
+            if not split:  # per-branch calls: each branch's sample of the current step
+                for b in self.step_sample:
+                    old = self.step_sample[b]
+                    if old is None or tuple(old.shape) != tuple(shape) or old.dtype != probe.sample_dtype:
+                        self.step_sample[b] = torch.zeros(shape, dtype=probe.sample_dtype, device=device)
 
     def begin(self, call: Call) -> None:
         self.total_calls += 1
         plan = self.schedule.plan(call.c, call.t)
         self.plan = plan
         self.reconstruct = False
+        self.refresh_now = False
         if call.branch is None:
             self.full = plan.full or not self.split
             if self.split:
@@ -248,6 +255,8 @@ class FasterCachePolicy(Policy):
         cfg, c = self.branch_cfg, call.c
         if plan.full:
             cfg.full()
+            other = self.other_branch if call.branch == self.computed_branch else self.computed_branch
+            self.refresh_now = self.step_of[other] == c  # the step's second call refreshes the residual
             return
         if call.branch == self.computed_branch:
             return
@@ -292,6 +301,13 @@ class FasterCachePolicy(Policy):
         cache.pending = (o, (not reuse) and two and keep_other) if (not reuse or self.push_on_reuse) else None
 
     def end(self, call: Call) -> None:
+        if call.branch is not None and self.cfg_enabled:  # host-side bookkeeping of the per-branch CFG step
+            if not self.reconstruct:
+                self.step_of[call.branch] = call.c
+                if call.branch == self.computed_branch:
+                    self._template = self.engine.output
+            if self.refresh_now:
+                self.branch_cfg.refreshed = True
         if self.reconstruct:
             return
         plan = self.plan
@@ -387,7 +403,10 @@ class FasterCachePolicy(Policy):
         def forward(*args, **kwargs):
             if policy.engine.probing or not policy.cfg_enabled:
                 return orig(*args, **kwargs)
-            if policy.engine.call is None or policy.engine.call.branch is not None:
+            call = policy.engine.call
+            if call is None:  # called outside the engine's bookkeeping (no pre-hook ran)
+                return orig(*args, **kwargs)
+            if call.branch is not None:
                 return policy._branch_forward(orig, args, kwargs)
             if not policy.split:
                 return orig(*args, **kwargs)
@@ -410,28 +429,15 @@ class FasterCachePolicy(Policy):
         return forward
 
     def _branch_forward(self, orig, args, kwargs):
-        call = self.engine.call
-        branch = call.branch
-        if branch is None:  # called outside the engine's bookkeeping (no pre-hook ran)
-            return orig(*args, **kwargs)
+        branch = self.engine.call.branch
         cfg = self.branch_cfg
         if self.reconstruct:
             computed = self.step_sample[self.computed_branch]
             return put_sample(self._template, cfg.reconstruct(computed))
         out = orig(*args, **kwargs)
-        sample = get_sample(out)
-        buf = self.step_sample.get(branch)
-        if buf is None or buf.shape != sample.shape or buf.dtype != sample.dtype or buf.device != sample.device:
-            with torch.inference_mode(False):  # a normal tensor, updated in place in later videos in any mode
-                buf = self.step_sample[branch] = torch.empty_like(sample)
-        buf.copy_(sample.detach())
-        self.step_of[branch] = call.c
-        if branch == self.computed_branch:
-            self._template = out
-        other = self.other_branch if branch == self.computed_branch else self.computed_branch
-        if self.plan is not None and self.plan.full and self.step_of[other] == call.c:
+        self.step_sample[branch].copy_(get_sample(out).detach())
+        if self.refresh_now:
             cfg.refresh(self.step_sample[self.other_branch], self.step_sample[self.computed_branch])
-            cfg.refreshed = True
         return out
 
 
