@@ -131,3 +131,28 @@ def test_host_decisions_in_the_forward_refuse_fullgraph_and_stay_right_without_i
         assert max(rel_err(b, a) for a, b in outs) <= 1e-5
         assert handle.stats()["reused"] > 0
     torch._dynamo.reset()
+
+
+def test_composed_fastercache_and_adacache_compile_fullgraph():
+    """FasterCache + AdaCache (host decisions, read in the pre-hook): fullgraph, equal to eager on every call, no
+    graph break and no graph added in a second video."""
+    torch._dynamo.reset()
+    counters.clear()
+    config = [fk.FasterCacheConfig.preset("cogvideox-2b"), fk.AdaCacheConfig(num_calls=50,
+                                                                           codebook={0.05: 4, 0.1: 3, 1.0: 2})]
+    model = tiny_cogvideox(layers=1)
+    eager = clone(model)
+    handle = fk.apply(model, config)
+    fk.apply(eager, config)
+    cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=cnt, fullgraph=True)
+    lat, extra = cog_inputs()
+    frames = []
+    for _ in range(2):
+        outs = sample_loop([eager, compiled], lat, extra, calls=50)
+        assert all(torch.equal(a, b) for a, b in outs)
+        frames.append(cnt.frame_count)
+    assert frames[0] == frames[1] and dict(counters["graph_break"]) == {}
+    st = handle.stats()
+    assert st["reused"] > 0 and st["cfg"]["skip"] > 0
+    torch._dynamo.reset()
