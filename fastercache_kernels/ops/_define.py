@@ -1,0 +1,155 @@
+"""One declaration per op, and the generic layer that derives everything else from it.
+
+An op module declares `OP = define(name, schema=..., ...)` once: its schema, argument checks, fake shapes,
+fp32 reference, Triton module, compiled launcher name and benchmark cases. From that this module derives the
+custom op `torch.ops.fastercache.<name>` with its fake, the out= twin `<name>_out` (schema: the op's parameters,
+then the out tensors marked as written), the backend ladder (`Launch`) and the benchmark registration (`OPS`,
+read by bench/ops.py, benchmarks/ and tests/test_layers.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .. import _backend, _ext
+from ._common import call, cpu_module, cuda_stream, custom_op
+
+OPS: dict[str, OpDef] = {}  # every declared op by name, in declaration order
+
+
+def _params(schema: str) -> tuple[list[str], str]:
+    """(["Tensor newer", ...], "Tensor") of "(Tensor newer, ...) -> Tensor"."""
+    m = re.fullmatch(r"\((.*)\)\s*->\s*(.*)", schema.strip())
+    if m is None:
+        raise ValueError(f"not an op schema: {schema!r}")
+    params = [p.strip() for p in m.group(1).split(",") if p.strip()]
+    return params, m.group(2).strip()
+
+
+def _schema(params: list[str], returns: str) -> str:
+    """The schema string, alias sets named a<position> as torch's own schema inference names them."""
+    params = [re.sub(r"^Tensor\(\w+!\)", f"Tensor(a{i}!)", p) for i, p in enumerate(params)]
+    return f"({', '.join(params)}) -> {returns}"
+
+
+def _written(params: list[str]) -> tuple[str, ...]:
+    return tuple(p.split()[-1] for p in params if "!)" in p.split()[0])
+
+
+@dataclass(eq=False)
+class OpDef:
+    """What an op is, given once. `check(*args)` validates the functional form's arguments (in the real and the
+    fake implementation alike); `fake(*args)` returns empty results of the right shapes (also the buffers the
+    functional form computes into when it has an out twin); `run_out(*args, *outs)` writes the result into
+    `outs`; `compute(*args)` computes the functional form (default: fake + run_out)."""
+
+    name: str
+    schema: str
+    check: Callable
+    fake: Callable | None
+    reference: Callable
+    triton: str  # module of fastercache_kernels.triton holding `launch`
+    launcher: str  # the launcher of _cpu and _cuda (csrc/include/fastercache/launchers.h)
+    compute: Callable | None = None
+    run_out: Callable | None = None
+    out: str | None = None  # the out twin's out parameters, e.g. "Tensor(a!) out"
+    out_drop: tuple[str, ...] = ()  # functional parameters the out twin does not take
+    check_out: Callable | None = None  # default: check(*args, *outs)
+    bench: Callable | None = None  # bench(dtype, device, shape, numel) -> list[bench.ops.Case]
+    bench_kind: str = "hidden"  # the shapes it meets in a model: "latent" (model outputs) or "hidden" (tokens)
+    bench_tensors: int = 8  # shape-sized tensors a bench case holds at once (the CLI's memory guard)
+    module: str = ""
+    op: object = field(default=None, repr=False)
+    op_out: object = field(default=None, repr=False)
+
+    def __call__(self, *args, out=None):
+        """Runs the op (its out twin when `out` is given: a tensor, or a tuple for several outs)."""
+        if out is None:
+            return call(self.op, *args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        kept = [a for a, p in zip(args, self.params) if p.split()[-1] not in self.out_drop]
+        call(self.op_out, *kept, *outs)
+        return out
+
+    @property
+    def params(self) -> list[str]:
+        return _params(self.schema)[0]
+
+    def triton_module(self):
+        """fastercache_kernels.triton.<module>, imported on first use (it imports triton)."""
+        return importlib.import_module(f"fastercache_kernels.triton.{self.triton}")
+
+
+def define(name: str, **kw) -> OpDef:
+    """Declares op `name` (see OpDef) and registers `torch.ops.fastercache.<name>` (and `<name>_out`)."""
+    d = OpDef(name, **kw)
+    params, returns = _params(d.schema)
+    check, fake = d.check, d.fake
+    if d.compute is None:
+        def compute(*args):
+            res = fake(*args)
+            d.run_out(*args, *(res if isinstance(res, tuple) else (res,)))
+            return res
+    else:
+        compute = d.compute
+
+    def impl(*args):
+        check(*args)
+        return compute(*args)
+
+    d.op = custom_op(f"fastercache::{name}", mutates_args=_written(params), schema=_schema(params, returns))(impl)
+
+    @d.op.register_fake
+    def _(*args):
+        check(*args)
+        return None if fake is None else fake(*args)
+
+    if d.out is not None:
+        out_params = [p for p in params if p.split()[-1] not in d.out_drop] + [p.strip() for p in d.out.split(",")]
+        check_out = d.check_out or check
+        run_out = d.run_out
+
+        def impl_out(*args):
+            check_out(*args)
+            run_out(*args)
+
+        schema = _schema(out_params, "()")
+        d.op_out = custom_op(f"fastercache::{name}_out", mutates_args=_written(out_params), schema=schema)(impl_out)
+        d.op_out.register_fake(lambda *args: check_out(*args))
+    OPS[name] = d
+    return d
+
+
+class Launch:
+    """The backend ladder of one call: `backend` is the one selected for `device` (reference, triton, cpu or
+    cuda); for the compiled ones, calling the Launch runs the op's launcher in _cpu, or in _cuda on the current
+    stream of `device` with its CUDA-only arguments (`cuda=`: a workspace) before the stream."""
+
+    def __init__(self, d: OpDef, device: torch.device, launcher: str | None = None):
+        self.backend = _backend.select(device)
+        self.device = device
+        self.name = launcher or d.launcher
+        self.d = d
+
+    @property
+    def compiled(self) -> bool:
+        return self.backend in ("cpu", "cuda")
+
+    def triton(self):
+        """The op's Triton module (its `launch` and workspace sizes)."""
+        return self.d.triton_module()
+
+    def cuda_query(self, name: str, *args) -> int | None:
+        """A host-side size query of _cuda (a workspace size), None on the other backends."""
+        return getattr(_ext.cuda(), name)(*args) if self.backend == "cuda" else None
+
+    def __call__(self, *args, cuda=()):
+        if self.backend == "cpu":
+            return getattr(cpu_module(), self.name)(*args)
+        with torch.cuda.device(self.device):
+            return getattr(_ext.cuda(), self.name)(*args, *cuda, cuda_stream(self.device))
