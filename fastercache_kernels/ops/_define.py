@@ -10,6 +10,7 @@ read by bench/ops.py, benchmarks/ and tests/test_layers.py).
 from __future__ import annotations
 
 import importlib
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +21,7 @@ from .. import _backend, _ext
 from ._common import call, cpu_module, cuda_stream, custom_op
 
 OPS: dict[str, OpDef] = {}  # every declared op by name, in declaration order
+_seeds = itertools.count(1)
 
 
 def _params(schema: str) -> tuple[list[str], str]:
@@ -60,6 +62,7 @@ class OpDef:
     out: str | None = None  # the out twin's out parameters, e.g. "Tensor(a!) out"
     out_drop: tuple[str, ...] = ()  # functional parameters the out twin does not take
     check_out: Callable | None = None  # default: check(*args, *outs)
+    example: Callable | None = None  # example(device) -> a small argument tuple (layer and determinism tests)
     bench: Callable | None = None  # bench(dtype, device, shape, numel) -> list[bench.ops.Case]
     bench_kind: str = "hidden"  # the shapes it meets in a model: "latent" (model outputs) or "hidden" (tokens)
     bench_tensors: int = 8  # shape-sized tensors a bench case holds at once (the CLI's memory guard)
@@ -88,6 +91,7 @@ class OpDef:
 def define(name: str, **kw) -> OpDef:
     """Declares op `name` (see OpDef) and registers `torch.ops.fastercache.<name>` (and `<name>_out`)."""
     d = OpDef(name, **kw)
+    d.module = d.module or d.reference.__module__.rsplit(".", 1)[-1]  # reference/<module>.py names the op module
     params, returns = _params(d.schema)
     check, fake = d.check, d.fake
     if d.compute is None:
@@ -123,6 +127,13 @@ def define(name: str, **kw) -> OpDef:
         d.op_out.register_fake(lambda *args: check_out(*args))
     OPS[name] = d
     return d
+
+
+def _randn(device, *shape: int) -> torch.Tensor:
+    """Normal values for the declarations' examples, drawn on the CPU from a fresh seed per call (so two inputs
+    of one example differ) and moved to `device`."""
+    g = torch.Generator().manual_seed(next(_seeds))
+    return torch.randn(shape, generator=g).to(device)
 
 
 class Launch:

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..reference import cfg_recombine as reference_recombine
 from ..reference import cfg_recombine_guided as reference_guided
 from ._common import DTYPE_CODES, as_scalar, check_float_tensor, check_like, check_scalar, run_map
-from ._define import define
+from ._define import _randn, define
 
 __all__ = ["cfg_recombine", "cfg_recombine_guided"]
 
@@ -80,6 +80,7 @@ OP = define(
     run_out=lambda *args: _run(OP, *args),
     reference=reference_recombine,
     triton="cfg_recombine",
+    example=lambda dev: (*(_randn(dev, 2, 4, 30, 45) for _ in range(3)), torch.tensor(1.1), torch.tensor(1.2)),
     launcher="cfg_recombine",
     bench=_bench_recombine,
     bench_kind="latent",
@@ -162,6 +163,7 @@ OPG = define(
     run_out=lambda *args: _run(OPG, *args),
     reference=reference_guided,
     triton="cfg_recombine",
+    example=lambda dev: (*(_randn(dev, 2, 4, 30, 45) for _ in range(3)), *map(torch.tensor, (1.1, 1.2, 6.0))),
     launcher="cfg_recombine_guided",
     bench=_bench_guided,
     bench_kind="latent",

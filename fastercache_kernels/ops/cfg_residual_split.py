@@ -16,7 +16,7 @@ from torch import Tensor
 from ..reference import cfg_residual_split as reference_split
 from ..reference.cfg_residual_split import radius, shifted_mask
 from ._common import DTYPE_CODES, FLOAT_DTYPES, check_float_tensor, check_like, run_map
-from ._define import Launch, define
+from ._define import Launch, _randn, define
 
 _OP = "cfg_residual_split"
 __all__ = ["cfg_residual_split"]
@@ -188,6 +188,7 @@ OP = define(
     run_out=_run_out,
     reference=reference_split,
     triton="cfg_residual_split",
+    example=lambda dev: (_randn(dev, 2, 4, 30, 45), _randn(dev, 2, 4, 30, 45), 5, None),
     launcher="cfg_residual_split_diff",
     bench=_bench,
     bench_kind="latent",

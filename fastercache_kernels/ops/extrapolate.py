@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..reference import extrapolate as reference_extrapolate
 from ._common import as_scalar, check_float_tensor, check_like, check_scalar, run_map
-from ._define import define
+from ._define import _randn, define
 
 _OP = "extrapolate"
 __all__ = ["extrapolate"]
@@ -60,6 +60,7 @@ OP = define(
     run_out=_run,
     reference=reference_extrapolate,
     triton="extrapolate",
+    example=lambda dev: (_randn(dev, 3, 1001), _randn(dev, 3, 1001), torch.tensor(0.3)),
     launcher="extrapolate",
     bench=_bench,
     bench_kind="hidden",

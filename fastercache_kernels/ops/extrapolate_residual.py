@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..reference import extrapolate_residual as reference_extrapolate_residual
 from ._common import DTYPE_CODES, _overlaps, as_scalar, check_float_tensor, check_like, check_scalar, dense, scalar_f32
-from ._define import Launch, define
+from ._define import Launch, _randn, define
 
 _OP = "extrapolate_residual"
 __all__ = ["extrapolate_residual"]
@@ -98,6 +98,8 @@ OP = define(
     compute=_run,
     reference=reference_extrapolate_residual,
     triton="extrapolate_residual",
+    example=lambda dev: (_randn(dev, 2, 77, 24), _randn(dev, 2, 24), _randn(dev, 2, 77, 24), _randn(dev, 2, 77, 24),
+                         torch.tensor(0.3)),
     launcher="extrapolate_residual",
     bench=_bench,
     bench_kind="hidden",

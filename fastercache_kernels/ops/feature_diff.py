@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..reference.feature_diff import feature_diff_partials as reference_partials
 from ._common import DTYPE_CODES, check_float_tensor, check_like, dense
-from ._define import Launch, define
+from ._define import Launch, _randn, define
 from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, workspace
 
 __all__ = ["feature_diff", "feature_diff_from_partials", "feature_diff_partials"]
@@ -74,6 +74,7 @@ OP = define(
     compute=lambda a, b, metric, per_sample: _compute(OP, a, b, metric, per_sample, partials=False),
     reference=reference_partials,
     triton="feature_diff",
+    example=lambda dev: (_randn(dev, 3, 40001), _randn(dev, 3, 40001), "rel_l1", True),
     launcher="feature_diff",
     bench=_bench,
     bench_kind="hidden",
@@ -87,6 +88,7 @@ OP_PARTIALS = define(
     compute=lambda a, b, metric, per_sample: _compute(OP_PARTIALS, a, b, metric, per_sample, partials=True),
     reference=reference_partials,
     triton="feature_diff",
+    example=lambda dev: (_randn(dev, 3, 40001), _randn(dev, 3, 40001), "cosine", False),
     launcher="feature_diff",
 )
 

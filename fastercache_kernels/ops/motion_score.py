@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..reference.motion_score import motion_score as reference_motion_score
 from ._common import DTYPE_CODES, check_float_tensor, dense
-from ._define import Launch, define
+from ._define import Launch, _randn, define
 from ._reduce import MOTION_MAX_STRIDES, f32_empty, workspace
 
 _OP = "motion_score"
@@ -116,6 +116,7 @@ OP = define(
     compute=_run,
     reference=reference_motion_score,
     triton="motion_score",
+    example=lambda dev: (_randn(dev, 2, 13 * 77, 16), 13, [1, 2, 5], "BNC", False),
     launcher="motion_score",
     bench=_bench,
     bench_kind="hidden",

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..reference.residual_diff_update import residual_diff_update as reference_update
 from ._common import DTYPE_CODES, check_float_tensor, check_like, dense
-from ._define import Launch, define
+from ._define import Launch, _randn, define
 from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, shares_memory, workspace
 
 _OP = "residual_diff_update"
@@ -88,6 +88,7 @@ OP = define(
     compute=_run,
     reference=reference_update,
     triton="residual_diff_update",
+    example=lambda dev: (_randn(dev, 2, 30001), _randn(dev, 2, 30001), _randn(dev, 2, 30001), "rel_l1", False),
     launcher="residual_diff_update",
     bench=_bench,
     bench_kind="hidden",

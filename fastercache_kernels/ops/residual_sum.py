@@ -9,7 +9,7 @@ from torch import Tensor
 from .. import _ext
 from ..reference import residual_sum as reference_residual_sum
 from ._common import DTYPE_CODES, check_float_tensor, check_like, dense, writable_dense
-from ._define import Launch, define
+from ._define import Launch, _randn, define
 
 _OP = "residual_sum"
 __all__ = ["residual_sum"]
@@ -106,6 +106,7 @@ OP = define(
     run_out=_run,
     reference=reference_residual_sum,
     triton="residual_sum",
+    example=lambda dev: (_randn(dev, 2, 77, 24), [_randn(dev, 2, 77, 24) for _ in range(5)]),
     launcher="residual_sum",
     bench=_bench,
     bench_kind="hidden",
