@@ -147,6 +147,8 @@ def _tests(out: Path, extra: list[str]):
         if rc == 124:
             return "timed out", {**counts, "tail": tail}
         ok = rc == 0 and not counts.get("failures") and not counts.get("errors")
+        if ok and counts.get("tests") and counts.get("skipped") == counts["tests"]:
+            return "all skipped", counts  # no GPU: every case says why in skip_reasons
         return ("passed" if ok else "failed"), {**counts, "returncode": rc, **({} if ok else {"tail": tail})}
 
     return stage
@@ -198,7 +200,7 @@ def _summary(record: dict) -> str:
              f"(CUDA {env['torch_cuda']})  triton {env['triton']}",
              f"total {record['seconds']:.1f} s of a {record['budget_s']:.0f} s budget", ""]
     for name, r in record["stages"].items():
-        head = f"{name:<6} {r['status']:<9} {r['seconds']:>7.1f} s"
+        head = f"{name:<6} {r['status']:<11} {r['seconds']:>7.1f} s"
         if r["status"] == "skipped":
             head += f"  {r['reason']}"
         elif name == "tests" and "tests" in r:

@@ -17,6 +17,7 @@ from fastercache_kernels import _backend, _ext  # noqa: E402
 from fastercache_kernels._backend import backend_context  # noqa: E402,F401  (tests import it from here)
 
 HAS_GPU = torch.cuda.is_available()
+NO_GPU = "no CUDA device on this machine (runs on a GPU host: make gpu-check)"
 
 
 def cpu_backend_ids() -> list[str]:
@@ -50,7 +51,7 @@ class Target(str):
 
 def _cuda_reason(backend_name: str) -> str | None:
     if not HAS_GPU:
-        return "no CUDA device on this machine (runs on a GPU host: make gpu-check)"
+        return NO_GPU
     return _backend.why_unavailable(backend_name, "cuda")
 
 

@@ -17,11 +17,11 @@ import torch
 
 import fastercache_kernels as fk
 from dit_models import COG_FRAMES, COG_H, COG_W, one_thread, tiny_cogvideox  # noqa: F401
-from conftest import HAS_GPU
+from conftest import HAS_GPU, NO_GPU
 
 pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device on this machine (runs in make gpu-check)")
+needs_gpu = pytest.mark.skipif(not HAS_GPU, reason=NO_GPU)
 
 CALLS = 12
 
