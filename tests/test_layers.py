@@ -78,5 +78,4 @@ def test_deterministic_run_to_run(backend, name):
         runs.append(_outputs(res) + [a for a in fresh if isinstance(a, torch.Tensor)])
     for later in runs[1:]:
         for a, b in zip(runs[0], later):
-            assert torch.equal(a, b) or (a.isnan() == b.isnan()).all() and torch.equal(a.nan_to_num(), b.nan_to_num()), \
-                f"{name} on {backend}: results differ between runs"
+            assert torch.equal(a, b), f"{name} on {backend}: results differ between runs"

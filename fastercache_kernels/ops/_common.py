@@ -7,14 +7,13 @@ while torch.compile traces. Every message names the op and the argument.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import numbers
 
 import torch
 import torch.utils._python_dispatch as _python_dispatch
 from torch import Tensor
 
-from .. import _backend, _ext
+from .. import _ext
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Same table as fastercache::DType in csrc/include/fastercache/common.h.
@@ -141,10 +140,6 @@ def cpu_module():
 
 def cuda_stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
-
-
-def backend_for(t: Tensor) -> str:
-    return _backend.select(t.device)
 
 
 def run_map(d, out: Tensor, inputs: list[Tensor], scalars: list[Tensor], codes: list[int] | None = None,

@@ -155,9 +155,16 @@ class Launch:
         """The op's Triton module (its `launch` and workspace sizes)."""
         return self.d.triton_module()
 
-    def cuda_query(self, name: str, *args) -> int | None:
-        """A host-side size query of _cuda (a workspace size), None on the other backends."""
-        return getattr(_ext.cuda(), name)(*args) if self.backend == "cuda" else None
+    def cuda_workspace(self, query: str, *sizes) -> tuple:
+        """`cuda=` of a reduction: (pointer,) of a new fp32 device workspace of _cuda.<query>(*sizes) floats on
+        the cuda backend (the partials of its blocks), () on the others."""
+        if self.backend != "cuda":
+            return ()
+        from ._reduce import workspace
+
+        ws = workspace(getattr(_ext.cuda(), query)(*sizes), self.device)
+        self._keep = ws  # alive until the launch is queued (the caching allocator then reuses it in stream order)
+        return (ws.data_ptr(),)
 
     def __call__(self, *args, cuda=()):
         if self.backend == "cpu":

@@ -47,8 +47,7 @@ def _compute(d, a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: b
         tk = launch.triton()
         tk.launch(out, workspace(tk.workspace_numel(rows, cols), a.device), a, b, mcode, partials, rows, cols)
         return out
-    ws = launch.cuda_query("feature_diff_workspace", rows, cols)
-    ws = () if ws is None else (workspace(ws, a.device).data_ptr(),)
+    ws = launch.cuda_workspace("feature_diff_workspace", rows, cols)
     launch(code, out.data_ptr(), a.data_ptr(), b.data_ptr(), mcode, partials, rows, cols, cuda=ws)
     return out
 

@@ -84,8 +84,7 @@ def _run(residual: Tensor, num_frames: int, strides: list, layout: str, partials
         tk.launch(out, ws, p, _device_strides(tuple(strides), p.device), g, t, f, partials)
         return out
     host = torch.tensor(strides, dtype=torch.int64)
-    ws = launch.cuda_query("motion_score_workspace", g, t, f, len(strides))
-    ws = () if ws is None else (workspace(ws, p.device).data_ptr(),)
+    ws = launch.cuda_workspace("motion_score_workspace", g, t, f, len(strides))
     launch(DTYPE_CODES[p.dtype], out.data_ptr(), p.data_ptr(), g, t, f, host.data_ptr(), len(strides), partials,
            cuda=ws)
     return out

@@ -46,8 +46,7 @@ def _run(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: bo
         tk = launch.triton()
         tk.launch(out, workspace(tk.workspace_numel(n), output.device), output, input, c, mcode, partials, n)
     else:
-        ws = launch.cuda_query("residual_diff_update_workspace", n)
-        ws = () if ws is None else (workspace(ws, output.device).data_ptr(),)
+        ws = launch.cuda_workspace("residual_diff_update_workspace", n)
         launch(DTYPE_CODES[output.dtype], DTYPE_CODES[c.dtype], out.data_ptr(), output.data_ptr(), input.data_ptr(),
                c.data_ptr(), mcode, partials, n, cuda=ws)
     if not direct:
