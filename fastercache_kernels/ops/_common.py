@@ -151,9 +151,7 @@ def run_map(d, out: Tensor, inputs: list[Tensor], scalars: list[Tensor], codes: 
     `reference(*inputs, *scalars)` (default `d.reference`) returns the result; Triton's `launch(out, inputs,
     scalars)` writes it.
     """
-    from ._define import Launch
-
-    launch = Launch(d, out.device, launcher)
+    launch = d.launch(out.device, launcher)
     if launch.backend == "reference":
         out.copy_((reference or d.reference)(*inputs, *scalars))
         return

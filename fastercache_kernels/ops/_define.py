@@ -63,25 +63,29 @@ class OpDef:
     out_drop: tuple[str, ...] = ()  # functional parameters the out twin does not take
     check_out: Callable | None = None  # default: check(*args, *outs)
     example: Callable | None = None  # example(device) -> a small argument tuple (layer and determinism tests)
-    bench: Callable | None = None  # bench(dtype, device, shape, numel) -> list[bench.ops.Case]
+    bench: Callable | None = None  # bench(dtype, device, shape, numel) yields bench.ops.Case
     bench_kind: str = "hidden"  # the shapes it meets in a model: "latent" (model outputs) or "hidden" (tokens)
     bench_tensors: int = 8  # shape-sized tensors a bench case holds at once (the CLI's memory guard)
     module: str = ""
     op: object = field(default=None, repr=False)
     op_out: object = field(default=None, repr=False)
+    out_keep: tuple[int, ...] = ()  # positions of the functional arguments the out twin takes
 
     def __call__(self, *args, out=None):
         """Runs the op (its out twin when `out` is given: a tensor, or a tuple for several outs)."""
         if out is None:
             return call(self.op, *args)
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        kept = [a for a, p in zip(args, self.params) if p.split()[-1] not in self.out_drop]
-        call(self.op_out, *kept, *outs)
+        call(self.op_out, *(args if not self.out_drop else [args[i] for i in self.out_keep]), *outs)
         return out
 
     @property
     def params(self) -> list[str]:
         return _params(self.schema)[0]
+
+    def launch(self, device: torch.device, launcher: str | None = None) -> Launch:
+        """The backend ladder of one call on `device` (see Launch)."""
+        return Launch(self, device, launcher)
 
     def triton_module(self):
         """fastercache_kernels.triton.<module>, imported on first use (it imports triton)."""
@@ -114,6 +118,7 @@ def define(name: str, **kw) -> OpDef:
         return None if fake is None else fake(*args)
 
     if d.out is not None:
+        d.out_keep = tuple(i for i, p in enumerate(params) if p.split()[-1] not in d.out_drop)
         out_params = [p for p in params if p.split()[-1] not in d.out_drop] + [p.strip() for p in d.out.split(",")]
         check_out = d.check_out or check
         run_out = d.run_out
@@ -140,6 +145,8 @@ class Launch:
     """The backend ladder of one call: `backend` is the one selected for `device` (reference, triton, cpu or
     cuda); for the compiled ones, calling the Launch runs the op's launcher in _cpu, or in _cuda on the current
     stream of `device` with its CUDA-only arguments (`cuda=`: a workspace) before the stream."""
+
+    __slots__ = ("backend", "device", "name", "d", "_keep")
 
     def __init__(self, d: OpDef, device: torch.device, launcher: str | None = None):
         self.backend = _backend.select(device)
