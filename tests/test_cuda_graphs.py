@@ -1,7 +1,8 @@
 """Patched models under CUDA graphs (GPU only), and the preconditions a CPU machine can prove.
 
 On a GPU: a tiny CogVideoX and a tiny Wan patched with AdaCache (decide="device") are captured once with
-torch.cuda.graph and replayed for two whole videos; with AdaCache and with FasterCache they also run under
+torch.cuda.graph and replayed for two whole videos; patched with FasterCache every call of a video is captured and
+replayed (its plan is decided on the host per call); with AdaCache and with FasterCache they also run under
 torch.compile(mode="reduce-overhead"); every call matches the eager patched model within the dtype's tolerance.
 Everywhere: a video of decide="device" calls makes no host read, and every cache buffer keeps its data pointer from
 the first call of a video to the last (a captured graph reads and writes fixed addresses).
@@ -77,12 +78,14 @@ def _call(model, inp, t, text):
                      return_dict=False)[0]
 
 
-def _video_inputs(model, latents, text, device):
+def _video_inputs(model, latents, text, device, on_call=None):
     """The CFG batches [x, x] and timesteps of one video, following `model` (eager, patched) along a simple
     sampler; returns [(inp, t, out)] per call. Replaying these inputs into a second model isolates each call's
-    error (nothing compounds)."""
+    error (nothing compounds). `on_call(t)` runs before each call (a host clock)."""
     x, calls = latents.clone(), []
     for t in _timesteps(device):
+        if on_call is not None:
+            on_call(t)
         inp = torch.cat([x, x])
         y = _call(model, inp, t, text)
         calls.append((inp, t, y.clone()))
@@ -177,6 +180,55 @@ def test_adacache_device_decisions_replay_two_videos_from_one_graph(name, dtype)
             assert err <= TOL[dtype], f"{name} {dtype}: video {v + 1} call {i + 1}: {err:.3g} > {TOL[dtype]:g}"
     torch.cuda.synchronize()
     assert handle.stats()["host_reads"] == 0
+    handle.remove()
+
+
+def _diffusers_fastercache(name: str, clock: dict):
+    """diffusers' own FasterCacheConfig (our backend runs it), its timestep read from a host clock: FasterCache
+    decides each call on the host, and the clock keeps that decision free of a device read."""
+    from diffusers import FasterCacheConfig
+
+    return FasterCacheConfig(
+        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(-1, 901),
+        low_frequency_weight_update_timestep_range=(99, 901), high_frequency_weight_update_timestep_range=(-1, 301),
+        attention_weight_callback=lambda _: 0.3, tensor_format={"cogvideox": "BFCHW", "wan": "BCFHW"}[name],
+        current_timestep_callback=lambda: clock["t"])
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fastercache_every_call_captured_and_replayed(name, dtype):
+    # FasterCache's plan is decided on the host per call (a static schedule) and its slots rotate by reference, so
+    # one graph cannot serve the next call: each call is captured (the host schedule runs once, at capture) and
+    # replayed. Capture fails on any host read or sync in the patched forward; every replay must match eager.
+    make, _, _ = MODELS[name]
+    base = make().to("cuda", dtype)
+    eager, graphed = copy.deepcopy(base), copy.deepcopy(base)
+    clock_e, clock_g = {"t": None}, {"t": None}
+    fk.apply(eager, _diffusers_fastercache(name, clock_e))
+    handle = fk.apply(graphed, _diffusers_fastercache(name, clock_g))
+    latents, text = _inputs(name, "cuda", dtype)
+    calls = _video_inputs(eager, latents, text, "cuda", on_call=lambda t: clock_e.update(t=int(t)))
+    s_inp, s_t, s_text = calls[0][0].clone(), calls[0][1].clone(), text.clone()
+    graphs = []  # kept alive: tensors a captured call leaves in the cache live in its graph's memory pool
+    for i, (inp, t, want) in enumerate(calls):
+        clock_g["t"] = int(t)
+        s_inp.copy_(inp)
+        s_t.copy_(t)
+        if i == 0:  # probes the model and allocates the cache eagerly
+            out = _call(graphed, s_inp, s_t, s_text)
+        else:
+            graphs.append(torch.cuda.CUDAGraph())
+            torch.cuda.synchronize()
+            with torch.cuda.graph(graphs[-1]):
+                out = _call(graphed, s_inp, s_t, s_text)
+            graphs[-1].replay()
+        err = _rel(out, want)
+        assert err <= TOL[dtype], f"{name} {dtype}: call {i + 1}: {err:.3g} > {TOL[dtype]:g}"
+    kinds = handle.stats()["calls_per_kind"]
+    assert any("reuse" in k for k in kinds) and any(k.startswith("skip") for k in kinds), kinds
     handle.remove()
 
 
