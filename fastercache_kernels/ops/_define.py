@@ -97,18 +97,17 @@ def define(name: str, **kw) -> OpDef:
     d = OpDef(name, **kw)
     d.module = d.module or d.reference.__module__.rsplit(".", 1)[-1]  # reference/<module>.py names the op module
     params, returns = _params(d.schema)
-    check, fake = d.check, d.fake
-    if d.compute is None:
-        def compute(*args):
+    check, fake, compute, run_out = d.check, d.fake, d.compute, d.run_out
+    if compute is None:  # the functional form: empty results, written by the out form's body
+        def impl(*args):
+            check(*args)
             res = fake(*args)
-            d.run_out(*args, *(res if isinstance(res, tuple) else (res,)))
+            run_out(*args, *(res if isinstance(res, tuple) else (res,)))
             return res
     else:
-        compute = d.compute
-
-    def impl(*args):
-        check(*args)
-        return compute(*args)
+        def impl(*args):
+            check(*args)
+            return compute(*args)
 
     d.op = custom_op(f"fastercache::{name}", mutates_args=_written(params), schema=_schema(params, returns))(impl)
 
@@ -121,7 +120,6 @@ def define(name: str, **kw) -> OpDef:
         d.out_keep = tuple(i for i, p in enumerate(params) if p.split()[-1] not in d.out_drop)
         out_params = [p for p in params if p.split()[-1] not in d.out_drop] + [p.strip() for p in d.out.split(",")]
         check_out = d.check_out or check
-        run_out = d.run_out
 
         def impl_out(*args):
             check_out(*args)
