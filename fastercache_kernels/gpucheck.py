@@ -228,7 +228,9 @@ def _summary(record: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastercache_kernels gpu-check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m fastercache_kernels gpu-check",
+                                description="On a GPU machine: build _cuda for its architecture, run the GPU tests, "
+                                "the op and end-to-end benchmarks within a time budget (docs/gpu.md).")
     p.add_argument("--budget-s", type=float, default=450.0, help="stop starting stages past this many seconds "
                    "(a running stage is stopped at the budget); default 450")
     p.add_argument("--started-at", type=float, help="epoch seconds the budget counts from (make gpu-check passes its "

@@ -79,10 +79,6 @@ class OpDef:
         call(self.op_out, *(args if not self.out_drop else [args[i] for i in self.out_keep]), *outs)
         return out
 
-    @property
-    def params(self) -> list[str]:
-        return _params(self.schema)[0]
-
     def launch(self, device: torch.device, launcher: str | None = None) -> Launch:
         """The backend ladder of one call on `device` (see Launch)."""
         return Launch(self, device, launcher)
