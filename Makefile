@@ -12,7 +12,7 @@ TEST_PINS := diffusers==0.42.1 transformers==5.23.0 accelerate==1.15.0 safetenso
 BUILD_DEPS := 'setuptools>=64' wheel 'pybind11>=2.12' 'cmake>=3.24' ninja
 SOURCES := $(shell find csrc -type f) CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: install test demo bench info clean
+.PHONY: install test demo bench info clean gpu-check
 
 $(VENV)/.deps: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ demo: $(DEMO_STAMP)
 
 bench: $(DEMO_STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,ops --benchmark-sort=name
+
+# On a GPU machine, one command: the install (CPU modules only: the 3-architecture CUDA build takes ~6 minutes),
+# then `gpu-check` builds _cuda for the visible GPU alone and runs the GPU tests and benchmarks within the budget,
+# which counts from here. GPU_CHECK_ARGS: e.g. --budget-s 400 --out results/gpu-check.
+GPU_CHECK_START := $(shell date +%s)
+gpu-check:
+	FASTERCACHE_CUDA=off $(MAKE) install
+	$(PY) -m fastercache_kernels gpu-check --started-at $(GPU_CHECK_START) $(GPU_CHECK_ARGS)
 
 info: $(DEMO_STAMP)
 	$(PY) -m fastercache_kernels info

@@ -40,85 +40,9 @@ PYBIND11_MODULE(FASTERCACHE_CPU_MODULE, m) {
       for (int64_t i = 0; i < n; ++i) dst[i] = from_float<T>(src[i]);
     });
   });
-  m.def(
-      "extrapolate",
-      [](int dt, uintptr_t out, uintptr_t newer, uintptr_t older, uintptr_t weight, int64_t n) {
-        cpu::extrapolate(dtype(dt), ptr(out), ptr(newer), ptr(older), fptr(weight), n);
-      },
-      py::arg("dtype"), py::arg("out"), py::arg("newer"), py::arg("older"), py::arg("weight"), py::arg("n"),
-      py::call_guard<py::gil_scoped_release>());
-  // Reductions: `out` is an fp32 host buffer; metric codes as fastercache::Metric; strides an int64 host array.
-  m.def(
-      "feature_diff",
-      [](int dt, uintptr_t out, uintptr_t a, uintptr_t b, int metric, bool partials, int64_t rows, int64_t cols) {
-        cpu::feature_diff(dtype(dt), static_cast<float*>(ptr(out)), ptr(a), ptr(b), metric_code(metric), partials,
-                          rows, cols);
-      },
-      py::arg("dtype"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("metric"), py::arg("partials"),
-      py::arg("rows"), py::arg("cols"), py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "residual_diff_update",
-      [](int dt, int cache_dt, uintptr_t out, uintptr_t output, uintptr_t input, uintptr_t cache, int metric,
-         bool partials, int64_t n) {
-        cpu::residual_diff_update(dtype(dt), dtype(cache_dt), static_cast<float*>(ptr(out)), ptr(output), ptr(input),
-                                  ptr(cache), metric_code(metric), partials, n);
-      },
-      py::arg("dtype"), py::arg("cache_dtype"), py::arg("out"), py::arg("output"), py::arg("input"), py::arg("cache"),
-      py::arg("metric"), py::arg("partials"), py::arg("n"), py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "motion_score",
-      [](int dt, uintptr_t out, uintptr_t residual, int64_t groups, int64_t frames, int64_t frame_size,
-         uintptr_t strides, int num_strides, bool partials) {
-        cpu::motion_score(dtype(dt), static_cast<float*>(ptr(out)), ptr(residual), groups, frames, frame_size,
-                          static_cast<const int64_t*>(ptr(strides)), num_strides, partials);
-      },
-      py::arg("dtype"), py::arg("out"), py::arg("residual"), py::arg("groups"), py::arg("frames"),
-      py::arg("frame_size"), py::arg("strides"), py::arg("num_strides"), py::arg("partials"),
-      py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "cfg_recombine",
-      [](int dt, int delta_dt, uintptr_t out, uintptr_t computed, uintptr_t low, uintptr_t high, uintptr_t a,
-         uintptr_t b, int64_t n) {
-        cpu::cfg_recombine(dtype(dt), dtype(delta_dt), ptr(out), ptr(computed), ptr(low), ptr(high), fptr(a),
-                           fptr(b), n);
-      },
-      py::arg("dtype"), py::arg("delta_dtype"), py::arg("out"), py::arg("computed"), py::arg("low"),
-      py::arg("high"), py::arg("low_weight"), py::arg("high_weight"), py::arg("n"),
-      py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "cfg_recombine_guided",
-      [](int dt, int delta_dt, uintptr_t out, uintptr_t computed, uintptr_t low, uintptr_t high, uintptr_t a,
-         uintptr_t b, uintptr_t s, int64_t n) {
-        cpu::cfg_recombine_guided(dtype(dt), dtype(delta_dt), ptr(out), ptr(computed), ptr(low), ptr(high),
-                                  fptr(a), fptr(b), fptr(s), n);
-      },
-      py::arg("dtype"), py::arg("delta_dtype"), py::arg("out"), py::arg("computed"), py::arg("low"),
-      py::arg("high"), py::arg("low_weight"), py::arg("high_weight"), py::arg("guidance_scale"), py::arg("n"),
-      py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "cfg_residual_split_diff",
-      [](int out_dt, int in_dt, uintptr_t out, uintptr_t a, uintptr_t b, int64_t n) {
-        cpu::cfg_residual_split_diff(dtype(out_dt), dtype(in_dt), ptr(out), ptr(a), ptr(b), n);
-      },
-      py::arg("out_dtype"), py::arg("in_dtype"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("n"),
-      py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "extrapolate_residual",
-      [](int dt, int cache_dt, uintptr_t x, uintptr_t newer, uintptr_t older, uintptr_t gate, uintptr_t weight,
-         int64_t channels, int64_t sample_numel, int64_t gate_stride, int64_t n) {
-        cpu::extrapolate_residual(dtype(dt), dtype(cache_dt), ptr(x), ptr(newer), ptr(older), fptr(gate),
-                                  fptr(weight), channels, sample_numel, gate_stride, n);
-      },
-      py::arg("dtype"), py::arg("cache_dtype"), py::arg("x"), py::arg("newer"), py::arg("older"), py::arg("gate"),
-      py::arg("weight"), py::arg("channels"), py::arg("sample_numel"), py::arg("gate_stride"), py::arg("n"),
-      py::call_guard<py::gil_scoped_release>());
-  m.def(
-      "residual_sum",
-      [](int dt, uintptr_t out, uintptr_t x, const std::vector<uintptr_t>& residuals, int64_t n) {
-        std::vector<const void*> r(residuals.size());
-        for (size_t k = 0; k < r.size(); ++k) r[k] = ptr(residuals[k]);
-        cpu::residual_sum(dtype(dt), ptr(out), ptr(x), r.data(), static_cast<int>(r.size()), n);
-      },
-      py::arg("dtype"), py::arg("out"), py::arg("x"), py::arg("residuals"), py::arg("n"),
-      py::call_guard<py::gil_scoped_release>());
+  // Every launcher of fastercache/launchers.h, without the GIL (the loops never touch Python objects).
+#define FASTERCACHE_BIND_CPU(name, params, cuda_params)                              \
+  def_launcher(m, #name, &cpu::name, param_names({#params}), py::call_guard<py::gil_scoped_release>());
+  FASTERCACHE_LAUNCHERS(FASTERCACHE_BIND_CPU)
+#undef FASTERCACHE_BIND_CPU
 }

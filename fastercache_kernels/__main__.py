@@ -1,4 +1,4 @@
-"""python -m fastercache_kernels info | bench | demo"""
+"""python -m fastercache_kernels info | bench | demo | quality | gpu-check"""
 
 from __future__ import annotations
 
@@ -222,9 +222,16 @@ def _quality(args) -> None:
 
 
 def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gpu-check"]:  # its own parser (python -m fastercache_kernels gpu-check --help)
+        from .gpucheck import main as gpu_check
+
+        return gpu_check(argv[1:])
     p = argparse.ArgumentParser(prog="python -m fastercache_kernels", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="versions, available backends and why the others are not")
+    sub.add_parser("gpu-check", help="on a GPU machine: build for its architecture, run the GPU tests and the op "
+                   "and end-to-end benchmarks within a time budget (docs/gpu.md)")
     b = sub.add_parser("bench", help="time every op against its eager formula and the copy bandwidth")
     b.add_argument("--ops", help="comma-separated op names (default: all)")
     b.add_argument("--shapes", help="comma-separated shape names, or all (default: the three latents, latte-hidden and "
@@ -253,7 +260,7 @@ def main(argv=None) -> None:
         if name == "quality":
             d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
     args = p.parse_args(argv)
-    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
+    args.argv = argv[1:]
     try:
         {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
     except _extras.MissingExtraError as e:

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
+from conftest import FAST_CPU_BACKENDS, backend_context, device, strided_layouts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spec_fft import rel_err, spec_deltas, spec_reconstruct
@@ -17,9 +17,9 @@ A, B, S = 1.1, 0.87, 6.0
 
 def _inputs(shape, dtype, contiguous, delta_dtype=None, seed=0):
     g = torch.Generator().manual_seed(seed)
-    computed = torch.randn(shape, generator=g).to(dtype)
-    low = torch.randn(shape, generator=g).to(delta_dtype or dtype)
-    high = torch.randn(shape, generator=g).to(delta_dtype or dtype)
+    computed = torch.randn(shape, generator=g).to(device()).to(dtype)
+    low = torch.randn(shape, generator=g).to(device()).to(delta_dtype or dtype)
+    high = torch.randn(shape, generator=g).to(device()).to(delta_dtype or dtype)
     if not contiguous:
         computed, low, high = noncontiguous(computed), noncontiguous(low), noncontiguous(high)
     return computed, low, high
@@ -51,7 +51,7 @@ def _eager(op, computed, low, high, a=A, b=B, s=S):
 @pytest.mark.parametrize("op", OPS)
 def test_matches_reference(backend, op, dtype, shape, contiguous):
     computed, low, high = _inputs(shape, dtype, contiguous)
-    out = _call(op, computed, low, high, torch.tensor(A), torch.tensor(B), torch.tensor(S))
+    out = _call(op, computed, low, high, *(torch.tensor(v, device=device()) for v in (A, B, S)))
     assert out.dtype == dtype and out.shape == computed.shape
     assert_matches_reference(out, _ref(op, computed, low, high), _eager(op, computed, low, high),
                              what=f"{backend} {op} {dtype} {shape}", ulps=quirk_ulps(backend, dtype))
@@ -98,9 +98,9 @@ def test_out_variants(backend, op):
     _call(op, inplace, low, high, out=inplace)  # out aliasing computed exactly
     assert_matches_reference(inplace, expected)
     # out partly overlapping an input: must not read what it already wrote
-    buf = torch.randn(20)
+    buf = torch.randn(20, device=device())
     c, o = buf[1:11], buf[0:10]
-    lo, hi = torch.randn(10), torch.randn(10)
+    lo, hi = torch.randn(10, device=device()), torch.randn(10, device=device())
     expected = _ref(op, c.clone(), lo, hi)
     _call(op, c, lo, hi, out=o)
     assert_matches_reference(o, expected)
@@ -121,9 +121,9 @@ def test_scalar_forms(backend, weight):
 @pytest.mark.parametrize("op", OPS)
 def test_nan_and_inf_propagate(backend, op):
     nan, inf = float("nan"), float("inf")
-    computed = torch.tensor([nan, 1.0, inf, 1.0, 1.0, 2.0])
-    low = torch.tensor([0.0, nan, 0.0, inf, 0.0, 1.0])
-    high = torch.tensor([0.0, 0.0, 0.0, 0.0, -inf, 1.0])
+    computed = torch.tensor([nan, 1.0, inf, 1.0, 1.0, 2.0], device=device())
+    low = torch.tensor([0.0, nan, 0.0, inf, 0.0, 1.0], device=device())
+    high = torch.tensor([0.0, 0.0, 0.0, 0.0, -inf, 1.0], device=device())
     for dtype in DTYPES:
         out = _call(op, computed.to(dtype), low.to(dtype), high.to(dtype), 1.0, 1.0, 0.0).float()
         assert out[0].isnan() and out[1].isnan()
@@ -210,12 +210,12 @@ def test_skip_call_equals_the_spec_fft_reconstruction(fast_backend, hw):
     g = torch.Generator().manual_seed(11)
     shape = (2, 3, *hw)
     # full call: both branches ran; the deltas are taken from them
-    other0, computed0 = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    other0, computed0 = torch.randn(shape, generator=g).to(device()), torch.randn(shape, generator=g).to(device())
     d_lf, d_hf = spec_deltas(other0, computed0)
     low, high = fk.ops.cfg_residual_split(other0, computed0)
     # skip calls: a new computed branch, the compounding multipliers of docs/algorithms.md section 2
     for j, (a, b) in enumerate([(1.1, 1.0), (1.1**2, 1.15), (1.0, 1.15**3)]):
-        computed = torch.randn(shape, generator=g)
+        computed = torch.randn(shape, generator=g).to(device())
         other_ref = spec_reconstruct(computed, d_lf, d_hf, a, b)
         other = fk.ops.cfg_recombine(computed, low, high, a, b)
         assert rel_err(other, other_ref) <= 1e-5, (j, rel_err(other, other_ref))

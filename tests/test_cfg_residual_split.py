@@ -3,7 +3,7 @@ import importlib
 
 import pytest
 import torch
-from conftest import FAST_CPU_BACKENDS, backend_context
+from conftest import FAST_CPU_BACKENDS, backend_context, device
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spec_fft import spec_deltas, spec_mask, spec_to_space
@@ -21,8 +21,8 @@ SHAPES = [(0, 4, 6), (1, 1), (1, 7), (7, 111), (123, 77), (2, 3, 60, 90), (2, 16
 
 def _inputs(shape, dtype, contiguous, seed=0):
     g = torch.Generator().manual_seed(seed)
-    other = torch.randn(shape, generator=g).to(dtype)
-    computed = torch.randn(shape, generator=g).to(dtype)
+    other = torch.randn(shape, generator=g).to(device()).to(dtype)
+    computed = torch.randn(shape, generator=g).to(device()).to(dtype)
     if not contiguous:
         other, computed = noncontiguous(other), noncontiguous(computed)
     return other, computed
@@ -153,7 +153,7 @@ def test_out_variants(backend):
     other, computed = _inputs((2, 3, 20, 30), torch.float32, True)
     ref_low, ref_high, scale = _spec(other, computed)
     for dtype in (torch.float32, torch.bfloat16):
-        low, high = torch.empty(other.shape, dtype=dtype), torch.empty(other.shape, dtype=dtype)
+        low, high = (torch.empty(other.shape, dtype=dtype, device=device()) for _ in range(2))
         res = fk.ops.cfg_residual_split(other, computed, out=(low, high))
         assert res[0] is low and res[1] is high
         assert_spec_close(low, ref_low, ulps=quirk_ulps(backend, dtype), scale=scale)

@@ -17,7 +17,7 @@ diff_mod = importlib.import_module("fastercache_kernels.ops.residual_diff_update
 def direct_calls(monkeypatch):
     """Counts the calls that took the direct path (torch.ops calls the registered function, not `fk_impl`)."""
     seen = []
-    for op in (extrapolate_mod._extrapolate, extrapolate_mod._extrapolate_out, residual_sum_mod._residual_sum):
+    for op in (extrapolate_mod.OP.op, extrapolate_mod.OP.op_out, residual_sum_mod.OP.op):
         impl = op.fk_impl
 
         def counting(*args, _impl=impl, _name=op._name):

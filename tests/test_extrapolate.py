@@ -8,7 +8,7 @@ from fastercache_kernels import reference as R
 from fastercache_kernels.testing import (
     assert_matches_reference, noncontiguous, quirk_ulps, skip_unless_memory, strided_randn,
 )
-from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
+from conftest import FAST_CPU_BACKENDS, backend_context, device, strided_layouts
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(0,), (1,), (7,), (111,), (123, 77), ((1 << 20) + 3,)]
@@ -16,8 +16,8 @@ SHAPES = [(0,), (1,), (7,), (111,), (123, 77), ((1 << 20) + 3,)]
 
 def _inputs(shape, dtype, contiguous, seed=0):
     g = torch.Generator().manual_seed(seed)
-    newer = torch.randn(shape, generator=g).to(dtype)
-    older = torch.randn(shape, generator=g).to(dtype)
+    newer = torch.randn(shape, generator=g).to(device(), dtype)
+    older = torch.randn(shape, generator=g).to(device(), dtype)
     if not contiguous:
         newer, older = noncontiguous(newer), noncontiguous(older)
     return newer, older
@@ -62,8 +62,8 @@ def test_out_variants(backend):
     fk.ops.extrapolate(inplace, older, 0.5, out=inplace)  # out aliasing an input exactly
     assert_matches_reference(inplace, expected)
     # a partial overlap with an input must not read what it already wrote
-    buf = torch.randn(20)
-    a, o, b = buf[1:11], buf[0:10], torch.randn(10)
+    buf = torch.randn(20, device=device())
+    a, o, b = buf[1:11], buf[0:10], torch.randn(10, device=device())
     expected = R.extrapolate(a.clone(), b, 0.5)
     fk.ops.extrapolate(a, b, 0.5, out=o)
     assert_matches_reference(o, expected)
@@ -79,8 +79,8 @@ def test_weight_forms(backend, weight):
 
 
 def test_nan_and_inf_propagate(backend):
-    newer = torch.tensor([float("nan"), 1.0, float("inf"), 2.0, 3.0])
-    older = torch.tensor([0.0, float("nan"), 0.0, float("-inf"), 1.0])
+    newer = torch.tensor([float("nan"), 1.0, float("inf"), 2.0, 3.0], device=device())
+    older = torch.tensor([0.0, float("nan"), 0.0, float("-inf"), 1.0], device=device())
     for dtype in DTYPES:
         out = fk.ops.extrapolate(newer.to(dtype), older.to(dtype), 0.5).float()
         assert out[0].isnan() and out[1].isnan()
@@ -141,7 +141,7 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.fastercache.extrapolate.default, (noncontiguous(newer), older, w))
 
 
-def test_cpu_is_deterministic():
+def test_deterministic_run_to_run(backend):
     newer, older = _inputs((1 << 18,), torch.bfloat16, True)
     first = fk.ops.extrapolate(newer, older, 0.37)
     for _ in range(3):

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import FAST_CPU_BACKENDS, backend_context
+from conftest import FAST_CPU_BACKENDS, backend_context, device
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,14 +18,14 @@ W = 0.3
 def _gate(kind, b, c, dtype=torch.float32, g=None):
     shapes = {"none": None, "B1C": (b, 1, c), "BC": (b, c), "1C": (1, c), "C": (c,)}
     shape = shapes[kind]
-    return None if shape is None else torch.randn(shape, generator=g).to(dtype)
+    return None if shape is None else torch.randn(shape, generator=g).to(device()).to(dtype)
 
 
 def _inputs(shape, dtype, contiguous, gate="B1C", cache_dtype=None, seed=0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g).to(dtype)
-    newer = torch.randn(shape, generator=g).to(cache_dtype or dtype)
-    older = torch.randn(shape, generator=g).to(cache_dtype or dtype)
+    x = torch.randn(shape, generator=g).to(device()).to(dtype)
+    newer = torch.randn(shape, generator=g).to(device()).to(cache_dtype or dtype)
+    older = torch.randn(shape, generator=g).to(device()).to(cache_dtype or dtype)
     gt = _gate(gate, shape[0], shape[-1], g=g)
     if not contiguous:
         x, newer, older = noncontiguous(x), noncontiguous(newer), noncontiguous(older)
@@ -51,7 +51,7 @@ def test_matches_reference(backend, dtype, shape, contiguous):
     ref = R.extrapolate_residual(x, gate, newer, older, W)
     eager = _eager(x, gate, newer, older)
     y = x
-    out = fk.ops.extrapolate_residual(x, gate, newer, older, torch.tensor(W))
+    out = fk.ops.extrapolate_residual(x, gate, newer, older, torch.tensor(W, device=device()))
     assert out is y  # in place, returns x
     assert_matches_reference(x, ref, eager, what=f"{backend} {dtype} {shape}", ulps=quirk_ulps(backend, dtype))
 
@@ -107,7 +107,7 @@ def test_cpu_rounds_exactly_like_the_reference():
 def test_layouts_and_aliasing(backend):
     x, gate, newer, older = _inputs((2, 9, 12), torch.float32, True)
     # x strided: the result is written back into the view
-    base = torch.randn(2, 9, 24)
+    base = torch.randn(2, 9, 24, device=device())
     xs = base[..., ::2]
     xs.copy_(x)
     fk.ops.extrapolate_residual(xs, gate, newer, older, W)
@@ -119,7 +119,7 @@ def test_layouts_and_aliasing(backend):
     fk.ops.extrapolate_residual(y, gate, y, older, W)
     assert_matches_reference(y, expected)
     # x partly overlapping `older`: must not read what it already wrote
-    buf = torch.randn(2 * 9 * 12 + 12)
+    buf = torch.randn(2 * 9 * 12 + 12, device=device())
     xo, od = buf[12:].view(2, 9, 12), buf[:-12].view(2, 9, 12)
     expected = R.extrapolate_residual(xo.clone(), gate, newer, od.clone(), W)
     fk.ops.extrapolate_residual(xo, gate, newer, od, W)
@@ -139,10 +139,10 @@ def test_weight_forms(backend, weight):
 def test_nan_and_inf_propagate(backend):
     nan, inf = float("nan"), float("inf")
     for dtype in DTYPES:
-        x = torch.tensor([[nan, 1.0, inf, 1.0, 1.0, 1.0]]).to(dtype)
-        newer = torch.tensor([[0.0, nan, 0.0, inf, 1.0, 1.0]]).to(dtype)
-        older = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0, 1.0]]).to(dtype)
-        gate = torch.tensor([1.0, 1.0, 1.0, 1.0, nan, 2.0])
+        x = torch.tensor([[nan, 1.0, inf, 1.0, 1.0, 1.0]], device=device()).to(dtype)
+        newer = torch.tensor([[0.0, nan, 0.0, inf, 1.0, 1.0]], device=device()).to(dtype)
+        older = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0, 1.0]], device=device()).to(dtype)
+        gate = torch.tensor([1.0, 1.0, 1.0, 1.0, nan, 2.0], device=device())
         fk.ops.extrapolate_residual(x, gate, newer, older, 0.5)
         y = x.float()[0]
         assert y[0].isnan() and y[1].isnan() and y[4].isnan()

@@ -9,7 +9,7 @@ import fastercache_kernels as fk
 from fastercache_kernels import _ext
 from fastercache_kernels import reference as R
 from fastercache_kernels.testing import assert_reduction_close, noncontiguous, skip_unless_memory, strided_randn
-from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
+from conftest import FAST_CPU_BACKENDS, backend_context, device, strided_layouts
 
 # 0 / 0 in the Triton interpreter (numpy) warns; NaN is the intended result there.
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
@@ -25,8 +25,8 @@ def _inputs(shape, dtype, contiguous, seed=0):
     """b and a = b + noise: the relative metrics see a realistic 'feature moved a little' case."""
     g = torch.Generator().manual_seed(seed)
     b = torch.randn(shape, generator=g)
-    a = (b + 0.1 * torch.randn(shape, generator=g)).to(dtype)
-    b = b.to(dtype)
+    a = (b + 0.1 * torch.randn(shape, generator=g)).to(device(), dtype)
+    b = b.to(device(), dtype)
     if not contiguous:
         a, b = noncontiguous(a), noncontiguous(b)
     return a, b
@@ -55,13 +55,13 @@ def test_matches_reference(backend, dtype, shape, contiguous):
 
 
 def test_empty_inputs_give_nan(backend):
-    a = torch.empty(0, 5)
+    a = torch.empty(0, 5, device=device())
     for metric in METRICS:
         assert fk.ops.feature_diff(a, a, metric).isnan()
         assert fk.ops.feature_diff(a, a, metric, per_sample=True).shape == (0,)
         assert fk.ops.feature_diff_partials(a, a, metric, per_sample=True).shape == (0, 3)
         # rows with no elements: every sum is 0
-        sums = fk.ops.feature_diff_partials(torch.empty(2, 0), torch.empty(2, 0), metric, per_sample=True)
+        sums = fk.ops.feature_diff_partials(*[torch.empty(2, 0, device=device())] * 2, metric, per_sample=True)
         assert sums[:, 0].eq(0).all() and sums[:, 2].eq(0).all()
 
 
@@ -93,27 +93,26 @@ def test_from_partials_sums_across_ranks():
         fk.ops.feature_diff_from_partials(torch.zeros(3), "l2")
 
 
-@pytest.mark.parametrize("backend_id", FAST_CPU_BACKENDS)
-def test_every_element_counts(backend_id):
+def test_every_element_counts(fast_backend):
     # One element differs, at block and row boundaries of every backend: the sums must see exactly that element.
+    backend_id = fast_backend
     n = 5 * 39323
-    b = torch.ones(n)
+    b = torch.ones(n, device=device())
     positions = [0, 1, 8191, 8192, 16383, 16384, 65535, 65536, 2 * 65536, n - 1]
-    with backend_context(backend_id):
-        for pos in positions:
-            a = b.clone()
-            a[pos] = 9.0
-            assert fk.ops.feature_diff_partials(a, b, "rel_l1")[0].item() == 8.0, (backend_id, pos)
-            rows = fk.ops.feature_diff_partials(a.view(5, -1), b.view(5, -1), "l1", per_sample=True)
-            expected = torch.zeros(5)
-            expected[pos // (n // 5)] = 8.0
-            assert torch.equal(rows[:, 0], expected), (backend_id, pos)
-            assert rows[:, 1].eq(n // 5).all()
+    for pos in positions:
+        a = b.clone()
+        a[pos] = 9.0
+        assert fk.ops.feature_diff_partials(a, b, "rel_l1")[0].item() == 8.0, (backend_id, pos)
+        rows = fk.ops.feature_diff_partials(a.view(5, -1), b.view(5, -1), "l1", per_sample=True)
+        expected = torch.zeros(5, device=device())
+        expected[pos // (n // 5)] = 8.0
+        assert torch.equal(rows[:, 0], expected), (backend_id, pos)
+        assert rows[:, 1].eq(n // 5).all()
 
 
 def test_nan_and_inf_propagate(backend):
     for dtype in DTYPES:
-        b = torch.ones(2, 50, dtype=dtype)
+        b = torch.ones(2, 50, dtype=dtype, device=device())
         a = b.clone()
         a[0, 7] = float("nan")
         a[1, 3] = float("inf")
@@ -183,13 +182,10 @@ def test_deterministic_across_calls_and_thread_counts():
                 torch.set_num_threads(old)
 
 
-def test_triton_is_deterministic():
-    if "triton" not in FAST_CPU_BACKENDS:
-        pytest.skip("triton interpreter unavailable")
+def test_deterministic_run_to_run(fast_backend):
     a, b = _inputs((200003,), torch.float16, True, seed=6)
-    with backend_context("triton"):
-        first = fk.ops.feature_diff(a, b, "rel_l2")
-        assert torch.equal(fk.ops.feature_diff(a, b, "rel_l2"), first)
+    first = fk.ops.feature_diff(a, b, "rel_l2")
+    assert torch.equal(fk.ops.feature_diff(a, b, "rel_l2"), first)
 
 
 @st.composite

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
 from fastercache_kernels.testing import assert_reduction_close, noncontiguous
-from conftest import FAST_CPU_BACKENDS, backend_context
+from conftest import FAST_CPU_BACKENDS, backend_context, device
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
@@ -31,10 +31,10 @@ CASES = [
 def _residual(shape, dtype, contiguous, seed=0):
     """Frames that drift: p_t = base + 0.2 * t * noise, so m_k grows with k."""
     g = torch.Generator().manual_seed(seed)
-    p = torch.randn(shape, generator=g)
+    p = torch.randn(shape, generator=g).to(device())
     if p.numel():
-        drift = 0.2 * torch.randn(shape, generator=g)
-        p = p + drift * torch.rand(shape, generator=g)
+        drift = 0.2 * torch.randn(shape, generator=g).to(device())
+        p = p + drift * torch.rand(shape, generator=g).to(device())
     p = p.to(dtype)
     return p if contiguous else noncontiguous(p)
 
@@ -81,19 +81,19 @@ def test_bcthw_equals_bnc_of_the_same_video(backend):
 
 
 def test_static_video_scores_zero_and_motion_grows(backend):
-    frame = torch.randn(1, 1, 4, 6)
+    frame = torch.randn(1, 1, 4, 6, device=device())
     static = frame.expand(1, 8, 4, 6).reshape(1, 8 * 4, 6).contiguous()
     assert fk.ops.motion_score(static, 8, (1, 2, 7)).eq(0).all()
     # frames drifting linearly: larger strides see larger differences
-    drift = torch.randn(1, 1, 4, 6)
-    moving = (frame + 0.1 * torch.arange(8.0).view(1, 8, 1, 1) * drift).reshape(1, 32, 6)
+    drift = torch.randn(1, 1, 4, 6, device=device())
+    moving = (frame + 0.1 * torch.arange(8.0, device=device()).view(1, 8, 1, 1) * drift).reshape(1, 32, 6)
     m = fk.ops.motion_score(moving, 8, (1, 2, 4))
     assert m[0] < m[1] < m[2]
 
 
 def test_nan_propagates(backend):
     for dtype in DTYPES:
-        p = torch.ones(1, 4 * 3, 2, dtype=dtype)
+        p = torch.ones(1, 4 * 3, 2, dtype=dtype, device=device())
         p[0, 0, 0] = float("nan")  # frame 0
         m = fk.ops.motion_score(p, 4, (1, 3))
         assert m.isnan().all(), (backend, dtype)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
 from fastercache_kernels.testing import assert_reduction_close, noncontiguous, quirk_ulps, strided_randn
-from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
+from conftest import FAST_CPU_BACKENDS, backend_context, device, strided_layouts
 
 # x / 0 in the Triton interpreter (numpy) warns; inf and NaN are the intended results there.
 pytestmark = [pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
@@ -23,9 +23,9 @@ OTHER = {torch.float32: torch.bfloat16, torch.float16: torch.float32, torch.bflo
 def _inputs(shape, dtype, cache_dtype, contiguous, seed=0):
     """A block's input x, its output x + r_new, and the cached residual r_old close to r_new."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g)
-    r_old = torch.randn(shape, generator=g)
-    r_new = r_old + 0.05 * torch.randn(shape, generator=g)
+    x = torch.randn(shape, generator=g).to(device())
+    r_old = torch.randn(shape, generator=g).to(device())
+    r_new = r_old + 0.05 * torch.randn(shape, generator=g).to(device())
     output, input, cache = (x + r_new).to(dtype), x.to(dtype), r_old.to(cache_dtype)
     if not contiguous:
         output, input, cache = noncontiguous(output), noncontiguous(input), noncontiguous(cache)
@@ -93,11 +93,11 @@ def test_matches_feature_diff_of_the_residual(backend):
 def test_first_block_cache_loop(backend):
     # The compute-call sequence of First-Block-Cache: each call compares against the previous call's residual.
     g = torch.Generator().manual_seed(7)
-    x = torch.randn(4, 64, generator=g)
-    cache = torch.zeros(4, 64, dtype=torch.bfloat16)
+    x = torch.randn(4, 64, generator=g).to(device())
+    cache = torch.zeros(4, 64, dtype=torch.bfloat16, device=device())
     prev = None
     for _ in range(4):
-        r = torch.randn(4, 64, generator=g)
+        r = torch.randn(4, 64, generator=g).to(device())
         d = fk.ops.residual_diff_update(x + r, x, cache, "rel_l1")
         if prev is not None:
             truth = R.feature_diff((x + r) - x, prev.float(), "rel_l1", acc_dtype=torch.float64)
@@ -114,9 +114,9 @@ def test_cache_aliasing_and_layouts(backend):
     assert_reduction_close(d, truth, output.numel(), what=f"{backend} alias")
     assert torch.equal(out_alias, output - input)
     # cache partially overlapping the input's storage
-    buf = torch.randn(400)
+    buf = torch.randn(400, device=device())
     inp, c = buf[:300].view(6, 50), buf[100:400].view(6, 50)
-    o = torch.randn(6, 50)
+    o = torch.randn(6, 50, device=device())
     truth = _truth(o, inp.clone(), c.clone(), "l1")
     expected = o - inp.clone()
     d = fk.ops.residual_diff_update(o, inp, c, "l1")
@@ -132,24 +132,25 @@ def test_cache_aliasing_and_layouts(backend):
 
 def test_nan_and_inf_propagate(backend):
     for dtype in DTYPES:
-        output = torch.ones(40, dtype=dtype)
-        input = torch.zeros(40, dtype=dtype)
+        output = torch.ones(40, dtype=dtype, device=device())
+        input = torch.zeros(40, dtype=dtype, device=device())
         output[3] = float("nan")
-        cache = torch.ones(40, dtype=dtype)
+        cache = torch.ones(40, dtype=dtype, device=device())
         for metric in METRICS:
             c = cache.clone()
             assert fk.ops.residual_diff_update(output, input, c, metric).isnan(), (backend, dtype, metric)
             assert c[3].isnan() and c[4] == 1
         c = cache.clone()
         c[5] = float("inf")
-        assert fk.ops.residual_diff_update(torch.ones(40, dtype=dtype), input, c, "rel_l1").isnan()
+        assert fk.ops.residual_diff_update(torch.ones(40, dtype=dtype, device=device()), input, c, "rel_l1").isnan()
         assert c[5] == 1  # the cache was refreshed anyway
 
 
 def test_empty(backend):
-    e = torch.empty(0, 3)
+    e = torch.empty(0, 3, device=device())
     for metric in METRICS:
-        assert fk.ops.residual_diff_update(e, e, torch.empty(0, 3, dtype=torch.bfloat16), metric).isnan()
+        cache = torch.empty(0, 3, dtype=torch.bfloat16, device=device())
+        assert fk.ops.residual_diff_update(e, e, cache, metric).isnan()
 
 
 def test_errors_name_the_argument():

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import FAST_CPU_BACKENDS, backend_context, strided_layouts
+from conftest import FAST_CPU_BACKENDS, backend_context, device, strided_layouts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,8 +16,8 @@ SHAPES = [(0,), (1,), (7,), (111,), (123, 77), ((1 << 20) + 3,)]
 
 def _inputs(shape, dtype, contiguous, count=5, seed=0, scale=1.0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g).to(dtype)
-    res = [(scale * torch.randn(shape, generator=g)).to(dtype) for _ in range(count)]
+    x = torch.randn(shape, generator=g).to(device()).to(dtype)
+    res = [(scale * torch.randn(shape, generator=g).to(device())).to(dtype) for _ in range(count)]
     if not contiguous:
         x, res = noncontiguous(x), [noncontiguous(r) for r in res]
     return x, res
@@ -92,9 +92,9 @@ def test_out_variants(backend):
     fk.ops.residual_sum(x, (res[0], res[1]), out=out)  # a tuple is accepted
     assert_matches_reference(out, R.residual_sum(x, res[:2]))
     # out partly overlapping an input
-    buf = torch.randn(20)
+    buf = torch.randn(20, device=device())
     a, o = buf[1:11], buf[0:10]
-    rs = [torch.randn(10) for _ in range(3)]
+    rs = [torch.randn(10, device=device()) for _ in range(3)]
     expected = R.residual_sum(a.clone(), rs)
     fk.ops.residual_sum(a, rs, out=o)
     assert_matches_reference(o, expected)
@@ -103,9 +103,9 @@ def test_out_variants(backend):
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf in the interpreter
 def test_nan_and_inf_propagate(backend):
     nan, inf = float("nan"), float("inf")
-    x = torch.tensor([nan, 1.0, inf, 1.0, 1.0])
-    r1 = torch.tensor([0.0, nan, 0.0, inf, 1.0])
-    r2 = torch.tensor([0.0, 0.0, 1.0, -inf, 1.0])
+    x = torch.tensor([nan, 1.0, inf, 1.0, 1.0], device=device())
+    r1 = torch.tensor([0.0, nan, 0.0, inf, 1.0], device=device())
+    r2 = torch.tensor([0.0, 0.0, 1.0, -inf, 1.0], device=device())
     for dtype in DTYPES:
         out = fk.ops.residual_sum(x.to(dtype), [r1.to(dtype), r2.to(dtype)]).float()
         assert out[0].isnan() and out[1].isnan() and out[3].isnan()  # inf - inf

@@ -96,11 +96,11 @@ template <class T> void residual_sum_t(T* out, const T* x, const T* const* r, in
 
 }  // namespace
 
-void residual_sum(DType dt, void* out, const void* x, const void* const* residuals, int count, int64_t n) {
+void residual_sum(DType dt, void* out, const void* x, PtrArray residuals, int64_t n) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     residual_sum_t<T>(static_cast<T*>(out), static_cast<const T*>(x),
-                      reinterpret_cast<const T* const*>(residuals), count, n);
+                      reinterpret_cast<const T* const*>(residuals.data), residuals.count, n);
   });
 }
 

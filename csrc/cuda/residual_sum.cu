@@ -74,8 +74,9 @@ void launch_chunk(TO* out, const TB* base, const T* const* res, int count, int64
 
 }  // namespace
 
-void residual_sum(DType dt, void* out, const void* x, const void* const* residuals, int count, int64_t n,
-                  float* workspace, void* stream) {
+void residual_sum(DType dt, void* out, const void* x, PtrArray residuals, int64_t n, float* workspace,
+                  void* stream) {
+  const int count = residuals.count;
   if (n <= 0) return;
   if (count > kResidualSumCapacity && workspace == nullptr)
     throw std::invalid_argument("fastercache CUDA residual_sum: more than " +
@@ -83,7 +84,7 @@ void residual_sum(DType dt, void* out, const void* x, const void* const* residua
   const cudaStream_t s = as_stream(stream);
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    const T* const* res = reinterpret_cast<const T* const*>(residuals);
+    const T* const* res = reinterpret_cast<const T* const*>(residuals.data);
     T* o = static_cast<T*>(out);
     const T* xt = static_cast<const T*>(x);
     if (count <= kResidualSumCapacity) {

@@ -9,8 +9,6 @@ load from other jobs falls on all alike.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 
 import torch
 
@@ -18,6 +16,7 @@ from .. import api, ops
 from ..policies.adacache import AdaCacheConfig
 from ..policies.fbcache import FirstBlockCacheConfig
 from ..policies.teacache import TeaCacheConfig
+from .core import median_seconds, timed
 from .e2e import small_cogvideox
 
 
@@ -31,14 +30,8 @@ def policies(calls: int) -> dict:
     }
 
 
-def _median_time(fn, repeat: int = 50) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _median_time(fn, repeat: int = 50, device="cpu") -> float:
+    return median_seconds(fn, device, warmup=1, repeat=repeat)
 
 
 def metric_overhead(p: torch.Tensor, frames: int, repeat: int = 50) -> dict:
@@ -75,7 +68,7 @@ def metric_overhead(p: torch.Tensor, frames: int, repeat: int = 50) -> dict:
 
     r = {"shape": list(p.shape)}
     for name, f, e in (("adacache", fused_ada, eager_ada), ("fbcache", fused_fb, eager_fb)):
-        tf, te = _median_time(f, repeat), _median_time(e, repeat)
+        tf, te = _median_time(f, repeat, p.device), _median_time(e, repeat, p.device)
         r[name] = {"fused_s": tf, "eager_s": te, "ratio": te / tf}
     return r
 
@@ -102,10 +95,10 @@ def bench_adaptive(calls: int = 50, *, threads: int | None = 1, full_size: bool 
             for i, t in enumerate(timesteps):
                 inp, tt = torch.cat([x, x]), t.expand(2)
                 for name, m in models.items():
-                    t0 = time.perf_counter()
                     with torch.no_grad():
-                        y = m(hidden_states=inp, encoder_hidden_states=text, timestep=tt, return_dict=False)[0]
-                    total[name] += time.perf_counter() - t0
+                        y, dt = timed(lambda: m(hidden_states=inp, encoder_hidden_states=text, timestep=tt,
+                                                return_dict=False)[0], inp.device)
+                    total[name] += dt
                     if name == "no cache":
                         uncond, cond = y.chunk(2)
                         nxt = x - 0.02 * (uncond + 6.0 * (cond - uncond))

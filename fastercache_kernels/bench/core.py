@@ -10,46 +10,80 @@ from typing import Callable
 import torch
 
 
-def _sync(device: torch.device) -> None:
+def sync(device) -> None:
+    """Waits for the device's queued work (CUDA): every timing here brackets a call with this, or with events."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+_sync = sync
+
+
+class _Timer:
+    """Times one call: CUDA events recorded around it on the current stream (then synchronised) on a CUDA device,
+    perf_counter with a synchronise either side elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        if self.cuda:
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        if self.cuda:
+            self.start.record()
+            fn()
+            self.end.record()
+            self.end.synchronize()
+            return self.start.elapsed_time(self.end) / 1e3
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+
+def timed(fn: Callable[[], object], device="cpu") -> tuple[object, float]:
+    """(fn(), its wall seconds), the device synchronised before and after (end-to-end calls with host work)."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
 def median_seconds(fn: Callable[[], object], device: torch.device | str = "cpu", *, warmup: int = 2,
                    repeat: int = 15, min_seconds: float = 0.0) -> float:
-    """Median wall time of fn() over `repeat` runs (more if they take less than min_seconds in total)."""
+    """Median time of fn() over `repeat` runs (more if they take less than min_seconds in total); CUDA work is
+    timed with events."""
     device = torch.device(device)
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
+    timer = _Timer(device)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeat or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(timer(fn))
     return statistics.median(times)
 
 
 def median_seconds_interleaved(fns: dict[str, Callable[[], object]], device: torch.device | str = "cpu", *,
                                warmup: int = 2, repeat: int = 15, min_seconds: float = 0.0) -> dict[str, float]:
-    """Median wall time of each fn, run in turn (one call of each per round), so load from other processes that
-    comes and goes falls on all of them alike."""
+    """Median time of each fn, run in turn (one call of each per round), so load from other processes that
+    comes and goes falls on all of them alike; CUDA work is timed with events."""
     device = torch.device(device)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    _sync(device)
+    sync(device)
+    timer = _Timer(device)
     times: dict[str, list[float]] = {name: [] for name in fns}
     start = time.perf_counter()
     rounds = 0
     while rounds < repeat or time.perf_counter() - start < min_seconds:
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(timer(fn))
         rounds += 1
     return {name: statistics.median(ts) for name, ts in times.items()}
 

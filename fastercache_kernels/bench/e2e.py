@@ -18,6 +18,7 @@ import torch
 
 from .. import api
 from . import report
+from .core import timed
 
 
 def small_cogvideox(layers: int = 4, heads: int = 4, head_dim: int = 32, frames: int = 7, height: int = 30,
@@ -47,11 +48,6 @@ def diffusers_config(clock: dict):
         tensor_format="BFCHW", current_timestep_callback=lambda: clock["t"])
 
 
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _attention_stub(model, latents, text):
     """A copy whose cached attention modules return stored batch-1 outputs without computing anything."""
     stub = copy.deepcopy(model)
@@ -68,10 +64,12 @@ def _attention_stub(model, latents, text):
     return stub
 
 
-def bench_e2e(calls: int = 50, *, compile: bool = True, repeat: int = 1, threads: int | None = 1, device="cpu",
-              model_kw: dict | None = None, log=print) -> dict:
+def bench_e2e(calls: int = 50, *, compile: bool = True, cudagraphs: bool = True, repeat: int = 1,
+              threads: int | None = 1, device="cpu", model_kw: dict | None = None, log=print) -> dict:
     """Times 50-call videos of: no cache, diffusers' hook, fk.apply with the same diffusers config (eager, and
-    compiled with torch.compile(fullgraph=True) next to a compiled no-cache model), and the ideal of each mode.
+    compiled with torch.compile(fullgraph=True) next to a compiled no-cache model; on CUDA with `cudagraphs` also
+    torch.compile(mode="reduce-overhead"), i.e. CUDA graphs), and the ideal of each mode. Every call is timed with
+    the device synchronised before and after it.
 
     threads: torch intra-op threads (1 by default: on a 2-core machine shared with other jobs, 2 threads made a
     small CogVideoX call 1.2-4x slower, measured). Returns {"rows": [...], "summary": {...}, "machine": {...}}.
@@ -80,18 +78,12 @@ def bench_e2e(calls: int = 50, *, compile: bool = True, repeat: int = 1, threads
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _bench(calls, compile, repeat, device, model_kw or {}, log)
+        return _bench(calls, compile, cudagraphs, repeat, device, model_kw or {}, log)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
-def _bench(calls, compile, repeat, device, model_kw, log):
+def _bench(calls, compile, cudagraphs, repeat, device, model_kw, log):
     """Every variant runs the same call, one after the other, call by call: load from other jobs on the machine
     falls on all of them alike. The latents follow the uncached model."""
     model, latents, text = small_cogvideox(device=device, **model_kw)
@@ -115,6 +107,12 @@ def _bench(calls, compile, repeat, device, model_kw, log):
         models["no cache (compiled)"] = plain_c
         models["fk (compiled)"] = torch.compile(ours_c, fullgraph=True)
         ideal_models["ideal (compiled)"] = (plain_c, torch.compile(stub, fullgraph=True))
+    if cudagraphs and torch.device(device).type == "cuda":
+        # torch.compile's CUDA graphs (one graph per call kind, replayed; inputs copied into static buffers)
+        ours_g = copy.deepcopy(model)
+        api.apply(ours_g, diffusers_config(clock))
+        models["no cache (CUDA graphs)"] = torch.compile(copy.deepcopy(model), mode="reduce-overhead")
+        models["fk (CUDA graphs)"] = torch.compile(ours_g, mode="reduce-overhead")
     t1 = torch.tensor([500], device=device)
 
     def video(acc: dict | None):
@@ -125,8 +123,8 @@ def _bench(calls, compile, repeat, device, model_kw, log):
             inp, tt = torch.cat([x, x]), t.expand(2)
             dts = {}
             for name, m in models.items():
-                y, dts[name] = _timed(lambda: m(hidden_states=inp, encoder_hidden_states=text, timestep=tt,
-                                                 return_dict=False)[0])
+                y, dts[name] = timed(lambda: m(hidden_states=inp, encoder_hidden_states=text, timestep=tt,
+                                               return_dict=False)[0], device)
                 if name == "no cache":
                     y_plain = y
             kind = handle.state.plan.kind
@@ -136,8 +134,8 @@ def _bench(calls, compile, repeat, device, model_kw, log):
                     dts[name] = dts["no cache (compiled)" if "compiled" in name else "no cache"]
                 else:
                     one = stub_m if "reuse" in kind else full_m
-                    _, dts[name] = _timed(lambda: one(hidden_states=x, encoder_hidden_states=text[:1], timestep=t1,
-                                                      return_dict=False))
+                    _, dts[name] = timed(lambda: one(hidden_states=x, encoder_hidden_states=text[:1], timestep=t1,
+                                                     return_dict=False), device)
             if acc is not None:
                 for k, v in dts.items():
                     acc[k] = acc.get(k, 0.0) + v
@@ -160,7 +158,8 @@ def _bench(calls, compile, repeat, device, model_kw, log):
     med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
     rows = []
     for name, t in med.items():
-        base = med["no cache (compiled)"] if "compiled" in name else med["no cache"]
+        mode = next((m for m in ("(compiled)", "(CUDA graphs)") if m in name), None)
+        base = med[f"no cache {mode}" if mode else "no cache"]
         rows.append({"variant": name, "seconds": t, "ms_per_call": 1e3 * t / calls, "speedup_vs_no_cache": base / t})
     summary = {
         "calls_per_kind": kinds,
@@ -168,6 +167,8 @@ def _bench(calls, compile, repeat, device, model_kw, log):
         "fk_eager_of_ideal": med["ideal"] / med["fk"],
         "cache_bytes_fk": handle.stats()["cache_bytes"],
     }
+    if "fk (CUDA graphs)" in med:
+        summary["fk_cudagraphs_vs_diffusers"] = med["diffusers hook"] / med["fk (CUDA graphs)"]
     if compile:
         summary["fk_compiled_vs_diffusers"] = med["diffusers hook"] / med["fk (compiled)"]
         summary["fk_compiled_of_ideal"] = med["ideal (compiled)"] / med["fk (compiled)"]
@@ -188,5 +189,7 @@ def format_e2e(result: dict) -> str:
     if "fk_compiled_vs_diffusers" in s:
         lines.append(f"fk compiled vs diffusers hook: {s['fk_compiled_vs_diffusers']:.2f}x; fk compiled speedup / "
                      f"ideal compiled speedup: {s['fk_compiled_of_ideal']:.1%}")
+    if "fk_cudagraphs_vs_diffusers" in s:
+        lines.append(f"fk under CUDA graphs vs diffusers hook: {s['fk_cudagraphs_vs_diffusers']:.2f}x")
     lines.append(f"fk cache memory: {s['cache_bytes_fk'] / 2**20:.2f} MiB")
     return "\n".join(lines)

@@ -1,16 +1,17 @@
-"""The fused ops, as `fk.ops.<name>` and `torch.ops.fastercache.<name>`."""
+"""The fused ops, as `fk.ops.<name>` and `torch.ops.fastercache.<name>`.
 
-from .cfg_recombine import cfg_recombine, cfg_recombine_guided
-from .cfg_residual_split import cfg_residual_split
-from .extrapolate import extrapolate
-from .extrapolate_residual import extrapolate_residual
-from .feature_diff import feature_diff, feature_diff_from_partials, feature_diff_partials
-from .motion_score import motion_score
-from .residual_diff_update import residual_diff_update
-from .residual_sum import residual_sum
+Every module of this package that does not start with "_" is an op module: importing it declares its ops
+(`_define.define`); its `__all__` lists the public functions exported here.
+"""
 
-__all__ = [
-    "cfg_recombine", "cfg_recombine_guided", "cfg_residual_split", "extrapolate", "extrapolate_residual",
-    "feature_diff", "feature_diff_from_partials", "feature_diff_partials", "motion_score", "residual_diff_update",
-    "residual_sum",
-]
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+__all__ = []
+for _info in sorted(_pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_"):
+        _mod = _importlib.import_module(f".{_info.name}", __name__)
+        for _name in _mod.__all__:
+            globals()[_name] = getattr(_mod, _name)
+        __all__ += _mod.__all__
+__all__.sort()

@@ -7,26 +7,25 @@ while torch.compile traces. Every message names the op and the argument.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import numbers
 
 import torch
 import torch.utils._python_dispatch as _python_dispatch
 from torch import Tensor
 
-from .. import _backend, _ext
+from .. import _ext
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Same table as fastercache::DType in csrc/include/fastercache/common.h.
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
-def custom_op(name: str, *, mutates_args=()):
+def custom_op(name: str, *, mutates_args=(), schema: str | None = None):
     """`torch.library.custom_op`, keeping the Python implementation so `call` can run it without the dispatcher."""
 
     def register(fn):
-        op = torch.library.custom_op(name, mutates_args=mutates_args)(fn)
-        params = list(inspect.signature(fn).parameters)
+        op = torch.library.custom_op(name, mutates_args=mutates_args, schema=schema)(fn)
+        params = [a.name for a in op._opoverload._schema.arguments]
         op.fk_impl = fn
         op.fk_mutated = tuple(params.index(a) for a in mutates_args)
         return op
@@ -143,34 +142,26 @@ def cuda_stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
-def backend_for(t: Tensor) -> str:
-    return _backend.select(t.device)
+def run_map(d, out: Tensor, inputs: list[Tensor], scalars: list[Tensor], codes: list[int] | None = None,
+            reference=None, launcher: str | None = None) -> None:
+    """Runs the elementwise op `out = f(inputs, scalars)` declared by `d` (an OpDef) on the selected backend.
 
-
-def run_map(op: str, out: Tensor, inputs: list[Tensor], scalars: list[Tensor], reference_fn, triton_launch,
-            codes: list[int] | None = None) -> None:
-    """Runs an elementwise op `out = f(inputs, scalars)` on the selected backend.
-
-    `op` names the launcher in _cpu and _cuda: op(dtype, out, *inputs, *scalars, n[, stream]), with raw
+    The launcher (`d.launcher`, or `launcher`) is op(dtype, out, *inputs, *scalars, n[, stream]) with raw
     pointers; `codes` replaces the one dtype code for launchers that read several dtypes (mixed-dtype maps).
-    `reference_fn(*inputs, *scalars)` returns the result; `triton_launch(out, inputs, scalars)` writes it.
+    `reference(*inputs, *scalars)` (default `d.reference`) returns the result; Triton's `launch(out, inputs,
+    scalars)` writes it.
     """
-    backend = backend_for(out)
-    if backend == "reference":
-        out.copy_(reference_fn(*inputs, *scalars))
+    launch = d.launch(out.device, launcher)
+    if launch.backend == "reference":
+        out.copy_((reference or d.reference)(*inputs, *scalars))
         return
     if out.numel() == 0:
         return
     ins = [dense(t) for t in inputs]
     sc = [scalar_f32(s, out.device) for s in scalars]
     with writable_dense(out, *inputs) as o:
-        if backend == "triton":
-            triton_launch(o, ins, sc)
+        if launch.backend == "triton":
+            launch.triton().launch(o, ins, sc)
             return
         ptrs = [o.data_ptr(), *(t.data_ptr() for t in ins), *(s.data_ptr() for s in sc)]
-        codes = [DTYPE_CODES[out.dtype]] if codes is None else codes
-        if backend == "cpu":
-            getattr(cpu_module(), op)(*codes, *ptrs, out.numel())
-        else:
-            with torch.cuda.device(out.device):
-                getattr(_ext.cuda(), op)(*codes, *ptrs, out.numel(), cuda_stream(out.device))
+        launch(*([DTYPE_CODES[out.dtype]] if codes is None else codes), *ptrs, out.numel())

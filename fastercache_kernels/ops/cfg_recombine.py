@@ -11,7 +11,10 @@ from torch import Tensor
 
 from ..reference import cfg_recombine as reference_recombine
 from ..reference import cfg_recombine_guided as reference_guided
-from ._common import DTYPE_CODES, as_scalar, call, check_float_tensor, check_like, check_scalar, custom_op, run_map
+from ._common import DTYPE_CODES, as_scalar, check_float_tensor, check_like, check_scalar, run_map
+from ._define import _randn, define
+
+__all__ = ["cfg_recombine", "cfg_recombine_guided"]
 
 
 def _check(op: str, computed: Tensor, low: Tensor, high: Tensor, scalars: dict, out: Tensor | None = None) -> None:
@@ -28,15 +31,13 @@ def _check(op: str, computed: Tensor, low: Tensor, high: Tensor, scalars: dict, 
         check_like(op, "out", out, "computed", computed)
 
 
-def _triton(out, inputs, scalars):
-    from ..triton.cfg_recombine import launch
-
-    launch(out, inputs, scalars)
+def _empty(computed: Tensor, *args) -> Tensor:
+    return torch.empty(computed.shape, dtype=computed.dtype, device=computed.device)
 
 
-def _run(op: str, out: Tensor, computed: Tensor, low: Tensor, high: Tensor, scalars: list[Tensor], ref) -> None:
-    run_map(op, out, [computed, low, high], scalars, ref, _triton,
-            codes=[DTYPE_CODES[out.dtype], DTYPE_CODES[low.dtype]])
+def _run(d, computed: Tensor, low: Tensor, high: Tensor, *scalars_out: Tensor) -> None:
+    *scalars, out = scalars_out
+    run_map(d, out, [computed, low, high], scalars, codes=[DTYPE_CODES[out.dtype], DTYPE_CODES[low.dtype]])
 
 
 # ---- cfg_recombine ----------------------------------------------------------------------------------------------
@@ -44,30 +45,47 @@ def _run(op: str, out: Tensor, computed: Tensor, low: Tensor, high: Tensor, scal
 _OP = "cfg_recombine"
 
 
-@custom_op("fastercache::cfg_recombine", mutates_args=())
-def _cfg_recombine(computed: Tensor, low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor) -> Tensor:
-    _check(_OP, computed, low, high, {"low_weight": low_weight, "high_weight": high_weight})
-    out = torch.empty(computed.shape, dtype=computed.dtype, device=computed.device)
-    _run(_OP, out, computed, low, high, [low_weight, high_weight], reference_recombine)
-    return out
-
-
-@_cfg_recombine.register_fake
-def _(computed, low, high, low_weight, high_weight):
-    _check(_OP, computed, low, high, {"low_weight": low_weight, "high_weight": high_weight})
-    return torch.empty(computed.shape, dtype=computed.dtype, device=computed.device)
-
-
-@custom_op("fastercache::cfg_recombine_out", mutates_args=("out",))
-def _cfg_recombine_out(computed: Tensor, low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor,
-                       out: Tensor) -> None:
+def _check_recombine(computed, low, high, low_weight, high_weight, out=None):
     _check(_OP, computed, low, high, {"low_weight": low_weight, "high_weight": high_weight}, out)
-    _run(_OP, out, computed, low, high, [low_weight, high_weight], reference_recombine)
 
 
-@_cfg_recombine_out.register_fake
-def _(computed, low, high, low_weight, high_weight, out):
-    _check(_OP, computed, low, high, {"low_weight": low_weight, "high_weight": high_weight}, out)
+def _bench_recombine(dtype, device, shape, numel):
+    """other = computed + a * low + b * high at a latent (default: the two model latents; `numel` is not used),
+    against the eager formula; also with bf16 low/high next to an fp32 computed (a cache stored at half the
+    size)."""
+    from ..bench.ops import Case, dtype_name, fk_variants, latents
+
+    for name, dims in latents(shape):
+        for delta_dtype in dict.fromkeys([dtype, torch.bfloat16]):
+            g = torch.Generator(device="cpu").manual_seed(0)
+            c = torch.randn(dims, generator=g).to(device=device, dtype=dtype)
+            low, high = (torch.randn(dims, generator=g).to(device=device, dtype=delta_dtype) for _ in range(2))
+            a, b = torch.tensor(1.1, device=device), torch.tensor(1.15, device=device)
+            out = torch.empty_like(c)
+            impls = {"eager": lambda c=c, low=low, high=high, a=a, b=b: c + a * low.to(dtype) + b * high.to(dtype)}
+            impls.update(fk_variants(device, {
+                "": lambda c=c, low=low, high=high, a=a, b=b: cfg_recombine(c, low, high, a, b),
+                " out=": lambda c=c, low=low, high=high, a=a, b=b, out=out: cfg_recombine(c, low, high, a, b,
+                                                                                           out=out)}))
+            nbytes = c.numel() * (2 * c.element_size() + 2 * low.element_size())
+            yield Case(f"{name} {dtype_name(dtype)}/{dtype_name(delta_dtype)}", impls, nbytes, c.numel())
+
+
+OP = define(
+    "cfg_recombine",
+    schema="(Tensor computed, Tensor low, Tensor high, Tensor low_weight, Tensor high_weight) -> Tensor",
+    out="Tensor(a!) out",
+    check=_check_recombine,
+    fake=_empty,
+    run_out=lambda *args: _run(OP, *args),
+    reference=reference_recombine,
+    triton="cfg_recombine",
+    example=lambda dev: (*(_randn(dev, 2, 4, 30, 45) for _ in range(3)), torch.tensor(1.1), torch.tensor(1.2)),
+    launcher="cfg_recombine",
+    bench=_bench_recombine,
+    bench_kind="latent",
+    bench_tensors=9,
+)
 
 
 def cfg_recombine(computed: Tensor, low: Tensor, high: Tensor, low_weight, high_weight, *,
@@ -90,10 +108,7 @@ def cfg_recombine(computed: Tensor, low: Tensor, high: Tensor, low_weight, high_
     """
     a = as_scalar(_OP, "low_weight", low_weight, computed)
     b = as_scalar(_OP, "high_weight", high_weight, computed)
-    if out is None:
-        return call(_cfg_recombine, computed, low, high, a, b)
-    call(_cfg_recombine_out, computed, low, high, a, b, out)
-    return out
+    return OP(computed, low, high, a, b, out=out)
 
 
 # ---- cfg_recombine_guided ---------------------------------------------------------------------------------------
@@ -101,35 +116,59 @@ def cfg_recombine(computed: Tensor, low: Tensor, high: Tensor, low_weight, high_
 _OPG = "cfg_recombine_guided"
 
 
-def _gscalars(a, b, s):
-    return {"low_weight": a, "high_weight": b, "guidance_scale": s}
+def _check_guided(computed, low, high, low_weight, high_weight, guidance_scale, out=None):
+    scalars = {"low_weight": low_weight, "high_weight": high_weight, "guidance_scale": guidance_scale}
+    _check(_OPG, computed, low, high, scalars, out)
 
 
-@custom_op("fastercache::cfg_recombine_guided", mutates_args=())
-def _cfg_recombine_guided(computed: Tensor, low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor,
-                          guidance_scale: Tensor) -> Tensor:
-    _check(_OPG, computed, low, high, _gscalars(low_weight, high_weight, guidance_scale))
-    out = torch.empty(computed.shape, dtype=computed.dtype, device=computed.device)
-    _run(_OPG, out, computed, low, high, [low_weight, high_weight, guidance_scale], reference_guided)
-    return out
+def _bench_guided(dtype, device, shape, numel):
+    """The guided output of a CFG skip call at a latent (default: the two model latents; `numel` is not used):
+    the reference FFT path of SPEC section 2 (fft2 + shifts + masks of the computed branch, the stored complex
+    deltas, ifft2, then uncond + s * (cond - uncond)), the eager linear formula, and the fused op.
+    extra["x spec path"] holds the ratio to the FFT path."""
+    from ..bench.ops import Case, dtype_name, fk_variants, latents, spec_mask
+
+    for name, dims in latents(shape):
+        g = torch.Generator(device="cpu").manual_seed(0)
+        cond = torch.randn(dims, generator=g).to(device=device, dtype=dtype)
+        low, high = (torch.randn(dims, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+        a, b, s = (torch.tensor(v, device=device) for v in (1.1, 1.15, 6.0))
+        m = spec_mask(*dims[-2:], device)
+        d_lf = torch.fft.fftshift(torch.fft.fft2(low.float())) * m  # complex deltas as the reference stores them
+        d_hf = torch.fft.fftshift(torch.fft.fft2(high.float())) * (1 - m)
+        out = torch.empty_like(cond)
+
+        def spec_path(cond=cond, m=m, d_lf=d_lf, d_hf=d_hf, a=a, b=b, s=s):
+            spec = torch.fft.fftshift(torch.fft.fft2(cond.float()))
+            uncond = torch.fft.ifft2(torch.fft.ifftshift(spec * m + a * d_lf + spec * (1 - m) + b * d_hf)).real
+            return (uncond + s * (cond.float() - uncond)).to(dtype)
+
+        args = (cond, low, high, a, b, s)
+        impls = {"spec FFT path": spec_path, "eager": lambda: cond + (1 - s) * (a * low + b * high)}
+        impls.update(fk_variants(device, {"": lambda args=args: cfg_recombine_guided(*args),
+                                          " out=": lambda args=args, out=out: cfg_recombine_guided(*args, out=out)}))
+        n = cond.numel()
+        label = f"{name} {dtype_name(dtype)}" if shape is not None else \
+            f"{name} {'x'.join(map(str, dims))} {dtype_name(dtype)}"
+        yield Case(label, impls, 4 * n * cond.element_size(), n, ratio_to=("spec FFT path", "x spec path"))
 
 
-@_cfg_recombine_guided.register_fake
-def _(computed, low, high, low_weight, high_weight, guidance_scale):
-    _check(_OPG, computed, low, high, _gscalars(low_weight, high_weight, guidance_scale))
-    return torch.empty(computed.shape, dtype=computed.dtype, device=computed.device)
-
-
-@custom_op("fastercache::cfg_recombine_guided_out", mutates_args=("out",))
-def _cfg_recombine_guided_out(computed: Tensor, low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor,
-                              guidance_scale: Tensor, out: Tensor) -> None:
-    _check(_OPG, computed, low, high, _gscalars(low_weight, high_weight, guidance_scale), out)
-    _run(_OPG, out, computed, low, high, [low_weight, high_weight, guidance_scale], reference_guided)
-
-
-@_cfg_recombine_guided_out.register_fake
-def _(computed, low, high, low_weight, high_weight, guidance_scale, out):
-    _check(_OPG, computed, low, high, _gscalars(low_weight, high_weight, guidance_scale), out)
+OPG = define(
+    "cfg_recombine_guided",
+    schema="(Tensor computed, Tensor low, Tensor high, Tensor low_weight, Tensor high_weight, "
+           "Tensor guidance_scale) -> Tensor",
+    out="Tensor(a!) out",
+    check=_check_guided,
+    fake=_empty,
+    run_out=lambda *args: _run(OPG, *args),
+    reference=reference_guided,
+    triton="cfg_recombine",
+    example=lambda dev: (*(_randn(dev, 2, 4, 30, 45) for _ in range(3)), *map(torch.tensor, (1.1, 1.2, 6.0))),
+    launcher="cfg_recombine_guided",
+    bench=_bench_guided,
+    bench_kind="latent",
+    bench_tensors=16,
+)
 
 
 def cfg_recombine_guided(computed: Tensor, low: Tensor, high: Tensor, low_weight, high_weight, guidance_scale, *,
@@ -155,7 +194,4 @@ def cfg_recombine_guided(computed: Tensor, low: Tensor, high: Tensor, low_weight
     a = as_scalar(_OPG, "low_weight", low_weight, computed)
     b = as_scalar(_OPG, "high_weight", high_weight, computed)
     s = as_scalar(_OPG, "guidance_scale", guidance_scale, computed)
-    if out is None:
-        return call(_cfg_recombine_guided, computed, low, high, a, b, s)
-    call(_cfg_recombine_guided_out, computed, low, high, a, b, s, out)
-    return out
+    return OPG(computed, low, high, a, b, s, out=out)

@@ -16,10 +16,11 @@ from torch import Tensor
 
 from ..reference import cfg_residual_split as reference_split
 from ..reference.cfg_residual_split import radius, shifted_mask
-from ._common import DTYPE_CODES, FLOAT_DTYPES, backend_for, call, check_float_tensor, check_like, custom_op, run_map
+from ._common import DTYPE_CODES, FLOAT_DTYPES, check_float_tensor, check_like, run_map
+from ._define import Launch, _randn, define
 
 _OP = "cfg_residual_split"
-_DIFF = "cfg_residual_split_diff"
+__all__ = ["cfg_residual_split"]
 
 
 def _check(other: Tensor, computed: Tensor, radius_divisor, storage_dtype, low=None, high=None) -> None:
@@ -101,16 +102,10 @@ def lowpass(residual: Tensor, r: int) -> Tensor:
     return torch.fft.ifft2(spec).real
 
 
-def _triton(out, inputs, scalars):
-    from ..triton.cfg_residual_split import launch
-
-    launch(out, inputs, scalars)
-
-
 def _difference(out: Tensor, a: Tensor, b: Tensor) -> None:
     """out = a - b in fp32, stored in out's dtype (a and b share one dtype): one fused pass on every backend."""
-    run_map(_DIFF, out, [a, b], [], lambda x, y: x.float() - y.float(), _triton,
-            codes=[DTYPE_CODES[out.dtype], DTYPE_CODES[a.dtype]])
+    run_map(OP, out, [a, b], [], codes=[DTYPE_CODES[out.dtype], DTYPE_CODES[a.dtype]],
+            reference=lambda x, y: x.float() - y.float())
 
 
 def _split(other: Tensor, computed: Tensor, radius_divisor: int, dtype: torch.dtype,
@@ -120,7 +115,7 @@ def _split(other: Tensor, computed: Tensor, radius_divisor: int, dtype: torch.dt
         high = torch.empty(other.shape, dtype=dtype, device=other.device)
     if other.numel() == 0:
         return (torch.empty_like(high) if low is None else low), high
-    if backend_for(other) == "reference":
+    if Launch(OP, other.device).backend == "reference":
         lo, hi = reference_split(other, computed, radius_divisor, dtype)
         if low is None:
             return lo, hi
@@ -138,32 +133,68 @@ def _split(other: Tensor, computed: Tensor, radius_divisor: int, dtype: torch.dt
     return low, high
 
 
-@custom_op("fastercache::cfg_residual_split", mutates_args=())
-def _cfg_residual_split(other: Tensor, computed: Tensor, radius_divisor: int,
-                        storage_dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
-    _check(other, computed, radius_divisor, storage_dtype)
+def _compute(other: Tensor, computed: Tensor, radius_divisor: int, storage_dtype) -> tuple[Tensor, Tensor]:
     dtype = other.dtype if storage_dtype is None else storage_dtype
     return _split(other, computed, radius_divisor, dtype, None, None)
 
 
-@_cfg_residual_split.register_fake
-def _(other, computed, radius_divisor, storage_dtype):
-    _check(other, computed, radius_divisor, storage_dtype)
+def _empty(other: Tensor, computed: Tensor, radius_divisor: int, storage_dtype) -> tuple[Tensor, Tensor]:
     dtype = other.dtype if storage_dtype is None else storage_dtype
     return (torch.empty(other.shape, dtype=dtype, device=other.device),
             torch.empty(other.shape, dtype=dtype, device=other.device))
 
 
-@custom_op("fastercache::cfg_residual_split_out", mutates_args=("low", "high"))
-def _cfg_residual_split_out(other: Tensor, computed: Tensor, radius_divisor: int, low: Tensor, high: Tensor) -> None:
-    _check(other, computed, radius_divisor, None, low, high)
+def _run_out(other: Tensor, computed: Tensor, radius_divisor: int, low: Tensor, high: Tensor) -> None:
     _check_disjoint(low, high)
     _split(other, computed, radius_divisor, low.dtype, low, high)
 
 
-@_cfg_residual_split_out.register_fake
-def _(other, computed, radius_divisor, low, high):
-    _check(other, computed, radius_divisor, None, low, high)
+def _bench(dtype, device, shape, numel):
+    """A full call's split at a latent (default: the two model latents; `numel` is not used): the reference
+    (both branches through fftshift(fft2), both masks, complex deltas) against the fused op with the default and
+    bf16 storage. Ratios are to the reference ("x eager" column); no copy ratio (the FFT is not memory-bound)."""
+    from ..bench.ops import Case, dtype_name, fk_variants, latents, spec_mask
+
+    for name, dims in latents(shape):
+        g = torch.Generator(device="cpu").manual_seed(0)
+        other, computed = (torch.randn(dims, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+        m = spec_mask(*dims[-2:], device)
+
+        def spec_full_call():
+            s_o = torch.fft.fftshift(torch.fft.fft2(other.float()))
+            s_c = torch.fft.fftshift(torch.fft.fft2(computed.float()))
+            return s_o * m - s_c * m, s_o * (1 - m) - s_c * (1 - m)
+
+        low, high = torch.empty_like(other), torch.empty_like(other)
+        impls = {"spec full call": spec_full_call}
+        impls.update(fk_variants(device, {
+            "": lambda: cfg_residual_split(other, computed),
+            " bf16 storage": lambda: cfg_residual_split(other, computed, storage_dtype=torch.bfloat16),
+            " out=": lambda: cfg_residual_split(other, computed, out=(low, high))}))
+        label = f"{name} {dtype_name(dtype)}" if shape is not None else \
+            f"{name} {'x'.join(map(str, dims))} {dtype_name(dtype)}"
+        yield Case(label, impls, 4 * other.numel() * other.element_size(), None, eager="spec full call")
+
+
+OP = define(
+    "cfg_residual_split",
+    schema="(Tensor other, Tensor computed, SymInt radius_divisor, ScalarType? storage_dtype) -> (Tensor, Tensor)",
+    out="Tensor(a!) low, Tensor(b!) high",
+    out_drop=("storage_dtype",),
+    check=_check,
+    check_out=lambda other, computed, radius_divisor, low, high: _check(other, computed, radius_divisor, None, low,
+                                                                        high),
+    fake=_empty,
+    compute=_compute,
+    run_out=_run_out,
+    reference=reference_split,
+    triton="cfg_residual_split",
+    example=lambda dev: (_randn(dev, 2, 4, 30, 45), _randn(dev, 2, 4, 30, 45), 5, None),
+    launcher="cfg_residual_split_diff",
+    bench=_bench,
+    bench_kind="latent",
+    bench_tensors=16,
+)
 
 
 def cfg_residual_split(other: Tensor, computed: Tensor, radius_divisor: int = 5, storage_dtype=None, *,
@@ -188,11 +219,11 @@ def cfg_residual_split(other: Tensor, computed: Tensor, radius_divisor: int = 5,
         (low, high), each [*, H, W] in storage_dtype (or out's dtype); high is R - low rounded once.
     """
     if out is None:
-        return call(_cfg_residual_split, other, computed, radius_divisor, storage_dtype)
+        return OP(other, computed, radius_divisor, storage_dtype)
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError(f"{_OP}: `out` must be a (low, high) pair of tensors")
     low, high = out
     if storage_dtype is not None and isinstance(low, Tensor) and low.dtype != storage_dtype:
         raise TypeError(f"{_OP}: `out` low is {low.dtype} but `storage_dtype` is {storage_dtype}")
-    call(_cfg_residual_split_out, other, computed, radius_divisor, low, high)
+    OP(other, computed, radius_divisor, storage_dtype, out=(low, high))
     return low, high

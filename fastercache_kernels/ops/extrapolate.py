@@ -6,9 +6,11 @@ import torch
 from torch import Tensor
 
 from ..reference import extrapolate as reference_extrapolate
-from ._common import as_scalar, call, check_float_tensor, check_like, check_scalar, custom_op, run_map
+from ._common import as_scalar, check_float_tensor, check_like, check_scalar, run_map
+from ._define import _randn, define
 
 _OP = "extrapolate"
+__all__ = ["extrapolate"]
 
 
 def _check(newer: Tensor, older: Tensor, weight: Tensor, out: Tensor | None = None) -> None:
@@ -19,39 +21,51 @@ def _check(newer: Tensor, older: Tensor, weight: Tensor, out: Tensor | None = No
         check_like(_OP, "out", out, "newer", newer)
 
 
-def _triton(out, inputs, scalars):
-    from ..triton.extrapolate import launch
-
-    launch(out, inputs, scalars)
-
-
-def _run(out: Tensor, newer: Tensor, older: Tensor, weight: Tensor) -> None:
-    run_map(_OP, out, [newer, older], [weight], reference_extrapolate, _triton)
-
-
-@custom_op("fastercache::extrapolate", mutates_args=())
-def _extrapolate(newer: Tensor, older: Tensor, weight: Tensor) -> Tensor:
-    _check(newer, older, weight)
-    out = torch.empty(newer.shape, dtype=newer.dtype, device=newer.device)
-    _run(out, newer, older, weight)
-    return out
-
-
-@_extrapolate.register_fake
-def _(newer, older, weight):
-    _check(newer, older, weight)
+def _empty(newer: Tensor, older: Tensor, weight: Tensor) -> Tensor:
     return torch.empty(newer.shape, dtype=newer.dtype, device=newer.device)
 
 
-@custom_op("fastercache::extrapolate_out", mutates_args=("out",))
-def _extrapolate_out(newer: Tensor, older: Tensor, weight: Tensor, out: Tensor) -> None:
-    _check(newer, older, weight, out)
-    _run(out, newer, older, weight)
+def _run(newer: Tensor, older: Tensor, weight: Tensor, out: Tensor) -> None:
+    run_map(OP, out, [newer, older], [weight])
 
 
-@_extrapolate_out.register_fake
-def _(newer, older, weight, out):
-    _check(newer, older, weight, out)
+def _bench(dtype, device, shape, numel):
+    from ..bench.ops import Case, case_label, fk_variants
+
+    dims = shape.dims if shape is not None else (numel,)
+    newer = torch.randn(dims, device=device).to(dtype)
+    older = torch.randn(dims, device=device).to(dtype)
+    out = torch.empty_like(newer)
+    tmp = torch.empty_like(newer)
+    w = torch.tensor(0.3, device=device)
+
+    def eager_out():  # the same formula without temporaries
+        torch.sub(newer, older, out=tmp)
+        tmp.mul_(w)
+        tmp.add_(newer)
+
+    impls = {"eager": lambda: newer + w * (newer - older), "eager (in place)": eager_out}
+    impls.update(fk_variants(device, {"": lambda: extrapolate(newer, older, w),
+                                      " out=": lambda: extrapolate(newer, older, w, out=out)}))
+    n = newer.numel()
+    yield Case(case_label(shape, n, dtype), impls, 3 * n * newer.element_size(), n)
+
+
+OP = define(
+    "extrapolate",
+    schema="(Tensor newer, Tensor older, Tensor weight) -> Tensor",
+    out="Tensor(a!) out",
+    check=_check,
+    fake=_empty,
+    run_out=_run,
+    reference=reference_extrapolate,
+    triton="extrapolate",
+    example=lambda dev: (_randn(dev, 3, 1001), _randn(dev, 3, 1001), torch.tensor(0.3)),
+    launcher="extrapolate",
+    bench=_bench,
+    bench_kind="hidden",
+    bench_tensors=9,
+)
 
 
 def extrapolate(newer: Tensor, older: Tensor, weight, *, out: Tensor | None = None) -> Tensor:
@@ -67,7 +81,4 @@ def extrapolate(newer: Tensor, older: Tensor, weight, *, out: Tensor | None = No
         [*] tensor in newer's dtype, computed in fp32 and rounded once.
     """
     w = as_scalar(_OP, "weight", weight, newer)
-    if out is None:
-        return call(_extrapolate, newer, older, w)
-    call(_extrapolate_out, newer, older, w, out)
-    return out
+    return OP(newer, older, w, out=out)

@@ -6,25 +6,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _ext
 from ..reference import extrapolate_residual as reference_extrapolate_residual
-from ._common import (
-    DTYPE_CODES,
-    _overlaps,
-    as_scalar,
-    backend_for,
-    call,
-    check_float_tensor,
-    check_like,
-    check_scalar,
-    cpu_module,
-    cuda_stream,
-    custom_op,
-    dense,
-    scalar_f32,
-)
+from ._common import DTYPE_CODES, _overlaps, as_scalar, check_float_tensor, check_like, check_scalar, dense, scalar_f32
+from ._define import Launch, _randn, define
 
 _OP = "extrapolate_residual"
+__all__ = ["extrapolate_residual"]
 
 
 def _gate_stride(x: Tensor, gate: Tensor) -> int:
@@ -61,15 +48,9 @@ def _check(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight:
         )
 
 
-def _triton(x, newer, older, gate, weight, channels, sample_numel, gate_stride):
-    from ..triton.extrapolate_residual import launch
-
-    launch(x, newer, older, gate, weight, channels, sample_numel, gate_stride)
-
-
 def _run(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight: Tensor) -> None:
-    backend = backend_for(x)
-    if backend == "reference":
+    launch = Launch(OP, x.device)
+    if launch.backend == "reference":
         x.copy_(reference_extrapolate_residual(x, gate, newer, older, weight))
         return
     if x.numel() == 0:
@@ -83,29 +64,47 @@ def _run(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight: T
     # x is read and written in place when contiguous and not partly overlapping an input; else a copy.
     overlap = _overlaps(x, newer) or _overlaps(x, older)
     work = x if x.is_contiguous() and not overlap else x.clone(memory_format=torch.contiguous_format)
-    if backend == "triton":
-        _triton(work, nw, od, g, w, channels, sample_numel, stride)
+    if launch.backend == "triton":
+        launch.triton().launch(work, nw, od, g, w, channels, sample_numel, stride)
     else:
-        args = (DTYPE_CODES[x.dtype], DTYPE_CODES[newer.dtype], work.data_ptr(), nw.data_ptr(), od.data_ptr(),
-                0 if g is None else g.data_ptr(), w.data_ptr(), channels, sample_numel, stride, x.numel())
-        if backend == "cpu":
-            cpu_module().extrapolate_residual(*args)
-        else:
-            with torch.cuda.device(x.device):
-                _ext.cuda().extrapolate_residual(*args, cuda_stream(x.device))
+        launch(DTYPE_CODES[x.dtype], DTYPE_CODES[newer.dtype], work.data_ptr(), nw.data_ptr(), od.data_ptr(),
+               0 if g is None else g.data_ptr(), w.data_ptr(), channels, sample_numel, stride, x.numel())
     if work is not x:
         x.copy_(work)
 
 
-@custom_op("fastercache::extrapolate_residual", mutates_args=("x",))
-def _extrapolate_residual(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight: Tensor) -> None:
-    _check(x, gate, newer, older, weight)
-    _run(x, gate, newer, older, weight)
+def _bench(dtype, device, shape, numel):
+    """x += gate * (newer + w * (newer - older)) in place, x [B, N, C] (default [2, N, 1152] with about `numel`
+    elements) and a per-sample gate [B, 1, C], against the same in eager PyTorch (in place on x)."""
+    from ..bench.ops import Case, case_label, dtype_name, fk_variants
+
+    dims = shape.dims if shape is not None else (2, max(1, numel // (2 * 1152)), 1152)
+    x = torch.randn(dims, device=device).to(dtype)
+    newer, older = (torch.randn(dims, device=device).to(dtype) for _ in range(2))
+    gate = torch.randn(dims[0], 1, dims[-1], device=device).to(dtype)
+    w = torch.tensor(0.3, device=device)
+    impls = {"eager": lambda: x.add_(gate * (newer + w * (newer - older)))}
+    impls.update(fk_variants(device, {"": lambda: extrapolate_residual(x, gate, newer, older, w)}))
+    n = x.numel()
+    label = case_label(shape, n, dtype) if shape is not None else f"{'x'.join(map(str, dims))} {dtype_name(dtype)}"
+    yield Case(label, impls, 4 * n * x.element_size(), n)
 
 
-@_extrapolate_residual.register_fake
-def _(x, gate, newer, older, weight):
-    _check(x, gate, newer, older, weight)
+OP = define(
+    "extrapolate_residual",
+    schema="(Tensor(a!) x, Tensor? gate, Tensor newer, Tensor older, Tensor weight) -> ()",
+    check=_check,
+    fake=None,
+    compute=_run,
+    reference=reference_extrapolate_residual,
+    triton="extrapolate_residual",
+    example=lambda dev: (_randn(dev, 2, 77, 24), _randn(dev, 2, 24), _randn(dev, 2, 77, 24), _randn(dev, 2, 77, 24),
+                         torch.tensor(0.3)),
+    launcher="extrapolate_residual",
+    bench=_bench,
+    bench_kind="hidden",
+    bench_tensors=10,
+)
 
 
 def extrapolate_residual(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight) -> Tensor:
@@ -127,5 +126,5 @@ def extrapolate_residual(x: Tensor, gate: Tensor | None, newer: Tensor, older: T
         x itself, computed in fp32 and rounded once to x's dtype.
     """
     w = as_scalar(_OP, "weight", weight, x)
-    call(_extrapolate_residual, x, gate, newer, older, w)
+    OP(x, gate, newer, older, w)
     return x

@@ -8,20 +8,12 @@ import math
 import torch
 from torch import Tensor
 
-from .. import _ext
 from ..reference.feature_diff import feature_diff_partials as reference_partials
-from ._common import (
-    DTYPE_CODES,
-    backend_for,
-    call,
-    check_float_tensor,
-    check_like,
-    cpu_module,
-    cuda_stream,
-    custom_op,
-    dense,
-)
+from ._common import DTYPE_CODES, check_float_tensor, check_like, dense
+from ._define import Launch, _randn, define
 from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, workspace
+
+__all__ = ["feature_diff", "feature_diff_from_partials", "feature_diff_partials"]
 
 
 def _check(op: str, a: Tensor, b: Tensor, metric: str, per_sample: bool) -> None:
@@ -39,10 +31,10 @@ def _shape(a: Tensor, per_sample: bool, partials: bool) -> tuple:
     return rows + ((NUM_SUMS,) if partials else ())
 
 
-def _compute(a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: bool) -> Tensor:
-    backend = backend_for(a)
-    if backend == "reference":  # the metric as every backend forms it from its sums (see finalize)
-        sums = reference_partials(a, b, metric, per_sample)
+def _compute(d, a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: bool) -> Tensor:
+    launch = Launch(d, a.device)
+    if launch.backend == "reference":  # the metric as every backend forms it from its sums (see finalize)
+        sums = d.reference(a, b, metric, per_sample)
         return sums if partials else finalize(sums, metric)
     out = f32_empty(_shape(a, per_sample, partials), a.device)
     if out.numel() == 0:
@@ -51,43 +43,53 @@ def _compute(a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: bool
     cols = math.prod(a.shape[1:]) if per_sample else a.numel()
     a, b = dense(a), dense(b)
     code, mcode = DTYPE_CODES[a.dtype], METRIC_CODES[metric]
-    if backend == "triton":
-        from ..triton import feature_diff as tk
-
+    if launch.backend == "triton":
+        tk = launch.triton()
         tk.launch(out, workspace(tk.workspace_numel(rows, cols), a.device), a, b, mcode, partials, rows, cols)
-    elif backend == "cpu":
-        cpu_module().feature_diff(code, out.data_ptr(), a.data_ptr(), b.data_ptr(), mcode, partials, rows, cols)
-    else:
-        mod = _ext.cuda()
-        ws = workspace(mod.feature_diff_workspace(rows, cols), a.device)
-        with torch.cuda.device(a.device):
-            mod.feature_diff(code, out.data_ptr(), a.data_ptr(), b.data_ptr(), mcode, partials, rows, cols,
-                             ws.data_ptr(), cuda_stream(a.device))
+        return out
+    ws = launch.cuda_workspace("feature_diff_workspace", rows, cols)
+    launch(code, out.data_ptr(), a.data_ptr(), b.data_ptr(), mcode, partials, rows, cols, cuda=ws)
     return out
 
 
-@custom_op("fastercache::feature_diff", mutates_args=())
-def _feature_diff(a: Tensor, b: Tensor, metric: str, per_sample: bool) -> Tensor:
-    _check("feature_diff", a, b, metric, per_sample)
-    return _compute(a, b, metric, per_sample, partials=False)
+def _bench(dtype, device, shape, numel):
+    from ..bench.ops import Case, case_label, fk_variants
+
+    dims = shape.dims if shape is not None else (numel,)
+    a = torch.randn(dims, device=device).to(dtype)
+    b = torch.randn(dims, device=device).to(dtype)
+    impls = {"eager": lambda: (a - b).abs().sum() / b.abs().sum()}
+    impls.update(fk_variants(device, {"": lambda: feature_diff(a, b, "rel_l1")}))
+    n = a.numel()
+    yield Case(case_label(shape, n, dtype, "rel_l1"), impls, 2 * n * a.element_size(), n)
 
 
-@_feature_diff.register_fake
-def _(a, b, metric, per_sample):
-    _check("feature_diff", a, b, metric, per_sample)
-    return f32_empty(_shape(a, per_sample, False), a.device)
-
-
-@custom_op("fastercache::feature_diff_partials", mutates_args=())
-def _feature_diff_partials(a: Tensor, b: Tensor, metric: str, per_sample: bool) -> Tensor:
-    _check("feature_diff_partials", a, b, metric, per_sample)
-    return _compute(a, b, metric, per_sample, partials=True)
-
-
-@_feature_diff_partials.register_fake
-def _(a, b, metric, per_sample):
-    _check("feature_diff_partials", a, b, metric, per_sample)
-    return f32_empty(_shape(a, per_sample, True), a.device)
+_SCHEMA = "(Tensor a, Tensor b, str metric, bool per_sample) -> Tensor"
+OP = define(
+    "feature_diff",
+    schema=_SCHEMA,
+    check=lambda a, b, metric, per_sample: _check("feature_diff", a, b, metric, per_sample),
+    fake=lambda a, b, metric, per_sample: f32_empty(_shape(a, per_sample, False), a.device),
+    compute=lambda a, b, metric, per_sample: _compute(OP, a, b, metric, per_sample, partials=False),
+    reference=reference_partials,
+    triton="feature_diff",
+    example=lambda dev: (_randn(dev, 3, 40001), _randn(dev, 3, 40001), "rel_l1", True),
+    launcher="feature_diff",
+    bench=_bench,
+    bench_kind="hidden",
+    bench_tensors=7,
+)
+OP_PARTIALS = define(
+    "feature_diff_partials",
+    schema=_SCHEMA,
+    check=lambda a, b, metric, per_sample: _check("feature_diff_partials", a, b, metric, per_sample),
+    fake=lambda a, b, metric, per_sample: f32_empty(_shape(a, per_sample, True), a.device),
+    compute=lambda a, b, metric, per_sample: _compute(OP_PARTIALS, a, b, metric, per_sample, partials=True),
+    reference=reference_partials,
+    triton="feature_diff",
+    example=lambda dev: (_randn(dev, 3, 40001), _randn(dev, 3, 40001), "cosine", False),
+    launcher="feature_diff",
+)
 
 
 def feature_diff(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool = False) -> Tensor:
@@ -109,7 +111,7 @@ def feature_diff(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool 
         fp32 0-d tensor, or [B] with per_sample=True. Empty inputs give NaN (0 / 0), as torch's mean does.
     """
     _check("feature_diff", a, b, metric, per_sample)  # here too: schema errors would not name the argument
-    return call(_feature_diff, a, b, metric, per_sample)
+    return OP(a, b, metric, per_sample)
 
 
 def feature_diff_partials(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool = False) -> Tensor:
@@ -122,7 +124,7 @@ def feature_diff_partials(a: Tensor, b: Tensor, metric: str = "rel_l1", per_samp
     feature_diff_from_partials(feature_diff_partials(a, b, m), m) equals feature_diff(a, b, m) bit for bit.
     """
     _check("feature_diff_partials", a, b, metric, per_sample)
-    return call(_feature_diff_partials, a, b, metric, per_sample)
+    return OP_PARTIALS(a, b, metric, per_sample)
 
 
 def feature_diff_from_partials(partials: Tensor, metric: str = "rel_l1") -> Tensor:

@@ -9,13 +9,14 @@ import numbers
 import torch
 from torch import Tensor
 
-from .. import _ext
 from ..reference.motion_score import motion_score as reference_motion_score
-from ._common import DTYPE_CODES, backend_for, call, check_float_tensor, cpu_module, cuda_stream, custom_op, dense
+from ._common import DTYPE_CODES, check_float_tensor, dense
+from ._define import Launch, _randn, define
 from ._reduce import MOTION_MAX_STRIDES, f32_empty, workspace
 
 _OP = "motion_score"
 LAYOUTS = ("BNC", "BCTHW")
+__all__ = ["motion_score"]
 
 
 def _check(residual: Tensor, num_frames: int, strides, layout: str, partials: bool) -> None:
@@ -70,42 +71,56 @@ def _out_shape(strides, partials: bool) -> tuple:
 
 
 def _run(residual: Tensor, num_frames: int, strides: list, layout: str, partials: bool) -> Tensor:
-    backend = backend_for(residual)
-    if backend == "reference":
+    strides = list(strides)
+    launch = Launch(OP, residual.device)
+    if launch.backend == "reference":
         return reference_motion_score(residual, num_frames, strides, layout, partials)
     out = f32_empty(_out_shape(strides, partials), residual.device)
     g, t, f = _geometry(residual, num_frames, layout)
     p = dense(residual)
-    if backend == "triton":
-        from ..triton import motion_score as tk
-
+    if launch.backend == "triton":
+        tk = launch.triton()
         ws = workspace(tk.workspace_numel(g, t, f, len(strides)), p.device)
         tk.launch(out, ws, p, _device_strides(tuple(strides), p.device), g, t, f, partials)
         return out
     host = torch.tensor(strides, dtype=torch.int64)
-    code = DTYPE_CODES[p.dtype]
-    if backend == "cpu":
-        cpu_module().motion_score(code, out.data_ptr(), p.data_ptr(), g, t, f, host.data_ptr(), len(strides),
-                                  partials)
-    else:
-        mod = _ext.cuda()
-        ws = workspace(mod.motion_score_workspace(g, t, f, len(strides)), p.device)
-        with torch.cuda.device(p.device):
-            mod.motion_score(code, out.data_ptr(), p.data_ptr(), g, t, f, host.data_ptr(), len(strides), partials,
-                             ws.data_ptr(), cuda_stream(p.device))
+    ws = launch.cuda_workspace("motion_score_workspace", g, t, f, len(strides))
+    launch(DTYPE_CODES[p.dtype], out.data_ptr(), p.data_ptr(), g, t, f, host.data_ptr(), len(strides), partials,
+           cuda=ws)
     return out
 
 
-@custom_op("fastercache::motion_score", mutates_args=())
-def _motion_score(residual: Tensor, num_frames: int, strides: list[int], layout: str, partials: bool) -> Tensor:
-    _check(residual, num_frames, strides, layout, partials)
-    return _run(residual, num_frames, list(strides), layout, partials)
+def _bench(dtype, device, shape, numel):
+    from ..bench.ops import Case, case_label, dtype_name, fk_variants, motion_shape
+
+    if shape is not None:
+        (b, n, c), t = shape.dims, shape.frames
+    else:
+        (b, n, c), t = motion_shape(numel), 13
+    s = n // t
+    p = torch.randn(b, n, c, device=device).to(dtype)
+    # SPEC section 4, as AdaCache's reference code computes it
+    impls = {"eager": lambda: (p[:, s:] - p[:, :-s]).abs().sum() / (p[:, s:].abs().sum() + p[:, :-s].abs().sum())}
+    impls.update(fk_variants(device, {"": lambda: motion_score(p, t, (1,))}))
+    label = case_label(shape, 0, dtype, f"T={t}") if shape is not None else f"[{b}, {n}, {c}] {dtype_name(dtype)} T={t}"
+    yield Case(label, impls, p.numel() * p.element_size(), p.numel())
 
 
-@_motion_score.register_fake
-def _(residual, num_frames, strides, layout, partials):
-    _check(residual, num_frames, strides, layout, partials)
-    return f32_empty(_out_shape(strides, partials), residual.device)
+OP = define(
+    "motion_score",
+    schema="(Tensor residual, SymInt num_frames, SymInt[] strides, str layout, bool partials) -> Tensor",
+    check=_check,
+    fake=lambda residual, num_frames, strides, layout, partials: f32_empty(_out_shape(strides, partials),
+                                                                           residual.device),
+    compute=_run,
+    reference=reference_motion_score,
+    triton="motion_score",
+    example=lambda dev: (_randn(dev, 2, 13 * 77, 16), 13, [1, 2, 5], "BNC", False),
+    launcher="motion_score",
+    bench=_bench,
+    bench_kind="hidden",
+    bench_tensors=6,
+)
 
 
 def motion_score(residual: Tensor, num_frames: int, strides=(1,), layout: str = "BNC", *,
@@ -130,4 +145,4 @@ def motion_score(residual: Tensor, num_frames: int, strides=(1,), layout: str = 
     """
     strides = [strides] if isinstance(strides, numbers.Integral) else list(strides)
     _check(residual, num_frames, strides, layout, partials)  # here too: schema errors would not name the argument
-    return call(_motion_score, residual, num_frames, strides, layout, partials)
+    return OP(residual, num_frames, strides, layout, partials)

@@ -6,22 +6,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _ext
 from ..reference.residual_diff_update import residual_diff_update as reference_update
-from ._common import (
-    DTYPE_CODES,
-    backend_for,
-    call,
-    check_float_tensor,
-    check_like,
-    cpu_module,
-    cuda_stream,
-    custom_op,
-    dense,
-)
+from ._common import DTYPE_CODES, check_float_tensor, check_like, dense
+from ._define import Launch, _randn, define
 from ._reduce import METRIC_CODES, NUM_SUMS, check_metric, f32_empty, finalize, shares_memory, workspace
 
 _OP = "residual_diff_update"
+__all__ = ["residual_diff_update"]
 
 
 def _check(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: bool) -> None:
@@ -39,47 +30,69 @@ def _check(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: 
 
 
 def _run(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: bool) -> Tensor:
-    backend = backend_for(output)
-    if backend == "reference":
+    launch = Launch(OP, output.device)
+    if launch.backend == "reference":
         sums = reference_update(output, input, cache, metric, partials=True)
         return sums if partials else finalize(sums, metric)
-    out = f32_empty((NUM_SUMS,) if partials else (), output.device)
+    out = _empty(output, input, cache, metric, partials)
     output, input = dense(output), dense(input)
     # The kernels update the cache in place: a strided cache, or one sharing memory with an input, goes through a
     # contiguous copy that is written back.
     direct = cache.is_contiguous() and not shares_memory(cache, output, input)
     c = cache if direct else cache.clone(memory_format=torch.contiguous_format)
     n = output.numel()
-    args = (DTYPE_CODES[output.dtype], DTYPE_CODES[c.dtype])
     mcode = METRIC_CODES[metric]
-    if backend == "triton":
-        from ..triton import residual_diff_update as tk
-
+    if launch.backend == "triton":
+        tk = launch.triton()
         tk.launch(out, workspace(tk.workspace_numel(n), output.device), output, input, c, mcode, partials, n)
-    elif backend == "cpu":
-        cpu_module().residual_diff_update(*args, out.data_ptr(), output.data_ptr(), input.data_ptr(), c.data_ptr(),
-                                          mcode, partials, n)
     else:
-        mod = _ext.cuda()
-        ws = workspace(mod.residual_diff_update_workspace(n), output.device)
-        with torch.cuda.device(output.device):
-            mod.residual_diff_update(*args, out.data_ptr(), output.data_ptr(), input.data_ptr(), c.data_ptr(), mcode,
-                                     partials, n, ws.data_ptr(), cuda_stream(output.device))
+        ws = launch.cuda_workspace("residual_diff_update_workspace", n)
+        launch(DTYPE_CODES[output.dtype], DTYPE_CODES[c.dtype], out.data_ptr(), output.data_ptr(), input.data_ptr(),
+               c.data_ptr(), mcode, partials, n, cuda=ws)
     if not direct:
         cache.copy_(c)
     return out
 
 
-@custom_op("fastercache::residual_diff_update", mutates_args=("cache",))
-def _residual_diff_update(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: bool) -> Tensor:
-    _check(output, input, cache, metric, partials)
-    return _run(output, input, cache, metric, partials)
-
-
-@_residual_diff_update.register_fake
-def _(output, input, cache, metric, partials):
-    _check(output, input, cache, metric, partials)
+def _empty(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: bool) -> Tensor:
     return f32_empty((NUM_SUMS,) if partials else (), output.device)
+
+
+def _bench(dtype, device, shape, numel):
+    from ..bench.ops import Case, case_label, fk_variants
+
+    dims = shape.dims if shape is not None else (numel,)
+    x = torch.randn(dims, device=device).to(dtype)
+    y = torch.randn(dims, device=device).to(dtype)
+    cache = torch.randn(dims, device=device).to(dtype)
+
+    def eager():  # what First-Block-Cache implementations write
+        r = y - x
+        d = (r - cache).abs().sum() / cache.abs().sum()
+        cache.copy_(r)
+        return d
+
+    impls = {"eager": eager}
+    impls.update(fk_variants(device, {"": lambda: residual_diff_update(y, x, cache, "rel_l1")}))
+    n = x.numel()
+    # output, input and cache read, cache written
+    yield Case(case_label(shape, n, dtype, "rel_l1"), impls, 4 * n * x.element_size(), n)
+
+
+OP = define(
+    "residual_diff_update",
+    schema="(Tensor output, Tensor input, Tensor(a!) cache, str metric, bool partials) -> Tensor",
+    check=_check,
+    fake=_empty,
+    compute=_run,
+    reference=reference_update,
+    triton="residual_diff_update",
+    example=lambda dev: (_randn(dev, 2, 30001), _randn(dev, 2, 30001), _randn(dev, 2, 30001), "rel_l1", False),
+    launcher="residual_diff_update",
+    bench=_bench,
+    bench_kind="hidden",
+    bench_tensors=9,
+)
 
 
 def residual_diff_update(output: Tensor, input: Tensor, cache: Tensor, metric: str = "rel_l1", *,
@@ -103,4 +116,4 @@ def residual_diff_update(output: Tensor, input: Tensor, cache: Tensor, metric: s
         fp32 0-d tensor (or [3] sums).
     """
     _check(output, input, cache, metric, partials)  # here too: schema errors would not name the argument
-    return call(_residual_diff_update, output, input, cache, metric, partials)
+    return OP(output, input, cache, metric, partials)

@@ -1,16 +1,15 @@
-"""Pure-PyTorch fp32 references: the test oracle and the last fallback of every op."""
+"""Pure-PyTorch fp32 references: the test oracle and the last fallback of every op.
 
-from .extrapolate import extrapolate
-from .cfg_recombine import cfg_recombine, cfg_recombine_guided
-from .cfg_residual_split import cfg_residual_split
-from .extrapolate_residual import extrapolate_residual
-from .residual_sum import residual_sum
+Every module here is one op's reference; it exports its `__all__`, or else the function named like the module.
+"""
 
-__all__ = ["extrapolate"]
+import importlib as _importlib
+import pkgutil as _pkgutil
 
-from .feature_diff import feature_diff, feature_diff_partials  # noqa: E402
-from .motion_score import motion_score  # noqa: E402
-from .residual_diff_update import residual_diff_update  # noqa: E402
-
-__all__ += ["feature_diff", "feature_diff_partials", "residual_diff_update", "motion_score"]
-__all__ += ["cfg_recombine", "cfg_recombine_guided", "cfg_residual_split", "extrapolate_residual", "residual_sum"]
+__all__ = []
+for _info in sorted(_pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_"):
+        _mod = _importlib.import_module(f".{_info.name}", __name__)
+        for _name in getattr(_mod, "__all__", [_info.name]):
+            globals()[_name] = getattr(_mod, _name)
+            __all__.append(_name)

@@ -1,6 +1,8 @@
 import torch
 from torch import Tensor
 
+__all__ = ["cfg_recombine", "cfg_recombine_guided"]
+
 
 def _f32(value, device) -> Tensor:
     if isinstance(value, Tensor):

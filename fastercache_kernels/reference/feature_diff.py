@@ -3,6 +3,8 @@ import math
 import torch
 from torch import Tensor
 
+__all__ = ["feature_diff", "feature_diff_partials"]
+
 
 def _rows(t: Tensor, per_sample: bool, acc_dtype: torch.dtype) -> Tensor:
     t = t.to(acc_dtype)
