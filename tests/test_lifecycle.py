@@ -38,10 +38,21 @@ def test_copy_and_save_refused_with_the_fix(model, policy):
     torch.save(m, io.BytesIO())
 
 
+def _grad_loop(m, lat, extra, calls):
+    """sample_loop's CFG loop in grad mode (the model's parameters require grad)."""
+    outs, x = [], lat.clone()
+    for t in torch.linspace(999, 0, calls).round().long():
+        y = m(hidden_states=torch.cat([x, x]), timestep=t.expand(2), return_dict=False, **extra)[0].detach()
+        outs.append([y])
+        uncond, cond = y.chunk(2)
+        x = x - 0.02 * (uncond + 6.0 * (cond - uncond))
+    return outs
+
+
 @pytest.mark.parametrize("policy", list(configs()))
-def test_inference_mode_video_then_no_grad_video(model, policy):
-    """The first video (which allocates every buffer) under inference_mode, the second under no_grad: same outputs
-    as two no_grad videos."""
+def test_inference_mode_video_then_no_grad_and_grad_videos(model, policy):
+    """The first video (which allocates every buffer) under inference_mode, then one under no_grad and one in grad
+    mode: the same outputs as the same three videos starting under no_grad."""
     lat, extra = cog_inputs()
     outs = []
     for first_mode in (torch.inference_mode, torch.no_grad):
@@ -50,9 +61,10 @@ def test_inference_mode_video_then_no_grad_video(model, policy):
         with first_mode():
             a = sample_loop([m], lat, extra, calls=20)
         b = sample_loop([m], lat, extra, calls=20)  # sample_loop runs under no_grad
-        outs.append((a, b))
-    (a1, b1), (a2, b2) = outs
-    assert len(a1 + b1) == 40 and all(torch.equal(x[0], y[0]) for x, y in zip(a1 + b1, a2 + b2))
+        with torch.enable_grad():
+            c = _grad_loop(m, lat, extra, 20)
+        outs.append(a + b + c)
+    assert len(outs[0]) == 60 and all(torch.equal(x[0], y[0]) for x, y in zip(*outs))
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])

@@ -44,12 +44,34 @@ def _plain_tensors(args) -> bool:
     return True
 
 
+def _arg_names(op) -> list[str]:
+    names = getattr(op, "fk_names", None)
+    if names is None:
+        names = op.fk_names = [a.name for a in op._opoverload._schema.arguments]
+    return names
+
+
+def check_no_grad(op, args) -> None:
+    """The ops define no backward (cache arithmetic is inference-only): an input autograd tracks, with grad mode on,
+    is an error naming the argument, never a silently dropped gradient (in-place and out= forms would drop it)."""
+    if not torch.is_grad_enabled():
+        return
+    for i, a in enumerate(args):
+        for t in a if isinstance(a, (list, tuple)) else (a,):
+            if isinstance(t, Tensor) and t.requires_grad:
+                name = _arg_names(op)[i] if i < len(_arg_names(op)) else f"argument {i}"
+                raise RuntimeError(f"{op._name if hasattr(op, '_name') else op}: `{name}` requires grad, and the "
+                                   "fastercache ops define no backward: call them under torch.no_grad() (or "
+                                   "torch.inference_mode()), or pass detached tensors")
+
+
 def call(op, *args):
     """Runs a custom op. A plain eager call (no compile, no tracing or dispatch mode, no functorch transform, no
     profiler, no autograd-tracked input) runs the implementation directly: the dispatcher round trip costs ~20 us
     per call here (cfg_recombine_guided on [2, 4, 8, 8]: 31 us through torch.ops, 9 us direct, medians of 200),
     a fifth of a 0.1 ms fused op. Everything else goes through torch.ops, so fakes, compile and autograd's
     errors behave as registered. Mutated arguments get their version bumped, as the dispatcher would."""
+    check_no_grad(op, args)
     if (torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
             or torch._C._are_functorch_transforms_active() or torch._C._is_torch_function_mode_enabled()
             or torch.autograd.profiler._is_profiler_enabled or not _plain_tensors(args)):
@@ -97,6 +119,8 @@ def check_scalar(op: str, name: str, s, device: torch.device) -> None:
 def as_scalar(op: str, name: str, value, like: Tensor) -> Tensor:
     """A Python number or 0-d tensor as a 0-d tensor (public functions call this before the custom op, so
     compiled graphs see a tensor and never specialise on its value)."""
+    if not isinstance(like, Tensor):
+        raise TypeError(f"{op}: the tensor arguments must be tensors, got {type(like).__name__} (before `{name}`)")
     if isinstance(value, Tensor):
         return value
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -112,6 +136,27 @@ def scalar_f32(s: Tensor, device: torch.device) -> Tensor:
 def dense(t: Tensor) -> Tensor:
     """`t` itself when contiguous, else a contiguous copy (every layout is computed right, the common one fast)."""
     return t if t.is_contiguous() else t.contiguous()
+
+
+def _extent(t: Tensor) -> tuple[int, int]:
+    """[first, last] byte addresses `t` can touch."""
+    if t.numel() == 0:
+        return (0, -1)
+    start = t.data_ptr()
+    span = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
+    return start, start + (span + 1) * t.element_size() - 1
+
+
+def same_view(a: Tensor, b: Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+
+
+def shares_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether `a` and `b` may touch common bytes (their address ranges intersect)."""
+    if a.device != b.device or a.numel() == 0 or b.numel() == 0:
+        return False
+    (a0, a1), (b0, b1) = _extent(a), _extent(b)
+    return a0 <= b1 and b0 <= a1
 
 
 def _overlaps(a: Tensor, b: Tensor) -> bool:

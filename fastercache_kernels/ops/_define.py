@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from .. import _backend, _ext
-from ._common import call, cpu_module, cuda_stream, custom_op
+from ._common import call, cpu_module, cuda_stream, custom_op, same_view, shares_memory
 
 OPS: dict[str, OpDef] = {}  # every declared op by name, in declaration order
 _seeds = itertools.count(1)
@@ -66,6 +66,8 @@ class OpDef:
     bench: Callable | None = None  # bench(dtype, device, shape, numel) yields bench.ops.Case
     bench_kind: str = "hidden"  # the shapes it meets in a model: "latent" (model outputs) or "hidden" (tokens)
     bench_tensors: int = 8  # shape-sized tensors a bench case holds at once (the CLI's memory guard)
+    elementwise: bool = False  # each written element depends only on the same element of the inputs (an input
+    # that is exactly the written tensor is then safe; any other overlap is copied first)
     module: str = ""
     op: object = field(default=None, repr=False)
     op_out: object = field(default=None, repr=False)
@@ -94,16 +96,18 @@ def define(name: str, **kw) -> OpDef:
     d.module = d.module or d.reference.__module__.rsplit(".", 1)[-1]  # reference/<module>.py names the op module
     params, returns = _params(d.schema)
     check, fake, compute, run_out = d.check, d.fake, d.compute, d.run_out
+    written = [i for i, p in enumerate(params) if "!)" in p.split()[0]]
     if compute is None:  # the functional form: empty results, written by the out form's body
         def impl(*args):
             check(*args)
+            args = unaliased(args, written, d.elementwise)
             res = fake(*args)
             run_out(*args, *(res if isinstance(res, tuple) else (res,)))
             return res
     else:
         def impl(*args):
             check(*args)
-            return compute(*args)
+            return compute(*unaliased(args, written, d.elementwise))
 
     d.op = custom_op(f"fastercache::{name}", mutates_args=_written(params), schema=_schema(params, returns))(impl)
 
@@ -117,15 +121,37 @@ def define(name: str, **kw) -> OpDef:
         out_params = [p for p in params if p.split()[-1] not in d.out_drop] + [p.strip() for p in d.out.split(",")]
         check_out = d.check_out or check
 
+        written_out = [i for i, p in enumerate(out_params) if "!)" in p.split()[0]]
+
         def impl_out(*args):
             check_out(*args)
-            run_out(*args)
+            run_out(*unaliased(args, written_out, d.elementwise))
 
         schema = _schema(out_params, "()")
         d.op_out = custom_op(f"fastercache::{name}_out", mutates_args=_written(out_params), schema=schema)(impl_out)
         d.op_out.register_fake(lambda *args: check_out(*args))
     OPS[name] = d
     return d
+
+
+def unaliased(args, written: list[int], elementwise: bool):
+    """`args` with every read-only tensor that overlaps a written one replaced by a copy (an exact alias of a
+    written tensor is kept for elementwise ops), so a kernel never reads what it has already overwritten (e.g.
+    extrapolate_residual's gate as a view of x). Real tensors only: the fakes never write."""
+    outs = [args[i] for i in written if isinstance(args[i], torch.Tensor)]
+    if not outs:
+        return args
+    fixed = None
+    for i, a in enumerate(args):
+        if i in written:
+            continue
+        items = a if isinstance(a, (list, tuple)) else (a,)
+        new = [t.clone() if isinstance(t, torch.Tensor) and any(
+            shares_memory(t, o) and not (elementwise and same_view(t, o)) for o in outs) else t for t in items]
+        if any(n is not t for n, t in zip(new, items)):
+            fixed = fixed or list(args)
+            fixed[i] = type(a)(new) if isinstance(a, (list, tuple)) else new[0]
+    return args if fixed is None else tuple(fixed)
 
 
 def _randn(device, *shape: int) -> torch.Tensor:

@@ -73,6 +73,7 @@ def _bench_recombine(dtype, device, shape, numel):
 
 OP = define(
     "cfg_recombine",
+    elementwise=True,
     schema="(Tensor computed, Tensor low, Tensor high, Tensor low_weight, Tensor high_weight) -> Tensor",
     out="Tensor(a!) out",
     check=_check_recombine,
@@ -155,6 +156,7 @@ def _bench_guided(dtype, device, shape, numel):
 
 OPG = define(
     "cfg_recombine_guided",
+    elementwise=True,
     schema="(Tensor computed, Tensor low, Tensor high, Tensor low_weight, Tensor high_weight, "
            "Tensor guidance_scale) -> Tensor",
     out="Tensor(a!) out",

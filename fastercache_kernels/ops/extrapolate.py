@@ -53,6 +53,7 @@ def _bench(dtype, device, shape, numel):
 
 OP = define(
     "extrapolate",
+    elementwise=True,
     schema="(Tensor newer, Tensor older, Tensor weight) -> Tensor",
     out="Tensor(a!) out",
     check=_check,

@@ -92,6 +92,7 @@ def _bench(dtype, device, shape, numel):
 
 OP = define(
     "extrapolate_residual",
+    elementwise=True,
     schema="(Tensor(a!) x, Tensor? gate, Tensor newer, Tensor older, Tensor weight) -> ()",
     check=_check,
     fake=None,

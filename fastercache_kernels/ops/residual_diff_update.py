@@ -81,6 +81,7 @@ def _bench(dtype, device, shape, numel):
 
 OP = define(
     "residual_diff_update",
+    elementwise=True,
     schema="(Tensor output, Tensor input, Tensor(a!) cache, str metric, bool partials) -> Tensor",
     check=_check,
     fake=_empty,

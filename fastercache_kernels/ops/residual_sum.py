@@ -99,6 +99,7 @@ def _bench(dtype, device, shape, numel, count: int | None = None):
 
 OP = define(
     "residual_sum",
+    elementwise=True,
     schema="(Tensor x, Tensor[] residuals) -> Tensor",
     out="Tensor(a!) out",
     check=_check,

@@ -4,7 +4,8 @@ from torch import Tensor
 
 def gate_rows(gate: Tensor, channels: int) -> Tensor:
     """A gate of shape [B, C], [B, 1, C], [1, C] or [C] as fp32 [B or 1, C] (one row per sample, or one shared)."""
-    return gate.reshape(-1, channels).to(torch.float32)
+    rows = 1 if gate.dim() == 1 else gate.shape[0]  # not reshape(-1, C): C = 0 would leave -1 undetermined
+    return gate.reshape(rows, channels).to(torch.float32)
 
 
 def extrapolate_residual(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight) -> Tensor:

@@ -108,7 +108,8 @@ class AdaptiveRuntime(Policy):
                 return rt.probe(b, args, kwargs)
             if not rt.ready or b.order < 0 or not rt.active:
                 return b.orig(*args, **kwargs)
-            return rt.run(b, args, kwargs)
+            with torch.no_grad():  # cache reuse is inference-only (the fused ops define no backward)
+                return rt.run(b, args, kwargs)
 
         return forward
 

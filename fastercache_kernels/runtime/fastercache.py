@@ -414,7 +414,7 @@ class FasterCachePolicy(Policy):
             cfg = policy.cfg
             if policy.full:
                 out = orig(*args, **kwargs)
-                halves = get_sample(out).chunk(2)
+                halves = get_sample(out).detach().chunk(2)  # the ops define no backward
                 cfg.refresh(halves[1 - ci], halves[ci])
                 return out
             b = policy.batch
@@ -422,7 +422,7 @@ class FasterCachePolicy(Policy):
             args = tuple(v.chunk(2)[ci] if _batched(v, b) else v for v in args)
             out = orig(*args, **kwargs)
             computed = get_sample(out)
-            other = cfg.reconstruct(computed)
+            other = cfg.reconstruct(computed.detach())
             both = torch.cat([computed, other] if ci == 0 else [other, computed])
             return put_sample(out, both)
 
