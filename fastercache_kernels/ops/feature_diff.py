@@ -98,8 +98,9 @@ def feature_diff(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool 
         l1     = mean |a - b|                      rel_l1 = sum |a - b| / sum |b|
         rel_l2 = ||a - b||_2 / ||b||_2             cosine = 1 - <a, b> / (||a||_2 ||b||_2)
 
-    Deterministic: bit-identical from call to call and for any thread count (fixed-size blocks reduced into
-    partials, combined in a fixed order; no float atomics).
+    Deterministic on the CPU module, CUDA and Triton: bit-identical from call to call and for any thread count
+    (fixed-size blocks reduced into partials, combined in a fixed order; no float atomics). The reference backend
+    uses torch's own reductions, which can differ by an ulp or two between thread counts.
 
     Args:
         a: [B, *] fp32, fp16 or bf16, any strides (e.g. the current feature).

@@ -103,7 +103,8 @@ def residual_diff_update(output: Tensor, input: Tensor, cache: Tensor, metric: s
         rel_l1 = sum |r - cache| / sum |cache|     (l1, rel_l2, cosine as in feature_diff, with a = r, b = cache)
 
     The metric compares r in fp32 against the residual cached on the previous compute call; cache then holds r
-    rounded to its own dtype. Deterministic for any thread count.
+    rounded to its own dtype. Deterministic for any thread count
+    (the CPU module, CUDA and Triton; the reference backend's torch reductions can differ by an ulp).
 
     Args:
         output: [*] the block's (or block stack's) output; fp32, fp16 or bf16, any strides.
