@@ -42,35 +42,35 @@ def forced_backend() -> str | None:
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Force every fastercache op called inside the block onto one backend.
+    """Force every fastercache op called inside the block onto one backend: "reference", "cpu", "triton", "cuda",
+    or one build of the CPU module, "cpu-baseline" or "cpu-avx2" (FASTERCACHE_CPU_ISA for the block).
 
     >>> with fk.use_backend("reference"):
     ...     y = fk.ops.extrapolate(a, b, 0.3)
+
+    The backend is a context variable (it holds in the thread that entered the block, not in threads started
+    inside it); the CPU build choice is process-wide while the block runs.
     """
-    token = _forced.set(_check_name(name, "use_backend"))
-    try:
-        yield
-    finally:
-        _forced.reset(token)
-
-
-@contextlib.contextmanager
-def backend_context(backend_id: str):
-    """`use_backend` for an id that may also name a build of the CPU module: "cpu-avx2" / "cpu-baseline" force
-    that build (FASTERCACHE_CPU_ISA) for the block as well (the test grid and the benchmarks use these ids)."""
-    name, _, isa = backend_id.partition("-")
+    base, _, isa = name.partition("-") if isinstance(name, str) else (name, "", "")
+    if isa and (base != "cpu" or isa not in ("baseline", "avx2")):
+        raise ValueError(f"use_backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}, "
+                         "cpu-baseline, cpu-avx2")
+    token = _forced.set(_check_name(base, "use_backend"))
     old = os.environ.get("FASTERCACHE_CPU_ISA")
     if isa:
         os.environ["FASTERCACHE_CPU_ISA"] = isa
     try:
-        with use_backend(name):
-            yield
+        yield
     finally:
+        _forced.reset(token)
         if isa:
             if old is None:
                 os.environ.pop("FASTERCACHE_CPU_ISA", None)
             else:
                 os.environ["FASTERCACHE_CPU_ISA"] = old
+
+
+backend_context = use_backend  # the name the tests and benchmarks use for their backend ids
 
 
 def triton_interpreting() -> bool:

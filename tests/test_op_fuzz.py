@@ -134,3 +134,17 @@ def test_fuzz_against_the_reference(fast_backend, name, data):
         _close(a, b, dtype, f"{name} result {k}")
     for i in big:  # the arguments an op writes (in place), and the others untouched
         _close(mine[i], want_args[i], dtype, f"{name} argument {i}")
+
+
+def test_use_backend_names_both_cpu_builds():
+    from fastercache_kernels import _ext
+
+    if _ext.why_not("_cpu") is None:
+        with fk.use_backend("cpu-baseline"):
+            assert _ext.cpu_variant() == "baseline"
+    if _ext._has_avx2() and _ext.why_not("_cpu_avx2") is None:
+        with fk.use_backend("cpu-avx2"):
+            assert _ext.cpu_variant() == "avx2"
+    with pytest.raises(ValueError, match="cpu-baseline, cpu-avx2"):
+        with fk.use_backend("cpu-sse"):
+            pass
