@@ -110,26 +110,22 @@ def test_adacache_host_decisions_compile_to_two_graphs():
 
 
 @pytest.mark.parametrize("policy", ["fbcache", "teacache"])
-def test_host_decisions_in_the_forward_refuse_fullgraph_and_stay_right_without_it(policy):
+def test_host_decisions_in_the_forward_refuse_compile(policy):
     """TeaCache and First-Block-Cache with decide="host" read their decision inside the first block's forward:
-    under fullgraph=True that is refused with an error naming decide='device'; without fullgraph the read breaks
-    the graph there and every call still equals the eager run."""
+    torch.compile is refused, with and without fullgraph, by an error naming decide='device' (without fullgraph
+    the graph breaks around the read had given wrong videos on the trained demo CogVideoX); eager still runs."""
     make = CASES[f"cogvideox-{policy}"][2]
     for fullgraph in (True, False):
         torch._dynamo.reset()
-        model = tiny_cogvideox(layers=1)
-        eager = clone(model)
+        model = tiny_cogvideox(layers=2)
         handle = fk.apply(model, make())
-        fk.apply(eager, make())
         compiled = torch.compile(model, backend="aot_eager", fullgraph=fullgraph)
         lat, extra = cog_inputs()
-        if fullgraph:
-            with pytest.raises(Exception, match="decide='device'"):
-                sample_loop([compiled], lat, extra, calls=30, first=2)
-            continue
-        outs = sample_loop([eager, compiled], lat, extra, calls=30)
-        assert max(rel_err(b, a) for a, b in outs) <= 1e-5
-        assert handle.stats()["reused"] > 0
+        with pytest.raises(Exception, match="decide='device'"):
+            sample_loop([compiled], lat, extra, calls=30, first=2)
+        with pytest.warns(UserWarning, match="did not finish"):  # the refused call left its video unfinished
+            outs = sample_loop([model], lat, extra, calls=30)  # the same patched model, eagerly
+        assert len(outs) == 30 and handle.stats()["calls"] >= 30
     torch._dynamo.reset()
 
 
