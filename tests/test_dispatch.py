@@ -70,12 +70,11 @@ def test_saved_tensor_modified_by_out_variant_is_caught():
         y.sum().backward()
 
 
-def test_autograd_tracked_input_goes_through_the_dispatcher(direct_calls):
+def test_autograd_tracked_input_raises_naming_it(direct_calls):
     a, b = _pair(requires_grad=True)
-    out = fk.ops.extrapolate(a, b, 0.3)
+    with pytest.raises(RuntimeError, match="`newer` requires grad"):  # no backward: never a dropped gradient
+        fk.ops.extrapolate(a, b, 0.3)
     assert direct_calls == []
-    with pytest.raises(RuntimeError, match="[Aa]utograd"):
-        out.sum().backward()
     with torch.no_grad():
         fk.ops.extrapolate(a, b, 0.3)
     assert direct_calls == ["extrapolate"]
