@@ -8,6 +8,7 @@ gathered output, the same size on each rank). Each model is one spawn of two pro
 from __future__ import annotations
 
 import copy
+import io
 import traceback
 
 import pytest
@@ -15,8 +16,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from cp_models import MODELS, free_port, init, policies, run, shard
+from dit_models import one_thread  # noqa: F401
 
 import fastercache_kernels as fk
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TIMEOUT = 150
 
@@ -42,45 +46,64 @@ def _motion(handle) -> list:
     return [float(r["motion"]) for r in handle.history if "motion" in r and not torch.isnan(r["motion"])]
 
 
-def _run(family: str, rank: int) -> dict:
-    model, x, text, adapter = MODELS[family]()
-    ref = copy.deepcopy(model)  # single process: the same weights, never sharded
-    before = copy.deepcopy(model)
-    alone = [dist.new_group([r]) for r in range(2)][rank]  # the single-process reference all-reduces nothing
-    shard(model)
-    out = {"plain": float((run(model, x, text, False) - run(ref, x, text, False)).abs().max())}
-    for name, configs in policies(family).items():
+def _runs(family: str) -> list:
+    """(policy, configs, call pattern, decide) of every run."""
+    out = [(name, configs, mode, "host") for name, configs in policies(family).items()
+           for mode in ("batched", "per_branch")]
+    if family == "wan":  # torch.cond decisions (eager): the collectives run outside the branches
+        out += [(name, policies(family)[name], "per_branch", "device") for name in ("adacache", "fbcache")]
+    return out
+
+
+def _patched(model, family: str, adapter, x, text) -> dict:
+    """Every run on `model`: (output, decisions, cache bytes, MoReg values, MoReg path, stats)."""
+    out = {}
+    for name, configs, mode, decide in _runs(family):
         adaptive = any(not isinstance(c, fk.FasterCacheConfig) for c in configs)
-        kw = {"adapter": adapter, "record": True} if adaptive else {"adapter": adapter}
-        for mode in ("batched", "per_branch"):
-            with fk.apply(ref, configs, process_group=alone, **kw) if adaptive else fk.apply(ref, configs, **kw) as h:
-                want = run(ref, x, text, mode == "per_branch")
-                single = (_decisions(h), _bytes(h), _motion(h))
-            with fk.apply(model, configs, **kw) as h:
-                got = run(model, x, text, mode == "per_branch")
-                stats = h.stats()
-                sharded = (_decisions(h), _bytes(h), _motion(h))
-                paths = sorted({str(b.motion[0]) for b in getattr(h.runtime, "metric_blocks", ()) if b.motion})
-            out[name, mode] = {"rel": float((got - want).abs().max() / want.abs().max()), "single": single,
-                               "sharded": sharded, "cp": stats.get("context_parallel"), "motion_paths": paths,
-                               "reused": stats.get("reused", stats.get("cfg", {}).get("skip", 0))}
+        kw = {"adapter": adapter, "record": True, "decide": decide} if adaptive else {"adapter": adapter}
+        with fk.apply(model, configs, **kw) as h:
+            y = run(model, x, text, mode == "per_branch")
+            stats = h.stats()
+            paths = sorted({str(b.motion[0]) for b in getattr(h.runtime, "metric_blocks", ()) if b.motion})
+            out[name, mode, decide] = {"y": y, "decisions": _decisions(h), "bytes": _bytes(h), "motion": _motion(h),
+                                       "paths": paths, "cp": stats.get("context_parallel"),
+                                       "reused": stats.get("reused", stats.get("cfg", {}).get("skip", 0))}
+    return out
+
+
+def _sharded(family: str) -> dict:
+    """One rank: every run on the model sharded by enable_parallelism, then the composition applied before it."""
+    model, x, text, adapter = MODELS[family]()
+    before = copy.deepcopy(model)
+    shard(model)
+    out = _patched(model, family, adapter, x, text)
+    out["plain"] = run(model, x, text, False)
     # applied before enable_parallelism: diffusers' hooks wrap ours; remove() unhooks inside their chain
-    configs = policies(family)["composed"]
-    h = fk.apply(before, configs, adapter=adapter)
+    h = fk.apply(before, policies(family)["composed"], adapter=adapter)
     shard(before)
-    got = run(before, x, text, True)
+    out["before"] = run(before, x, text, True)
     h.remove()
-    with fk.apply(ref, configs, adapter=adapter, process_group=alone):
-        want = run(ref, x, text, True)
-    out["before"] = float((got - want).abs().max() / want.abs().max())
-    out["before_removed"] = float((run(before, x, text, True) - run(ref, x, text, True)).abs().max())
+    out["before_removed"] = run(before, x, text, True)
+    return out
+
+
+def _single(family: str) -> dict:
+    """The single-process references (the test process, no process group), computed while the ranks run."""
+    model, x, text, adapter = MODELS[family]()
+    out = _patched(model, family, adapter, x, text)
+    out["plain"] = run(model, x, text, False)
+    out["before_removed"] = run(model, x, text, True)
+    with fk.apply(model, policies(family)["composed"], adapter=adapter):
+        out["before"] = run(model, x, text, True)
     return out
 
 
 def _worker(rank: int, port: int, family: str, queue) -> None:
     try:
         init(rank, port)
-        queue.put((rank, _run(family, rank)))
+        buf = io.BytesIO()  # bytes, not shared tensors: this process may exit before the parent reads them
+        torch.save(_sharded(family), buf)
+        queue.put((rank, buf.getvalue()))
     except BaseException:
         queue.put((rank, traceback.format_exc()))
         raise
@@ -98,13 +121,14 @@ def _spawn(family: str) -> dict:
         p.start()
     results = {}
     try:
-        while len(results) < len(procs):
+        results["single"] = _single(family)
+        while len(results) < len(procs) + 1:
             r, res = queue.get(timeout=TIMEOUT)
             assert not isinstance(res, str), f"rank {r}:\n{res}"  # the other rank may wait on it: fail now
-            results[r] = res
+            results[r] = torch.load(io.BytesIO(res), weights_only=False)
     finally:
         for p in procs:
-            p.join(timeout=20 if len(results) == len(procs) else 0)
+            p.join(timeout=20 if len(results) == len(procs) + 1 else 0)
             if p.is_alive():
                 p.kill()
                 p.join()
@@ -112,32 +136,37 @@ def _spawn(family: str) -> dict:
     return results
 
 
+def _rel(a, b) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
 @pytest.mark.parametrize("family", list(MODELS))
 def test_every_policy_under_ulysses(family):
-    r0, r1 = (res := _spawn(family))[0], res[1]
-    assert r0["plain"] < 1e-5, r0["plain"]  # diffusers' own sharding is exact here
-    for key in r0:
-        if not isinstance(key, tuple):
-            continue
-        a, b = r0[key], r1[key]
-        print(f"\n{family} {key}: rel {a['rel']:.1e} / {b['rel']:.1e}, reused {a['reused']}, bytes single "
-              f"{a['single'][1]} rank {a['sharded'][1]}")
-        assert a["rel"] < 1e-5 and b["rel"] < 1e-5, (key, a["rel"], b["rel"])
-        assert a["sharded"][0] == b["sharded"][0] == a["single"][0], (key, a["sharded"][0], b["sharded"][0])
+    res = _spawn(family)
+    one, r0, r1 = res["single"], res[0], res[1]
+    assert _rel(r0["plain"], one["plain"]) < 1e-5  # diffusers' own sharding is exact here
+    for key in _runs(family):
+        key = key[0], key[2], key[3]
+        s, a, b = one[key], r0[key], r1[key]
+        print(f"\n{family} {key}: rel {_rel(a['y'], s['y']):.1e} / {_rel(b['y'], s['y']):.1e}, reused {a['reused']}, "
+              f"cache bytes (sharded, gathered) single {s['bytes']} a rank {a['bytes']}")
+        assert _rel(a["y"], s["y"]) < 1e-5 and _rel(b["y"], s["y"]) < 1e-5, key
+        assert a["decisions"] == b["decisions"] == s["decisions"], (key, a["decisions"], b["decisions"])
         assert a["reused"] > 0, key  # something was reused
-        (s_shard, s_gather), (c_shard, c_gather) = a["single"][1], a["sharded"][1]
-        assert 2 * c_shard == s_shard and c_gather == s_gather and b["sharded"][1] == a["sharded"][1], (key, a, b)
-        ms, mc = torch.tensor(a["single"][2]), torch.tensor(a["sharded"][2])
+        (s_shard, s_gather), (c_shard, c_gather) = s["bytes"], a["bytes"]
+        assert 2 * c_shard == s_shard and c_gather == s_gather and b["bytes"] == a["bytes"], (key, s, a, b)
+        ms, mc = torch.tensor(s["motion"]), torch.tensor(a["motion"])
         assert ms.shape == mc.shape and torch.allclose(mc, ms, rtol=1e-5), (key, ms, mc)  # MoReg across shards
         if family == "wan" and key[0] == "adacache":
-            assert a["motion_paths"] == ["shard"] and len(ms) > 0, a["motion_paths"]  # the halo path ran
+            assert a["paths"] == ["shard"] and len(ms) > 0, a["paths"]  # the halo path ran
         assert a["cp"]["ranks"] == 2 and {a["cp"]["rank"], b["cp"]["rank"]} == {0, 1}
-    assert r0["before"] < 1e-5 and r1["before"] < 1e-5, (r0["before"], r1["before"])
-    assert r0["before_removed"] < 1e-5, r0["before_removed"]  # diffusers' sharding intact after remove()
+    for r in (r0, r1):
+        assert _rel(r["before"], one["before"]) < 1e-5
+        assert _rel(r["before_removed"], one["before_removed"]) < 1e-5  # diffusers' sharding intact after remove()
 
 
 if __name__ == "__main__":  # a quick look: python tests/test_context_parallel.py wan
     import sys
 
     for r, res in _spawn(sys.argv[1] if len(sys.argv) > 1 else "wan").items():
-        print(r, res)
+        print(r, {k: v["decisions"] for k, v in res.items() if isinstance(k, tuple)})

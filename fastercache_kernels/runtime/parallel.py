@@ -109,7 +109,7 @@ def motion_partials(p: torch.Tensor, frames: int, stride: int, shard: Shard) -> 
     S = shard.total // frames
     h = stride * S
     x = p.detach().float()
-    ext = torch.cat([x, _halo(x, shard, h)], 1)  # every rank: the last one only sends
+    ext = torch.cat([x, _halo(p.detach(), shard, h).float()], 1)  # every rank (the last one only sends), in p's dtype
     m = max(0, min(x.shape[1], ext.shape[1] - h))  # local tokens i whose partner i + h exists
     num = (ext[:, h:h + m] - ext[:, :m]).abs().sum()
     frame = torch.arange(shard.start, shard.stop, device=p.device) // S
