@@ -165,6 +165,52 @@ def test_every_policy_under_ulysses(family):
         assert _rel(r["before_removed"], one["before_removed"]) < 1e-5  # diffusers' sharding intact after remove()
 
 
+def _halo_worker(rank: int, port: int, queue) -> None:
+    import os
+
+    from fastercache_kernels import ops
+    from fastercache_kernels.runtime import parallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=3)
+    try:
+        p = torch.randn(2, 50, 4, generator=torch.Generator().manual_seed(0))  # 5 frames of 10 tokens
+        local = p.tensor_split(3, 1)[rank]  # 17, 17, 16 tokens: uneven, and a stride-2 halo (20) spans two ranks
+        shard_ = parallel.sequence_shard(dist.group.WORLD, local.shape[1], "cpu")
+        parts = [parallel.motion_partials(local, 5, k, shard_) for k in (1, 2)]
+        for t in parts:
+            dist.all_reduce(t)
+        whole = [ops.motion_score(p, 5, [k], "BNC", partials=True).reshape(2) for k in (1, 2)]
+        queue.put((rank, [float((a - b).abs().max() / b.abs().max()) for a, b in zip(parts, whole)]))
+    except BaseException:
+        queue.put((rank, traceback.format_exc()))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def test_moreg_halo_spans_ranks():
+    """MoReg's sums from shards (3 ranks, uneven, a halo longer than a shard) equal motion_score of the whole."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_halo_worker, args=(r, port, queue)) for r in range(3)]
+    for p in procs:
+        p.start()
+    try:
+        got = [queue.get(timeout=60) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=20)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    for r, errs in got:
+        assert not isinstance(errs, str), errs
+        assert max(errs) < 1e-6, (r, errs)
+
+
 if __name__ == "__main__":  # a quick look: python tests/test_context_parallel.py wan
     import sys
 
