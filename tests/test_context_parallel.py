@@ -3,7 +3,7 @@ CPU), applied after `enable_parallelism` (and before it, for the composition), o
 whole video of per-branch (cache_context) and batched calls: each rank's output equals the single-process patched
 model's within 1e-5 relative, both ranks take the same decision at every call (and the single process the same),
 and the caches that hold the sequence are half the single-process size on each rank (CFG-Cache's buffers hold the
-gathered output, the same size on each rank). Each model is one spawn of two processes with a timeout."""
+gathered output, the same size on each rank). One spawn of two processes (with a timeout) runs both models."""
 
 from __future__ import annotations
 
@@ -98,37 +98,44 @@ def _single(family: str) -> dict:
     return out
 
 
-def _worker(rank: int, port: int, family: str, queue) -> None:
+def _worker(rank: int, port: int, families: list, queue) -> None:
     try:
         init(rank, port)
-        buf = io.BytesIO()  # bytes, not shared tensors: this process may exit before the parent reads them
-        torch.save(_sharded(family), buf)
-        queue.put((rank, buf.getvalue()))
+        for family in families:
+            buf = io.BytesIO()  # bytes, not shared tensors: this process may exit before the parent reads them
+            torch.save(_sharded(family), buf)
+            queue.put((rank, family, buf.getvalue()))
     except BaseException:
-        queue.put((rank, traceback.format_exc()))
+        queue.put((rank, None, traceback.format_exc()))
         raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _spawn(family: str) -> dict:
+def _spawn(families: list) -> dict:
+    """{family: {"single": ..., 0: ..., 1: ...}}: one spawn of two ranks runs every family (one start-up)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, family, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, port, families, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = {}
+    results = {f: {} for f in families}
+
+    def done() -> bool:
+        return all(len(v) == 3 for v in results.values())
+
     try:
-        results["single"] = _single(family)
-        while len(results) < len(procs) + 1:
-            r, res = queue.get(timeout=TIMEOUT)
-            assert not isinstance(res, str), f"rank {r}:\n{res}"  # the other rank may wait on it: fail now
-            results[r] = torch.load(io.BytesIO(res), weights_only=False)
+        for f in families:
+            results[f]["single"] = _single(f)
+        while not done():
+            r, f, res = queue.get(timeout=TIMEOUT)
+            assert f is not None, f"rank {r}:\n{res}"  # the other rank may wait on it: fail now
+            results[f][r] = torch.load(io.BytesIO(res), weights_only=False)
     finally:
         for p in procs:
-            p.join(timeout=20 if len(results) == len(procs) + 1 else 0)
+            p.join(timeout=20 if done() else 0)
             if p.is_alive():
                 p.kill()
                 p.join()
@@ -136,13 +143,18 @@ def _spawn(family: str) -> dict:
     return results
 
 
+@pytest.fixture(scope="module")
+def sharded_runs(one_thread):  # noqa: F811
+    return _spawn(list(MODELS))
+
+
 def _rel(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
 @pytest.mark.parametrize("family", list(MODELS))
-def test_every_policy_under_ulysses(family):
-    res = _spawn(family)
+def test_every_policy_under_ulysses(sharded_runs, family):
+    res = sharded_runs[family]
     one, r0, r1 = res["single"], res[0], res[1]
     assert _rel(r0["plain"], one["plain"]) < 1e-5  # diffusers' own sharding is exact here
     for key in _runs(family):
@@ -214,5 +226,6 @@ def test_moreg_halo_spans_ranks():
 if __name__ == "__main__":  # a quick look: python tests/test_context_parallel.py wan
     import sys
 
-    for r, res in _spawn(sys.argv[1] if len(sys.argv) > 1 else "wan").items():
+    family = sys.argv[1] if len(sys.argv) > 1 else "wan"
+    for r, res in _spawn([family])[family].items():
         print(r, {k: v["decisions"] for k, v in res.items() if isinstance(k, tuple)})
