@@ -11,6 +11,7 @@ from .adapters.base import Adapter, OutputLayout
 from .adapters.generic import generic_adapter
 from .policies import diffusers_compat
 from .policies.fastercache import BRANCHES, FasterCacheConfig
+from .runtime import parallel
 from .runtime.engine import Engine
 
 DECIDE_MODES = ("host", "device")
@@ -63,6 +64,13 @@ class Handle:
             out.update(p.stats())
         out["cache_bytes"] = sum(p.cache_bytes() for p in self.engine.policies)
         out["policies"] = [p.name for p in self.engine.policies]
+        group = parallel.cp_group(self.model)
+        if group is not None:  # per rank: caches of the sequence hold this rank's shard, CFG-Cache's the whole output
+            gathered = sum(p.cache_bytes() - sum(c.nbytes() for c in p.caches)
+                           for p in self.engine.policies if p.name == "fastercache")
+            out["context_parallel"] = {"ranks": torch.distributed.get_world_size(group),
+                                       "rank": torch.distributed.get_rank(group),
+                                       "sharded_bytes": out["cache_bytes"] - gathered, "gathered_bytes": gathered}
         return out
 
     def remove(self) -> None:

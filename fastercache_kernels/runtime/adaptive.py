@@ -27,6 +27,7 @@ import sys
 import torch
 
 from .. import ops
+from . import parallel
 from .blocks import BlockInfo, traceable_attention
 from .engine import Call, Policy, Probe
 
@@ -89,7 +90,8 @@ class AdaptiveRuntime(Policy):
         self.name = self.policy
         self.config, self.adapter, self.blocks = config, adapter, blocks
         self.device_mode = decide == "device"
-        self.group = process_group
+        self.group = self.user_group = process_group
+        self.cp = None  # the context-parallel group, when the model is sharded and its metric sums go over it
         self.record = record
         self.n = config.num_calls
         self.order: list[BlockInfo] = []
@@ -109,11 +111,11 @@ class AdaptiveRuntime(Policy):
     def install(self, engine) -> None:
         self.engine = engine
         for b in self.blocks:
-            b.orig = b.module.forward
+            b.orig = engine.inner_forward(b.module)
             if b.capture is not None and getattr(b.orig, "__self__", None) is not b.module:
                 raise ValueError(f"fastercache: block {b.name!r} has a replaced forward; AdaCache needs the block's "
                                  "own forward method to capture its attention residual (use residual='block')")
-            engine.replace(b.module, "forward", self._block_forward(b))
+            engine.replace_forward(b.module, self._block_forward(b))
 
     def _block_forward(self, b: BlockInfo):
         rt = self
@@ -137,6 +139,9 @@ class AdaptiveRuntime(Policy):
         if not self.order:
             raise ValueError(f"fastercache: no block of {type(self.engine.model).__name__} ran in a model call; "
                              f"blocks found: {[b.name for b in self.blocks][:4]}...")
+        cp = parallel.cp_group(self.engine.model)  # diffusers' context-parallel group when the model is sharded
+        self.group = cp if self.user_group is None else self.user_group  # (None: the world)
+        self.cp = cp if self.group is cp else None
         self._allocate(probe.batch, probe.frames, probe.device)
         self.ready = True
 
@@ -597,8 +602,13 @@ class AdaCacheRuntime(AdaptiveRuntime):
                 raise ValueError(f"AdaCache: metric block {b.name!r} did not run in a model call")
             s = b.shapes[0][0]
             B, T = self.batch, self.frames
+            # sharded tokens (context parallelism): frames are found in the whole sequence, not in the shard
+            shard = parallel.sequence_shard(self.cp, s[1], self.device) if self.cp is not None and len(s) == 3 \
+                and s[0] == B else None
             if len(s) != 3:
                 b.motion = None
+            elif shard is not None and shard.total % T == 0:
+                b.motion = ("shard", T, shard)
             elif s[0] == B and s[1] % T == 0:
                 b.motion = ("bnc", T)
             elif s[0] == B * T:
@@ -615,6 +625,8 @@ class AdaCacheRuntime(AdaptiveRuntime):
     def _motion(self, b: BlockInfo, p: torch.Tensor) -> torch.Tensor:
         if not self.config.moreg:
             return torch.zeros(2, dtype=_F32, device=p.device)
+        if b.motion[0] == "shard":  # frame pairs across the shard boundary: a halo from the next ranks
+            return parallel.motion_partials(p, b.motion[1], self.config.moreg_stride, b.motion[2])
         if b.motion[0] == "fold":  # [B*T, S, C], batch-major (a composed skip call has half the batch)
             T = b.motion[2]
             p = p.reshape(p.shape[0] // T, -1, p.shape[-1])

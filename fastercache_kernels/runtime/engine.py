@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils._pytree import tree_map_only
 
+from . import parallel
+
 BRANCH_NAMES = ("cond", "uncond")
 
 
@@ -138,7 +140,7 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, adapter, policies: list[Policy]):
         self.model, self.adapter, self.policies = model, adapter, list(policies)
-        self._saved: list[tuple[object, str, bool, object]] = []
+        self._saved: list[tuple[object, str, bool, object, object]] = []
         self._hooks = []
         self._orig_forward = model.forward
         self._sig = inspect.signature(self._orig_forward)
@@ -197,14 +199,27 @@ class Engine:
     def replace(self, obj, attr: str, value) -> None:
         """Sets `obj.attr = value`; `remove()` puts back exactly what was there (or nothing)."""
         had = attr in obj.__dict__
-        self._saved.append((obj, attr, had, obj.__dict__.get(attr)))
+        self._saved.append((obj, attr, had, obj.__dict__.get(attr), value))
         setattr(obj, attr, value)
+
+    @staticmethod
+    def inner_forward(module):
+        """The forward a patch of `module` wraps: inside diffusers' hooks on it (context parallelism's split)."""
+        return getattr(*parallel.forward_slot(module))
+
+    def replace_forward(self, module, value) -> None:
+        self.replace(*parallel.forward_slot(module), value)
 
     def remove(self) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
-        for obj, attr, had, old in reversed(self._saved):
+        for obj, attr, had, old, value in reversed(self._saved):
+            if obj.__dict__.get(attr) is not value:  # wrapped since (enable_parallelism after fk.apply): unhook inside
+                ref, name = parallel.unwrap_slot(obj, attr, value)
+                if ref is not None:
+                    setattr(ref, name, old if had else getattr(type(obj), attr).__get__(obj))
+                    continue
             if had:
                 setattr(obj, attr, old)
             else:
@@ -333,7 +348,9 @@ class Engine:
         call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs)
         self.call = call
         if sig_changed and signature != self._probed:
-            self._probe(call, fn)  # new shapes: every key's state is dropped, this key's is allocated
+            # new shapes: every key's state is dropped, this key's is allocated; probed through the model's outermost
+            # forward (diffusers' model-level split hook included; our own wrapper passes through while probing)
+            self._probe(call, self.model.forward if fn is self._orig_forward else fn)
             self._probed = signature
             self.key = None
             self._switch(key)

@@ -122,7 +122,7 @@ class FasterCachePolicy(Policy):
     def install(self, engine) -> None:
         self.engine = engine
         for cache in self.caches:
-            engine.replace(cache.module, "forward", self._attention_forward(cache.module.forward, cache))
+            engine.replace_forward(cache.module, self._attention_forward(engine.inner_forward(cache.module), cache))
 
     def save(self):
         return ({k: getattr(self, k) for k in self.LOCAL}, [c.save() for c in self.caches])
