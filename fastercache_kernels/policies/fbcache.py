@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .teacache import METRICS, check_num_calls, check_threshold
+from .teacache import METRICS, check_guards, check_num_calls, check_threshold
 
 
 @dataclass(frozen=True)
@@ -13,16 +13,20 @@ class FirstBlockCacheConfig:
     """First-Block-Cache: block 0 always runs; `diff = metric(r1, r1_ref)` on its residual `r1 = h1 - h0`
     (rel_l1: `mean|r1_ref - r1| / mean|r1_ref|`). Below `threshold` the other blocks reuse their residuals;
     otherwise they compute and `r1_ref` and the residuals are refreshed. The first call (and the last, with
-    `num_calls`) always compute."""
+    `num_calls`) always compute. Guards: the first `warmup` calls always compute, and after `max_consecutive_reuse`
+    reused calls in a row the next one computes (None: no cap); the defaults keep the published rule."""
 
     threshold: float = 0.08
     metric: str = "rel_l1"
     num_calls: int | None = None
+    warmup: int = 0
+    max_consecutive_reuse: int | None = None
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
         owner = "FirstBlockCacheConfig"
         check_threshold(owner, self.threshold)
+        check_guards(owner, self.warmup, self.max_consecutive_reuse)
         if self.metric not in METRICS:
             raise ValueError(f"{owner}: `metric` must be one of {METRICS}, got {self.metric!r}")
         check_num_calls(owner, self.num_calls, 2)

@@ -19,6 +19,15 @@ def check_num_calls(owner: str, n, minimum: int = 1) -> None:
         raise ValueError(f"{owner}: `num_calls` must be None or an int >= {minimum}, got {n!r}")
 
 
+def check_guards(owner: str, warmup, max_consecutive_reuse) -> None:
+    """The safety guards every adaptive policy takes (diffusers' First-Block-Cache and cache-dit have them)."""
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"{owner}: `warmup` (calls that always compute) must be an int >= 0, got {warmup!r}")
+    m = max_consecutive_reuse
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
+        raise ValueError(f"{owner}: `max_consecutive_reuse` must be None (no cap) or an int >= 0, got {m!r}")
+
+
 def check_threshold(owner: str, v) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{owner}: `threshold` must be a finite number >= 0, got {v!r}")
@@ -37,17 +46,23 @@ and reuses the residual of
     block's modulated norm output, the input of its self-attention: Latte, Open-Sora), "block_input" (the first
     block's hidden-state input) or "auto" (the adapter's choice). `num_calls`: calls per video (optional; with it
     a video also ends after that many calls, without it a new video starts when the timestep jumps up).
+
+    Guards (defaults leave the published rule unchanged): the first `warmup` calls of a video always compute, and
+    after `max_consecutive_reuse` reused calls in a row the next one computes (None: no cap).
     """
 
     threshold: float = 0.1
     coefficients: tuple = COGVIDEOX_2B_COEFFICIENTS
     indicator: str = "auto"
     num_calls: int | None = None
+    warmup: int = 0
+    max_consecutive_reuse: int | None = None
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
         owner = "TeaCacheConfig"
         check_threshold(owner, self.threshold)
+        check_guards(owner, self.warmup, self.max_consecutive_reuse)
         co = tuple(self.coefficients)
         if not co or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
                              for c in co):

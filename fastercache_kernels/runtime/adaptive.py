@@ -163,7 +163,7 @@ class AdaptiveRuntime(Policy):
         """name -> (initial value, dtype, reset with the video)."""
         return {"c": (0, _I64, True), "prev_t": (math.inf, _F32, False), "pred": (True, torch.bool, True),
                 "force": (True, torch.bool, True), "metric": (math.nan, _F32, True),
-                "computed": (0, _I64, False), "videos": (0, _I64, False)}
+                "computed": (0, _I64, False), "videos": (0, _I64, False), "streak": (0, _I64, True)}
 
     def _make_scalars(self) -> None:
         for name, (v, dt, _) in self.scalars().items():
@@ -208,8 +208,18 @@ class AdaptiveRuntime(Policy):
                 force = torch.ones_like(force)
         elif n is not None:
             force = force | (self.c >= n - self.forced_tail)
+        force = force | self._guards()
         self.force.copy_(force)
         self.begin_policy()
+
+    def _guards(self) -> torch.Tensor:
+        """The config's warmup and cap on consecutive reused calls, as a 0-d bool (no host read)."""
+        cfg = self.config
+        hit = self.c <= getattr(cfg, "warmup", 0)
+        cap = getattr(cfg, "max_consecutive_reuse", None)
+        if cap is not None:
+            hit = hit | (self.streak >= cap)
+        return hit
 
     def begin_policy(self) -> None:
         pass
@@ -230,6 +240,7 @@ class AdaptiveRuntime(Policy):
             self.active = True
             return
         self.computed.add_(self.pred.to(_I64))
+        self.streak.copy_(torch.where(self.pred, torch.zeros_like(self.streak), self.streak + 1))
         if self.record:
             self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
         self.half = None
