@@ -259,7 +259,9 @@ def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, 
                           batched_args=tuple(config._unconditional_conditional_input_kwargs_identifiers),
                           blocks=adapter.blocks, temporal_blocks=adapter.temporal_blocks, block_io=adapter.block_io,
                           attn_capture=adapter.attn_capture, teacache_indicator=adapter.teacache_indicator,
-                          modulated_input=adapter.modulated_input, entry_points=adapter.entry_points)
+                          modulated_input=adapter.modulated_input, entry_points=adapter.entry_points,
+                          capture_io=adapter.capture_io, token_grid=adapter.token_grid,
+                          guidance_distilled=adapter.guidance_distilled, fake_probe=adapter.fake_probe)
         found = diffusers_compat.select_modules(model, config)
         schedule = diffusers_compat.DiffusersSchedule(config, storage_dtype,
                                                       kinds=sorted({k for _, _, k in found}) or ("spatial",))

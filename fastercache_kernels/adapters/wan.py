@@ -23,4 +23,5 @@ ADAPTER = WanAdapter(
     blocks=(r"^blocks\.\d+$",),
     block_io=("hidden_states",),
     attn_capture=("norm2",),
+    teacache_preset="wan2.1-t2v-1.3b",
 )
