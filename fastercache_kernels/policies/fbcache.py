@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .teacache import METRICS, check_guards, check_num_calls, check_threshold
+from .teacache import METRICS, _for_model, check_guards, check_num_calls, check_threshold
 
 
 @dataclass(frozen=True)
@@ -31,5 +31,26 @@ class FirstBlockCacheConfig:
             raise ValueError(f"{owner}: `metric` must be one of {METRICS}, got {self.metric!r}")
         check_num_calls(owner, self.num_calls, 2)
 
+    @classmethod
+    def preset(cls, name: str, **overrides) -> FirstBlockCacheConfig:
+        key = name.lower()
+        if key not in FBCACHE_PRESETS:
+            raise ValueError(f"unknown First-Block-Cache preset {name!r}; choose one of {', '.join(FBCACHE_PRESETS)}")
+        return cls(**{**FBCACHE_PRESETS[key], "name": key, **overrides})
+
+    @classmethod
+    def for_model(cls, model, **overrides) -> FirstBlockCacheConfig:
+        """The preset of the model's class (its adapter's `fbcache_preset`), else the defaults."""
+        return _for_model(cls, model, "fbcache_preset", overrides)
+
     def replace(self, **changes) -> FirstBlockCacheConfig:
         return dataclasses.replace(self, **changes)
+
+
+# The thresholds the First-Block-Cache authors call the defaults for these models (ParaAttention at commit
+# 4de137c5b96416489f06e43e19f2c14a772e28fd: doc/fastest_flux.md gives 0.08 for FLUX, doc/fastest_hunyuan_video.md
+# 0.06 for HunyuanVideo; diffusers' ParaAttention guide repeats both), on the same rel_l1 first-block metric.
+FBCACHE_PRESETS: dict[str, dict] = {
+    "flux": dict(threshold=0.08),
+    "hunyuanvideo": dict(threshold=0.06),
+}
