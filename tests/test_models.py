@@ -101,3 +101,17 @@ def test_guidance_distilled_says_so(case):
     with fk.apply(case.model) as handle:
         case.run(case.model, False, calls=2)
         assert "guidance-distilled" in handle.stats()["cfg_cache"]
+
+
+def test_device_decisions(case):
+    """decide="device": every block is torch.cond (dense outputs that alias no input, also for single-stream
+    blocks' slices, Mochi's passed-through text stream and SD3's dropped one), no host read, the host's result."""
+    outs, stats = {}, {}
+    for decide in ("host", "device"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fk.apply(case.model, fk.FirstBlockCacheConfig(threshold=0.3), decide=decide) as h:
+                outs[decide] = case.run(case.model, False, calls=6)
+                stats[decide] = h.stats()
+    assert stats["device"]["host_reads"] == 0 and stats["device"]["reused"] == stats["host"]["reused"]
+    assert torch.allclose(outs["device"], outs["host"], rtol=1e-4, atol=1e-5)

@@ -49,6 +49,12 @@ def _operands(ins: list) -> list:
     return [x if x.is_contiguous() else x.contiguous() for x in ins]
 
 
+def _dense(outs: list, ins) -> list:
+    """torch.cond's branches must return dense tensors that alias no input: single-stream blocks return slices of
+    one tensor (HunyuanVideo, Flux), Mochi's last block returns its text input as it is."""
+    return [o.clone() if any(o is x for x in ins) else o.contiguous() for o in outs]
+
+
 def _nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
@@ -386,7 +392,7 @@ class AdaptiveRuntime(Policy):
             res = b.bufs["res"]
 
             def compute(*xs):
-                outs = b.outs(b.call(args, kwargs, xs[:k]))
+                outs = _dense(b.outs(b.call(args, kwargs, xs[:k])), xs[:k])
                 return (*outs, *(o - x for o, x in zip(outs, xs[:k])))
 
             def reuse(*xs):
@@ -642,7 +648,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
         if self.device_mode:
             def compute(*xs):
                 out, mids = b.call_capture(args, kwargs, xs[:k])
-                outs = b.outs(out)
+                outs = _dense(b.outs(out), xs[:k])
                 p = [m - x for m, x in zip(mids, xs[:k])]
                 qr = [o - m for o, m in zip(outs, mids)]
                 extra = (self._partials(p[j], qr[j], xs[k + j], xs[2 * k + j]),) if metric else ()
