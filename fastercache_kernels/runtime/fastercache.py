@@ -432,19 +432,19 @@ class FasterCachePolicy(Policy):
             kept = [k for k, v in kwargs.items() if k not in batched and _batched(v, b)]
             kwargs = {k: (v.chunk(2)[ci] if k in batched and _batched(v, b) else v) for k, v in kwargs.items()}
             args = tuple(v.chunk(2)[ci] if _batched(v, b) else v for v in args)
-            why = (f"a CFG-Cache skip call runs one half of the batch, but the inputs {kept} (batch {b}) were not "
-                   f"sliced, as they are not in the adapter's `batched_args` {sorted(batched)}; add the ones that "
-                   "carry the CFG halves to `batched_args` (fk.adapters.generic_adapter(..., batched_args=...))")
-            try:
+            if torch.compiler.is_compiling():  # (a try block would move the model's own graph breaks here)
                 out = orig(*args, **kwargs)
-            except RuntimeError as e:  # e.g. a size mismatch: a conditioning input still holds both halves
-                if not kept:
-                    raise
-                raise RuntimeError(f"fastercache: {why}") from e
+            else:
+                try:
+                    out = orig(*args, **kwargs)
+                except RuntimeError as e:  # e.g. a size mismatch: a conditioning input still holds both halves
+                    if not kept:
+                        raise
+                    raise RuntimeError(f"fastercache: {_unsliced(kept, b, batched)}") from e
             computed = get_sample(out)
             want = (policy.engine.probe_result.sample_shape[0] // 2, *policy.engine.probe_result.sample_shape[1:])
             if tuple(computed.shape) != want:  # the model broadcast an unsliced input into the output
-                why = why if kept else "check the adapter's `batched_args`"
+                why = _unsliced(kept, b, batched) if kept else "check the adapter's `batched_args`"
                 raise RuntimeError(f"fastercache: the skip call's output has shape {list(computed.shape)}, not "
                                    f"{list(want)}: {why}")
             other = policy.from_grid(cfg.reconstruct(policy.to_grid(computed)))
@@ -478,6 +478,12 @@ class FasterCachePolicy(Policy):
                         self.to_grid(self.step_sample[self.computed_branch]))
             cfg.refreshed = True
         return out
+
+
+def _unsliced(kept: list, batch: int, batched) -> str:
+    return (f"a CFG-Cache skip call runs one half of the batch, but the inputs {kept} (batch {batch}) were not "
+            f"sliced, as they are not in the adapter's `batched_args` {sorted(batched)}; add the ones that carry the "
+            "CFG halves to `batched_args` (fk.adapters.generic_adapter(..., batched_args=...))")
 
 
 def _batched(v, batch: int) -> bool:
