@@ -58,6 +58,20 @@ def _hunyuan_extra(b, g):
             generator=g), "guidance": torch.full((b,), 6000.0)}
 
 
+def _hunyuan15():
+    from diffusers import HunyuanVideo15Transformer3DModel
+
+    return HunyuanVideo15Transformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
+        num_refiner_layers=1, text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=8, rope_axes_dim=(2, 2, 4),
+        target_size=64, task_type="t2v")
+
+
+def _hunyuan15_extra(b, g):
+    return {"encoder_attention_mask": torch.ones(b, L), "encoder_hidden_states_2": torch.randn(b, 3, 8, generator=g),
+            "encoder_attention_mask_2": torch.ones(b, 3), "image_embeds": torch.zeros(b, 4, 8)}
+
+
 def _ltx():
     from diffusers import LTXVideoTransformer3DModel
 
@@ -122,6 +136,9 @@ SPECS = {
     "cogvideox-5b": Spec("cogvideox-5b", _cogvideox_5b, (F, 4, H, W), (L, 16)),
     "hunyuanvideo": Spec("hunyuanvideo", _hunyuan, (4, F, H, W), (L, 16), _hunyuan_extra,
                          per_sample=("encoder_attention_mask", "pooled_projections", "guidance")),
+    "hunyuanvideo-1.5": Spec("hunyuanvideo-1.5", _hunyuan15, (4, F, H, W), (L, 16), _hunyuan15_extra,
+                             per_sample=("encoder_attention_mask", "encoder_hidden_states_2",
+                                         "encoder_attention_mask_2", "image_embeds")),
     "ltx-video": Spec("ltx-video", _ltx, (F * H * W, 4), (L, 16),
                       lambda b, g: {"encoder_attention_mask": torch.ones(b, L)},
                       fixed={"num_frames": F, "height": H, "width": W}, per_sample=("encoder_attention_mask",)),

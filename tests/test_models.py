@@ -20,10 +20,10 @@ pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CALLS = 20
-BOUND = 0.15  # max |cached - plain| / max |plain| of the last latents (measured: at most 0.075, Mochi)
+BOUND = 0.15  # max |cached - plain| / max |plain| of the last latents (measured: at most 0.06, Mochi)
 ADAPTERS = {"wan": "wan", "skyreels-v2": "wan", "cogvideox-5b": "cogvideox-5b", "hunyuanvideo": "hunyuanvideo",
-            "ltx-video": "ltx-video", "mochi": "mochi", "allegro": "allegro", "flux": "flux",
-            "qwen-image": "qwen-image", "sd3": "sd3"}
+            "hunyuanvideo-1.5": "hunyuanvideo-1.5", "ltx-video": "ltx-video", "mochi": "mochi", "allegro": "allegro",
+            "flux": "flux", "qwen-image": "qwen-image", "sd3": "sd3"}
 IMAGE = ("flux", "qwen-image", "sd3")  # one frame: AdaCache without MoReg
 
 
