@@ -53,4 +53,8 @@ class FirstBlockCacheConfig:
 FBCACHE_PRESETS: dict[str, dict] = {
     "flux": dict(threshold=0.08),
     "hunyuanvideo": dict(threshold=0.06),
+    # cache-dit's DBCacheConfig defaults (vipshop/cache-dit at f86744af, src/cache_dit/caching/cache_contexts/
+    # cache_config.py): residual_diff_threshold 0.08, max_warmup_steps 8, no cap on continuous cached steps. Its
+    # default decides on the first 8 blocks (Fn_compute_blocks); First-Block-Cache is its Fn = 1 case.
+    "cache-dit": dict(threshold=0.08, warmup=8),
 }
