@@ -162,13 +162,15 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
             is patched with its own state; the handle removes them all). Called either with the CFG batch in one
             call (e.g. [uncond, cond]) or once per branch inside diffusers' `cache_context("cond" | "uncond")`,
             where every policy keeps its state per branch. Supported out of the box: diffusers
-            CogVideoXTransformer3DModel and LatteTransformer3DModel, and the seed models' own classes STDiT3
-            (Open-Sora 1.2), LatteT2V (Latte; with RoPE, Open-Sora-Plan 1.1), VchitectXLTransformerModel and SAT's
-            DiffusionTransformer (CogVideoX); any other model through `adapter=fk.adapters.generic_adapter(...)`.
+            CogVideoXTransformer3DModel and LatteTransformer3DModel, the classes of docs/models.md (Wan,
+            SkyReels-V2, HunyuanVideo, LTX-Video, Mochi, Allegro, Flux, Qwen-Image, SD3), the seed models' own
+            classes STDiT3 (Open-Sora 1.2), LatteT2V (Latte; with RoPE, Open-Sora-Plan 1.1),
+            VchitectXLTransformerModel and SAT's DiffusionTransformer (CogVideoX); any other model through
+            `adapter=fk.adapters.generic_adapter(...)`.
         config: one policy or a list of them run together (one FasterCache config and one adaptive config at
             most): a `fk.FasterCacheConfig`, a FasterCache preset name ("cogvideox-2b", "latte", "opensora-1.2",
-            "opensora-plan-1.1", "vchitect-2.0"), diffusers' own `FasterCacheConfig` (its semantics reproduced
-            with the fused ops), a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or `fk.FirstBlockCacheConfig`, or
+            "opensora-plan-1.1", "vchitect-2.0", "attention-only"), diffusers' own `FasterCacheConfig` (its
+            semantics reproduced with the fused ops), a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or `fk.FirstBlockCacheConfig`, or
             None for the adapter's default FasterCache preset.
         adapter: overrides the adapter chosen from the model's class.
         storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
