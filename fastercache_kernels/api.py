@@ -170,8 +170,8 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
         config: one policy or a list of them run together (one FasterCache config and one adaptive config at
             most): a `fk.FasterCacheConfig`, a FasterCache preset name ("cogvideox-2b", "latte", "opensora-1.2",
             "opensora-plan-1.1", "vchitect-2.0", "attention-only"), diffusers' own `FasterCacheConfig` (its
-            semantics reproduced with the fused ops), a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or `fk.FirstBlockCacheConfig`, or
-            None for the adapter's default FasterCache preset.
+            semantics reproduced with the fused ops), a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or
+            `fk.FirstBlockCacheConfig`, or None for the adapter's default FasterCache preset.
         adapter: overrides the adapter chosen from the model's class.
         storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
         decide: adaptive policies only: "host" (one host read per call) or "device" (torch.cond, no host read: for
