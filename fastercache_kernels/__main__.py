@@ -1,4 +1,4 @@
-"""python -m fastercache_kernels info | bench | demo | quality | gpu-check"""
+"""python -m fastercache_kernels info | bench | demo | quality | calibrate | gpu-check"""
 
 from __future__ import annotations
 
@@ -259,8 +259,21 @@ def main(argv=None) -> None:
         d.add_argument("--threads", type=int, help="CPU threads (default 1: these models are tiny)")
         if name == "quality":
             d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
+    c = sub.add_parser("calibrate", help="fit TeaCache's rescaling polynomial to a pipeline's transformer")
+    c.add_argument("--model", help="a local diffusers pipeline directory (default: the tiny random --family one)")
+    c.add_argument("--family", default="wan", choices=("wan", "cogvideox", "latte"), help="tiny pipeline")
+    c.add_argument("--prompts", help="a text file, one prompt per line (each samples one video)")
+    c.add_argument("--steps", type=int, default=30)
+    c.add_argument("--indicator", default="auto", help="TeaCache indicator (auto: the adapter's)")
+    c.add_argument("--degree", type=int, default=4)
+    c.add_argument("--threads", type=int, help="CPU threads for the tiny pipeline (default 1)")
+    c.add_argument("--json", help="write the coefficients and the fitted points here")
     args = p.parse_args(argv)
     args.argv = argv[1:]
+    if args.cmd == "calibrate":
+        from . import calibrate
+
+        return calibrate.main(args)
     try:
         {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
     except _extras.MissingExtraError as e:

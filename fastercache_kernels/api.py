@@ -170,14 +170,16 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
             is patched with its own state; the handle removes them all). Called either with the CFG batch in one
             call (e.g. [uncond, cond]) or once per branch inside diffusers' `cache_context("cond" | "uncond")`,
             where every policy keeps its state per branch. Supported out of the box: diffusers
-            CogVideoXTransformer3DModel and LatteTransformer3DModel, and the seed models' own classes STDiT3
-            (Open-Sora 1.2), LatteT2V (Latte; with RoPE, Open-Sora-Plan 1.1), VchitectXLTransformerModel and SAT's
-            DiffusionTransformer (CogVideoX); any other model through `adapter=fk.adapters.generic_adapter(...)`.
+            CogVideoXTransformer3DModel and LatteTransformer3DModel, the classes of docs/models.md (Wan,
+            SkyReels-V2, HunyuanVideo, LTX-Video, Mochi, Allegro, Flux, Qwen-Image, SD3), the seed models' own
+            classes STDiT3 (Open-Sora 1.2), LatteT2V (Latte; with RoPE, Open-Sora-Plan 1.1),
+            VchitectXLTransformerModel and SAT's DiffusionTransformer (CogVideoX); any other model through
+            `adapter=fk.adapters.generic_adapter(...)`.
         config: one policy or a list of them run together (one FasterCache config and one adaptive config at
             most): a `fk.FasterCacheConfig`, a FasterCache preset name ("cogvideox-2b", "latte", "opensora-1.2",
-            "opensora-plan-1.1", "vchitect-2.0"), diffusers' own `FasterCacheConfig` (its semantics reproduced
-            with the fused ops), a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or `fk.FirstBlockCacheConfig`, or
-            None for the adapter's default FasterCache preset.
+            "opensora-plan-1.1", "vchitect-2.0", "attention-only"), diffusers' own `FasterCacheConfig` (its
+            semantics reproduced with the fused ops), a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or
+            `fk.FirstBlockCacheConfig`, or None for the adapter's default FasterCache preset.
         adapter: overrides the adapter chosen from the model's class.
         storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
         decide: adaptive policies only: "host" (one host read per call) or "device" (torch.cond, no host read: for
@@ -267,7 +269,9 @@ def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, 
                           batched_args=tuple(config._unconditional_conditional_input_kwargs_identifiers),
                           blocks=adapter.blocks, temporal_blocks=adapter.temporal_blocks, block_io=adapter.block_io,
                           attn_capture=adapter.attn_capture, teacache_indicator=adapter.teacache_indicator,
-                          modulated_input=adapter.modulated_input, entry_points=adapter.entry_points)
+                          modulated_input=adapter.modulated_input, entry_points=adapter.entry_points,
+                          capture_io=adapter.capture_io, token_grid=adapter.token_grid,
+                          guidance_distilled=adapter.guidance_distilled, fake_probe=adapter.fake_probe)
         found = diffusers_compat.select_modules(model, config)
         schedule = diffusers_compat.DiffusersSchedule(config, storage_dtype,
                                                       kinds=sorted({k for _, _, k in found}) or ("spatial",))

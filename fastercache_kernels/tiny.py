@@ -74,8 +74,9 @@ def wan_pipeline(seed: int = 0, two: bool = False):
 
     tokenizer, text_encoder = tiny_t5(d_model=32, seed=seed)
     torch.manual_seed(seed)
+    # latents_mean / latents_std sized to z_dim (the defaults have 16 entries): the pipeline decodes with them
     vae = AutoencoderKLWan(base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
+                           temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
 
     def transformer():
         return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,

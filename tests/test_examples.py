@@ -43,3 +43,11 @@ def test_example_without_policy_reports_no_cache(tmp_path):
     out = _run("cogvideox_example.py", tmp_path, "--policy", "none", "--steps", "3")
     assert "no cache" in out and "stats: " not in out
     assert len(list(tmp_path.glob("frame_*.png"))) == FRAMES["cogvideox_example.py"]
+
+
+def test_wan_example_per_branch(tmp_path):
+    """WanPipeline calls the transformer once per CFG branch: the skipped branch is rebuilt without a model call."""
+    s = _stats(_run("wan_example.py", tmp_path, "--policy", "preset", "--steps", "30"))
+    assert len(list(tmp_path.glob("frame_*.png"))) == 9
+    assert s["calls"] == 60 and s["calls_per_kind"]["skip/reconstruct [uncond]"] > 0
+    assert sum(k["reused"] for k in s["attention"].values()) > 0

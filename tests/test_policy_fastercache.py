@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_preset_names():
-    assert set(PRESETS) == {"cogvideox-2b", "latte", "opensora-1.2", "opensora-plan-1.1", "vchitect-2.0"}
+    assert set(PRESETS) == {"cogvideox-2b", "latte", "opensora-1.2", "opensora-plan-1.1", "vchitect-2.0",
+                            "attention-only"}
     assert fk.FasterCacheConfig.preset("Latte").name == "latte"
     assert fk.FasterCacheConfig.preset("latte", storage_dtype=torch.bfloat16).storage_dtype == torch.bfloat16
     with pytest.raises(ValueError, match="opensora-plan-1.1"):

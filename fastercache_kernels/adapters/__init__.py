@@ -17,10 +17,13 @@ def for_model(model) -> Adapter | None:
 
 def registered() -> list[Adapter]:
     """Every adapter `for_model` tries: diffusers' classes, then the seed models' own classes."""
-    from . import cogvideox, latte, latte_t2v, opensora, sat_cogvideox, vchitect, wan
+    from . import (allegro, cogvideox, flux, hunyuan_video, latte, latte_t2v, ltx, mochi, opensora, qwenimage,
+                   sat_cogvideox, sd3, vchitect, wan)
 
-    return [cogvideox.ADAPTER, latte.ADAPTER, wan.ADAPTER, opensora.ADAPTER, *latte_t2v.ADAPTERS, vchitect.ADAPTER,
-            sat_cogvideox.ADAPTER]
+    return [cogvideox.ADAPTER, cogvideox.ADAPTER_5B, cogvideox.ADAPTER_15, latte.ADAPTER, wan.ADAPTER,
+            hunyuan_video.ADAPTER, hunyuan_video.ADAPTER_15,
+            ltx.ADAPTER, mochi.ADAPTER, allegro.ADAPTER, flux.ADAPTER, qwenimage.ADAPTER, sd3.ADAPTER,
+            opensora.ADAPTER, *latte_t2v.ADAPTERS, vchitect.ADAPTER, sat_cogvideox.ADAPTER]
 
 
 # class (where it comes from) -> default preset; the error for an unknown class lists these.
@@ -28,6 +31,14 @@ SUPPORTED = {
     "CogVideoXTransformer3DModel (diffusers)": "cogvideox-2b",
     "LatteTransformer3DModel (diffusers)": "latte",
     "WanTransformer3DModel, SkyReelsV2Transformer3DModel (diffusers)": "latte",
+    "HunyuanVideoTransformer3DModel (diffusers; guidance-distilled)": "attention-only",
+    "HunyuanVideo15Transformer3DModel (diffusers)": "latte",
+    "LTXVideoTransformer3DModel (diffusers)": "latte",
+    "MochiTransformer3DModel (diffusers)": "latte",
+    "AllegroTransformer3DModel (diffusers)": "latte",
+    "FluxTransformer2DModel (diffusers; guidance-distilled)": "attention-only",
+    "QwenImageTransformer2DModel (diffusers)": "latte",
+    "SD3Transformer2DModel (diffusers)": "latte",
     "STDiT3 (Open-Sora 1.2)": "opensora-1.2",
     "LatteT2V (Latte)": "latte",
     "LatteT2V with RoPE (Open-Sora-Plan 1.1)": "opensora-plan-1.1",

@@ -16,6 +16,7 @@ from ..policies.fastercache import FasterCacheSchedule
 
 BRANCH_ORDERS = (("uncond", "cond"), ("cond", "uncond"))
 _FORMAT = re.compile(r"^B[A-Z]*HW$")
+PACKED = "BNC"  # a packed token sequence [B, N, C]; the adapter's `token_grid` gives the (F, H, W) of its N
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,10 @@ class OutputLayout:
 
     def __post_init__(self):
         fmt = self.tensor_format
-        if not isinstance(fmt, str) or not _FORMAT.match(fmt) or len(set(fmt)) != len(fmt):
+        if fmt != PACKED and (not isinstance(fmt, str) or not _FORMAT.match(fmt) or len(set(fmt)) != len(fmt)):
             raise ValueError(f"unsupported output layout {fmt!r}: the batch must come first and the spatial dims H, W "
-                             "last, each named once (e.g. 'BCFHW', 'BFCHW', 'BCHW')")
+                             "last, each named once (e.g. 'BCFHW', 'BFCHW', 'BCHW'), or 'BNC' for packed tokens "
+                             "with the adapter's `token_grid`")
         if tuple(self.batch_order) not in BRANCH_ORDERS:
             raise ValueError(f"unsupported batch order {self.batch_order!r}: use ('uncond', 'cond') or "
                              "('cond', 'uncond')")
@@ -67,6 +69,20 @@ class Adapter:
     modulated_input: object = None
     # Methods a pipeline calls directly instead of `model(...)` (Vchitect's `my_forward`): bookkept like calls.
     entry_points: tuple = ()
+    # `capture_io`: the block_io streams whose x + p the capture's positional inputs are, in order (default:
+    # block_io; a stream it does not see keeps p = 0, e.g. the text stream of a block whose norm2 sees only video).
+    capture_io: tuple = ()
+    # `token_grid(model, kwargs) -> (F, H, W)`: the token grid of a packed [B, N, C] output (tensor_format "BNC"),
+    # frames outermost, from the call's own arguments; the CFG frequency split runs over its H, W.
+    token_grid: object = None
+    # A guidance-distilled model (one call per step, guidance as an input): no CFG-Cache in its default preset.
+    guidance_distilled: bool = False
+    # False: probe buffer shapes with one real call, never fake tensors (a forward that memoises tensors it
+    # computes, as Qwen-Image's lru_cache'd RoPE, would keep the fake ones).
+    fake_probe: bool = True
+    # The adaptive presets fitted to this family (`fk.TeaCacheConfig.for_model`, `fk.FirstBlockCacheConfig.for_model`).
+    teacache_preset: str | None = None
+    fbcache_preset: str | None = None
 
     def matches(self, model: torch.nn.Module) -> bool:
         return False
@@ -79,6 +95,13 @@ class Adapter:
     def make_schedule(self, config, kinds) -> FasterCacheSchedule:
         """The call-kind schedule of a fk.FasterCacheConfig (Vchitect counts pipeline steps instead of calls)."""
         return FasterCacheSchedule(config, kinds=kinds)
+
+    def latent_frames(self, model, hidden: torch.Tensor, kwargs: dict) -> int:
+        """The latent frame count of a call (AdaCache's MoReg views its residual per frame)."""
+        fmt = self.layout.tensor_format
+        if fmt == PACKED and self.token_grid is not None:
+            return int(self.token_grid(model, kwargs)[0])
+        return hidden.shape[fmt.index("F")] if "F" in fmt and hidden.dim() == len(fmt) else 1
 
     def patterns(self) -> str:
         return f"spatial {list(self.spatial)}, temporal {list(self.temporal)}"

@@ -23,4 +23,6 @@ ADAPTER = WanAdapter(
     blocks=(r"^blocks\.\d+$",),
     block_io=("hidden_states",),
     attn_capture=("norm2",),
+    teacache_indicator="timestep_embedding",  # e0, the blocks' `temb`: TeaCache4Wan2.1's indicator
+    teacache_preset="wan2.1-t2v-1.3b",
 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .teacache import METRICS
+from .teacache import METRICS, check_guards
 
 RESIDUALS = ("attention", "block")
 METRIC_KINDS = ("auto", "spatial", "temporal")
@@ -66,6 +66,9 @@ class AdaCacheConfig:
     moreg_power` with motion the normalised frame difference of p (frame stride `moreg_stride`), else m = 1;
     `g = moreg_gain * (m - m_prev) / rate_in`, factor `m + |g|`. `decision_dtype`: round d and the thresholds to
     this dtype before comparing (the reference runs compare in bf16); None compares in fp32.
+
+    Guards (defaults keep the published schedule): the first `warmup` calls always compute, and after
+    `max_consecutive_reuse` reused calls in a row the next one computes (None: no cap).
     """
 
     codebook: object = ((0.08, 6), (0.16, 5), (0.24, 4), (0.32, 3), (0.40, 2), (1.00, 1))
@@ -81,10 +84,13 @@ class AdaCacheConfig:
     moreg_gain: float = 10.0
     moreg_stride: int = 1
     decision_dtype: torch.dtype | None = None
+    warmup: int = 0
+    max_consecutive_reuse: int | None = None
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
         owner = "AdaCacheConfig"
+        check_guards(owner, self.warmup, self.max_consecutive_reuse)
         object.__setattr__(self, "codebook", normalize_codebook(self.codebook))
         n = self.num_calls
         if not isinstance(n, int) or isinstance(n, bool) or n < 3:

@@ -273,3 +273,7 @@ class FasterCacheSchedule:
                 extra.append(f"LF x{p.low_mult:g} HF x{p.high_mult:g}")
             rows.append(f"{p.c:4d}  {p.kind:<16} {' '.join(extra)}")
         return "\n".join(rows)
+
+# Guidance-distilled models (Flux, HunyuanVideo 1.0) make one call per step: no CFG-Cache, Latte's attention
+# schedule (FasterCache published no setting for these models).
+PRESETS["attention-only"] = {**PRESETS["latte"], "cfg": False}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .teacache import METRICS, check_num_calls, check_threshold
+from .teacache import METRICS, _for_model, check_guards, check_num_calls, check_threshold
 
 
 @dataclass(frozen=True)
@@ -13,19 +13,48 @@ class FirstBlockCacheConfig:
     """First-Block-Cache: block 0 always runs; `diff = metric(r1, r1_ref)` on its residual `r1 = h1 - h0`
     (rel_l1: `mean|r1_ref - r1| / mean|r1_ref|`). Below `threshold` the other blocks reuse their residuals;
     otherwise they compute and `r1_ref` and the residuals are refreshed. The first call (and the last, with
-    `num_calls`) always compute."""
+    `num_calls`) always compute. Guards: the first `warmup` calls always compute, and after `max_consecutive_reuse`
+    reused calls in a row the next one computes (None: no cap); the defaults keep the published rule."""
 
     threshold: float = 0.08
     metric: str = "rel_l1"
     num_calls: int | None = None
+    warmup: int = 0
+    max_consecutive_reuse: int | None = None
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
         owner = "FirstBlockCacheConfig"
         check_threshold(owner, self.threshold)
+        check_guards(owner, self.warmup, self.max_consecutive_reuse)
         if self.metric not in METRICS:
             raise ValueError(f"{owner}: `metric` must be one of {METRICS}, got {self.metric!r}")
         check_num_calls(owner, self.num_calls, 2)
 
+    @classmethod
+    def preset(cls, name: str, **overrides) -> FirstBlockCacheConfig:
+        key = name.lower()
+        if key not in FBCACHE_PRESETS:
+            raise ValueError(f"unknown First-Block-Cache preset {name!r}; choose one of {', '.join(FBCACHE_PRESETS)}")
+        return cls(**{**FBCACHE_PRESETS[key], "name": key, **overrides})
+
+    @classmethod
+    def for_model(cls, model, **overrides) -> FirstBlockCacheConfig:
+        """The preset of the model's class (its adapter's `fbcache_preset`), else the defaults."""
+        return _for_model(cls, model, "fbcache_preset", overrides)
+
     def replace(self, **changes) -> FirstBlockCacheConfig:
         return dataclasses.replace(self, **changes)
+
+
+# The thresholds the First-Block-Cache authors call the defaults for these models (ParaAttention at commit
+# 4de137c5b96416489f06e43e19f2c14a772e28fd: doc/fastest_flux.md gives 0.08 for FLUX, doc/fastest_hunyuan_video.md
+# 0.06 for HunyuanVideo; diffusers' ParaAttention guide repeats both), on the same rel_l1 first-block metric.
+FBCACHE_PRESETS: dict[str, dict] = {
+    "flux": dict(threshold=0.08),
+    "hunyuanvideo": dict(threshold=0.06),
+    # cache-dit's DBCacheConfig defaults (vipshop/cache-dit at f86744af, src/cache_dit/caching/cache_contexts/
+    # cache_config.py): residual_diff_threshold 0.08, max_warmup_steps 8, no cap on continuous cached steps. Its
+    # default decides on the first 8 blocks (Fn_compute_blocks); First-Block-Cache is its Fn = 1 case.
+    "cache-dit": dict(threshold=0.08, warmup=8),
+}

@@ -19,9 +19,26 @@ def check_num_calls(owner: str, n, minimum: int = 1) -> None:
         raise ValueError(f"{owner}: `num_calls` must be None or an int >= {minimum}, got {n!r}")
 
 
+def check_guards(owner: str, warmup, max_consecutive_reuse) -> None:
+    """The safety guards every adaptive policy takes (diffusers' First-Block-Cache and cache-dit have them)."""
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"{owner}: `warmup` (calls that always compute) must be an int >= 0, got {warmup!r}")
+    m = max_consecutive_reuse
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
+        raise ValueError(f"{owner}: `max_consecutive_reuse` must be None (no cap) or an int >= 0, got {m!r}")
+
+
 def check_threshold(owner: str, v) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{owner}: `threshold` must be a finite number >= 0, got {v!r}")
+
+
+def _for_model(cls, model, field_name: str, overrides: dict):
+    from ..adapters import for_model
+
+    adapter = for_model(model)
+    name = getattr(adapter, field_name, None) if adapter is not None else None
+    return cls.preset(name, **overrides) if name else cls(**overrides)
 
 
 @dataclass(frozen=True)
@@ -37,17 +54,23 @@ and reuses the residual of
     block's modulated norm output, the input of its self-attention: Latte, Open-Sora), "block_input" (the first
     block's hidden-state input) or "auto" (the adapter's choice). `num_calls`: calls per video (optional; with it
     a video also ends after that many calls, without it a new video starts when the timestep jumps up).
+
+    Guards (defaults leave the published rule unchanged): the first `warmup` calls of a video always compute, and
+    after `max_consecutive_reuse` reused calls in a row the next one computes (None: no cap).
     """
 
     threshold: float = 0.1
     coefficients: tuple = COGVIDEOX_2B_COEFFICIENTS
     indicator: str = "auto"
     num_calls: int | None = None
+    warmup: int = 0
+    max_consecutive_reuse: int | None = None
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
         owner = "TeaCacheConfig"
         check_threshold(owner, self.threshold)
+        check_guards(owner, self.warmup, self.max_consecutive_reuse)
         co = tuple(self.coefficients)
         if not co or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
                              for c in co):
@@ -60,19 +83,80 @@ and reuses the residual of
 
     @classmethod
     def preset(cls, name: str, **overrides) -> TeaCacheConfig:
+        """A published operating point (TEACACHE_PRESETS; "<name>-fast" is the larger threshold). Sources, all in
+        ali-vilab/TeaCache at commit 7c10efc4: "cogvideox-2b", "opensora": docs/algorithms.md section 5;
+        "wan2.1-*": TeaCache4Wan2.1/teacache_generate.py (coefficients, 5 warm-up steps) and its README
+        (thresholds); "hunyuanvideo", "ltx-video", "mochi", "flux": the TeaCache4<model> scripts (coefficients and
+        the thresholds in their comments); "cogvideox-5b", "cogvideox1.5-*": TeaCache4CogVideoX1.5/
+        teacache_sample_video.py. The coefficients fit the sampler, steps and resolution their scripts use."""
         key = name.lower()
         if key not in TEACACHE_PRESETS:
             raise ValueError(f"unknown TeaCache preset {name!r}; choose one of {', '.join(TEACACHE_PRESETS)}")
         return cls(**{**TEACACHE_PRESETS[key], "name": key, **overrides})
 
+    @classmethod
+    def for_model(cls, model, **overrides) -> TeaCacheConfig:
+        """The preset of the model's class (its adapter's `teacache_preset`), else the defaults."""
+        return _for_model(cls, model, "teacache_preset", overrides)
+
     def replace(self, **changes) -> TeaCacheConfig:
         return dataclasses.replace(self, **changes)
 
 
-# TeaCache's published operating points: threshold 0.1 (slow) and 0.2 (fast).
+# Coefficients TeaCache published for more families, as its scripts set them (ali-vilab/TeaCache at commit
+# 7c10efc4702c6b619f47805f7abe4a7a08085aa0). Each was fitted on its model's own sampler and inputs:
+# - Wan 2.1 (TeaCache4Wan2.1/teacache_generate.py, the `use_ret_steps` set: the indicator is e0, the projected timestep
+#   embedding that diffusers passes to every block as `temb`; the first 5 steps per branch always compute): fitted
+#   with Wan2.1's generate.py, 50 steps for T2V and 40 for I2V, 832x480 (1.3B, 480P) or 1280x720 (14B, 720P).
+WAN21_T2V_1_3B_COEFFICIENTS = (-5.21862437e04, 9.23041404e03, -5.28275948e02, 1.36987616e01, -4.99875664e-02)
+WAN21_T2V_14B_COEFFICIENTS = (-3.03318725e05, 4.90537029e04, -2.65530556e03, 5.87365115e01, -3.15583525e-01)
+WAN21_I2V_480P_COEFFICIENTS = (2.57151496e05, -3.54229917e04, 1.40286849e03, -1.35890334e01, 1.32517977e-01)
+WAN21_I2V_720P_COEFFICIENTS = (8.10705460e03, 2.13393892e03, -3.72934672e02, 1.66203073e01, -4.17769401e-02)
+# - HunyuanVideo (TeaCache4HunyuanVideo/teacache_sample_video.py): the first double block's modulated image input,
+#   HunyuanVideo's own sampler (its default 50 steps).
+HUNYUANVIDEO_COEFFICIENTS = (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02)
+# - LTX-Video (TeaCache4LTX-Video/teacache_ltx.py): first block's modulated input, diffusers' LTXPipeline, 50 steps.
+LTX_VIDEO_COEFFICIENTS = (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03)
+# - Mochi (TeaCache4Mochi/teacache_mochi.py): first block's modulated input, diffusers' MochiPipeline, 64 steps.
+MOCHI_COEFFICIENTS = (-3.51241319e03, 8.11675948e02, -6.09400215e01, 2.42429681e00, 3.05291719e-03)
+# - FLUX.1 (TeaCache4FLUX/teacache_flux.py): first block's modulated input, diffusers' FluxPipeline, 28 steps.
+FLUX_COEFFICIENTS = (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01)
+# - CogVideoX-5B and 1.5-5B (TeaCache4CogVideoX1.5/teacache_sample_video.py, `coefficients_dict`): the timestep
+#   embedding, diffusers' CogVideoX pipelines.
+COGVIDEOX_5B_COEFFICIENTS = (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02)
+COGVIDEOX_15_5B_COEFFICIENTS = (2.50210439e02, -1.65061612e02, 3.57804877e01, -7.81551492e-01, 3.58559703e-02)
+COGVIDEOX_15_5B_I2V_COEFFICIENTS = (1.22842302e02, -1.04088754e02, 2.62981677e01, -3.06009921e-01, 3.71213220e-02)
+
+
+def _wan(coefficients, slow: float, fast: float) -> tuple[dict, dict]:
+    common = dict(coefficients=coefficients, indicator="timestep_embedding", warmup=5)
+    return dict(common, threshold=slow), dict(common, threshold=fast)
+
+
+# TeaCache's published operating points: threshold 0.1 (slow) and 0.2 (fast) for CogVideoX-2B and Open-Sora; the
+# others as their scripts and READMEs give them (slow: the smaller threshold, fast: the larger one).
 TEACACHE_PRESETS: dict[str, dict] = {
     "cogvideox-2b": dict(coefficients=COGVIDEOX_2B_COEFFICIENTS, indicator="timestep_embedding", threshold=0.1),
     "cogvideox-2b-fast": dict(coefficients=COGVIDEOX_2B_COEFFICIENTS, indicator="timestep_embedding", threshold=0.2),
     "opensora": dict(coefficients=OPENSORA_COEFFICIENTS, indicator="modulated_input", threshold=0.1),
     "opensora-fast": dict(coefficients=OPENSORA_COEFFICIENTS, indicator="modulated_input", threshold=0.2),
 }
+
+# Wan 2.1: the thresholds of TeaCache4Wan2.1/README.md's use_ret_steps rows (slow, fast).
+for _name, _co, _slow, _fast in (("wan2.1-t2v-1.3b", WAN21_T2V_1_3B_COEFFICIENTS, 0.05, 0.10),
+                                 ("wan2.1-t2v-14b", WAN21_T2V_14B_COEFFICIENTS, 0.10, 0.20),
+                                 ("wan2.1-i2v-14b-480p", WAN21_I2V_480P_COEFFICIENTS, 0.20, 0.30),
+                                 ("wan2.1-i2v-14b-720p", WAN21_I2V_720P_COEFFICIENTS, 0.20, 0.30)):
+    TEACACHE_PRESETS[_name], TEACACHE_PRESETS[_name + "-fast"] = _wan(_co, _slow, _fast)
+# The scripts' comments: HunyuanVideo 0.1 (1.6x) / 0.15 (2.1x); LTX-Video 0.03 (1.6x) / 0.05 (2.1x); Mochi 0.06
+# (1.5x) / 0.09 (2.1x); FLUX 0.25 (1.5x) / 0.6 (2.0x); CogVideoX-5B and 1.5: 0.1 (1.3x) / 0.2 (1.8x).
+for _name, _co, _ind, _slow, _fast in (
+        ("hunyuanvideo", HUNYUANVIDEO_COEFFICIENTS, "modulated_input", 0.10, 0.15),
+        ("ltx-video", LTX_VIDEO_COEFFICIENTS, "modulated_input", 0.03, 0.05),
+        ("mochi", MOCHI_COEFFICIENTS, "modulated_input", 0.06, 0.09),
+        ("flux", FLUX_COEFFICIENTS, "modulated_input", 0.25, 0.6),
+        ("cogvideox-5b", COGVIDEOX_5B_COEFFICIENTS, "timestep_embedding", 0.1, 0.2),
+        ("cogvideox1.5-5b", COGVIDEOX_15_5B_COEFFICIENTS, "timestep_embedding", 0.1, 0.2),
+        ("cogvideox1.5-5b-i2v", COGVIDEOX_15_5B_I2V_COEFFICIENTS, "timestep_embedding", 0.1, 0.2)):
+    TEACACHE_PRESETS[_name] = dict(coefficients=_co, indicator=_ind, threshold=_slow)
+    TEACACHE_PRESETS[_name + "-fast"] = dict(coefficients=_co, indicator=_ind, threshold=_fast)

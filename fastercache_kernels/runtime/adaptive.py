@@ -65,6 +65,12 @@ def under_torch_compile() -> bool:
     return False
 
 
+def _dense(outs: list, ins) -> list:
+    """torch.cond's branches must return dense tensors that alias no input: single-stream blocks return slices of
+    one tensor (HunyuanVideo, Flux), Mochi's last block returns its text input as it is."""
+    return [o.clone() if any(o is x for x in ins) else o.contiguous() for o in outs]
+
+
 def _nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
@@ -184,7 +190,7 @@ class AdaptiveRuntime(Policy):
         """name -> (initial value, dtype, reset with the video)."""
         return {"c": (0, _I64, True), "prev_t": (math.inf, _F32, False), "pred": (True, torch.bool, True),
                 "force": (True, torch.bool, True), "metric": (math.nan, _F32, True),
-                "computed": (0, _I64, False), "videos": (0, _I64, False)}
+                "computed": (0, _I64, False), "videos": (0, _I64, False), "streak": (0, _I64, True)}
 
     def _make_scalars(self) -> None:
         for name, (v, dt, _) in self.scalars().items():
@@ -239,8 +245,18 @@ class AdaptiveRuntime(Policy):
                 force = torch.ones_like(force)
         elif n is not None:
             force = force | (self.c >= n - self.forced_tail)
+        force = force | self._guards()
         self.force.copy_(force)
         self.begin_policy()
+
+    def _guards(self) -> torch.Tensor:
+        """The config's warmup and cap on consecutive reused calls, as a 0-d bool (no host read)."""
+        cfg = self.config
+        hit = self.c <= getattr(cfg, "warmup", 0)
+        cap = getattr(cfg, "max_consecutive_reuse", None)
+        if cap is not None:
+            hit = hit | (self.streak >= cap)
+        return hit
 
     def begin_policy(self) -> None:
         pass
@@ -261,6 +277,7 @@ class AdaptiveRuntime(Policy):
             self.active = True
             return
         self.computed.add_(self.pred.to(_I64))
+        self.streak.copy_(torch.where(self.pred, torch.zeros_like(self.streak), self.streak + 1))
         if self.record:
             self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
         self.half = None
@@ -285,18 +302,10 @@ class AdaptiveRuntime(Policy):
         b.order = len(self.order)
         self.order.append(b)
         b.locate(args, kwargs)
+        self._pair(b, args, kwargs)
         out = self.probe_run(b, args, kwargs)
-        outs = out if isinstance(out, tuple) else (out,)
-        if not all(isinstance(o, torch.Tensor) for o in outs):
-            raise TypeError(f"fastercache: block {b.name!r} returned {type(out).__name__}; expected a tensor or a "
-                            "tuple of tensors")
-        b.tuple_out = isinstance(out, tuple)
-        names = [n for n in self.adapter.block_io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
-        if len(names) < len(outs):
-            raise ValueError(f"fastercache: block {b.name!r} returns {len(outs)} tensors but only {names} of the "
-                             f"inputs {list(self.adapter.block_io)} are tensors; the outputs must mirror inputs "
-                             "(set the adapter's `block_io` to the inputs its outputs mirror, in output order)")
-        b.io = [b.locs[n] for n in names[: len(outs)]]
+        self._pair(b, args, kwargs, out)
+        outs = b.outs(out)
         for x, o in zip(b.inputs(args, kwargs), outs):
             if x.shape != o.shape:
                 raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(x.shape)} to "
@@ -307,6 +316,36 @@ class AdaptiveRuntime(Policy):
         b.out_ids = tuple(id(o) for o in outs)
         self.probe_policy(b, args, kwargs)
         return out
+
+    def _pair(self, b: BlockInfo, args, kwargs, out=None) -> None:
+        """Output i mirrors input `block_io[i]`, by position (never by shape: dual-stream blocks may return two
+        streams of one shape, in either order); None outputs (SD3's last block drops its text stream) are skipped.
+        Before the block has run (`out` None), every block_io input that is a tensor is paired."""
+        io = tuple(self.adapter.block_io)
+        if out is None:
+            names = [n for n in io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
+            b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
+            return
+        b.tuple_out = isinstance(out, tuple)
+        outs = out if b.tuple_out else (out,)
+        bad = [type(o).__name__ for o in outs if o is not None and not isinstance(o, torch.Tensor)]
+        if bad or all(o is None for o in outs):
+            raise TypeError(f"fastercache: block {b.name!r} returned {type(out).__name__} ({bad}); expected a tensor "
+                            "or a tuple of tensors")
+        b.n_out = len(outs)
+        b.slots = tuple(i for i, o in enumerate(outs) if o is not None)
+        if len(io) < len(outs):
+            raise ValueError(f"fastercache: block {b.name!r} returns {len(outs)} outputs but the adapter's "
+                             f"`block_io` names {list(io)}: set `block_io` to the inputs its outputs mirror, in "
+                             "output order")
+        names = [io[i] for i in b.slots]
+        missing = [n for n in names if not isinstance(b.get(args, kwargs, n), torch.Tensor)]
+        if missing:
+            raise ValueError(f"fastercache: block {b.name!r}: its outputs mirror {names} (the adapter's `block_io`, "
+                             f"in output order) but {missing} is not a tensor input of the block; set `block_io` "
+                             "to the inputs its outputs mirror, in output order")
+        b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
+        b.primary = names.index("hidden_states") if "hidden_states" in names else 0
 
     def probe_run(self, b, args, kwargs):
         """The block's one run in a probe (each module must run once per call, also while probing)."""
@@ -384,7 +423,7 @@ class AdaptiveRuntime(Policy):
             res = b.bufs["res"]
 
             def compute(*xs):
-                outs = b.outs(b.call(args, kwargs, xs[:k]))
+                outs = _dense(b.outs(b.call(args, kwargs, xs[:k])), xs[:k])
                 return (*outs, *(o - x for o, x in zip(outs, xs[:k])))
 
             def reuse(*xs):
@@ -449,7 +488,7 @@ class TeaCacheRuntime(AdaptiveRuntime):
                 raise ValueError(f"TeaCache: the {self.adapter.name} adapter cannot form the modulated input; use "
                                  "indicator='block_input' or 'timestep_embedding'")
             return fn(b.module, lambda name: b.get(args, kwargs, name))
-        return b.inputs(args, kwargs)[0]
+        return b.inputs(args, kwargs)[b.primary]
 
     def probe_policy(self, b, args, kwargs) -> None:
         if b.order == 0:
@@ -498,7 +537,8 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
         self.r1_ref = None
 
     def allocate_policy(self) -> None:
-        s, d = self.order[0].shapes[0]
+        first = self.order[0]
+        s, d = first.shapes[first.primary]
         self.r1_ref = self._buffer(self.r1_ref, s, d)
 
     def cache_bytes(self) -> int:
@@ -507,9 +547,9 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
     def run(self, b, args, kwargs):
         if b.order > 0:
             return self.step(b, args, kwargs)
-        x0 = b.inputs(args, kwargs)[0]
+        x0 = b.inputs(args, kwargs)[b.primary]  # the image / video stream, not a text stream
         out = b.call(args, kwargs)
-        r1 = b.outs(out)[0] - x0
+        r1 = b.outs(out)[b.primary] - x0
         metric = self.config.metric
         parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
         diff = ops.feature_diff_from_partials(parts, metric)
@@ -532,11 +572,20 @@ class AdaCacheRuntime(AdaptiveRuntime):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         cfg = self.config
+        for b in self.blocks:
+            b.capture = next((n for n in self.adapter.attn_capture
+                              if isinstance(getattr(b.module, n, None), torch.nn.Module)), None)
+            b.capture_io = tuple(self.adapter.capture_io)
+        if all(b.capture is None for b in self.blocks):
+            raise ValueError(f"AdaCache: block {self.blocks[0].name!r} has none of the capture submodules "
+                             f"{list(self.adapter.attn_capture)} whose input is x + p (the adapter's "
+                             "`attn_capture`)")
         kinds = {b.kind for b in self.blocks}
         kind = cfg.metric_kind if cfg.metric_kind != "auto" else ("temporal" if "temporal" in kinds else "spatial")
-        pool = [b for b in self.blocks if b.kind == kind]
+        # the metric reads p: only blocks with a capture point (single-stream blocks reuse their whole residual)
+        pool = [b for b in self.blocks if b.kind == kind and b.capture is not None]
         if not pool:
-            raise ValueError(f"AdaCache: the model has no {kind} blocks for the metric")
+            raise ValueError(f"AdaCache: the model has no {kind} blocks with a capture point for the metric")
         layers = cfg.metric_layers if cfg.metric_layers is not None else ((len(pool) - 1) // 2,)
         for i in layers:
             if not -len(pool) <= i < len(pool):
@@ -544,13 +593,6 @@ class AdaCacheRuntime(AdaptiveRuntime):
         self.metric_blocks = [pool[i] for i in layers]
         for slot, b in enumerate(self.metric_blocks):
             b.metric_slot = slot
-        for b in self.blocks:
-            b.capture = next((n for n in self.adapter.attn_capture
-                              if isinstance(getattr(b.module, n, None), torch.nn.Module)), None)
-            if b.capture is None:
-                raise ValueError(f"AdaCache: block {b.name!r} has none of the capture submodules "
-                                 f"{list(self.adapter.attn_capture)} whose input is x + p (the adapter's "
-                                 "`attn_capture`)")
         thr = torch.tensor([t for t, _ in cfg.codebook], dtype=_F32)
         if cfg.decision_dtype is not None:
             thr = thr.to(cfg.decision_dtype).float()
@@ -579,16 +621,13 @@ class AdaCacheRuntime(AdaptiveRuntime):
         self._read()
 
     def probe_run(self, b, args, kwargs):
-        names = [n for n in self.adapter.block_io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
-        b.io = [b.locs[n] for n in names]
         out, mids = b.call_capture(args, kwargs, strict=False)
-        n_out = len(out) if isinstance(out, tuple) else 1
-        for x, m in zip(b.inputs(args, kwargs)[:n_out], mids[:n_out]):
+        for x, m in zip(b.inputs(args, kwargs), mids):
             if x.shape != m.shape:
                 raise ValueError(f"AdaCache: block {b.name!r}: the input of {b.capture!r} has shape "
                                  f"{list(m.shape)}, the block input {list(x.shape)} (set the adapter's "
-                                 "`attn_capture` to a submodule whose first input is x + p)")
-        b.io = []
+                                 "`attn_capture` to a submodule whose first input is x + p, and `capture_io` to "
+                                 "the streams its inputs carry)")
         return out
 
     def allocate_policy(self) -> None:
@@ -600,7 +639,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
         for b in self.metric_blocks:
             if b.order < 0:
                 raise ValueError(f"AdaCache: metric block {b.name!r} did not run in a model call")
-            s = b.shapes[0][0]
+            s = b.shapes[b.primary][0]
             B, T = self.batch, self.frames
             # sharded tokens (context parallelism): frames are found in the whole sequence, not in the shard
             shard = parallel.sequence_shard(self.cp, s[1], self.device) if self.cp is not None and len(s) == 3 \
@@ -644,14 +683,15 @@ class AdaCacheRuntime(AdaptiveRuntime):
         ins = b.inputs(args, kwargs)
         ps, qrs = [self.rows(t) for t in b.bufs["p"]], [self.rows(t) for t in b.bufs["qr"]]
         k = len(ins)
+        j = b.primary  # the image / video stream: the metric's
         metric = b.metric_slot >= 0
         if self.device_mode:
             def compute(*xs):
                 out, mids = b.call_capture(args, kwargs, xs[:k])
-                outs = b.outs(out)
+                outs = _dense(b.outs(out), xs[:k])
                 p = [m - x for m, x in zip(mids, xs[:k])]
                 qr = [o - m for o, m in zip(outs, mids)]
-                extra = (self._partials(p[0], qr[0], xs[k], xs[2 * k]),) if metric else ()
+                extra = (self._partials(p[j], qr[j], xs[k + j], xs[2 * k + j]),) if metric else ()
                 return (*outs, *p, *qr, *extra)
 
             def reuse(*xs):
@@ -663,7 +703,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
             for buf, t in zip((*ps, *qrs), got[k:3 * k]):
                 buf.copy_(t)
             if metric:  # the motion sums outside the cond: p is now in the buffer (stale on reuse calls, unused)
-                self.table[b.metric_slot].copy_(torch.cat([got[3 * k], self._motion(b, ps[0])]))
+                self.table[b.metric_slot].copy_(torch.cat([got[3 * k], self._motion(b, ps[j])]))
                 if b is self._last_metric:
                     self._update()
             return b.pack(list(got[:k]))
@@ -671,19 +711,20 @@ class AdaCacheRuntime(AdaptiveRuntime):
             return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
         out, mids = b.call_capture(args, kwargs)
         outs = b.outs(out)
-        first = 0
+        done = None
         if metric and self.config.residual == "attention":
             # one pass: p = mid - x, its distance to the cached p, and the cache refreshed (residual_diff_update)
-            d = ops.residual_diff_update(mids[0].detach(), ins[0].detach(), ps[0], self.config.metric, partials=True)
-            self.table[b.metric_slot].copy_(torch.cat([d, self._motion(b, ps[0])]))
-            torch.sub(outs[0].detach(), mids[0].detach(), out=qrs[0])
-            first = 1
-        elif metric:
-            p0, qr0 = mids[0] - ins[0], outs[0] - mids[0]
-            self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, ps[0], qrs[0]), self._motion(b, p0)]))
-        for j in range(first, k):
-            torch.sub(mids[j].detach(), ins[j].detach(), out=ps[j])
+            d = ops.residual_diff_update(mids[j].detach(), ins[j].detach(), ps[j], self.config.metric, partials=True)
+            self.table[b.metric_slot].copy_(torch.cat([d, self._motion(b, ps[j])]))
             torch.sub(outs[j].detach(), mids[j].detach(), out=qrs[j])
+            done = j
+        elif metric:
+            p0, qr0 = mids[j] - ins[j], outs[j] - mids[j]
+            self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, ps[j], qrs[j]), self._motion(b, p0)]))
+        for i in range(k):
+            if i != done:
+                torch.sub(mids[i].detach(), ins[i].detach(), out=ps[i])
+                torch.sub(outs[i].detach(), mids[i].detach(), out=qrs[i])
         if metric and b is self._last_metric:
             self._update()
         return out

@@ -52,7 +52,12 @@ class BlockInfo:
     io: list = field(default_factory=list)
     tuple_out: bool = False
     shapes: list = field(default_factory=list)  # [(shape, dtype)] per output
-    capture: str | None = None
+    capture: str | None = None  # None: the block has no x + p point (single-stream blocks), p is 0
+    capture_io: tuple = ()  # the block_io names the capture's positional inputs carry x + p of, in order
+    io_names: tuple = ()  # the block_io name of each mirrored input
+    slots: tuple = ()  # positions of the tensor outputs in a tuple output (others are None: SD3's last block)
+    n_out: int = 1
+    primary: int = 0  # index (among the mirrored streams) of the image / video stream, named hidden_states
     bufs: dict = field(default_factory=dict)  # name -> list of tensors (one per output)
     motion: tuple | None = None  # how MoReg views p: ("bnc", T) or ("fold", B, T)
     metric_slot: int = -1  # row in the runtime's metric table, -1: not a metric block
@@ -106,25 +111,38 @@ class BlockInfo:
         """(output, mids): mids[j] = the capture module's j-th input = x_j + p_j (`strict=False` while probing,
         before the number of block outputs is known)."""
         args, kwargs = self._with(args, kwargs, ins)
+        xs = list(ins) if ins is not None else self.inputs(args, kwargs)
+        if self.capture is None:  # no x + p point: p = 0, the whole residual is the rest
+            return self.call(args, kwargs), xs
         seen = []
         sub = self.overrides.get(self.capture) or getattr(self.module, self.capture)
-        k = len(self.io)
+        cap = self.capture_io or self.io_names
+        k = sum(n in cap for n in self.io_names) if strict else len(cap)
 
         def capture(*a, **kw):
-            seen.append(a[:k])
+            seen.append(a[:len(cap)])
             return sub(*a, **kw)
 
         out = self.orig.__func__(View(self.module, {**self.overrides, self.capture: capture}), *args, **kwargs)
-        if len(seen) != 1 or (len(seen[0]) != k if strict else not seen[0]):
+        if len(seen) != 1 or (len(seen[0]) < k if strict else not seen[0]):
             raise RuntimeError(f"fastercache: block {self.name!r}: its {self.capture!r} ran {len(seen)} times with "
-                               f"{[len(s) for s in seen]} positional inputs; AdaCache needs it once with {k}")
-        return out, list(seen[0])
+                               f"{[len(s) for s in seen]} positional inputs; AdaCache needs it once with {k} (set "
+                               "the adapter's `attn_capture` / `capture_io`)")
+        got = seen[0]
+        # a stream the capture does not see keeps p = 0 (its mid is its input)
+        mids = [got[cap.index(n)] if n in cap and cap.index(n) < len(got) else x for n, x in zip(self.io_names, xs)]
+        return out, mids
 
     def outs(self, out) -> list:
-        return list(out) if self.tuple_out else [out]
+        return [out[i] for i in self.slots] if self.tuple_out else [out]
 
     def pack(self, outs):
-        return tuple(outs) if self.tuple_out else outs[0]
+        if not self.tuple_out:
+            return outs[0]
+        full = [None] * self.n_out
+        for i, o in zip(self.slots, outs):
+            full[i] = o
+        return tuple(full)
 
 
 def traceable_attention(block) -> dict:

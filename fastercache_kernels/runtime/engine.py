@@ -122,6 +122,10 @@ def _fake_failures() -> tuple:
     return tuple(out)
 
 
+class _RealProbe(Exception):
+    """The adapter asks for a real probe (the forward caches tensors it computes, which fake ones would poison)."""
+
+
 def first_tensor(values) -> torch.Tensor | None:
     return next((v for v in values if isinstance(v, torch.Tensor) and v.dim() > 0), None)
 
@@ -390,20 +394,21 @@ class Engine:
         hidden = first_tensor((*args, *ordered, *kwargs.values()))
         if hidden is None:
             raise ValueError("fastercache: the model was called without a batched tensor argument")
-        fmt = self.adapter.layout.tensor_format
-        frames = hidden.shape[fmt.index("F")] if "F" in fmt and hidden.dim() == len(fmt) else 1
+        frames = self.adapter.latent_frames(self.model, hidden, kwargs)
         for p in self.policies:
             p.restart_probe()
         self.probing = True
         real = False
         try:
             try:
+                if not self.adapter.fake_probe:
+                    raise _RealProbe
                 with torch.no_grad(), torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True) as m:
                     fargs, fkwargs = tree_map_only(torch.Tensor, m.from_tensor, (args, kwargs))
                     out = fn(*fargs, **fkwargs)
                     sample = adapters.base.get_sample(out)
                     shape, dtype = tuple(sample.shape), sample.dtype
-            except _fake_failures():
+            except (_RealProbe, *_fake_failures()):
                 for p in self.policies:
                     p.restart_probe()
                 real = True

@@ -109,6 +109,7 @@ class FasterCachePolicy(Policy):
         self.reconstruct = False  # this call rebuilds the other branch without running the model
         self.refresh_now = False  # this per-branch call is a full step's second one: it refreshes the residual
         self._template = None  # the computed branch's output of the step: the structure a rebuilt output copies
+        self.grid = None  # (F, H, W) of a packed [B, N, C] output (tensor_format "BNC")
         self._init_local()
 
     def _init_local(self) -> None:
@@ -172,7 +173,9 @@ class FasterCachePolicy(Policy):
         fmt = self.adapter.layout.tensor_format
         if len(probe.sample_shape) != len(fmt):
             raise ValueError(f"fastercache: the model output has shape {list(probe.sample_shape)} but the layout "
-                             f"{fmt!r} has {len(fmt)} dims: describe the output with the adapter's `tensor_format`")
+                             f"{fmt!r} has {len(fmt)} dims: describe the output with the adapter's `tensor_format` "
+                             "('BNC' with a `token_grid` for packed tokens)")
+        self.grid = self._token_grid(call, probe) if fmt == "BNC" and self.cfg_enabled else None
         batch = probe.batch
         if split and batch % 2:
             raise ValueError(f"fastercache: the model was called with batch {batch}, which cannot hold the "
@@ -216,13 +219,37 @@ class FasterCachePolicy(Policy):
             cache._weight_value = None
         if self.cfg_enabled:
             shape = probe.sample_shape
+            if self.grid is not None:  # the residual is kept on the token grid, [B, C, F, H, W]
+                shape = (shape[0], shape[2], *self.grid)
             half = (shape[0] // 2, *shape[1:]) if split else shape
             (self.cfg if split else self.branch_cfg).allocate(half, probe.sample_dtype, device)
-            if not split:  # per-branch calls: each branch's sample of the current step
+            if not split:  # per-branch calls: each branch's sample of the current step (as the model returns it)
+                sample = probe.sample_shape
                 for b in self.step_sample:
                     old = self.step_sample[b]
-                    if old is None or tuple(old.shape) != tuple(shape) or old.dtype != probe.sample_dtype:
-                        self.step_sample[b] = torch.zeros(shape, dtype=probe.sample_dtype, device=device)
+                    if old is None or tuple(old.shape) != tuple(sample) or old.dtype != probe.sample_dtype:
+                        self.step_sample[b] = torch.zeros(sample, dtype=probe.sample_dtype, device=device)
+
+    def _token_grid(self, call: Call, probe: Probe) -> tuple:
+        fn = self.adapter.token_grid
+        n = probe.sample_shape[1]
+        grid = tuple(int(v) for v in fn(self.engine.model, call.kwargs)) if fn is not None else None
+        if grid is None or len(grid) != 3 or grid[0] * grid[1] * grid[2] != n:
+            raise ValueError(f"fastercache: the model output is packed tokens {list(probe.sample_shape)} ('BNC'); "
+                             f"CFG-Cache's frequency split needs their (F, H, W) grid, got {grid}: set the adapter's "
+                             "`token_grid` to a function of the call's arguments giving it")
+        return grid
+
+    def to_grid(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, N, C] -> [B, C, F, H, W] for the frequency split (identity for unpacked outputs)."""
+        if self.grid is None:
+            return t
+        return t.unflatten(1, self.grid).permute(0, 4, 1, 2, 3).contiguous()
+
+    def from_grid(self, t: torch.Tensor) -> torch.Tensor:
+        if self.grid is None:
+            return t
+        return t.permute(0, 2, 3, 4, 1).flatten(1, 3)
 
     def begin(self, call: Call) -> None:
         self.total_calls += 1
@@ -357,7 +384,11 @@ class FasterCachePolicy(Policy):
             d["reused"] += c.reused
             d["cache_bytes"] += c.nbytes()
         full = sum(n for k, n in self.kinds.items() if k.startswith("full"))
+        out = {}
+        if not self.cfg_enabled and self.adapter.guidance_distilled:
+            out["cfg_cache"] = "off: guidance-distilled model (one call per step); attention reuse only"
         return {
+            **out,
             "calls_per_kind": dict(sorted(self.kinds.items())),
             "cfg": {"full": full, "skip": self.total_calls - full},
             "attention": per_kind,
@@ -414,15 +445,29 @@ class FasterCachePolicy(Policy):
             cfg = policy.cfg
             if policy.full:
                 out = orig(*args, **kwargs)
-                halves = get_sample(out).detach().chunk(2)  # the ops define no backward
+                halves = [policy.to_grid(h) for h in get_sample(out).detach().chunk(2)]  # no backward
                 cfg.refresh(halves[1 - ci], halves[ci])
                 return out
             b = policy.batch
+            kept = [k for k, v in kwargs.items() if k not in batched and _batched(v, b)]
             kwargs = {k: (v.chunk(2)[ci] if k in batched and _batched(v, b) else v) for k, v in kwargs.items()}
             args = tuple(v.chunk(2)[ci] if _batched(v, b) else v for v in args)
-            out = orig(*args, **kwargs)
+            if torch.compiler.is_compiling():  # (a try block would move the model's own graph breaks here)
+                out = orig(*args, **kwargs)
+            else:
+                try:
+                    out = orig(*args, **kwargs)
+                except RuntimeError as e:  # e.g. a size mismatch: a conditioning input still holds both halves
+                    if not kept:
+                        raise
+                    raise RuntimeError(f"fastercache: {_unsliced(kept, b, batched)}") from e
             computed = get_sample(out)
-            other = cfg.reconstruct(computed.detach())
+            want = (policy.engine.probe_result.sample_shape[0] // 2, *policy.engine.probe_result.sample_shape[1:])
+            if tuple(computed.shape) != want:  # the model broadcast an unsliced input into the output
+                why = _unsliced(kept, b, batched) if kept else "check the adapter's `batched_args`"
+                raise RuntimeError(f"fastercache: the skip call's output has shape {list(computed.shape)}, not "
+                                   f"{list(want)}: {why}")
+            other = policy.from_grid(cfg.reconstruct(policy.to_grid(computed.detach())))
             both = torch.cat([computed, other] if ci == 0 else [other, computed])
             return put_sample(out, both)
 
@@ -433,12 +478,19 @@ class FasterCachePolicy(Policy):
         cfg = self.branch_cfg
         if self.reconstruct:
             computed = self.step_sample[self.computed_branch]
-            return put_sample(self._template, cfg.reconstruct(computed))
+            return put_sample(self._template, self.from_grid(cfg.reconstruct(self.to_grid(computed))))
         out = orig(*args, **kwargs)
         self.step_sample[branch].copy_(get_sample(out).detach())
         if self.refresh_now:
-            cfg.refresh(self.step_sample[self.other_branch], self.step_sample[self.computed_branch])
+            cfg.refresh(self.to_grid(self.step_sample[self.other_branch]),
+                        self.to_grid(self.step_sample[self.computed_branch]))
         return out
+
+
+def _unsliced(kept: list, batch: int, batched) -> str:
+    return (f"a CFG-Cache skip call runs one half of the batch, but the inputs {kept} (batch {batch}) were not "
+            f"sliced, as they are not in the adapter's `batched_args` {sorted(batched)}; add the ones that carry the "
+            "CFG halves to `batched_args` (fk.adapters.generic_adapter(..., batched_args=...))")
 
 
 def _batched(v, batch: int) -> bool:

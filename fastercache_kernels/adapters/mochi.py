@@ -1,0 +1,36 @@
+"""diffusers MochiTransformer3DModel: joint attention `transformer_blocks.i.attn1` (video, text pair), output
+[B, C, F, H, W], CFG batched as [uncond, cond] by its pipeline (text mask included). Blocks return (video, text)
+(the last one passes text through unchanged); AdaCache's p is the input of `norm3` minus the block input (the video
+stream after the gated attention); the text stream keeps its whole residual. TeaCache's indicator is the first
+block's modulated input, as TeaCache4Mochi's."""
+
+from __future__ import annotations
+
+from ._structure import named
+from .base import Adapter, OutputLayout
+
+
+def _modulated_input(block, get):
+    """MochiTransformerBlock: norm1's modulated video input, the input of attn1."""
+    return block.norm1(get("hidden_states"), get("temb"))[0]
+
+
+class MochiAdapter(Adapter):
+    def matches(self, model) -> bool:
+        return named(model, "MochiTransformer3DModel", r"transformer_blocks\.0\.attn1")
+
+
+ADAPTER = MochiAdapter(
+    name="mochi",
+    spatial=(r"^transformer_blocks\.\d+\.attn1$",),
+    layout=OutputLayout("BCFHW", ("uncond", "cond")),
+    batched_args=("hidden_states", "encoder_hidden_states", "timestep", "encoder_attention_mask"),
+    default_preset="latte",
+    blocks=(r"^transformer_blocks\.\d+$",),
+    block_io=("hidden_states", "encoder_hidden_states"),
+    attn_capture=("norm3",),
+    capture_io=("hidden_states",),
+    teacache_indicator="modulated_input",
+    modulated_input=_modulated_input,
+    teacache_preset="mochi",
+)
