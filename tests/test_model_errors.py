@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-import torch
 from dit_models import one_thread  # noqa: F401
 from model_zoo import SPECS, Case
 
