@@ -29,7 +29,7 @@ import torch
 from .. import ops
 from . import parallel
 from .blocks import BlockInfo, traceable_attention
-from .engine import Call, Policy, Probe
+from .engine import Call, Policy, Probe, fitting_buffer
 
 _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
 # State stays int64/fp32: torch 2.13 drops in-place writes to fp64 0-d tensors inside torch.compile graphs
@@ -372,9 +372,9 @@ class AdaptiveRuntime(Policy):
                 b.bufs = {}
                 continue
             for key in self.residual_names():
-                old = b.bufs.get(key)
-                if not (old and [(tuple(t.shape), t.dtype) for t in old] == b.shapes and old[0].device == self.device):
-                    b.bufs[key] = [torch.zeros(s, dtype=d, device=self.device) for s, d in b.shapes]
+                old = b.bufs.get(key) or []
+                old = old if len(old) == len(b.shapes) else [None] * len(b.shapes)
+                b.bufs[key] = [self._buffer(t, s, d) for t, (s, d) in zip(old, b.shapes)]
         self.allocate_policy()
 
     def allocate_policy(self) -> None:
@@ -403,10 +403,7 @@ class AdaptiveRuntime(Policy):
             b.tail = b.head.tail
 
     def _buffer(self, old: torch.Tensor | None, shape, dtype) -> torch.Tensor:
-        """`old` when it already has this shape, dtype and device (kept across videos), else a zero buffer."""
-        if old is None or tuple(old.shape) != tuple(shape) or old.dtype != dtype or old.device != self.device:
-            return torch.zeros(shape, dtype=dtype, device=self.device)
-        return old
+        return fitting_buffer(old, shape, dtype, self.device)
 
     def cache_bytes(self) -> int:
         return sum(_nbytes(t) for b in self.blocks for ts in b.bufs.values() for t in ts)

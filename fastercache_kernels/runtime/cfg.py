@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
+from .engine import fitting_buffer
 
 
 class CFGResidual:
@@ -31,10 +32,8 @@ class CFGResidual:
     def allocate(self, shape, dtype, device) -> None:
         """Buffers for samples of `shape` (kept when they already fit)."""
         dtype = self.storage_dtype or dtype
-        if self.low is None or tuple(self.low.shape) != tuple(shape) or self.low.dtype != dtype \
-                or self.low.device != torch.device(device):
-            self.low = torch.zeros(shape, dtype=dtype, device=device)
-            self.high = torch.zeros(shape, dtype=dtype, device=device)
+        self.low = fitting_buffer(self.low, shape, dtype, device)
+        self.high = fitting_buffer(self.high, shape, dtype, device)
         self.a, self.b = self.a.to(device), self.b.to(device)
         self._ab = (None, None)
         self.set_weights(1.0, 1.0)

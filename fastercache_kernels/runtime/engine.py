@@ -126,6 +126,14 @@ class _RealProbe(Exception):
     """The adapter asks for a real probe (the forward caches tensors it computes, which fake ones would poison)."""
 
 
+def fitting_buffer(old: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """`old` when it already has this shape, dtype and device (buffers are kept across videos), else zeros."""
+    device = torch.device(device)
+    if old is None or tuple(old.shape) != tuple(shape) or old.dtype != dtype or old.device != device:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return old
+
+
 def first_tensor(values) -> torch.Tensor | None:
     return next((v for v in values if isinstance(v, torch.Tensor) and v.dim() > 0), None)
 
@@ -159,6 +167,7 @@ class Engine:
         self.probing = False
         self.probe_result: Probe | None = None
         self.in_entry = False
+        self._entry_sigs: dict = {}  # entry point -> its signature (binding positional inputs)
         self.calls = 0
         self.videos = 0
         self.real_probes = 0
@@ -236,6 +245,8 @@ class Engine:
     def _entry_point(self, orig):
         """A forward-like method a pipeline calls directly (not through __call__): the same bookkeeping."""
         engine = self
+
+        self._entry_sigs[orig] = inspect.signature(orig)  # once, not per call
 
         def entry(*args, **kwargs):
             if engine.in_entry:
@@ -322,7 +333,7 @@ class Engine:
 
     def _begin(self, args, kwargs, fn):
         fn = fn or self._orig_forward
-        args, kwargs = self.bind(args, kwargs, inspect.signature(fn) if fn is not self._orig_forward else None)
+        args, kwargs = self.bind(args, kwargs, self._entry_sigs.get(fn))
         ctx = self.context
         key = "" if ctx is None else str(ctx.name)
         branch = key if key in BRANCH_NAMES else None

@@ -22,7 +22,7 @@ from .. import ops
 from ..adapters.base import get_sample, put_sample
 from ..policies.fastercache import CallPlan
 from .cfg import CFGResidual
-from .engine import Call, Policy, Probe
+from .engine import Call, Policy, Probe, fitting_buffer
 
 
 class AttentionCache:
@@ -59,6 +59,13 @@ class AttentionCache:
         self.o_older: list[torch.Tensor] = []
         self.o_dst: list[torch.Tensor] = []
         self.pending = None  # (slot, has_other) that this call's store makes the newest, applied in `end`
+
+    def reset(self) -> None:
+        """A new video: no entry counts as filled (the slots keep their memory)."""
+        self.newer = 0
+        self.has_other = [False, False]
+        self.reuse = False
+        self.pending = None
 
     def save(self) -> dict:
         return {k: getattr(self, k) for k in self.LOCAL}
@@ -99,7 +106,8 @@ class FasterCachePolicy(Policy):
         self.first_rows = getattr(schedule, "skip_call_rows", "computed") == "other"
         self.batched = frozenset(adapter.batched_args)
         self.engine = None
-        self._records: dict | None = None
+        self._records: dict | None = None  # what the probe in progress records
+        self._shapes: dict | None = None  # what the last probe recorded: module -> output shapes
         self.kinds: dict[str, int] = {}
         self.total_calls = 0
         # per-branch CFG (cross-branch: not per key): the computed branch's sample of the current step
@@ -144,8 +152,6 @@ class FasterCachePolicy(Policy):
                 and self._records is None:
             self._allocate_buffers(engine.call, engine.probe_result)
 
-    _shapes = None
-
     def reset(self) -> None:
         """Start a new video (buffers are kept and reused)."""
         self.plan = None
@@ -153,10 +159,7 @@ class FasterCachePolicy(Policy):
         self.branch_cfg.reset()
         self.step_of = {"cond": 0, "uncond": 0}
         for cache in self.caches:
-            cache.newer = 0
-            cache.has_other = [False, False]
-            cache.reuse = False
-            cache.pending = None
+            cache.reset()
 
     def restart_probe(self) -> None:
         self._records = {}
@@ -224,11 +227,8 @@ class FasterCachePolicy(Policy):
             half = (shape[0] // 2, *shape[1:]) if split else shape
             (self.cfg if split else self.branch_cfg).allocate(half, probe.sample_dtype, device)
             if not split:  # per-branch calls: each branch's sample of the current step (as the model returns it)
-                sample = probe.sample_shape
-                for b in self.step_sample:
-                    old = self.step_sample[b]
-                    if old is None or tuple(old.shape) != tuple(sample) or old.dtype != probe.sample_dtype:
-                        self.step_sample[b] = torch.zeros(sample, dtype=probe.sample_dtype, device=device)
+                for b, old in self.step_sample.items():
+                    self.step_sample[b] = fitting_buffer(old, probe.sample_shape, probe.sample_dtype, device)
 
     def _token_grid(self, call: Call, probe: Probe) -> tuple:
         fn = self.adapter.token_grid
