@@ -271,7 +271,7 @@ def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, 
                           attn_capture=adapter.attn_capture, teacache_indicator=adapter.teacache_indicator,
                           modulated_input=adapter.modulated_input, entry_points=adapter.entry_points,
                           capture_io=adapter.capture_io, token_grid=adapter.token_grid,
-                          guidance_distilled=adapter.guidance_distilled, fake_probe=adapter.fake_probe)
+                          guidance_distilled=adapter.guidance_distilled)
         found = diffusers_compat.select_modules(model, config)
         schedule = diffusers_compat.DiffusersSchedule(config, storage_dtype,
                                                       kinds=sorted({k for _, _, k in found}) or ("spatial",))

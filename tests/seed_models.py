@@ -46,14 +46,32 @@ def _attend(q, k, v, heads=HEADS, mask=None, mask4=None):
     return o.transpose(1, 2).reshape(n, s, c)
 
 
+class PositionGetter1D:
+    """Token positions memoised per sequence length, as Open-Sora-Plan 1.1's `PositionGetter3D.cache_positions`: a
+    tensor computed in one call is kept on the object and read by every later call (a forward run on fake tensors
+    would leave a fake tensor here for the real calls)."""
+
+    def __init__(self):
+        self.cache_positions = {}
+
+    def __call__(self, s: int, device) -> torch.Tensor:
+        if s not in self.cache_positions:
+            self.cache_positions[s] = torch.arange(s, dtype=torch.float32, device=device)
+        return self.cache_positions[s].clone()
+
+
 class RoPE1D(nn.Module):
     """Rotary position embedding over the sequence (Open-Sora-Plan 1.1 puts RoPE modules in its attention)."""
+
+    def __init__(self):
+        super().__init__()
+        self.position_getter = PositionGetter1D()
 
     def forward(self, x):  # [N, S, C]
         s, c = x.shape[1], x.shape[2]
         half = c // 2
         freqs = torch.exp(-math.log(100.0) * torch.arange(half, dtype=torch.float32) / half)
-        ang = torch.arange(s, dtype=torch.float32)[:, None] * freqs[None]
+        ang = self.position_getter(s, x.device)[:, None] * freqs[None]
         cos, sin = torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)
         a, b = x[..., :half], x[..., half:]
         return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)

@@ -65,7 +65,7 @@ def test_one_graph_no_break_no_recompile(compiled_run):
 
 def test_no_host_read(compiled_run):
     assert compiled_run["handle"].stats()["host_reads"] == 0
-    assert compiled_run["eager_handle"].stats()["host_reads"] == 60
+    assert compiled_run["eager_handle"].stats()["host_reads"] == 59  # every call but the observed first one
 
 
 def test_decisions_and_outputs_match_eager(compiled_run):
@@ -104,7 +104,7 @@ def test_adacache_host_decisions_compile_to_two_graphs():
     assert cnt.frame_count == 2 and dict(counters["graph_break"]) == {}
     sample_loop([compiled], lat, extra, calls=30)
     st = handle.stats()
-    assert cnt.frame_count == 2 and st["videos"] == 2 and st["host_reads"] == 60 and 0 < st["computed"] < 60
+    assert cnt.frame_count == 2 and st["videos"] == 2 and st["host_reads"] == 59 and 0 < st["computed"] < 60
     handle.remove()
     torch._dynamo.reset()
 

@@ -77,9 +77,6 @@ class Adapter:
     token_grid: object = None
     # A guidance-distilled model (one call per step, guidance as an input): no CFG-Cache in its default preset.
     guidance_distilled: bool = False
-    # False: probe buffer shapes with one real call, never fake tensors (a forward that memoises tensors it
-    # computes, as Qwen-Image's lru_cache'd RoPE, would keep the fake ones).
-    fake_probe: bool = True
     # The adaptive presets fitted to this family (`fk.TeaCacheConfig.for_model`, `fk.FirstBlockCacheConfig.for_model`).
     teacache_preset: str | None = None
     fbcache_preset: str | None = None

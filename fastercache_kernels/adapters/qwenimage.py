@@ -2,8 +2,7 @@
 (`block_io` lists encoder_hidden_states first), joint attention `*.attn` cached. Output [B, N, C] packed 2 x 2
 patches on the grid the call's `img_shapes` names ((F, H, W) per sample). diffusers' pipeline calls it once per CFG
 branch inside `cache_context`. AdaCache's p is the input of `img_norm2` minus the block input (image stream); the
-text stream keeps its whole residual. TeaCache's indicator is the first block's modulated image input. Shapes are
-probed by a real call (one extra model call per new input shape)."""
+text stream keeps its whole residual. TeaCache's indicator is the first block's modulated image input."""
 
 from __future__ import annotations
 
@@ -43,5 +42,4 @@ ADAPTER = QwenImageAdapter(
     teacache_indicator="modulated_input",
     modulated_input=_modulated_input,
     token_grid=_token_grid,
-    fake_probe=False,  # QwenEmbedRope memoises its frequencies (lru_cache): a fake probe would leave fake ones
 )

@@ -127,8 +127,8 @@ class AdaptiveRuntime(Policy):
         rt = self
 
         def forward(*args, **kwargs):
-            if rt.engine.probing:
-                return rt.probe(b, args, kwargs)
+            if rt.engine.observing:
+                return rt.observe(b, args, kwargs)
             if not rt.ready or b.order < 0 or not rt.active:
                 return b.orig(*args, **kwargs)
             with torch.no_grad():  # cache reuse is inference-only (the fused ops define no backward)
@@ -136,10 +136,12 @@ class AdaptiveRuntime(Policy):
 
         return forward
 
-    def restart_probe(self) -> None:
+    def start_observing(self) -> None:
         for b in self.blocks:
             b.order = -1
         self.order = []
+        self._chain = None  # the chain of blocks the observed call is in (see `observe`)
+        self._seen: dict = {}  # block -> what its cache holds after the observed call (adopted after)
 
     def allocate(self, call: Call, probe: Probe) -> None:
         if not self.order:
@@ -263,6 +265,9 @@ class AdaptiveRuntime(Policy):
 
     def _read(self) -> None:
         """The one host read per call (decide='host')."""
+        if self.engine.adopting:  # the observed call computed every block (call 1 of a video): nothing to read
+            self.go = True
+            return
         if not self.device_mode:
             if torch.compiler.is_compiling():
                 raise RuntimeError(
@@ -295,7 +300,9 @@ class AdaptiveRuntime(Policy):
         """A buffer as this call sees it: the computed half of the batch on a composed CFG-skip call."""
         return t if self.half is None else t.chunk(2)[self.half]
 
-    def probe(self, b: BlockInfo, args, kwargs):
+    def observe(self, b: BlockInfo, args, kwargs):
+        """The block's run in an observed call: it runs as it is; what it shows is recorded (its place in the call,
+        its input/output pairing, shapes, which tensors it hands on) and what a cache would hold is kept."""
         if b.order >= 0:
             raise RuntimeError(f"fastercache: block {b.name!r} ran twice in one model call; each patched block must "
                                "run once per call")
@@ -303,19 +310,62 @@ class AdaptiveRuntime(Policy):
         self.order.append(b)
         b.locate(args, kwargs)
         self._pair(b, args, kwargs)
-        out = self.probe_run(b, args, kwargs)
+        with torch.no_grad():
+            out = self.observe_run(b, args, kwargs)
         self._pair(b, args, kwargs, out)
         outs = b.outs(out)
-        for x, o in zip(b.inputs(args, kwargs), outs):
+        ins = b.inputs(args, kwargs)
+        for x, o in zip(ins, outs):
             if x.shape != o.shape:
                 raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(x.shape)} to "
                                  f"{list(o.shape)}; residual reuse needs equal shapes (check the adapter's "
                                  "`block_io`: the inputs its outputs mirror, in output order)")
         b.shapes = [(tuple(o.shape), o.dtype) for o in outs]
-        b.in_ids = tuple(id(x) for x in b.inputs(args, kwargs))
+        b.in_ids = tuple(id(x) for x in ins)
         b.out_ids = tuple(id(o) for o in outs)
-        self.probe_policy(b, args, kwargs)
+        with torch.no_grad():
+            self._observe_residual(b, [x.detach() for x in ins], [o.detach() for o in outs])
+            self.observe_policy(b, args, kwargs, out)
         return out
+
+    def _observe_residual(self, b: BlockInfo, ins: list, outs: list) -> None:
+        """One residual per chain (see `_chains`, same rule): only the chain's first inputs and its latest outputs
+        are held while the call runs, so observing costs no more memory than the cache itself."""
+        if self.residual_names() != ("res",):
+            return
+        prev = self.order[-2] if len(self.order) > 1 else None
+        chain = self._chain
+        if (chain is not None and self._chaining() and prev is chain["tail"] and self.reuses(b)
+                and b.in_ids == prev.out_ids and b.shapes == prev.shapes):
+            chain.update(tail=b, outs=outs)
+            return
+        self._close_chain()
+        if self.reuses(b):
+            self._chain = {"tail": b, "ins": ins, "outs": outs}
+
+    def _close_chain(self) -> None:
+        chain, self._chain = getattr(self, "_chain", None), None
+        if chain is not None:
+            self._seen[chain["tail"]] = [o - x for o, x in zip(chain["outs"], chain["ins"])]
+
+    def _chaining(self) -> bool:
+        return not self.device_mode and self.residual_names() == ("res",)
+
+    def adopt(self, call: Call, output) -> None:
+        """The observed call computed every block: its residuals (and the policy's own state) fill the buffers."""
+        self._close_chain()
+        seen, self._seen = self._seen, {}
+        if not self.active:
+            return
+        for b in self.order:
+            if b.tail is b and b in seen and "res" in b.bufs:
+                for buf, r in zip(map(self.rows, b.bufs["res"]), seen[b]):
+                    buf.copy_(r)
+        self.adopt_policy(seen)
+        self.go = True
+
+    def adopt_policy(self, seen: dict) -> None:
+        pass
 
     def _pair(self, b: BlockInfo, args, kwargs, out=None) -> None:
         """Output i mirrors input `block_io[i]`, by position (never by shape: dual-stream blocks may return two
@@ -347,11 +397,11 @@ class AdaptiveRuntime(Policy):
         b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
         b.primary = names.index("hidden_states") if "hidden_states" in names else 0
 
-    def probe_run(self, b, args, kwargs):
-        """The block's one run in a probe (each module must run once per call, also while probing)."""
+    def observe_run(self, b, args, kwargs):
+        """The block's one run in an observed call (each module must run once per call)."""
         return b.orig(*args, **kwargs)
 
-    def probe_policy(self, b, args, kwargs) -> None:
+    def observe_policy(self, b, args, kwargs, out) -> None:
         pass
 
     def residual_names(self) -> tuple:
@@ -389,7 +439,7 @@ class AdaptiveRuntime(Policy):
         for b in self.blocks:
             b.head = b.tail = b
             b.held = None
-        if self.device_mode or self.residual_names() != ("res",):
+        if not self._chaining():
             return
         prev = None
         for b in self.order:
@@ -487,10 +537,14 @@ class TeaCacheRuntime(AdaptiveRuntime):
             return fn(b.module, lambda name: b.get(args, kwargs, name))
         return b.inputs(args, kwargs)[b.primary]
 
-    def probe_policy(self, b, args, kwargs) -> None:
+    def observe_policy(self, b, args, kwargs, out) -> None:
         if b.order == 0:
-            u = self._indicator(b, args, kwargs)
+            u = self._indicator(b, args, kwargs).detach()
             self._u_shape = (tuple(u.shape), u.dtype)
+            self._seen["u"] = u
+
+    def adopt_policy(self, seen: dict) -> None:
+        self.rows(self.u_prev).copy_(seen["u"])
 
     def allocate_policy(self) -> None:
         s, d = self._u_shape
@@ -540,6 +594,13 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
 
     def cache_bytes(self) -> int:
         return super().cache_bytes() + _nbytes(self.r1_ref)
+
+    def observe_policy(self, b, args, kwargs, out) -> None:
+        if b.order == 0:
+            self._seen["r1"] = b.outs(out)[b.primary].detach() - b.inputs(args, kwargs)[b.primary].detach()
+
+    def adopt_policy(self, seen: dict) -> None:
+        self.rows(self.r1_ref).copy_(seen["r1"])
 
     def run(self, b, args, kwargs):
         if b.order > 0:
@@ -617,7 +678,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
         self.pred.copy_(self.force | (self.c >= self.next_call))
         self._read()
 
-    def probe_run(self, b, args, kwargs):
+    def observe_run(self, b, args, kwargs):
         out, mids = b.call_capture(args, kwargs, strict=False)
         for x, m in zip(b.inputs(args, kwargs), mids):
             if x.shape != m.shape:
@@ -625,7 +686,28 @@ class AdaCacheRuntime(AdaptiveRuntime):
                                  f"{list(m.shape)}, the block input {list(x.shape)} (set the adapter's "
                                  "`attn_capture` to a submodule whose first input is x + p, and `capture_io` to "
                                  "the streams its inputs carry)")
+        self._mids = dict(zip(b.io_names, mids))  # by stream: the pairing after the run may drop a stream
         return out
+
+    def observe_policy(self, b, args, kwargs, out) -> None:
+        """p = mid - x and qr = out - mid of every stream: what the block's buffers hold after a compute call."""
+        mids, self._mids = self._mids, None
+        ins, outs = b.inputs(args, kwargs), b.outs(out)
+        ms = [mids[n].detach() for n in b.io_names]
+        self._seen[b] = {"p": [m - x.detach() for m, x in zip(ms, ins)],
+                         "qr": [o.detach() - m for o, m in zip(outs, ms)]}
+
+    def adopt_policy(self, seen: dict) -> None:
+        for b in self.order:
+            if b not in seen or "p" not in b.bufs:
+                continue
+            for key in ("p", "qr"):
+                for buf, t in zip(map(self.rows, b.bufs[key]), seen[b][key]):
+                    buf.copy_(t)
+        zero = torch.zeros(3, dtype=_F32, device=self.device)  # no earlier p: the first call's metric is not valid
+        for b in self.metric_blocks:
+            self.table[b.metric_slot].copy_(torch.cat([zero, self._motion(b, self.rows(b.bufs["p"][b.primary]))]))
+        self._update()
 
     def allocate_policy(self) -> None:
         cfg = self.config

@@ -4,9 +4,9 @@ It installs everything and removes it exactly: the model's forward pre-hook and 
 compiled graphs), the wrappers of extra entry points an adapter names (Vchitect's `my_forward`), diffusers'
 `cache_context` and `_reset_stateful_cache`, and, through `Engine.replace`, each policy's module forwards. It holds
 the clock (per state key: calls in the video, the timestep, new-video detection, the step index and step count a
-diffusers `cache_context` carries), decides which state a call uses, and learns buffer shapes by a probe.
+diffusers `cache_context` carries), decides which state a call uses, and observes the first call of new input shapes.
 
-Policies plug in with a small protocol (see `Policy`): `install`, `allocate` after a probe, `begin`/`end` around
+Policies plug in with a small protocol (see `Policy`): `install`, `allocate` and `adopt` after an observed call, `begin`/`end` around
 each call, `reset` for a new video, `save`/`load`/`fresh` to keep their state per key, `stats`, `drop_buffers`.
 
 State keys: a call made inside `cache_context("cond")` or `cache_context("uncond")` carries one CFG branch
@@ -14,9 +14,12 @@ State keys: a call made inside `cache_context("cond")` or `cache_context("uncond
 its state per branch there, so the uncond call never sees the cond call's block inputs. Any other context name
 (CogVideoX's "cond_uncond") or no context at all is a call holding the whole CFG batch, keyed by that name.
 
-Buffers: a probe runs the original forward once on fake tensors (no compute, no memory) for each new input
-signature; a forward that reads tensor values on the host (`height[0].item()`, `int(timestep[0])`, an `if` on a
-mask) cannot run on fake tensors, and is then probed once for real (one extra model call per new input shape).
+Buffers: the first real call of each new input signature is *observed*: it runs in full (as the first call of a
+video always does), every policy's module forwards record what they see (which blocks run, in which order, their
+output shapes, which tensor each block hands to the next) and keep the values the call computed that a cache
+holds (attention outputs, block residuals, indicators); after the call, `Policy.allocate` sizes the buffers from
+the real output and `Policy.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
+call is made. The observed call always runs eagerly, also inside `torch.compile` (see `_model_forward`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from torch.utils._pytree import tree_map_only
 
 from . import parallel
 
@@ -53,14 +55,14 @@ class Call:
 
 @dataclass
 class Probe:
-    """What a probe learned: the model's output sample, the batch and frame count of its first batched input."""
+    """What an observed call showed: the model's output sample, the batch and frame count of its first batched
+    input."""
 
     sample_shape: tuple
     sample_dtype: torch.dtype
     batch: int
     frames: int
     device: torch.device
-    real: bool  # probed by a real call (the forward reads tensor values on the host)
 
 
 class Policy:
@@ -76,6 +78,9 @@ class Policy:
     def allocate(self, call: Call, probe: Probe) -> None:
         pass
 
+    def adopt(self, call: Call, output) -> None:
+        """After an observed call (between `begin` and `end`): fill the buffers with what the call computed."""
+
     def begin(self, call: Call) -> None:
         pass
 
@@ -85,8 +90,8 @@ class Policy:
     def reset(self) -> None:
         pass
 
-    def restart_probe(self) -> None:
-        """Forget what an earlier (or failed) probe recorded."""
+    def start_observing(self) -> None:
+        """A call is about to be observed: forget what an earlier (or failed) observation recorded."""
 
     def save(self):
         return None
@@ -95,7 +100,7 @@ class Policy:
         pass
 
     def fresh(self) -> None:
-        """Initial state for a key seen for the first time (buffers shaped as the last probe found)."""
+        """Initial state for a key seen for the first time (buffers shaped as the last observed call showed)."""
 
     def stats(self) -> dict:
         return {}
@@ -107,23 +112,16 @@ class Policy:
         return 0
 
 
-# Exceptions that mean "this forward cannot run on fake tensors" (host reads, data-dependent shapes): the probe
-# then runs the forward for real.
-def _fake_failures() -> tuple:
-    from torch._subclasses import fake_tensor as ft
-
-    out = [ft.DataDependentOutputException, ft.DynamicOutputShapeException, ft.UnsupportedFakeTensorException]
+def _ran_eagerly_by_design() -> None:
+    """Inside `torch.compile(model, fullgraph=True)`, a call that compiled no frame raises "found no compiled
+    frames" when it returns (torch 2.13, eval_frame.py). The observed call runs eagerly on purpose: it counts as one
+    frame for that check (the counter is -1 when no fullgraph call is in progress, and is left alone then)."""
     try:
-        from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
-
-        out.append(GuardOnDataDependentSymNode)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(out)
-
-
-class _RealProbe(Exception):
-    """The adapter asks for a real probe (the forward caches tensors it computes, which fake ones would poison)."""
+        from torch._C._dynamo.eval_frame import set_fullgraph_compiled_frame_count as count
+    except ImportError:  # pragma: no cover (another torch: no such check)
+        return
+    prev = count(-1)
+    count(prev + 1 if prev >= 0 else prev)
 
 
 def fitting_buffer(old: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch.Tensor:
@@ -163,21 +161,25 @@ class Engine:
         self._states: dict[str, list] = {}  # key -> saved policy states (of keys not active now)
         self._clocks: dict[str, dict] = {}
         self._signatures: dict[str, tuple] = {}
-        self._probed = None  # the input signature of the last probe
-        self.probing = False
+        self._probed = None  # the input signature of the last observed call
+        self.observing = False  # the call in progress is observed (the first of a new input signature)
+        self.adopting = False  # the policies' bookkeeping of an observed call (a full call: nothing to decide)
         self.probe_result: Probe | None = None
         self.in_entry = False
         self._entry_sigs: dict = {}  # entry point -> its signature (binding positional inputs)
         self.calls = 0
         self.videos = 0
-        self.real_probes = 0
+        self.observed = 0
         self.call: Call | None = None
         self.output = None  # the model output of the call being closed (policies' `end` may read it)
         for p in self.policies:
             p.install(self)
+        inner = self._orig_forward
         for p in self.policies:
             if p.wraps_forward:
-                self.replace(model, "forward", p.model_forward(self._orig_forward))
+                inner = p.model_forward(inner)
+        # outside diffusers' hook chain on the model (CFG-Cache works on the gathered output under context parallelism)
+        self.replace(model, "forward", self._model_forward(inner))
         self._hooks.append(model.register_forward_pre_hook(torch.compiler.disable(self._pre), with_kwargs=True))
         # always_call: runs even when the forward raises (output None): the call stays unfinished, and the next one
         # warns and starts a new video (a BaseException skips the hook: the call stays unfinished all the same)
@@ -242,6 +244,24 @@ class Engine:
             p.drop_buffers()
         self._states.clear()
 
+    def _model_forward(self, inner):
+        """The model's forward: `inner` (the original, or a policy's wrapper of it), run eagerly on an observed call.
+        Its own frame is skipped by torch.compile (`recursive=False`): the check runs in Python on every call, and
+        `inner` is compiled as its own frame (one graph per call kind, as before); an observed call runs `inner`
+        with compilation disabled, so recording what it sees never happens inside a graph."""
+        engine = self
+        eager = torch.compiler.disable(inner)
+
+        def forward(*args, **kwargs):
+            if engine.observing:
+                out = eager(*args, **kwargs)
+                _ran_eagerly_by_design()
+                return out
+            return inner(*args, **kwargs)
+
+        forward._fk_engine = self
+        return torch.compiler.disable(forward, recursive=False)
+
     def _entry_point(self, orig):
         """A forward-like method a pipeline calls directly (not through __call__): the same bookkeeping."""
         engine = self
@@ -254,7 +274,7 @@ class Engine:
             args, kwargs = engine._pre(engine.model, args, kwargs, fn=orig)
             engine.in_entry = True  # a forward call inside the entry point is part of this call
             try:
-                out = orig(*args, **kwargs)
+                out = (torch.compiler.disable(orig) if engine.observing else orig)(*args, **kwargs)
             finally:
                 engine.in_entry = False
             engine._post(engine.model, args, out)
@@ -362,21 +382,20 @@ class Engine:
         self.calls += 1
         call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs)
         self.call = call
-        if sig_changed and signature != self._probed:
-            # new shapes: every key's state is dropped, this key's is allocated; probed through the model's outermost
-            # forward (diffusers' model-level split hook included; our own wrapper passes through while probing)
-            self._probe(call, self.model.forward if fn is self._orig_forward else fn)
-            self._probed = signature
+        self._signatures[key] = signature
+        if signature != self._probed:
+            # new shapes: this call is observed (it runs in full); every key's state is dropped, and this key's
+            # buffers are allocated and filled from it in `_post`
+            self._states.clear()
             self.key = None
-            self._switch(key)
+            self.observing = True
+            for p in self.policies:
+                p.start_observing()
+            return args, kwargs
+        self._switch(key)
+        if sig_changed:  # a key seen with the shapes of the last observed call: its buffers follow them
             for p in self.policies:
                 p.allocate(call, self.probe_result)
-        else:
-            self._switch(key)
-            if sig_changed:  # a key seen with the shapes of the last probe: its buffers follow them
-                for p in self.policies:
-                    p.allocate(call, self.probe_result)
-        self._signatures[key] = signature
         for p in self.policies:
             p.begin(call)
         return args, kwargs
@@ -385,62 +404,60 @@ class Engine:
         if self.in_entry or self.call is None:
             return None
         call, self.call = self.call, None
+        observed, self.observing = self.observing, False
         if output is None:  # the forward raised: the call stays unfinished, and the next one starts a new video
             return None
-        self.output = output
-        for p in self.policies:
-            p.end(call)
-        self.output = None
+        if observed:
+            self._adopt(call, output)
+        else:
+            self.output = output
+            for p in self.policies:
+                p.end(call)
+            self.output = None
         self._clocks[call.key]["in_call"] = False
         return None
 
-    # -- probing -------------------------------------------------------------------------------------------------
-    def _probe(self, call: Call, fn) -> None:
-        """Runs the original forward once with every policy recording (fake tensors, else a real call). Other
-        keys' states are dropped (new shapes)."""
+    # -- observed calls ------------------------------------------------------------------------------------------
+    def _adopt(self, call: Call, output) -> None:
+        """After an observed call: size every buffer from what it produced, then run the policies' per-call
+        bookkeeping around it as for any call (`begin`, `adopt` instead of the hooked forwards' work, `end`)."""
         from .. import adapters
 
-        args, kwargs = call.args, call.kwargs
-        ordered = [kwargs[n] for n in self._sig.parameters if n in kwargs]
-        hidden = first_tensor((*args, *ordered, *kwargs.values()))
-        if hidden is None:
-            raise ValueError("fastercache: the model was called without a batched tensor argument")
-        frames = self.adapter.latent_frames(self.model, hidden, kwargs)
-        for p in self.policies:
-            p.restart_probe()
-        self.probing = True
-        real = False
-        try:
+        with torch.inference_mode(False), torch.no_grad():
+            sample = adapters.base.get_sample(output)
+            if sample.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                raise TypeError(f"fastercache: {type(self.model).__name__} returns {sample.dtype} samples; the cache ops "
+                                "store float32, float16 or bfloat16: run the model in one of those (e.g. model.float())")
+            args, kwargs = call.args, call.kwargs
+            ordered = [kwargs[n] for n in self._sig.parameters if n in kwargs]
+            hidden = first_tensor((*args, *ordered, *kwargs.values()))
+            if hidden is None:
+                raise ValueError("fastercache: the model was called without a batched tensor argument")
+            frames = self.adapter.latent_frames(self.model, hidden, kwargs)
+            self.probe_result = Probe(tuple(sample.shape), sample.dtype, hidden.shape[0], frames, hidden.device)
+            self._probed = self._signatures[call.key]
+            self.observed += 1
+            self._switch(call.key)
+            for p in self.policies:
+                p.allocate(call, self.probe_result)
+            self.adopting = True
             try:
-                if not self.adapter.fake_probe:
-                    raise _RealProbe
-                with torch.no_grad(), torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True) as m:
-                    fargs, fkwargs = tree_map_only(torch.Tensor, m.from_tensor, (args, kwargs))
-                    out = fn(*fargs, **fkwargs)
-                    sample = adapters.base.get_sample(out)
-                    shape, dtype = tuple(sample.shape), sample.dtype
-            except (_RealProbe, *_fake_failures()):
                 for p in self.policies:
-                    p.restart_probe()
-                real = True
-                self.real_probes += 1
-                with torch.no_grad():
-                    out = fn(*args, **kwargs)
-                    sample = adapters.base.get_sample(out)
-                    shape, dtype = tuple(sample.shape), sample.dtype
-        finally:
-            self.probing = False
-        self._states.clear()
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise TypeError(f"fastercache: {type(self.model).__name__} returns {dtype} samples; the cache ops store "
-                            "float32, float16 or bfloat16: run the model in one of those (e.g. model.float())")
-        self.probe_result = Probe(shape, dtype, hidden.shape[0], frames, hidden.device, real)
+                    p.begin(call)
+                for p in self.policies:
+                    p.adopt(call, output)
+                self.output = output
+                for p in self.policies:
+                    p.end(call)
+            finally:
+                self.output = None
+                self.adopting = False
 
     # -- reporting -----------------------------------------------------------------------------------------------
     def clock_stats(self) -> dict:
         c = self._clocks.get(self.key or "", {}).get("c", 0) if self._clocks else 0
         return {"calls": self.calls, "videos": self.videos, "call_in_video": c,
-                "keys": {k: v["c"] for k, v in self._clocks.items()}, "real_probes": self.real_probes}
+                "keys": {k: v["c"] for k, v in self._clocks.items()}, "observed_calls": self.observed}
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class AttentionCache:
         self.name, self.module, self.kind = name, module, kind
         self.weight = weight  # 0-d fp32, updated in place
         self._weight_value = None
-        self.active = False  # False until the module has been seen in a probe (allocated)
+        self.active = False  # False until the module has run in an observed call (allocated)
         self.tuple_out = False
         self.shapes: list = []  # [(shape, dtype)] of the stored slots
         self.out_dtypes: list[torch.dtype] = []
@@ -106,8 +106,9 @@ class FasterCachePolicy(Policy):
         self.first_rows = getattr(schedule, "skip_call_rows", "computed") == "other"
         self.batched = frozenset(adapter.batched_args)
         self.engine = None
-        self._records: dict | None = None  # what the probe in progress records
-        self._shapes: dict | None = None  # what the last probe recorded: module -> output shapes
+        self._records: dict | None = None  # what the observed call in progress records: module -> (shapes, tuple)
+        self._kept: dict = {}  # module -> its outputs in the observed call (what the cache stores: adopted after)
+        self._shapes: dict | None = None  # what the last observed call recorded
         self.kinds: dict[str, int] = {}
         self.total_calls = 0
         # per-branch CFG (cross-branch: not per key): the computed branch's sample of the current step
@@ -161,13 +162,28 @@ class FasterCachePolicy(Policy):
         for cache in self.caches:
             cache.reset()
 
-    def restart_probe(self) -> None:
+    def start_observing(self) -> None:
         self._records = {}
+        self._kept = {}
 
     def allocate(self, call: Call, probe: Probe) -> None:
-        if self._records is not None:  # a probe just ran
+        if self._records is not None:  # a call was just observed
             self._shapes, self._records = self._records, None
         self._allocate_buffers(call, probe)
+
+    def adopt(self, call: Call, output) -> None:
+        """The observed call was a full call: store what its modules returned, and its output's CFG residual, as
+        the hooked forwards store them on any full call."""
+        kept, self._kept = self._kept, {}
+        for cache in self.caches:
+            if cache.active and cache in kept and not cache.reuse:
+                _store(self, cache, kept[cache])
+        if not self.cfg_enabled:
+            return
+        if call.branch is not None:
+            self._after_branch(output, call.branch)
+        elif self.split:
+            self._after_full(output)
 
     def _allocate_buffers(self, call: Call, probe: Probe) -> None:
         records = self._shapes or {}
@@ -395,7 +411,7 @@ class FasterCachePolicy(Policy):
             "cfg_residual_bytes": self.cfg.nbytes() + self.branch_cfg.nbytes(),
         }
 
-    # -- probing (eager, inside the engine's probe) ---------------------------------------------------------------
+    # -- observing (eager, the first call of new shapes) ---------------------------------------------------------------
     def _record(self, cache: AttentionCache, out) -> None:
         if self._records is None:
             self._records = {}
@@ -407,13 +423,14 @@ class FasterCachePolicy(Policy):
             raise TypeError(f"fastercache: module {cache.name!r} returned {type(out).__name__}; expected a tensor "
                             "or a tuple of tensors")
         self._records[cache] = ([(tuple(o.shape), o.dtype) for o in outs], isinstance(out, tuple))
+        self._kept[cache] = tuple(o.detach() for o in outs) if isinstance(out, tuple) else out.detach()
 
     # -- the forwards torch.compile traces -------------------------------------------------------------------------
     def _attention_forward(self, orig, cache: AttentionCache):
         policy = self
 
         def forward(*args, **kwargs):
-            if policy.engine.probing:
+            if policy.engine.observing:
                 out = orig(*args, **kwargs)
                 policy._record(cache, out)
                 return out
@@ -432,7 +449,7 @@ class FasterCachePolicy(Policy):
         batched = self.batched
 
         def forward(*args, **kwargs):
-            if policy.engine.probing or not policy.cfg_enabled:
+            if policy.engine.observing or not policy.cfg_enabled:
                 return orig(*args, **kwargs)
             call = policy.engine.call
             if call is None:  # called outside the engine's bookkeeping (no pre-hook ran)
@@ -445,8 +462,7 @@ class FasterCachePolicy(Policy):
             cfg = policy.cfg
             if policy.full:
                 out = orig(*args, **kwargs)
-                halves = [policy.to_grid(h) for h in get_sample(out).detach().chunk(2)]  # no backward
-                cfg.refresh(halves[1 - ci], halves[ci])
+                policy._after_full(out)
                 return out
             b = policy.batch
             kept = [k for k, v in kwargs.items() if k not in batched and _batched(v, b)]
@@ -480,11 +496,21 @@ class FasterCachePolicy(Policy):
             computed = self.step_sample[self.computed_branch]
             return put_sample(self._template, self.from_grid(cfg.reconstruct(self.to_grid(computed))))
         out = orig(*args, **kwargs)
+        self._after_branch(out, branch)
+        return out
+
+    def _after_full(self, out) -> None:
+        """A full batched call: refresh the CFG residual from its two halves."""
+        ci = self.computed_index
+        halves = [self.to_grid(h) for h in get_sample(out).detach().chunk(2)]  # no backward
+        self.cfg.refresh(halves[1 - ci], halves[ci])
+
+    def _after_branch(self, out, branch: str) -> None:
+        """A computed per-branch call: keep its sample; the step's second call refreshes the residual."""
         self.step_sample[branch].copy_(get_sample(out).detach())
         if self.refresh_now:
-            cfg.refresh(self.to_grid(self.step_sample[self.other_branch]),
-                        self.to_grid(self.step_sample[self.computed_branch]))
-        return out
+            self.branch_cfg.refresh(self.to_grid(self.step_sample[self.other_branch]),
+                                    self.to_grid(self.step_sample[self.computed_branch]))
 
 
 def _unsliced(kept: list, batch: int, batched) -> str:
