@@ -25,6 +25,7 @@ call is made. The observed call always runs eagerly, also inside `torch.compile`
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ class Engine:
         self.model, self.adapter, self.policies = model, adapter, list(policies)
         self._saved: list[tuple[object, str, bool, object, object]] = []
         self._hooks = []
-        self._orig_forward = model.forward
+        self._orig_forward = getattr(*parallel.model_slot(model))
         self._sig = inspect.signature(self._orig_forward)
         self.host_time = any(p.host_time for p in self.policies)
         self.timestep_fn = None  # optional callback giving the timestep (diffusers' current_timestep_callback)
@@ -179,7 +180,7 @@ class Engine:
             if p.wraps_forward:
                 inner = p.model_forward(inner)
         # outside diffusers' hook chain on the model (CFG-Cache works on the gathered output under context parallelism)
-        self.replace(model, "forward", self._model_forward(inner))
+        self.replace(*parallel.model_slot(model), self._model_forward(inner))
         self._hooks.append(model.register_forward_pre_hook(torch.compiler.disable(self._pre), with_kwargs=True))
         # always_call: runs even when the forward raises (output None): the call stays unfinished, and the next one
         # warns and starts a new video (a BaseException skips the hook: the call stays unfinished all the same)
@@ -230,11 +231,14 @@ class Engine:
             h.remove()
         self._hooks.clear()
         for obj, attr, had, old, value in reversed(self._saved):
-            if obj.__dict__.get(attr) is not value:  # wrapped since (enable_parallelism after fk.apply): unhook inside
+            if obj.__dict__.get(attr) is not value:  # hooks were put around it since (offloading, parallelism)
                 ref, name = parallel.unwrap_slot(obj, attr, value)
                 if ref is not None:
-                    setattr(ref, name, old if had else getattr(type(obj), attr).__get__(obj))
-                    continue
+                    if ref is obj and name == "forward" and not had:
+                        delattr(obj, "forward")  # the class's forward again
+                    else:
+                        setattr(ref, name, old if had else getattr(type(obj), attr).__get__(obj))
+                continue  # not found: whoever replaced it dropped it already
             if had:
                 setattr(obj, attr, old)
             else:
@@ -259,7 +263,8 @@ class Engine:
                 return out
             return inner(*args, **kwargs)
 
-        forward._fk_engine = self
+        # inspect.signature(model.forward) follows __wrapped__ to the model's own signature (pipelines read it)
+        functools.update_wrapper(forward, inner)
         return torch.compiler.disable(forward, recursive=False)
 
     def _entry_point(self, orig):

@@ -28,23 +28,38 @@ def cp_group(model):
 
 
 def forward_slot(module) -> tuple[object, str]:
-    """(object, attribute) holding the forward to patch: the innermost forward of the module's diffusers hook
-    chain when it has one (its split hook then runs first, so the patched forward gets this rank's shard)."""
+    """(object, attribute) holding the forward to patch: the innermost forward of the hook chain another library put
+    on the module (diffusers' hooks: context parallelism's split, group offloading; accelerate's offload hooks, which
+    keep the wrapped forward in `_old_forward`), so their hooks run first and stay the outermost: the patched forward
+    gets this rank's shard and onloaded weights, and a library that removes and re-adds its hooks (diffusers'
+    `maybe_free_model_hooks` after every video) puts them back around the patched forward."""
     registry = module.__dict__.get("_diffusers_hook")
     if registry is not None and registry._fn_refs and "forward" in module.__dict__:
         ref = registry._fn_refs[0]
         return (ref, "original_forward") if ref.original_forward is not None else (ref, "forward")
+    return model_slot(module)
+
+
+def model_slot(module) -> tuple[object, str]:
+    """The model-level forward's slot: inside accelerate's hook (model CPU offloading wraps the transformer), outside
+    diffusers' own hooks (CFG-Cache works on the gathered output under context parallelism)."""
+    if "_hf_hook" in module.__dict__ and "_old_forward" in module.__dict__:
+        return module, "_old_forward"
     return module, "forward"
 
 
 def unwrap_slot(obj, attr: str, value):
-    """Where `value`, set as `obj.attr`, sits now: a hook chain registered on `obj` after it wraps it (diffusers'
-    `enable_parallelism` after `fk.apply`); (None, None) when it is not found."""
+    """Where `value`, set as `obj.attr`, sits now: a hook chain put on `obj` after it wraps it (diffusers'
+    `enable_parallelism` or group offloading, accelerate's offload hooks, applied after `fk.apply`, or removed and
+    re-added since); (None, None) when it is not found."""
     registry = getattr(obj, "__dict__", {}).get("_diffusers_hook")
     for ref in getattr(registry, "_fn_refs", ()):
         for name in ("forward", "original_forward"):
             if getattr(ref, name, None) is value:
                 return ref, name
+    for name in ("_old_forward", "forward"):
+        if getattr(obj, "__dict__", {}).get(name) is value:
+            return obj, name
     return None, None
 
 
