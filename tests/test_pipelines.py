@@ -118,11 +118,17 @@ def test_cfg_cache_rebuilds_the_skipped_branch_without_running_the_model(setup):
     assert skips > 0 and len(ran) == 2 * STEPS - skips  # no extra run: the first call itself is observed
 
 
-def test_cfg_cache_needs_the_computed_branch_first(setup):
+def test_cfg_cache_computes_the_branch_the_loop_calls_first(setup):
+    """Per branch, the computed branch is observed (the first one called in a step), not configured: the config's
+    `computed_branch` does not change a per-branch run, and no call order raises."""
     name, pipe, kw, loop, plain = setup
-    config = fk.FasterCacheConfig.preset("cogvideox-2b")  # computes uncond on skip steps; the loop calls cond first
-    with fk.apply(pipe.transformer, config), pytest.raises(RuntimeError, match="computed branch must come first"):
-        loop.run(pipe.transformer, True)
+    outs = []
+    for branch in ("cond", "uncond"):
+        with fk.apply(pipe.transformer, fk.FasterCacheConfig.preset("latte", computed_branch=branch)) as handle:
+            outs.append(loop.run(pipe.transformer, True))
+            kinds = handle.stats()["calls_per_kind"]
+        assert kinds.get("skip/reconstruct [uncond]", 0) > 0, kinds  # the loop calls cond first: uncond is rebuilt
+    assert torch.equal(outs[0], outs[1])
 
 
 @pytest.mark.parametrize("adaptive", ["adacache", "fbcache"])

@@ -111,6 +111,7 @@ class AdaptiveRuntime(Policy):
         self.half: int | None = None  # composed with CFG-Cache: a skip call runs this half of the batch
         self.active = True  # False on a call that does not run the model (a rebuilt CFG branch)
         self.go = True
+        self.lead = None  # the pred of the step's first branch, on a later branch's call
         self._make_scalars()
 
     # -- engine protocol -----------------------------------------------------------------------------------------
@@ -238,8 +239,12 @@ class AdaptiveRuntime(Policy):
             new = new | (t > self.prev_t)
             self.prev_t.copy_(t)
         self._reset_where(new)
-        if call.branch != "uncond":  # per-branch calls: a video is counted once, on its cond calls
+        if call.pos == 0:  # per-branch calls: a video is counted once, on the first branch's calls
             self.videos.add_(new.to(_I64))
+        # the later branches of a step follow the first one's decision (its indicator decides for the whole step),
+        # so classifier-free guidance never mixes a reused branch with a computed one
+        lead = self.engine.peek(call.leader, self) if call.leader is not None else None
+        self.lead = None if lead is None else lead[0]["pred"]
         self.c.add_(1)
         force = self.c == 1
         if by_steps:
@@ -262,6 +267,10 @@ class AdaptiveRuntime(Policy):
 
     def begin_policy(self) -> None:
         pass
+
+    def decide(self, own: torch.Tensor) -> torch.Tensor:
+        """This call's decision from the policy's own rule (`own`: compute), or the step's first branch's."""
+        return self.force | (own if self.lead is None else self.lead)
 
     def _read(self) -> None:
         """The one host read per call (decide='host')."""
@@ -560,7 +569,7 @@ class TeaCacheRuntime(AdaptiveRuntime):
             rel = ops.feature_diff_from_partials(parts, "rel_l1")
             # a rescaled distance below 0 counts as 0 (the reference lets it go negative: threshold 0 could reuse)
             acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).clamp(min=0).to(_F32)
-            pred = self.force | ~(acc < self.config.threshold)  # NaN computes
+            pred = self.decide(~(acc < self.config.threshold))  # NaN computes
             self.acc.copy_(torch.where(pred, torch.zeros_like(acc), acc))
             self.acc_seen.copy_(acc)
             self.metric.copy_(rel)
@@ -611,7 +620,7 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
         metric = self.config.metric
         parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
         diff = ops.feature_diff_from_partials(parts, metric)
-        pred = self.force | ~(diff < self.config.threshold)  # NaN computes
+        pred = self.decide(~(diff < self.config.threshold))  # NaN computes
         self.metric.copy_(diff)
         self.pred.copy_(pred)
         if self.device_mode:
@@ -675,7 +684,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
         return ("p", "qr")
 
     def begin_policy(self) -> None:
-        self.pred.copy_(self.force | (self.c >= self.next_call))
+        self.pred.copy_(self.decide(self.c >= self.next_call))
         self._read()
 
     def observe_run(self, b, args, kwargs):

@@ -50,6 +50,8 @@ class Call:
     num_steps: int | None  # the context's num_inference_steps
     args: tuple
     kwargs: dict
+    pos: int = 0  # the call's position in its sampler step: 1, 2, ... for the later CFG branches of one step
+    leader: str | None = None  # the state key of the step's first call, on the later calls of a step
     half: int | None = None  # a batched CFG-skip call runs this half of the batch (set by FasterCache's begin)
     skips_model: bool = False  # the call returns a rebuilt CFG branch without running the model (FasterCache)
 
@@ -168,6 +170,11 @@ class Engine:
         self.probe_result: Probe | None = None
         self.in_entry = False
         self._entry_sigs: dict = {}  # entry point -> its signature (binding positional inputs)
+        # The call pattern, from the calls: two or more calls at one timestep are the CFG branches of one step
+        self._last_t = None  # the previous call's timestep, as passed
+        self._step_keys: list[str] = []  # the keys of the current step's calls, in call order
+        self.per_branch = False  # calls without cache_context come once per branch (seen: two calls at a timestep)
+        self.pipeline = None  # () -> the pipeline fk.apply was given (a weak reference), or None
         self.calls = 0
         self.videos = 0
         self.observed = 0
@@ -329,6 +336,38 @@ class Engine:
             return True
         return step is not None and clock["step"] is not None and step < clock["step"]  # the sampler restarted
 
+    def _same_step(self, t_raw) -> bool:
+        """Whether this call's timestep is the previous call's (then both are branches of one sampler step): the
+        same tensor or storage, equal values of a CPU tensor or number (free to read), or equal host values where
+        a policy reads the timestep anyway. A device tensor is never read for this alone."""
+        prev, self._last_t = self._last_t, t_raw
+        if prev is None or t_raw is None:
+            return False
+        if t_raw is prev:
+            return True
+        if isinstance(t_raw, torch.Tensor) and isinstance(prev, torch.Tensor):
+            if t_raw.shape != prev.shape or t_raw.device != prev.device:
+                return False
+            if t_raw.data_ptr() == prev.data_ptr() and t_raw.stride() == prev.stride():
+                return True
+            return (t_raw.device.type == "cpu" or self.host_time) and bool(torch.equal(t_raw, prev))
+        if isinstance(t_raw, torch.Tensor) or isinstance(prev, torch.Tensor):
+            return False
+        return float(t_raw) == float(prev)
+
+    def _rename(self, old: str, new: str) -> None:
+        """The state kept under `old` is `new`'s from now on (the first call of a per-branch step ran as `old`)."""
+        for table in (self._clocks, self._signatures, self._states):
+            if old in table:
+                table[new] = table.pop(old)
+        if self.key == old:
+            self.key = new
+
+    def peek(self, key: str, policy: Policy):
+        """`policy`'s saved state of `key` (another branch of this step), or None."""
+        saved = self._states.get(key)
+        return None if saved is None else saved[self.policies.index(policy)]
+
     def signature(self, args: tuple, kwargs: dict) -> tuple:
         sig = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor))
         return sig + tuple((i, tuple(v.shape), v.dtype, v.device) for i, v in enumerate(args)
@@ -360,8 +399,6 @@ class Engine:
         fn = fn or self._orig_forward
         args, kwargs = self.bind(args, kwargs, self._entry_sigs.get(fn))
         ctx = self.context
-        key = "" if ctx is None else str(ctx.name)
-        branch = key if key in BRANCH_NAMES else None
         step = getattr(ctx, "step_index", None)
         num_steps = getattr(ctx, "num_inference_steps", None)
         if self.timestep_fn is not None:
@@ -371,6 +408,19 @@ class Engine:
         if t_raw is None and ctx is not None:
             t_raw = getattr(ctx, "timestep", None)
         t = timestep_value(t_raw) if self.host_time else None
+        pos = len(self._step_keys) if self._same_step(t_raw) else 0
+        if ctx is None:
+            if pos and not self.per_branch:  # the second call at one timestep: calls come once per CFG branch
+                self.per_branch = True
+                self._rename("", "#0")
+                self._step_keys = ["#0"]
+            key = f"#{pos}" if self.per_branch else ""
+            branch = key if self.per_branch else None
+        else:
+            key = str(ctx.name)
+            branch = key if key in BRANCH_NAMES else None
+        self._step_keys = [*self._step_keys, key] if pos else [key]
+        leader = self._step_keys[0] if pos and self._step_keys[0] != key else None
         clock = self._clocks.setdefault(key, {"c": 0, "prev_t": None, "step": None, "in_call": False})
         signature = self.signature(args, kwargs)
         sig_changed = signature != self._signatures.get(key)
@@ -385,7 +435,7 @@ class Engine:
         clock["c"] += 1
         clock.update(prev_t=t, step=step, in_call=True)
         self.calls += 1
-        call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs)
+        call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs, pos=pos, leader=leader)
         self.call = call
         self._signatures[key] = signature
         if signature != self._probed:

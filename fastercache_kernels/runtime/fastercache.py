@@ -8,10 +8,12 @@ are allocated once and rotated by swapping references, so `torch.compile` builds
 Calls come in two shapes:
 - batched (no `cache_context`, or a context naming both branches): the batch holds the two CFG halves; a full call
   runs both and refreshes the CFG residual, a skip call runs the computed half and rebuilds the other.
-- per branch (`cache_context("cond")` / `("uncond")`, diffusers' Wan, HunyuanVideo, Flux, Qwen-Image pipelines):
-  each branch keeps its own attention caches and call count; on a full step both calls run and the second one
-  refreshes the residual; on a skip step the computed branch (the config's `computed_branch`) must be called first,
-  and the other branch's call returns `computed + a*R_low + b*R_high` without running the model.
+- per branch (`cache_context("cond")` / `("uncond")`, diffusers' Wan, HunyuanVideo, Flux, Qwen-Image pipelines, or
+  two calls at one timestep without a context): each branch keeps its own attention caches and call count; on a
+  full step both calls run and the second one refreshes the residual `R = second - first`; on a skip step the
+  branch the loop calls first runs (observed, whatever its name) and the other one's call returns
+  `first + a*R_low + b*R_high` without running the model. A step whose call order does not fit the residual (the
+  order flipped, or no full step refreshed it yet) runs both branches instead.
 """
 
 from __future__ import annotations
@@ -113,8 +115,10 @@ class FasterCachePolicy(Policy):
         self.total_calls = 0
         # per-branch CFG (cross-branch: not per key): the computed branch's sample of the current step
         self.branch_cfg = CFGResidual(schedule.radius_divisor, schedule.storage_dtype)
-        self.step_sample: dict[str, torch.Tensor | None] = {"cond": None, "uncond": None}
-        self.step_of: dict[str, int] = {"cond": 0, "uncond": 0}
+        self.step_sample: dict[str, torch.Tensor | None] = {}  # branch -> its sample of the current step
+        self.step_of: dict[str, int] = {}  # branch -> the call count of its last computed call
+        self.step_first: str | None = None  # the branch called first in the current step
+        self.res_order: tuple | None = None  # (first, second) of the step whose samples made the residual
         self.reconstruct = False  # this call rebuilds the other branch without running the model
         self.refresh_now = False  # this per-branch call is a full step's second one: it refreshes the residual
         self._template = None  # the computed branch's output of the step: the structure a rebuilt output copies
@@ -158,7 +162,8 @@ class FasterCachePolicy(Policy):
         self.plan = None
         self.cfg.reset()
         self.branch_cfg.reset()
-        self.step_of = {"cond": 0, "uncond": 0}
+        self.step_of = {}
+        self.res_order = None
         for cache in self.caches:
             cache.reset()
 
@@ -243,8 +248,8 @@ class FasterCachePolicy(Policy):
             half = (shape[0] // 2, *shape[1:]) if split else shape
             (self.cfg if split else self.branch_cfg).allocate(half, probe.sample_dtype, device)
             if not split:  # per-branch calls: each branch's sample of the current step (as the model returns it)
-                for b, old in self.step_sample.items():
-                    self.step_sample[b] = fitting_buffer(old, probe.sample_shape, probe.sample_dtype, device)
+                for b in list(self.step_sample):
+                    self._sample_buffer(b)
 
     def _token_grid(self, call: Call, probe: Probe) -> tuple:
         fn = self.adapter.token_grid
@@ -292,27 +297,27 @@ class FasterCachePolicy(Policy):
                                                                            else f" [{call.branch}]")
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
+    def _sample_buffer(self, branch: str) -> torch.Tensor:
+        p = self.engine.probe_result
+        buf = fitting_buffer(self.step_sample.get(branch), p.sample_shape, p.sample_dtype, p.device)
+        self.step_sample[branch] = buf
+        return buf
+
     def _begin_branch(self, call: Call, plan: CallPlan) -> None:
         if not self.cfg_enabled:
             return
-        cfg, c = self.branch_cfg, call.c
+        b, c = call.branch, call.c
+        self._sample_buffer(b)  # (on the host: never inside a graph)
+        first = not any(n == c for k, n in self.step_of.items() if k != b)
+        if first:
+            self.step_first = b
         if plan.full:
-            cfg.full()
-            other = self.other_branch if call.branch == self.computed_branch else self.computed_branch
-            self.refresh_now = self.step_of[other] == c  # the step's second call refreshes the residual
+            self.branch_cfg.full()
+            self.refresh_now = not first  # the step's second call refreshes R = second - first
             return
-        if call.branch == self.computed_branch:
-            return
-        if self.step_of[self.computed_branch] != c or not cfg.refreshed:
-            why = ("no full step has refreshed the CFG residual yet" if not cfg.refreshed else
-                   f"the pipeline called {call.branch!r} before {self.computed_branch!r} in step {c}")
-            raise RuntimeError(
-                f"fastercache: call {c} is a CFG-Cache skip step, which rebuilds {call.branch!r} from the "
-                f"{self.computed_branch!r} output of the same step, but {why}. With per-branch calls the computed "
-                f"branch must come first in every step: set computed_branch={call.branch!r} in the config "
-                f"(fk.FasterCacheConfig.preset(name, computed_branch={call.branch!r})) if the pipeline calls "
-                f"{call.branch!r} first")
-        cfg.skip(plan.low_mult, plan.high_mult)
+        if first or self.res_order != (self.step_first, b) or not self.branch_cfg.refreshed:
+            return  # the first call of a skip step runs; so does any call the residual does not describe
+        self.branch_cfg.skip(plan.low_mult, plan.high_mult)
         self.reconstruct = True
         call.skips_model = True
 
@@ -347,10 +352,11 @@ class FasterCachePolicy(Policy):
         if call.branch is not None and self.cfg_enabled:  # host-side bookkeeping of the per-branch CFG step
             if not self.reconstruct:
                 self.step_of[call.branch] = call.c
-                if call.branch == self.computed_branch:
+                if call.branch == self.step_first:
                     self._template = self.engine.output
             if self.refresh_now:
                 self.branch_cfg.refreshed = True
+                self.res_order = (self.step_first, call.branch)
         if self.reconstruct:
             return
         plan = self.plan
@@ -385,7 +391,7 @@ class FasterCachePolicy(Policy):
             cache._init_local()
         self._init_local()
         self.branch_cfg = CFGResidual(self.schedule.radius_divisor, self.schedule.storage_dtype)
-        self.step_sample = {"cond": None, "uncond": None}
+        self.step_sample = {}
 
     def cache_bytes(self) -> int:
         total = sum(c.nbytes() for c in self.caches) + self.cfg.nbytes() + self.branch_cfg.nbytes()
@@ -493,7 +499,7 @@ class FasterCachePolicy(Policy):
         branch = self.engine.call.branch
         cfg = self.branch_cfg
         if self.reconstruct:
-            computed = self.step_sample[self.computed_branch]
+            computed = self.step_sample[self.step_first]
             return put_sample(self._template, self.from_grid(cfg.reconstruct(self.to_grid(computed))))
         out = orig(*args, **kwargs)
         self._after_branch(out, branch)
@@ -509,8 +515,8 @@ class FasterCachePolicy(Policy):
         """A computed per-branch call: keep its sample; the step's second call refreshes the residual."""
         self.step_sample[branch].copy_(get_sample(out).detach())
         if self.refresh_now:
-            self.branch_cfg.refresh(self.to_grid(self.step_sample[self.other_branch]),
-                                    self.to_grid(self.step_sample[self.computed_branch]))
+            self.branch_cfg.refresh(self.to_grid(self.step_sample[branch]),
+                                    self.to_grid(self.step_sample[self.step_first]))
 
 
 def _unsliced(kept: list, batch: int, batched) -> str:
