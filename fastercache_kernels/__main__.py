@@ -299,7 +299,7 @@ def main(argv=None) -> None:
     b.add_argument("--plot", help="write a PNG chart here (GB/s per backend, copy bandwidth, ratio to eager)")
     for name, helptext, clips in (
             ("demo", "the main job: each demo DiT without a cache and with its recommended setting, one summary "
-             "line each (about a minute)", 4),
+             "line each (about 80 s of CPU time)", 4),
             ("quality", "the full table: every cache setting, both models, GIFs, then the op table", 8)):
         d = sub.add_parser(name, help=helptext)
         d.add_argument("--models", default="cogvideox,latte", help="comma-separated: cogvideox,latte")
