@@ -12,7 +12,7 @@ TEST_PINS := diffusers==0.42.1 transformers==5.23.0 accelerate==1.15.0 safetenso
 BUILD_DEPS := 'setuptools>=64' wheel 'pybind11>=2.12' 'cmake>=3.24' ninja
 SOURCES := $(shell find csrc -type f) CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: install test demo bench info clean gpu-check
+.PHONY: install test demo demo-full bench info clean gpu-check
 
 $(VENV)/.deps: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,8 +58,13 @@ install: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest
 
+# demo: no cache against each model's recommended setting, one summary line each (about a minute of sampling);
+# demo-full: every setting, both models, GIFs and the op table (docs/demo.md).
 demo: $(DEMO_STAMP)
 	$(PY) -m fastercache_kernels demo
+
+demo-full: $(DEMO_STAMP)
+	$(PY) -m fastercache_kernels quality
 
 bench: $(DEMO_STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,ops --benchmark-sort=name

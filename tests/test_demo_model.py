@@ -64,12 +64,13 @@ def test_trained_weights_learned_the_colours(family):
 
 
 def test_demo_timing_is_the_median_of_interleaved_rounds(monkeypatch):
-    """Each round runs every setting once, in turn; wall s is the median time and the speedup the median of the
-    rounds' own ratios, so one slow round (another job's burst) moves neither."""
+    """Each round runs every setting once, in turn; the times are medians and the speedups the medians of the
+    rounds' own ratios, so one slow round (another job's burst) moves neither; the speedup is by CPU time."""
     from fastercache_kernels.demo import run
 
     calls = []
-    fake = {"no cache": [1.0, 9.0, 1.0], "cached": [0.5, 0.5, 4.0]}  # round 2 slow for no cache, round 3 for cached
+    # (wall, CPU) per round: round 2 slow for no cache, round 3 for cached; the wall times say the opposite
+    fake = {"no cache": [(1.0, 1.0), (1.0, 9.0), (1.0, 1.0)], "cached": [(4.0, 0.5), (4.0, 0.5), (4.0, 4.0)]}
     real = run._sample_once
 
     def timed(model, s, *args):
@@ -81,9 +82,60 @@ def test_demo_timing_is_the_median_of_interleaved_rounds(monkeypatch):
     settings = [run.Setting("no cache"), run.Setting("cached", lambda m: _NoopHandle())]
     results, _ = run.run("latte", settings, n=1, steps=2, rounds=3)
     assert calls == ["no cache", "cached"] * 3
-    assert [r.seconds for r in results] == [1.0, 0.5]
-    assert results[1].speedup == 2.0  # the rounds' ratios are 2, 18 and 0.25
+    assert [r.cpu_seconds for r in results] == [1.0, 0.5]
+    assert [r.wall_seconds for r in results] == [1.0, 4.0]
+    assert results[1].speedup == 2.0  # the rounds' CPU ratios are 2, 18 and 0.25
+    assert results[1].wall_speedup == 0.25
     assert results[1].psnr >= 100  # the no-op setting gives the uncached samples
+
+
+def test_demo_ends_with_one_summary_line_per_model(monkeypatch, tmp_path, capsys):
+    """The default demo's closing lines: per model, the recommended setting's CPU-time speedup and PSNR against no
+    cache and the side-by-side PNG it wrote (1 clip, 4 calls, 1 round: the format, not the figures)."""
+    import re
+
+    from PIL import Image
+
+    from fastercache_kernels.__main__ import main
+    from fastercache_kernels.demo import run, settings
+
+    real = run._sample_once
+
+    def timed(model, s, *args):  # CPU time says 3x faster, wall time 2x slower: the line must give the CPU figure
+        video, _, stats = real(model, s, *args)
+        return video, ((1.0, 3.0) if s.apply is None else (2.0, 1.0)), stats
+
+    monkeypatch.setattr(run, "_sample_once", timed)
+    main(["demo", "--clips", "1", "--steps", "4", "--rounds", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "of CPU time" in out[-4] and "load average" in out[-4]
+    for line, family in zip(out[-2:], ("cogvideox", "latte")):
+        png = tmp_path / f"{family}.png"
+        pattern = (rf"{family}: {re.escape(settings.RECOMMENDED[family])} 3\.00x faster \(CPU time, median of 1 "
+                   rf"interleaved rounds\) (at \d+\.\d dB PSNR vs|identical to) no cache; "
+                   rf"frames: {re.escape(str(png))}")
+        assert re.fullmatch(pattern, line), line
+        with Image.open(png) as im:  # one row of 8 frames a side at 4x, a 12 px gap, a 16 px label row
+            assert im.size == (2 * 8 * 16 * 4 + 12, 16 + 16 * 4)
+        assert png.with_suffix(".gif").exists()
+
+
+def test_library_warnings_wait_until_the_block_ends(capsys):
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+
+    from fastercache_kernels.demo import run
+
+    root = diffusers_logging.get_logger("diffusers")
+    handlers = root.handlers[:]
+    with run.library_notes() as notes:
+        for _ in range(3):
+            warnings.warn("a library's warning", UserWarning)
+            diffusers_logging.get_logger("diffusers.hooks.faster_cache").warning("experimental")
+        assert capsys.readouterr().err == ""
+    assert len(notes) == 2 and "a library's warning" in notes[1] and notes[0].endswith("experimental")
+    assert root.handlers == handlers and handlers  # diffusers logs as before once the block ends
 
 
 class _NoopHandle:

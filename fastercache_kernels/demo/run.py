@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,8 +28,10 @@ class Setting:
 class Result:
     family: str
     setting: str
-    seconds: float
-    speedup: float = 1.0
+    cpu_seconds: float  # process CPU time of one sampling, median over the rounds
+    wall_seconds: float
+    speedup: float = 1.0  # by CPU time: the median over rounds of (no cache's CPU s / this setting's)
+    wall_speedup: float = 1.0
     computed: int | None = None
     reused: int | None = None
     cache_mb: float = 0.0
@@ -35,6 +40,7 @@ class Result:
     temporal: float | None = None
     attn_reused: float | None = None  # share of cached attention calls served from the cache
     extra: dict = field(default_factory=dict)
+    video: torch.Tensor | None = field(default=None, repr=False)  # the first round's samples [B, C, T, H, W]
 
 
 def load(family: str):
@@ -63,11 +69,13 @@ def _stat(stats: dict, *keys, default=None):
 
 
 def _sample_once(model, s: Setting, cond, null, noise, steps: int, progress):
+    """(video, (wall s, CPU s), stats). CPU time is the process's (every thread's), so time spent waiting while other
+    jobs hold the cores does not count: under load, wall-time speedups of these tiny models flipped below 1x."""
     handle = s.apply(model) if s.apply else None
     try:
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         video = sampling.sample(model, cond, null, noise, steps=steps, progress=progress)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - w0, time.process_time() - c0
         stats = handle.stats() if handle is not None else {}
     finally:
         if handle is not None:
@@ -78,14 +86,14 @@ def _sample_once(model, s: Setting, cond, null, noise, steps: int, progress):
 def run(family: str, settings: list[Setting], n: int = 4, steps: int = 50, seed: int = 0, progress=None,
         gif_dir: Path | None = None, rounds: int = 3) -> tuple[list[Result], str]:
     """Samples every setting `rounds` times, interleaved (round r runs each setting once, in turn), so load from
-    other jobs falls on all settings alike. Wall time and speedup are medians over the rounds (the speedup of a
-    round is that round's uncached time over the setting's); outputs and statistics come from the first round
-    (every round gives the same samples)."""
+    other jobs falls on all settings alike. CPU and wall times and their speedups are medians over the rounds (the
+    speedup of a round is that round's uncached time over the setting's); outputs and statistics come from the
+    first round (every round gives the same samples)."""
     model, weights = load(family)
     cond, null, noise, _ = inputs(n, seed)
     sampling.sample(model, cond, null, noise, steps=2)  # warm-up: first-call costs must not count against "no cache"
     first: list[tuple[torch.Tensor, dict]] = []
-    times = [[0.0] * rounds for _ in settings]
+    times = [[(0.0, 0.0)] * rounds for _ in settings]
     for r in range(rounds):
         for i, s in enumerate(settings):
             video, times[i][r], stats = _sample_once(model, s, cond, null, noise, steps, progress)
@@ -94,11 +102,13 @@ def run(family: str, settings: list[Setting], n: int = 4, steps: int = 50, seed:
     results: list[Result] = []
     ref = first[0][0]
     for i, (s, (video, stats)) in enumerate(zip(settings, first)):
-        r = Result(family, s.name, statistics.median(times[i]))
+        wall, cpu = ([t[k] for t in times[i]] for k in (0, 1))
+        r = Result(family, s.name, statistics.median(cpu), statistics.median(wall), video=video)
         if i == 0:
             r.computed, r.reused = steps, 0
         else:
-            r.speedup = statistics.median(base / t for base, t in zip(times[0], times[i]))
+            r.speedup = statistics.median(base[1] / t[1] for base, t in zip(times[0], times[i]))
+            r.wall_speedup = statistics.median(base[0] / t[0] for base, t in zip(times[0], times[i]))
             cfg = stats.get("cfg", {})
             r.computed, r.reused = cfg.get("full", stats.get("computed")), cfg.get("skip", stats.get("reused"))
             attn = stats.get("attention", {})
@@ -133,12 +143,83 @@ def write_gif(ref: torch.Tensor, test: torch.Tensor, path: Path, scale: int = 8)
     images[0].save(path, save_all=True, append_images=images[1:], duration=150, loop=0)
 
 
+def _frames_rgb(video: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, H, W] in [-1, 1] -> uint8 [B, T, H, W, C]."""
+    return ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1)
+
+
+def write_png(ref: torch.Tensor, test: torch.Tensor, path: Path, labels: tuple[str, str], scale: int = 4,
+              gap: int = 12) -> None:
+    """Every frame at once: one row per clip, the uncached frames left of the gap, the cached ones right of it,
+    the two labels above."""
+    from PIL import Image, ImageDraw
+
+    a, b = _frames_rgb(ref), _frames_rgb(test)
+    n, t, h, w, _ = a.shape
+    fw, fh = w * scale, h * scale
+    head = 16
+    side = t * fw
+    canvas = Image.new("RGB", (2 * side + gap, head + n * fh), (255, 255, 255))
+    for i in range(n):
+        for j in range(t):
+            for k, frames in enumerate((a, b)):
+                tile = Image.fromarray(frames[i, j].numpy()).resize((fw, fh), Image.NEAREST)
+                canvas.paste(tile, (k * (side + gap) + j * fw, head + i * fh))
+    draw = ImageDraw.Draw(canvas)
+    for k, label in enumerate(labels):
+        draw.text((k * (side + gap) + 2, 2), label, fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def summary_line(r: Result, rounds: int, frames: Path, weights: str = "trained") -> str:
+    """One line for a model: the cached setting's CPU-time speedup and PSNR against no cache, and where its frames
+    are."""
+    pace = f"{r.speedup:.2f}x faster" if r.speedup >= 1 else f"{1 / r.speedup:.2f}x slower"
+    psnr = "identical to" if r.psnr is not None and r.psnr >= 100 else f"at {r.psnr:.1f} dB PSNR vs"
+    model = r.family if weights == "trained" else f"{r.family} ({weights} weights)"
+    return (f"{model}: {r.setting} {pace} (CPU time, median of {rounds} interleaved rounds) {psnr} no cache; "
+            f"frames: {frames}")
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(f"{record.name}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def library_notes():
+    """Holds back Python warnings and diffusers' logged warnings raised inside the block, so none breaks into a
+    progress bar (diffusers' own FasterCache hook logs that it is experimental, and its frequency split calls
+    torch.meshgrid without `indexing`); yields a list that holds each distinct message once when the block ends,
+    for the caller to print after its bar has closed."""
+    from diffusers.utils import logging as diffusers_logging
+
+    notes: list[str] = []
+    root = diffusers_logging.get_logger("diffusers")
+    saved = root.handlers[:], root.propagate
+    root.handlers, root.propagate = [_Collect(notes)], False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield notes
+    finally:
+        root.handlers, root.propagate = saved
+        notes += [f"{w.category.__name__} ({Path(w.filename).name}:{w.lineno}): {w.message}" for w in caught]
+        notes[:] = dict.fromkeys(notes)
+
+
 def format_results(results: list[Result]) -> str:
-    head = ["model", "setting", "wall s", "speedup", "CFG full", "CFG skip", "attn reused", "cache MB", "PSNR dB",
-            "SSIM", "temporal"]
+    head = ["model", "setting", "CPU s", "speedup", "wall s", "wall x", "CFG full", "CFG skip", "attn reused",
+            "cache MB", "PSNR dB", "SSIM", "temporal"]
     rows = []
     for r in results:
-        rows.append([r.family, r.setting, f"{r.seconds:.2f}", f"{r.speedup:.2f}x",
+        rows.append([r.family, r.setting, f"{r.cpu_seconds:.2f}", f"{r.speedup:.2f}x", f"{r.wall_seconds:.2f}",
+                     f"{r.wall_speedup:.2f}x",
                      "" if r.computed is None else str(r.computed), "" if r.reused is None else str(r.reused),
                      "" if r.attn_reused is None else f"{r.attn_reused:.0%}",
                      f"{r.cache_mb:.2f}", "inf" if r.psnr and r.psnr >= 100 else f"{r.psnr:.2f}",
