@@ -1,0 +1,204 @@
+"""The diffusers zoo, classes A..K: one tiny random instance of every transformer class of diffusers 0.42.1 whose name
+starts with A..K, with the keyword inputs of one call (format: tests/zoo_entry.py; smoke test: tests/test_zoo_a.py).
+
+The truth fields (stacks, stream_order, image_stream) are read from each class's forward: the ModuleList its blocks
+live in and the order in which a block returns its streams."""
+
+from __future__ import annotations
+
+import torch
+from model_zoo import F, H, W, L, _allegro, _cogvideox_5b, _hunyuan15, _hunyuan15_extra, _ids
+from zoo_entry import Entry
+
+T_MID = 0.6  # the timestep of the call, as a fraction of the class's t_scale
+
+
+def _seeded(build):
+    """make(): seed, build, eval (the tiny configs below are all fp32)."""
+
+    def make():
+        torch.manual_seed(0)
+        return build().eval()
+
+    return make
+
+
+def _rn(g, *shape):
+    return torch.randn(*shape, generator=g)
+
+
+def _t(b, scale=1000.0):
+    return torch.full((b,), T_MID * scale)
+
+
+DUAL = ("encoder_hidden_states", "hidden_states")  # a block returning (encoder_hidden_states, hidden_states)
+DUAL_HF = ("hidden_states", "encoder_hidden_states")  # a block returning (hidden_states, encoder_hidden_states)
+ONE = ("hidden_states",)
+BASE = ("hidden_states", "encoder_hidden_states", "timestep")
+
+ENTRIES: list[Entry] = []
+
+
+def _add(**kw):
+    ENTRIES.append(Entry(**kw))
+
+
+# --- AceStepTransformer1DModel: 1D audio latents (B, T, C) concatenated with context latents on the channel dim.
+def _acestep():
+    from diffusers import AceStepTransformer1DModel
+
+    return AceStepTransformer1DModel(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+        head_dim=16, in_channels=8, audio_acoustic_hidden_dim=4, patch_size=2, sliding_window=4,
+        encoder_hidden_size=16)
+
+
+_add(cls="AceStepTransformer1DModel", make=_seeded(_acestep),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 16, 4), "timestep": _t(b, 1.0), "timestep_r": _t(b, 1.0),
+                          "encoder_hidden_states": _rn(g, b, L, 16), "context_latents": _rn(g, b, 16, 4),
+                          "return_dict": False},
+     per_sample=BASE + ("timestep_r", "context_latents"), t_scale=1.0,
+     stacks=("layers",), stream_order={"layers": ONE},
+     note="flow timestep 0..1 (the time embedding multiplies by 1000); timestep_r = timestep for plain sampling")
+
+# --- AllegroTransformer3DModel (tests/model_zoo.py config)
+_add(cls="AllegroTransformer3DModel", make=_seeded(_allegro),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, F, H, W), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "timestep": _t(b), "return_dict": False},
+     per_sample=BASE, stacks=("transformer_blocks",), stream_order={"transformer_blocks": ONE})
+
+
+# --- AnyFlowTransformer3DModel: Wan-like flow map, latents (B, F, C, H, W), per-frame timesteps (B, F)
+def _anyflow():
+    from diffusers import AnyFlowTransformer3DModel
+
+    return AnyFlowTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, text_dim=16,
+        freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)
+
+
+_add(cls="AnyFlowTransformer3DModel", make=_seeded(_anyflow),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, F, 4, H, W), "timestep": torch.full((b, F), T_MID * 1000),
+                          "r_timestep": torch.full((b, F), T_MID * 1000), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "return_dict": False},
+     per_sample=BASE + ("r_timestep",), stacks=("blocks",), stream_order={"blocks": ONE}, cache_context=False,
+     note="timestep and r_timestep are per frame, shape (batch, frames)")
+
+
+# --- AnyFlowFARTransformer3DModel: the causal (frame-autoregressive) AnyFlow; kv_cache=None selects the full-sequence
+# rollout path, whose flex-attention block mask runs eagerly on CPU
+def _anyflow_far():
+    from diffusers import AnyFlowFARTransformer3DModel
+
+    return AnyFlowFARTransformer3DModel(
+        patch_size=(1, 2, 2), compressed_patch_size=(1, 4, 4), full_chunk_limit=3, num_attention_heads=2,
+        attention_head_dim=8, in_channels=4, out_channels=4, text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2,
+        rope_max_seq_len=32, chunk_partition=(1, 1))
+
+
+_add(cls="AnyFlowFARTransformer3DModel", make=_seeded(_anyflow_far),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, F, 4, H, W), "timestep": torch.full((b, F), T_MID * 1000),
+                          "r_timestep": torch.full((b, F), T_MID * 1000), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "chunk_partition": [1] * F, "return_dict": False},
+     per_sample=BASE + ("r_timestep",), stacks=("blocks",), stream_order={"blocks": ONE}, cache_context=False,
+     note="kv_cache=None: the full-sequence causal path (flex attention, eager on CPU); the pipeline's KV-cache "
+          "path runs chunk by chunk")
+
+
+# --- AuraFlowTransformer2DModel: MMDiT blocks, then single blocks on [text, image] concatenated
+def _auraflow():
+    from diffusers import AuraFlowTransformer2DModel
+
+    return AuraFlowTransformer2DModel(
+        sample_size=H, patch_size=2, in_channels=4, num_mmdit_layers=2, num_single_dit_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16, out_channels=4,
+        pos_embed_max_size=64)
+
+
+_add(cls="AuraFlowTransformer2DModel", make=_seeded(_auraflow),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, H, W), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "timestep": _t(b, 1.0), "return_dict": False},
+     per_sample=BASE, t_scale=1.0, stacks=("joint_transformer_blocks", "single_transformer_blocks"),
+     stream_order={"joint_transformer_blocks": DUAL, "single_transformer_blocks": ONE}, cache_context=False,
+     note="single blocks take [register + text, image] concatenated; the pipeline passes t / 1000")
+
+
+# --- Bria: Flux-like packed tokens (B, N, C) with 2D ids; its time embedding takes 0..1000 (no internal * 1000)
+def _bria():
+    from diffusers import BriaTransformer2DModel
+
+    return BriaTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=[4, 4, 8])
+
+
+N_IMG = 16  # packed image tokens of a 4x4 grid (Flux-like classes)
+
+
+def _flux_like_inputs(b, g, ch=4, t_scale=1000.0):
+    return {"hidden_states": _rn(g, b, N_IMG, ch), "encoder_hidden_states": _rn(g, b, L, 16), "timestep": _t(b, t_scale),
+            "img_ids": _ids(4, 4), "txt_ids": torch.zeros(L, 3), "return_dict": False}
+
+
+_add(cls="BriaTransformer2DModel", make=_seeded(_bria), inputs=_flux_like_inputs, per_sample=BASE,
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": DUAL, "single_transformer_blocks": DUAL})
+
+
+# --- BriaFibo: Bria with one projected text-encoder layer per block (text_encoder_layers, a list)
+def _bria_fibo():
+    from diffusers import BriaFiboTransformer2DModel
+
+    return BriaFiboTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=[4, 4, 8], text_encoder_dim=16)
+
+
+def _bria_fibo_inputs(b, g):
+    kw = _flux_like_inputs(b, g)
+    kw["text_encoder_layers"] = [_rn(g, b, L, 16) for _ in range(4)]
+    return kw
+
+
+_add(cls="BriaFiboTransformer2DModel", make=_seeded(_bria_fibo), inputs=_bria_fibo_inputs, per_sample=BASE,
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": DUAL, "single_transformer_blocks": ONE}, cache_context=False,
+     note="text_encoder_layers (a list, one (batch, text, dim) tensor per block) is per sample too; single blocks "
+          "take [text, image] concatenated")
+
+
+# --- BriaFibo2: noise-refiner blocks on the image tokens, then one stream [gist tokens, image] through the main
+# layers; encoder_hidden_states is (B, 1 + len(injection_layer_ids), text, cap_feat_dim)
+def _bria_fibo2():
+    from diffusers import BriaFibo2Transformer2DModel
+
+    return BriaFibo2Transformer2DModel(
+        in_channels=4, patch_size=2, dim=32, n_layers=2, n_refiner_layers=2, n_heads=2, cap_feat_dim=16,
+        injection_layer_ids=(1,), perceiver_num_layers=1, min_num_gist_tokens=2, max_num_gist_tokens=4, gist_step=2,
+        gist_min_text_len=2, gist_max_text_len=8, axes_dims=(4, 6, 6), axes_lens=(16, 16, 16))
+
+
+_add(cls="BriaFibo2Transformer2DModel", make=_seeded(_bria_fibo2),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, H, W), "timestep": _t(b, 1.0),
+                          "encoder_hidden_states": _rn(g, b, 2, L, 16), "return_dict": False},
+     per_sample=BASE, t_scale=1.0, stacks=("noise_refiner", "layers"),
+     stream_order={"noise_refiner": ONE, "layers": ONE}, cache_context=False,
+     note="timestep 0..1 (multiplied by config.t_scale inside); the timestep MLP's fixed 1024-wide middle makes it "
+          "~370k parameters, 296k of them there")
+
+
+# --- Chroma: Flux without pooled projections; modulation from a distilled approximator; timestep 0..1
+def _chroma():
+    from diffusers import ChromaTransformer2DModel
+
+    return ChromaTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=(4, 4, 8), approximator_num_channels=16, approximator_hidden_dim=32,
+        approximator_layers=1)
+
+
+_add(cls="ChromaTransformer2DModel", make=_seeded(_chroma),
+     inputs=lambda b, g: _flux_like_inputs(b, g, t_scale=1.0), per_sample=BASE, t_scale=1.0,
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": DUAL, "single_transformer_blocks": ONE},
+     note="single blocks take [text, image] concatenated")
