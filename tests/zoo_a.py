@@ -202,3 +202,109 @@ _add(cls="ChromaTransformer2DModel", make=_seeded(_chroma),
      stacks=("transformer_blocks", "single_transformer_blocks"),
      stream_order={"transformer_blocks": DUAL, "single_transformer_blocks": ONE},
      note="single blocks take [text, image] concatenated")
+
+
+# --- ChronoEditTransformer3DModel: Wan-like (latents (B, C, F, H, W)), text only here (image_dim=None)
+def _chronoedit():
+    from diffusers import ChronoEditTransformer3DModel
+
+    return ChronoEditTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, text_dim=16,
+        freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32)
+
+
+_add(cls="ChronoEditTransformer3DModel", make=_seeded(_chronoedit),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, F, H, W), "timestep": _t(b),
+                          "encoder_hidden_states": _rn(g, b, L, 16), "return_dict": False},
+     per_sample=BASE, stacks=("blocks",), stream_order={"blocks": ONE}, note="image_dim=None: no image embedding")
+
+# --- CogVideoXTransformer3DModel (tests/model_zoo.py config, latents (B, F, C, H, W))
+_add(cls="CogVideoXTransformer3DModel", make=_seeded(_cogvideox_5b),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, F, 4, H, W), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "timestep": _t(b), "return_dict": False},
+     per_sample=BASE, stacks=("transformer_blocks",), stream_order={"transformer_blocks": DUAL_HF})
+
+
+# --- CogView3Plus / CogView4: SDXL-like size micro-conditioning; blocks return (hidden_states, encoder_hidden_states)
+def _cogview(cls_name):
+    def build():
+        import diffusers
+
+        kw = {"rope_axes_dim": (16, 16)} if cls_name == "CogView4Transformer2DModel" else {}
+        return getattr(diffusers, cls_name)(
+            patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+            text_embed_dim=16, time_embed_dim=16, condition_dim=8, pos_embed_max_size=8, sample_size=H, **kw)
+
+    return build
+
+
+def _cogview_inputs(b, g):
+    size = torch.tensor([[H * 8, W * 8]] * b, dtype=torch.float32)
+    return {"hidden_states": _rn(g, b, 4, H, W), "encoder_hidden_states": _rn(g, b, L, 16), "timestep": _t(b),
+            "original_size": size, "target_size": size.clone(), "crop_coords": torch.zeros(b, 2),
+            "return_dict": False}
+
+
+_COGVIEW_PS = BASE + ("original_size", "target_size", "crop_coords")
+_add(cls="CogView3PlusTransformer2DModel", make=_seeded(_cogview("CogView3PlusTransformer2DModel")),
+     inputs=_cogview_inputs, per_sample=_COGVIEW_PS, stacks=("transformer_blocks",),
+     stream_order={"transformer_blocks": DUAL_HF}, cache_context=False)
+_add(cls="CogView4Transformer2DModel", make=_seeded(_cogview("CogView4Transformer2DModel")),
+     inputs=_cogview_inputs, per_sample=_COGVIEW_PS, stacks=("transformer_blocks",),
+     stream_order={"transformer_blocks": DUAL_HF})
+
+
+# --- ConsisIDTransformer3DModel: CogVideoX with an optional face-identity branch (is_train_face=False here)
+def _consisid():
+    from diffusers import ConsisIDTransformer3DModel
+
+    return ConsisIDTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=16,
+        text_embed_dim=16, num_layers=2, sample_width=W, sample_height=H, sample_frames=(F - 1) * 4 + 1, patch_size=2,
+        max_text_seq_length=L, use_rotary_positional_embeddings=True)
+
+
+_add(cls="ConsisIDTransformer3DModel", make=_seeded(_consisid),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, F, 4, H, W), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "timestep": _t(b), "return_dict": False},
+     per_sample=BASE, stacks=("transformer_blocks",), stream_order={"transformer_blocks": DUAL_HF},
+     cache_context=False, note="is_train_face=False: the face-identity (id_cond) branch is off")
+
+_add(cls="Cosmos3OmniTransformer",
+     excluded="packed single-sequence multimodal model: inputs are one unbatched token sequence (input_ids, "
+              "position_ids, per-item vision_tokens lists and index tensors), outputs a per-item list; no input has "
+              "a batch leading dim, so the CFG batch of a batched call cannot be expressed")
+
+
+# --- CosmosTransformer3DModel (Cosmos 2 predict): latents (B, C, F, H, W); timestep sigma / (sigma + 1) in 0..1
+def _cosmos():
+    from diffusers import CosmosTransformer3DModel
+
+    return CosmosTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2, mlp_ratio=2.0,
+        text_embed_dim=16, adaln_lora_dim=8, max_size=(8, 16, 16), patch_size=(1, 2, 2), concat_padding_mask=False)
+
+
+_add(cls="CosmosTransformer3DModel", make=_seeded(_cosmos),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, F, H, W), "timestep": _t(b, 1.0),
+                          "encoder_hidden_states": _rn(g, b, L, 16), "return_dict": False},
+     per_sample=BASE, t_scale=1.0, stacks=("transformer_blocks",), stream_order={"transformer_blocks": ONE},
+     cache_context=False, note="concat_padding_mask=False (no padding_mask input); the Cosmos 2 pipelines pass "
+                               "sigma / (sigma + 1)")
+
+
+# --- DiTTransformer2DModel: class-conditional (class_labels), no text; timestep 0..1000
+def _dit():
+    from diffusers import DiTTransformer2DModel
+
+    return DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, num_layers=2, sample_size=H,
+        patch_size=2, num_embeds_ada_norm=10)
+
+
+_add(cls="DiTTransformer2DModel", make=_seeded(_dit),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, H, W), "timestep": _t(b).long(),
+                          "class_labels": torch.arange(b) % 10, "return_dict": False},
+     per_sample=("hidden_states", "timestep", "class_labels"), stacks=("transformer_blocks",),
+     stream_order={"transformer_blocks": ONE}, cache_context=False,
+     note="no text: the CFG batch differs by class_labels (the null class is num_embeds_ada_norm)")
