@@ -308,3 +308,55 @@ _add(cls="DiTTransformer2DModel", make=_seeded(_dit),
      per_sample=("hidden_states", "timestep", "class_labels"), stacks=("transformer_blocks",),
      stream_order={"transformer_blocks": ONE}, cache_context=False,
      note="no text: the CFG batch differs by class_labels (the null class is num_embeds_ada_norm)")
+
+
+# --- DreamLiteTransformer2DModel: the spatial transformer inside DreamLite's U-Net (continuous input (B, C, H, W),
+# GroupNorm + 1x1 conv in and out, a residual around the whole); with norm_type="layer_norm" no timestep is used
+def _dreamlite():
+    from diffusers import DreamLiteTransformer2DModel
+
+    return DreamLiteTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=16, num_layers=2, norm_num_groups=4,
+        cross_attention_dim=16, ff_mult=2)
+
+
+_add(cls="DreamLiteTransformer2DModel", make=_seeded(_dreamlite),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 16, H, W), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "return_dict": False},
+     per_sample=("hidden_states", "encoder_hidden_states"), timestep_arg=None, stacks=("transformer_blocks",),
+     stream_order={"transformer_blocks": ONE}, cache_context=False,
+     note="a U-Net component, not a whole denoiser: the timestep goes to the U-Net's resnets, not here")
+
+
+# --- EasyAnimateTransformer3DModel: latents (B, C, F, H, W); every block here is an MMDiT block (mmdit_layers)
+def _easyanimate():
+    from diffusers import EasyAnimateTransformer3DModel
+
+    return EasyAnimateTransformer3DModel(  # head dim 16: its 3D RoPE splits the head dim 1/4, 3/8, 3/8
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, patch_size=2, sample_width=W,
+        sample_height=H, num_layers=2, mmdit_layers=2, time_embed_dim=16, text_embed_dim=16)
+
+
+_add(cls="EasyAnimateTransformer3DModel", make=_seeded(_easyanimate),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, F, H, W), "timestep": _t(b),
+                          "encoder_hidden_states": _rn(g, b, L, 16), "return_dict": False},
+     per_sample=BASE, stacks=("transformer_blocks",), stream_order={"transformer_blocks": DUAL_HF},
+     cache_context=False)
+
+
+# --- ErnieImageTransformer2DModel: one joint stream [image, text] laid out sequence-first (S, B, D); its blocks take
+# it as `x`; text comes as a padded batch (text_bth) with lengths (text_lens)
+def _ernie():
+    from diffusers import ErnieImageTransformer2DModel
+
+    return ErnieImageTransformer2DModel(
+        hidden_size=32, num_attention_heads=2, num_layers=2, ffn_hidden_size=64, in_channels=4, out_channels=4,
+        patch_size=2, text_in_dim=16, rope_axes_dim=(4, 6, 6))
+
+
+_add(cls="ErnieImageTransformer2DModel", make=_seeded(_ernie),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, H, W), "timestep": _t(b), "text_bth": _rn(g, b, L, 16),
+                          "text_lens": torch.full((b,), L), "return_dict": False},
+     per_sample=("hidden_states", "timestep", "text_bth", "text_lens"), stacks=("layers",),
+     stream_order={"layers": ("x",)}, image_stream="x", cache_context=False,
+     note="the block stream is sequence-first (tokens, batch, dim): the batch is dim 1 inside the blocks")
