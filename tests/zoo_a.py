@@ -360,3 +360,74 @@ _add(cls="ErnieImageTransformer2DModel", make=_seeded(_ernie),
      per_sample=("hidden_states", "timestep", "text_bth", "text_lens"), stacks=("layers",),
      stream_order={"layers": ("x",)}, image_stream="x", cache_context=False,
      note="the block stream is sequence-first (tokens, batch, dim): the batch is dim 1 inside the blocks")
+
+
+# --- Flux / Flux2 / Flux3: packed image tokens (B, N, C) with position ids; timesteps 0..1 (each multiplies by 1000)
+def _flux():
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=(4, 4, 8), guidance_embeds=True)
+
+
+def _flux_inputs(b, g):
+    kw = _flux_like_inputs(b, g, t_scale=1.0)
+    kw.update(pooled_projections=_rn(g, b, 16), guidance=torch.full((b,), 3.5))
+    return kw
+
+
+_add(cls="FluxTransformer2DModel", make=_seeded(_flux), inputs=_flux_inputs,
+     per_sample=BASE + ("pooled_projections", "guidance"), t_scale=1.0,
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": DUAL, "single_transformer_blocks": DUAL})
+
+
+def _ids4(h, w):
+    ids = torch.zeros(h * w, 4)
+    ids[:, 1:3] = _ids(h, w)[:, 1:3]
+    return ids
+
+
+def _flux2():
+    from diffusers import Flux2Transformer2DModel
+
+    return Flux2Transformer2DModel(
+        patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, timestep_guidance_channels=16, mlp_ratio=2.0, axes_dims_rope=(4, 4, 4, 4))
+
+
+def _flux2_inputs(b, g):
+    kw = _flux_like_inputs(b, g, t_scale=1.0)
+    kw.update(img_ids=_ids4(4, 4), txt_ids=torch.zeros(L, 4), guidance=torch.full((b,), 4.0))
+    return kw
+
+
+_add(cls="Flux2Transformer2DModel", make=_seeded(_flux2), inputs=_flux2_inputs,
+     per_sample=BASE + ("guidance",), t_scale=1.0, stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": DUAL, "single_transformer_blocks": ONE},
+     note="single blocks take [text, image] concatenated; ids have 4 axes")
+
+
+# --- Flux3: per-mode blocks first (text in txt_mode_blocks, image in mode_blocks["image"], each attending within
+# itself), then joint single blocks returning (encoder_hidden_states, hidden_states)
+def _flux3():
+    from diffusers import Flux3Transformer2DModel
+
+    return Flux3Transformer2DModel(
+        in_channels=4, cond_in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=16, timestep_channels=16, mlp_ratio=2.0, axes_dims_rope=(4, 4, 4, 4))
+
+
+def _flux3_inputs(b, g):
+    kw = _flux_like_inputs(b, g, t_scale=1.0)
+    kw.update(img_ids=_ids4(4, 4), txt_ids=torch.zeros(L, 4))
+    return kw
+
+
+_add(cls="Flux3Transformer2DModel", make=_seeded(_flux3), inputs=_flux3_inputs, per_sample=BASE, t_scale=1.0,
+     stacks=("txt_mode_blocks", "mode_blocks.image", "single_transformer_blocks"),
+     stream_order={"txt_mode_blocks": ONE, "mode_blocks.image": ONE, "single_transformer_blocks": DUAL},
+     cache_context=False,
+     note="txt_mode_blocks carry the text under the block input name hidden_states; mode_blocks.image_cond runs "
+          "only with image_cond_hidden_states (reference images)")
