@@ -431,3 +431,68 @@ _add(cls="Flux3Transformer2DModel", make=_seeded(_flux3), inputs=_flux3_inputs, 
      cache_context=False,
      note="txt_mode_blocks carry the text under the block input name hidden_states; mode_blocks.image_cond runs "
           "only with image_cond_hidden_states (reference images)")
+
+
+# --- GlmImageTransformer2DModel: CogView4-like, plus prior (VQ) tokens of the image grid added to the image tokens;
+# the pipeline's unconditional branch drops them (prior_token_drop=True)
+def _glm_image():
+    from diffusers import GlmImageTransformer2DModel
+
+    return GlmImageTransformer2DModel(
+        patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+        text_embed_dim=16, time_embed_dim=16, condition_dim=8, prior_vq_quantizer_codebook_size=32)
+
+
+def _glm_inputs(b, g):
+    size = torch.tensor([[H * 8, W * 8]] * b, dtype=torch.float32)
+    n = (H // 2) * (W // 2)
+    return {"hidden_states": _rn(g, b, 4, H, W), "encoder_hidden_states": _rn(g, b, L, 16),
+            "prior_token_id": torch.randint(0, 32, (b, n), generator=g),
+            "prior_token_drop": torch.zeros(b, n, dtype=torch.bool), "timestep": _t(b), "target_size": size,
+            "crop_coords": torch.zeros(b, 2), "return_dict": False}
+
+
+_add(cls="GlmImageTransformer2DModel", make=_seeded(_glm_image), inputs=_glm_inputs,
+     per_sample=BASE + ("prior_token_id", "prior_token_drop", "target_size", "crop_coords"),
+     stacks=("transformer_blocks",), stream_order={"transformer_blocks": DUAL_HF})
+
+
+# --- HeliosTransformer3DModel: Wan-like (latents (B, C, F, H, W)); history latents (short/mid/long) are optional and
+# left out here: then only the noisy tokens go through the blocks
+def _helios():
+    from diffusers import HeliosTransformer3DModel
+
+    return HeliosTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, rope_dim=(4, 6, 6))
+
+
+_add(cls="HeliosTransformer3DModel", make=_seeded(_helios),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, F, H, W), "timestep": _t(b),
+                          "encoder_hidden_states": _rn(g, b, L, 16), "return_dict": False},
+     per_sample=BASE, stacks=("blocks",), stream_order={"blocks": ONE},
+     note="no history latents: the pipeline's later chunks prepend history tokens to the block stream")
+
+
+# --- HiDreamImageTransformer2DModel: MoE feed-forwards; every block reads its own Llama layer, so
+# encoder_hidden_states_llama3 is stacked (num_llama_layers, B, text, dim): its batch is dim 1
+def _hidream():
+    from diffusers import HiDreamImageTransformer2DModel
+
+    return HiDreamImageTransformer2DModel(
+        patch_size=2, in_channels=4, out_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, caption_channels=[16, 16], text_emb_dim=16, num_routed_experts=2,
+        num_activated_experts=1, axes_dims_rope=(4, 6, 6), max_resolution=(16, 16), llama_layers=[0, 1, 2, 3])
+
+
+_add(cls="HiDreamImageTransformer2DModel", make=_seeded(_hidream),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, H, W), "timesteps": _t(b),
+                          "encoder_hidden_states_t5": _rn(g, b, L, 16),
+                          "encoder_hidden_states_llama3": _rn(g, 4, b, L, 16), "pooled_embeds": _rn(g, b, 16),
+                          "return_dict": False},
+     per_sample=("hidden_states", "timesteps", "encoder_hidden_states_t5", "pooled_embeds"), timestep_arg="timesteps",
+     stacks=("double_stream_blocks", "single_stream_blocks"),
+     stream_order={"double_stream_blocks": DUAL_HF, "single_stream_blocks": ONE}, cache_context=False,
+     note="encoder_hidden_states_llama3 carries the batch in dim 1 (one slice per block), so it is not in "
+          "per_sample; single blocks take [image, text, this block's llama text] concatenated; ~425k parameters: "
+          "the SwiGLU experts round their width up to a multiple of 256")
