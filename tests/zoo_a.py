@@ -496,3 +496,34 @@ _add(cls="HiDreamImageTransformer2DModel", make=_seeded(_hidream),
      note="encoder_hidden_states_llama3 carries the batch in dim 1 (one slice per block), so it is not in "
           "per_sample; single blocks take [image, text, this block's llama text] concatenated; ~425k parameters: "
           "the SwiGLU experts round their width up to a multiple of 256")
+
+
+# --- HunyuanDiT2DModel: two text encoders (CLIP-like + T5) with masks, SDXL-like image_meta_size and style; the 2D
+# RoPE comes from the caller (the pipeline builds it); later blocks take earlier blocks' outputs as long skips
+def _hunyuan_dit():
+    from diffusers import HunyuanDiT2DModel
+
+    return HunyuanDiT2DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, patch_size=2, sample_size=H, hidden_size=32,
+        num_layers=4, mlp_ratio=2.0, cross_attention_dim=16, cross_attention_dim_t5=16, pooled_projection_dim=16,
+        text_len=L, text_len_t5=4)
+
+
+def _hunyuan_dit_inputs(b, g):
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed
+
+    grid = (H // 2, W // 2)
+    rope = get_2d_rotary_pos_embed(16, ((0, 0), grid), grid, output_type="pt")
+    return {"hidden_states": _rn(g, b, 4, H, W), "timestep": _t(b), "encoder_hidden_states": _rn(g, b, L, 16),
+            "text_embedding_mask": torch.ones(b, L), "encoder_hidden_states_t5": _rn(g, b, 4, 16),
+            "text_embedding_mask_t5": torch.ones(b, 4),
+            "image_meta_size": torch.tensor([[H * 8, W * 8, H * 8, W * 8, 0, 0]] * b, dtype=torch.float32),
+            "style": torch.zeros(b, dtype=torch.long), "image_rotary_emb": rope, "return_dict": False}
+
+
+_add(cls="HunyuanDiT2DModel", make=_seeded(_hunyuan_dit), inputs=_hunyuan_dit_inputs,
+     per_sample=BASE + ("text_embedding_mask", "encoder_hidden_states_t5", "text_embedding_mask_t5",
+                        "image_meta_size", "style"),
+     stacks=("blocks",), stream_order={"blocks": ONE}, cache_context=False,
+     note="4 blocks so that one long skip exists (block 3 takes block 0's output as skip=); learn_sigma doubles the "
+          "output channels (8); ~280k parameters, 217k in the fixed 6 x 256 size embedding")
