@@ -527,3 +527,58 @@ _add(cls="HunyuanDiT2DModel", make=_seeded(_hunyuan_dit), inputs=_hunyuan_dit_in
      stacks=("blocks",), stream_order={"blocks": ONE}, cache_context=False,
      note="4 blocks so that one long skip exists (block 3 takes block 0's output as skip=); learn_sigma doubles the "
           "output channels (8); ~280k parameters, 217k in the fixed 6 x 256 size embedding")
+
+
+# --- HunyuanImage / HunyuanVideo / HunyuanVideo 1.5 / Framepack: text refined by a token refiner
+# (context_embedder.token_refiner.refiner_blocks, a small ModuleList of its own, not listed as a stack), then
+# double-stream blocks and single-stream blocks that all return (hidden_states, encoder_hidden_states)
+def _hunyuan_image():
+    from diffusers import HunyuanImageTransformer2DModel
+
+    return HunyuanImageTransformer2DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=2,
+        num_refiner_layers=1, mlp_ratio=2.0, patch_size=(2, 2), text_embed_dim=16, rope_axes_dim=(8, 8))
+
+
+_add(cls="HunyuanImageTransformer2DModel", make=_seeded(_hunyuan_image),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, H, W), "timestep": _t(b),
+                          "encoder_hidden_states": _rn(g, b, L, 16), "encoder_attention_mask": torch.ones(b, L),
+                          "return_dict": False},
+     per_sample=BASE + ("encoder_attention_mask",), stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": DUAL_HF, "single_transformer_blocks": DUAL_HF})
+
+
+def _hunyuan_video():
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    return HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2, num_single_layers=2,
+        num_refiner_layers=1, mlp_ratio=2.0, patch_size=2, patch_size_t=1, text_embed_dim=16,
+        pooled_projection_dim=8, rope_axes_dim=(2, 2, 4), guidance_embeds=True)
+
+
+_add(cls="HunyuanVideoTransformer3DModel", make=_seeded(_hunyuan_video),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, F, H, W), "timestep": _t(b),
+                          "encoder_hidden_states": _rn(g, b, L, 16),
+                          "encoder_attention_mask": torch.ones(b, L, dtype=torch.bool),
+                          "pooled_projections": _rn(g, b, 8), "guidance": torch.full((b,), 6000.0),
+                          "return_dict": False},
+     per_sample=BASE + ("encoder_attention_mask", "pooled_projections", "guidance"),
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": DUAL_HF, "single_transformer_blocks": DUAL_HF},
+     note="guidance is the distilled guidance scale x 1000, as the pipeline passes it")
+
+
+def _hunyuan15_inputs(b, g):
+    kw = {"hidden_states": _rn(g, b, 4, F, H, W), "timestep": _t(b), "encoder_hidden_states": _rn(g, b, L, 16),
+          "return_dict": False}
+    kw.update(_hunyuan15_extra(b, g))
+    return kw
+
+
+_add(cls="HunyuanVideo15Transformer3DModel", make=_seeded(_hunyuan15), inputs=_hunyuan15_inputs,
+     per_sample=BASE + ("encoder_attention_mask", "encoder_hidden_states_2", "encoder_attention_mask_2",
+                        "image_embeds"),
+     stacks=("transformer_blocks",), stream_order={"transformer_blocks": DUAL_HF},
+     note="tests/model_zoo.py config (t2v: image_embeds are zeros); 4.3M parameters, 4.2M of them in the ByT5 "
+          "text projection's fixed 2048-wide hidden layer")
