@@ -582,3 +582,37 @@ _add(cls="HunyuanVideo15Transformer3DModel", make=_seeded(_hunyuan15), inputs=_h
      stacks=("transformer_blocks",), stream_order={"transformer_blocks": DUAL_HF},
      note="tests/model_zoo.py config (t2v: image_embeds are zeros); 4.3M parameters, 4.2M of them in the ByT5 "
           "text projection's fixed 2048-wide hidden layer")
+
+
+# --- HunyuanVideoFramepackTransformer3DModel: HunyuanVideo plus a projected image embedding before the text, and
+# clean / 2x / 4x history latents patchified at three scales and packed before the noisy tokens (its forward needs
+# all three: the RoPE of each is read unconditionally)
+def _framepack():
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    return HunyuanVideoFramepackTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2, num_single_layers=2,
+        num_refiner_layers=1, mlp_ratio=2.0, patch_size=2, patch_size_t=1, text_embed_dim=16,
+        pooled_projection_dim=8, rope_axes_dim=(2, 2, 4), guidance_embeds=True, has_image_proj=True,
+        image_proj_dim=8, has_clean_x_embedder=True)
+
+
+def _framepack_inputs(b, g):
+    # RoPE frame positions (shared by the batch), as the pipeline's inverted anti-drifting layout orders them:
+    # [prefix, noisy window, 1x history] for the clean latents, then the 2x and 4x histories
+    return {"hidden_states": _rn(g, b, 4, F, H, W), "timestep": _t(b), "encoder_hidden_states": _rn(g, b, L, 16),
+            "encoder_attention_mask": torch.ones(b, L, dtype=torch.bool), "pooled_projections": _rn(g, b, 8),
+            "image_embeds": _rn(g, b, 3, 8), "indices_latents": torch.arange(1, 1 + F),
+            "latents_clean": _rn(g, b, 4, 2, H, W), "indices_latents_clean": torch.tensor([0, 1 + F]),
+            "latents_history_2x": _rn(g, b, 4, 2, H, W), "indices_latents_history_2x": torch.arange(2 + F, 4 + F),
+            "latents_history_4x": _rn(g, b, 4, 4, H, W), "indices_latents_history_4x": torch.arange(4 + F, 8 + F),
+            "guidance": torch.full((b,), 6000.0), "return_dict": False}
+
+
+_add(cls="HunyuanVideoFramepackTransformer3DModel", make=_seeded(_framepack), inputs=_framepack_inputs,
+     per_sample=BASE + ("encoder_attention_mask", "pooled_projections", "image_embeds", "latents_clean",
+                        "latents_history_2x", "latents_history_4x", "guidance"),
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": DUAL_HF, "single_transformer_blocks": DUAL_HF},
+     note="the block stream is [4x, 2x, clean history, noisy] tokens; the indices_* inputs (RoPE frame positions) "
+          "are shared by the batch")
