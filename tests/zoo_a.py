@@ -616,3 +616,68 @@ _add(cls="HunyuanVideoFramepackTransformer3DModel", make=_seeded(_framepack), in
      stream_order={"transformer_blocks": DUAL_HF, "single_transformer_blocks": DUAL_HF},
      note="the block stream is [4x, 2x, clean history, noisy] tokens; the indices_* inputs (RoPE frame positions) "
           "are shared by the batch")
+
+
+# --- Ideogram4Transformer2DModel: one packed stream [text, image] per sample; indicator tags each token's role
+# (text / image), segment_ids give block-diagonal attention, position_ids the 3-axis MRoPE coordinates;
+# timestep is flow time in 0..1 with 1 = clean (reversed)
+def _ideogram4():
+    from diffusers import Ideogram4Transformer2DModel
+
+    return Ideogram4Transformer2DModel(
+        in_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2, intermediate_size=64,
+        adaln_dim=16, llm_features_dim=16, mrope_section=(4, 2, 2))
+
+
+def _ideogram4_inputs(b, g):
+    from diffusers.models.transformers.transformer_ideogram4 import (
+        IMAGE_POSITION_OFFSET, LLM_TOKEN_INDICATOR, OUTPUT_IMAGE_INDICATOR)
+
+    n_img = 16
+    pos = torch.zeros(L + n_img, 3, dtype=torch.long)
+    pos[:L] = torch.arange(L)[:, None]
+    pos[L:] = _ids(4, 4).long() + IMAGE_POSITION_OFFSET
+    indicator = torch.tensor([LLM_TOKEN_INDICATOR] * L + [OUTPUT_IMAGE_INDICATOR] * n_img)
+    return {"hidden_states": _rn(g, b, L + n_img, 4), "timestep": _t(b, 1.0),
+            "encoder_hidden_states": _rn(g, b, L + n_img, 16), "position_ids": pos.expand(b, -1, -1).clone(),
+            "segment_ids": torch.ones(b, L + n_img, dtype=torch.long), "indicator": indicator.expand(b, -1).clone(),
+            "return_dict": False}
+
+
+_add(cls="Ideogram4Transformer2DModel", make=_seeded(_ideogram4), inputs=_ideogram4_inputs,
+     per_sample=BASE + ("position_ids", "segment_ids", "indicator"), t_scale=1.0, stacks=("layers",),
+     stream_order={"layers": ONE}, cache_context=False,
+     note="timestep 0..1 runs noise -> clean (1 is clean); the output covers the whole packed sequence (only "
+          "image positions are meaningful); text enters as per-token features added to the stream")
+
+
+# --- JoyImageEdit / JoyImageEditPlus: double-stream blocks only, returning (hidden_states, encoder_hidden_states)
+def _joyimage(cls_name):
+    def build():
+        import diffusers
+
+        return getattr(diffusers, cls_name)(
+            patch_size=[1, 2, 2], in_channels=4, out_channels=4, hidden_size=32, num_attention_heads=2, text_dim=16,
+            mlp_width_ratio=2.0, num_layers=2, rope_dim_list=[4, 6, 6])
+
+    return build
+
+
+_add(cls="JoyImageEditTransformer3DModel", make=_seeded(_joyimage("JoyImageEditTransformer3DModel")),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, F, H, W), "timestep": _t(b),
+                          "encoder_hidden_states": _rn(g, b, L, 16), "return_dict": False},
+     per_sample=BASE, stacks=("double_blocks",), stream_order={"double_blocks": DUAL_HF}, cache_context=False)
+
+
+def _joyplus_inputs(b, g):
+    # pre-patchified latents (B, patches, C, pt, ph, pw) with each sample's patch grids in shape_list
+    n = F * (H // 2) * (W // 2)
+    return {"hidden_states": _rn(g, b, n, 4, 1, 2, 2), "timestep": _t(b), "encoder_hidden_states": _rn(g, b, L, 16),
+            "encoder_hidden_states_mask": torch.ones(b, L), "shape_list": [[(F, H // 2, W // 2)]] * b,
+            "return_dict": False}
+
+
+_add(cls="JoyImageEditPlusTransformer3DModel", make=_seeded(_joyimage("JoyImageEditPlusTransformer3DModel")),
+     inputs=_joyplus_inputs, per_sample=BASE + ("encoder_hidden_states_mask", "shape_list"),
+     stacks=("double_blocks",), stream_order={"double_blocks": DUAL_HF}, cache_context=False,
+     note="shape_list is a Python list with one entry per sample (the pipeline doubles it for CFG)")
