@@ -681,3 +681,63 @@ _add(cls="JoyImageEditPlusTransformer3DModel", make=_seeded(_joyimage("JoyImageE
      inputs=_joyplus_inputs, per_sample=BASE + ("encoder_hidden_states_mask", "shape_list"),
      stacks=("double_blocks",), stream_order={"double_blocks": DUAL_HF}, cache_context=False,
      note="shape_list is a Python list with one entry per sample (the pipeline doubles it for CFG)")
+
+
+# --- Kandinsky5Transformer3DModel: channels-last latents (B, F, H, W, C); text blocks refine the text first
+# (their stream is the block input `x`), then visual blocks (stream `visual_embed`) cross-attend to it; with
+# return_dict=False it returns the bare tensor
+def _kandinsky5():
+    from diffusers import Kandinsky5Transformer3DModel
+
+    return Kandinsky5Transformer3DModel(
+        in_visual_dim=4, in_text_dim=16, in_text_dim2=8, time_dim=16, out_visual_dim=4, patch_size=(1, 2, 2),
+        model_dim=32, ff_dim=64, num_text_blocks=2, num_visual_blocks=2, axes_dims=(4, 6, 6))
+
+
+_add(cls="Kandinsky5Transformer3DModel", make=_seeded(_kandinsky5),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, F, H, W, 4), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "timestep": _t(b), "pooled_projections": _rn(g, b, 8),
+                          "visual_rope_pos": [torch.arange(F), torch.arange(H // 2), torch.arange(W // 2)],
+                          "text_rope_pos": torch.arange(L), "return_dict": False},
+     per_sample=BASE + ("pooled_projections",), stacks=("text_transformer_blocks", "visual_transformer_blocks"),
+     stream_order={"text_transformer_blocks": ("x",), "visual_transformer_blocks": ("visual_embed",)},
+     image_stream="visual_embed", note="visual_rope_pos / text_rope_pos (RoPE positions) are shared by the batch")
+
+
+# --- Kandinsky6Transformer3DModel: channels-last latents (B, F, H, W, C); the text goes through a video text branch
+# and an audio text branch (both always run), then fused blocks carry (vis, aud) (aud is None without audio)
+def _kandinsky6():
+    from diffusers import Kandinsky6Transformer3DModel
+
+    return Kandinsky6Transformer3DModel(
+        in_visual_dim=4, out_visual_dim=4, in_text_dim=16, in_text_dim2=8, time_dim=16, patch_size=(1, 2, 2),
+        model_dim=32, ff_dim=64, num_text_blocks=2, num_visual_blocks=2, axes_dims=(4, 6, 6), visual_cond=False,
+        in_audio_dim=4, out_audio_dim=4)
+
+
+_add(cls="Kandinsky6Transformer3DModel", make=_seeded(_kandinsky6),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, F, H, W, 4), "encoder_hidden_states": _rn(g, b, L, 16),
+                          "pooled_projections": _rn(g, b, 8), "timestep": _t(b), "return_dict": False},
+     per_sample=BASE + ("pooled_projections",),
+     stacks=("video_text_transformer_blocks", "audio_text_transformer_blocks", "visual_transformer_blocks"),
+     stream_order={"video_text_transformer_blocks": ("x",), "audio_text_transformer_blocks": ("x",),
+                   "visual_transformer_blocks": ("vis", "aud")},
+     image_stream="vis", note="no audio_hidden_states: the fused blocks return (vis, None); visual_cond=False")
+
+
+# --- Kandinsky6SRTransformer3DModel: the super-resolution stage; no text at all (a learned pooled bias); NABLA
+# sparse attention over 8x8 token neighbourhoods, so the token grid must be a multiple of 8
+def _kandinsky6_sr():
+    from diffusers import Kandinsky6SRTransformer3DModel
+
+    return Kandinsky6SRTransformer3DModel(
+        in_visual_dim=4, out_visual_dim=4, time_dim=16, patch_size=(1, 1, 1), model_dim=32, ff_dim=64,
+        num_visual_blocks=2, axes_dims=(4, 6, 6), nabla_window=(3, 3, 3), tile_sizes=((8, 8),))
+
+
+_add(cls="Kandinsky6SRTransformer3DModel", make=_seeded(_kandinsky6_sr),
+     inputs=lambda b, g: {"hidden_states": _rn(g, b, F, H, W, 9), "timestep": _t(b), "return_dict": False},
+     per_sample=("hidden_states", "timestep"), stacks=("visual_transformer_blocks",),
+     stream_order={"visual_transformer_blocks": ONE}, cache_context=False,
+     note="no text conditioning, so no CFG pair in its pipeline; hidden_states holds 2 * in_visual_dim + 1 "
+          "channels: the noisy latent, the upsampled low-res latent and an anchor mask")
