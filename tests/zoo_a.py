@@ -741,3 +741,30 @@ _add(cls="Kandinsky6SRTransformer3DModel", make=_seeded(_kandinsky6_sr),
      stream_order={"visual_transformer_blocks": ONE}, cache_context=False,
      note="no text conditioning, so no CFG pair in its pipeline; hidden_states holds 2 * in_visual_dim + 1 "
           "channels: the noisy latent, the upsampled low-res latent and an anchor mask")
+
+
+# --- Krea2Transformer2DModel: a text-fusion stage (text_fusion.layerwise_blocks across the tapped text-encoder
+# layers, text_fusion.refiner_blocks across tokens; no timestep) feeds one joint stream [text, image] through
+# transformer_blocks; encoder_hidden_states is (B, text, num_text_layers, text_hidden_dim); timestep t / 1000
+def _krea2():
+    from diffusers import Krea2Transformer2DModel
+
+    return Krea2Transformer2DModel(
+        in_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=64, timestep_embed_dim=16, text_hidden_dim=16, num_text_layers=2, text_num_attention_heads=2,
+        text_num_key_value_heads=2, text_intermediate_size=32, num_layerwise_text_blocks=1, num_refiner_text_blocks=1,
+        axes_dims_rope=(4, 6, 6))
+
+
+def _krea2_inputs(b, g):
+    pos = torch.cat([torch.zeros(L, 3), _ids(4, 4)])
+    return {"hidden_states": _rn(g, b, N_IMG, 4), "encoder_hidden_states": _rn(g, b, L, 2, 16),
+            "timestep": _t(b, 1.0), "position_ids": pos, "encoder_attention_mask": torch.ones(b, L, dtype=torch.bool),
+            "return_dict": False}
+
+
+_add(cls="Krea2Transformer2DModel", make=_seeded(_krea2), inputs=_krea2_inputs,
+     per_sample=BASE + ("encoder_attention_mask",), t_scale=1.0, stacks=("transformer_blocks",),
+     stream_order={"transformer_blocks": ONE}, cache_context=False,
+     note="the blocks' stream is [text, image] concatenated; position_ids (text at the origin, then the image "
+          "grid) is shared by the batch; the text-fusion ModuleLists are a text-only preprocessing stage")
