@@ -28,6 +28,19 @@ def _diffusers(cls_name, **config):
     return _seeded(build)
 
 
+def _unzero(build):
+    """Refill the parameters a class initialises to zero (its output projection, adaLN) with small random values:
+    with them at zero the output is constant and no block's work would show in it."""
+    def inner():
+        model = build()
+        with torch.no_grad():
+            for p in model.parameters():
+                if not p.any():
+                    p.normal_(0.0, 0.1)
+        return model
+    return inner
+
+
 def _t(b, scale=1000.0):
     return torch.full((b,), 0.5 * scale)
 
@@ -81,3 +94,79 @@ _add(cls="SkyReelsV2Transformer3DModel", make=_seeded(mz._wan("SkyReelsV2Transfo
      per_sample=_WAN_PS, stacks=("blocks",), stream_order={"blocks": ("hidden_states",)})
 _add(cls="WanTransformer3DModel", make=_seeded(mz._wan("WanTransformer3DModel")), inputs=_wan_inputs,
      per_sample=_WAN_PS, stacks=("blocks",), stream_order={"blocks": ("hidden_states",)})
+
+
+# ---- L..Z classes outside model_zoo.py ----
+_add(cls="LTX2VideoTransformer3DModel",
+     make=_diffusers("LTX2VideoTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2,
+                     attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
+                     audio_num_attention_heads=2, audio_attention_head_dim=8, audio_cross_attention_dim=16,
+                     num_layers=2, caption_channels=16),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, F * H * W, 4), "audio_hidden_states": _rand(g, b, 4, 4),
+                          "encoder_hidden_states": _rand(g, b, L, 16), "audio_encoder_hidden_states": _rand(g, b, L, 16),
+                          "timestep": _t(b), "encoder_attention_mask": torch.ones(b, L),
+                          "audio_encoder_attention_mask": torch.ones(b, L), "num_frames": F, "height": H, "width": W,
+                          "audio_num_frames": 4},
+     per_sample=("hidden_states", "audio_hidden_states", "encoder_hidden_states", "audio_encoder_hidden_states",
+                 "timestep", "encoder_attention_mask", "audio_encoder_attention_mask"),
+     stacks=("transformer_blocks",),
+     stream_order={"transformer_blocks": ("hidden_states", "audio_hidden_states")},
+     note="audio-video model: the output is (video, audio); the video stream is the sample")
+_add(cls="LatteTransformer3DModel",
+     make=_diffusers("LatteTransformer3DModel", num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                     out_channels=8, num_layers=2, sample_size=H, patch_size=2, cross_attention_dim=16,
+                     caption_channels=16, video_length=F, norm_type="ada_norm_single"),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, F, H, W), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "timestep": _t(b)},
+     per_sample=("hidden_states", "encoder_hidden_states", "timestep"),
+     stacks=("transformer_blocks", "temporal_transformer_blocks"),
+     stream_order={"transformer_blocks": ("hidden_states",), "temporal_transformer_blocks": ("hidden_states",)},
+     note="the two stacks interleave: spatial block i, then temporal block i (tokens regrouped per frame / per patch "
+          "between them); out_channels 2x in_channels (learned sigma)")
+_add(cls="LongCatAudioDiTTransformer",
+     make=_seeded(_unzero(lambda: __import__("diffusers").LongCatAudioDiTTransformer(
+         dit_dim=16, dit_depth=2, dit_heads=2, dit_text_dim=16, latent_dim=4))),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 8, 4), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_attention_mask": torch.ones(b, L, dtype=torch.bool), "timestep": _t(b, 1.0)},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"), t_scale=1.0,
+     stacks=("blocks",), stream_order={"blocks": ("hidden_states",)}, cache_context=False,
+     note="audio latents (batch, frames, latent_dim); the zero-initialised output layers are refilled at random")
+_add(cls="LongCatImageTransformer2DModel",
+     make=_diffusers("LongCatImageTransformer2DModel", patch_size=1, in_channels=4, num_layers=2, num_single_layers=2,
+                     attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16,
+                     axes_dims_rope=(4, 4, 8)),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 16, 4), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "timestep": _t(b, 1.0), "img_ids": mz._ids(4, 4), "txt_ids": torch.zeros(L, 3)},
+     per_sample=("hidden_states", "encoder_hidden_states", "timestep"), t_scale=1.0,
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": ("encoder_hidden_states", "hidden_states"),
+                   "single_transformer_blocks": ("encoder_hidden_states", "hidden_states")},
+     note="Flux-like, but the single blocks keep the two streams apart (they concatenate inside the block only)")
+_add(cls="Lumina2Transformer2DModel",
+     make=_diffusers("Lumina2Transformer2DModel", sample_size=H, patch_size=2, in_channels=4, hidden_size=32,
+                     num_layers=2, num_refiner_layers=2, num_attention_heads=2, num_kv_heads=1, multiple_of=16,
+                     axes_dim_rope=(4, 4, 8), axes_lens=(32, 32, 32), cap_feat_dim=16),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, H, W), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_attention_mask": torch.ones(b, L, dtype=torch.bool), "timestep": _t(b, 1.0)},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"), t_scale=1.0,
+     stacks=("context_refiner", "noise_refiner", "layers"),
+     stream_order={"context_refiner": ("encoder_hidden_states",), "noise_refiner": ("hidden_states",),
+                   "layers": ("hidden_states",)}, cache_context=False,
+     note="refiners run on the text and the image apart; `layers` then run on one joint [text, image] sequence")
+
+
+def _lumina_next_rope():
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+
+    return get_2d_rotary_pos_embed_lumina(16, 16, 16)  # head_dim 16, a 16x16 grid of patches
+
+
+_add(cls="LuminaNextDiT2DModel",
+     make=_diffusers("LuminaNextDiT2DModel", sample_size=H, patch_size=2, in_channels=4, hidden_size=32, num_layers=2,
+                     num_attention_heads=2, num_kv_heads=1, multiple_of=16, cross_attention_dim=16),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, H, W), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_mask": torch.ones(b, L), "timestep": _t(b, 1.0),
+                          "image_rotary_emb": _lumina_next_rope(), "cross_attention_kwargs": {}},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_mask", "timestep"), t_scale=1.0,
+     stacks=("layers",), stream_order={"layers": ("hidden_states",)}, cache_context=False,
+     note="the RoPE table is an input; the timestep is reversed (the pipeline passes 1 - t / 1000); learned sigma; cross_attention_kwargs must be a dict (None raises)")
