@@ -170,3 +170,48 @@ _add(cls="LuminaNextDiT2DModel",
      per_sample=("hidden_states", "encoder_hidden_states", "encoder_mask", "timestep"), t_scale=1.0,
      stacks=("layers",), stream_order={"layers": ("hidden_states",)}, cache_context=False,
      note="the RoPE table is an input; the timestep is reversed (the pipeline passes 1 - t / 1000); learned sigma; cross_attention_kwargs must be a dict (None raises)")
+
+
+def _minimax_h3_inputs(b, g):
+    nt, nv, na = L, F * (H // 2) * (W // 2), 4  # text, video (2x2 patches), audio rows of the packed sequence
+    n = nt + nv + na
+    pos = torch.zeros(n, 3, dtype=torch.long)
+    grid = torch.stack(torch.meshgrid(torch.arange(F), torch.arange(H // 2), torch.arange(W // 2), indexing="ij"), -1)
+    pos[nt:nt + nv] = grid.reshape(-1, 3)
+    pos[nt + nv:, 0] = torch.arange(na)
+    tags = torch.cat([torch.full((nt,), 1), torch.full((nv,), 0), torch.full((na,), 2)])
+    return {"hidden_states": _rand(g, b, nv, 16), "audio_hidden_states": _rand(g, b, na, 4),
+            "encoder_hidden_states": _rand(g, b, nt, 16), "timestep": torch.tensor([0.5]),
+            "timestep_indices": torch.zeros(n, dtype=torch.long), "token_tags": tags, "position_ids": pos,
+            "text_indices": torch.arange(nt), "video_indices": torch.arange(nt, nt + nv),
+            "audio_indices": torch.arange(nt + nv, n)}
+
+
+_add(cls="MiniMaxH3Transformer3DModel",
+     make=_diffusers("MiniMaxH3Transformer3DModel", num_attention_heads=2, attention_head_dim=16, hidden_size=32,
+                     num_layers=2, num_refiner_layers=2, ffn_dim=32, in_channels=4, audio_in_channels=4, text_dim=16,
+                     freq_dim=16, time_embed_hidden_dim=32, time_embed_dim=16, rope_freq_dim=2),
+     inputs=_minimax_h3_inputs, per_sample=("hidden_states", "audio_hidden_states", "encoder_hidden_states"),
+     t_scale=1.0, stacks=("token_refiner.refiner_blocks", "transformer_blocks"),
+     stream_order={"token_refiner.refiner_blocks": ("encoder_hidden_states",),
+                   "transformer_blocks": ("hidden_states",)},
+     note="one packed [text, video, audio] sequence; `timestep` holds the distinct noise levels (not per sample) and "
+          "`timestep_indices` picks one per row; output (video, audio)")
+_add(cls="MiniMaxMusic3RVQDepthDecoder",
+     make=_diffusers("MiniMaxMusic3RVQDepthDecoder", hidden_size=32, num_layers=2, num_attention_heads=2,
+                     intermediate_size=32, audio_vocab_size=8, num_codebooks=8, max_position_embeddings=8),
+     inputs=lambda b, g: {"inputs_embeds": _rand(g, b, 8, 32)}, per_sample=("inputs_embeds",), timestep_arg=None,
+     stacks=("layers",), stream_order={"layers": ("inputs_embeds",)}, image_stream="inputs_embeds",
+     cache_context=False,
+     note="not a denoiser: the causal depth LM that predicts the residual RVQ codes of one audio frame; no timestep, "
+          "no text; it returns hidden states (batch, steps, hidden)")
+_add(cls="MiniMaxMusic3Transformer1DModel",
+     make=_diffusers("MiniMaxMusic3Transformer1DModel", in_channels=4, condition_dim=16, num_layers=2,
+                     num_attention_heads=2, attention_head_dim=8, ff_inner_dim=32, rotary_dim=4,
+                     fourier_embedding_dim=16),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, 8), "encoder_hidden_states": _rand(g, b, 8, 16),
+                          "timestep": _t(b, 1.0)},
+     per_sample=("hidden_states", "encoder_hidden_states", "timestep"), t_scale=1.0,
+     stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)}, cache_context=False,
+     note="1D audio latents (batch, channels, length) with frame-aligned conditioning (the uncond branch passes "
+          "zeros); timestep runs 0 (noise) .. 1 (data); the timestep embedding rides as an extra first token")
