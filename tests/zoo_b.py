@@ -215,3 +215,39 @@ _add(cls="MiniMaxMusic3Transformer1DModel",
      stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)}, cache_context=False,
      note="1D audio latents (batch, channels, length) with frame-aligned conditioning (the uncond branch passes "
           "zeros); timestep runs 0 (noise) .. 1 (data); the timestep embedding rides as an extra first token")
+_add(cls="MotifVideoTransformer3DModel",
+     make=_diffusers("MotifVideoTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2,
+                     attention_head_dim=16, num_layers=2, num_single_layers=2, mlp_ratio=2.0, text_embed_dim=16,
+                     rope_axes_dim=(4, 4, 8)),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, F, H, W), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_attention_mask": torch.ones(b, L), "timestep": _t(b)},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"),
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": ("hidden_states", "encoder_hidden_states"),
+                   "single_transformer_blocks": ("hidden_states", "encoder_hidden_states")})
+
+
+def _nucleus():
+    from diffusers import NucleusMoEImageTransformer2DModel
+
+    model = NucleusMoEImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=(8, 4, 4), mlp_ratio=2.0, dense_moe_strategy="leave_first_block_dense",
+        num_experts=2, moe_intermediate_dim=16, capacity_factors=2.0)
+    # the routed experts' weights are torch.empty (a checkpoint fills them): give them values
+    with torch.no_grad():
+        for block in model.transformer_blocks:
+            experts = getattr(getattr(block, "img_mlp", None), "experts", None)
+            for p in (experts.parameters() if experts is not None else ()):
+                p.normal_(0.0, 0.2)
+    return model
+
+
+_add(cls="NucleusMoEImageTransformer2DModel", make=_seeded(_nucleus),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 16, 16), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_hidden_states_mask": torch.ones(b, L), "timestep": _t(b, 1.0),
+                          "img_shapes": [(1, 4, 4)] * b},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask", "timestep"), t_scale=1.0,
+     stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
+     note="packed 2x2 patches like Qwen-Image; block 0 dense, block 1 MoE (2 experts); the blocks return the image "
+          "stream only (the text is re-projected in every block)")
