@@ -251,3 +251,32 @@ _add(cls="NucleusMoEImageTransformer2DModel", make=_seeded(_nucleus),
      stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
      note="packed 2x2 patches like Qwen-Image; block 0 dense, block 1 MoE (2 experts); the blocks return the image "
           "stream only (the text is re-projected in every block)")
+
+
+def _omnigen_inputs(b, g):
+    n = L + 1 + (H // 2) * (W // 2)  # [text tokens, time token, image patches]
+    return {"hidden_states": _rand(g, b, 4, H, W), "timestep": _t(b, 1.0),
+            "input_ids": torch.randint(1, 32, (b, L), generator=g), "input_img_latents": [], "input_image_sizes": {},
+            "attention_mask": torch.ones(b, n, n), "position_ids": torch.arange(n).expand(b, n).clone()}
+
+
+_add(cls="OmniGenTransformer2DModel",
+     make=_diffusers("OmniGenTransformer2DModel", in_channels=4, patch_size=2, hidden_size=32, num_attention_heads=2,
+                     num_key_value_heads=2, intermediate_size=32, num_layers=2, pad_token_id=0, vocab_size=32,
+                     max_position_embeddings=64, original_max_position_embeddings=64, pos_embed_max_size=8,
+                     time_step_dim=16, rope_scaling={"short_factor": [1.0] * 8, "long_factor": [1.0] * 8}),
+     inputs=_omnigen_inputs, per_sample=("hidden_states", "timestep", "input_ids", "attention_mask", "position_ids"),
+     t_scale=1.0, stacks=("layers",), stream_order={"layers": ("hidden_states",)}, cache_context=False,
+     note="the condition is token ids (its own embedding table, the text encoder is the model itself); one joint "
+          "[condition, time token, image] sequence with a 3D attention mask")
+_add(cls="OvisImageTransformer2DModel",
+     make=_diffusers("OvisImageTransformer2DModel", patch_size=1, in_channels=4, out_channels=4, num_layers=2,
+                     num_single_layers=2, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                     axes_dims_rope=(4, 4, 8)),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 16, 4), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "timestep": _t(b, 1.0), "img_ids": mz._ids(4, 4), "txt_ids": torch.zeros(L, 3)},
+     per_sample=("hidden_states", "encoder_hidden_states", "timestep"), t_scale=1.0,
+     stacks=("transformer_blocks", "single_transformer_blocks"),
+     stream_order={"transformer_blocks": ("encoder_hidden_states", "hidden_states"),
+                   "single_transformer_blocks": ("encoder_hidden_states", "hidden_states")},
+     note="Flux-like, but the single blocks keep the two streams apart (they concatenate inside the block only)")
