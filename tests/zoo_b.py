@@ -308,3 +308,17 @@ _add(cls="PriorTransformer",
      stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)}, cache_context=False,
      note="the unCLIP prior: it denoises one CLIP image embedding (batch, dim), not a latent image; the blocks run on "
           "[text, proj, time, x, prd] tokens and the prd token is read out; causal mask")
+_add(cls="QwenImage21Transformer2DModel",
+     make=_diffusers("QwenImage21Transformer2DModel", patch_size=1, in_channels=4, out_channels=4, num_layers=2,
+                     attention_head_dim=16, num_attention_heads=2, context_in_dim=16, mlp_ratio=2,
+                     axes_dims_rope=(8, 4, 4)),
+     # text-to-image: L text slots, then 4 image slots, each standing for a 2x2 group of the 4x4 target's tokens
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 16, 4), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_hidden_states_mask": torch.ones(b, L, dtype=torch.bool), "timestep": _t(b, 1.0),
+                          "img_shapes": [[(1, 4, 4)]] * b,
+                          "img_mask": torch.cat([torch.zeros(b, L, dtype=torch.bool), torch.ones(b, 4, dtype=torch.bool)],
+                                                1)},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask", "timestep", "img_mask"),
+     t_scale=1.0, stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
+     note="single stream over one joint [text, image] sequence (block-causal); the output covers the whole joint "
+          "sequence, the pipeline keeps its last 16 rows; text rows are modulated from t = 0")
