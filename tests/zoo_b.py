@@ -322,3 +322,26 @@ _add(cls="QwenImage21Transformer2DModel",
      t_scale=1.0, stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
      note="single stream over one joint [text, image] sequence (block-causal); the output covers the whole joint "
           "sequence, the pipeline keeps its last 16 rows; text rows are modulated from t = 0")
+
+
+def _rfd4_inputs(b, g):
+    n = 8  # residues
+    return {"bb_ca": _rand(g, b, n, 3), "local_latents": _rand(g, b, n, 4), "bb_ca_time": _t(b, 1.0),
+            "local_latents_time": _t(b, 1.0), "padding_mask": torch.ones(b, n, dtype=torch.bool), "return_dict": False,
+            "conditioning": {"is_in_context_conditioning": torch.zeros(b, n, dtype=torch.bool),
+                             "supports_local_latent": torch.ones(b, n, dtype=torch.bool)}}
+
+
+_add(cls="RFD4ProteinaTransformer",
+     make=_diffusers("RFD4ProteinaTransformer", nlayers=2, token_dim=16, nheads=2, dim_cond=16, pair_repr_dim=8,
+                     latent_dim=4, token_type_emb_dim=4, cath_emb_dim=4, t_emb_dim=16, seq_sep_dim=4,
+                     xt_pair_dist_dim=4, feats_seq=("xt_bb_ca", "xt_local_latents"),
+                     feats_cond_seq=("time_emb_bb_ca", "time_emb_local_latents"),
+                     feats_pair_repr=("xt_bb_ca_pair_dists",), tri_mult_c=8, num_sequence_classes=8),
+     inputs=_rfd4_inputs, per_sample=("bb_ca", "local_latents", "bb_ca_time", "local_latents_time", "padding_mask"),
+     timestep_arg="bb_ca_time", t_scale=1.0, stacks=("transformer_layers",),
+     stream_order={"transformer_layers": ("bb_ca",)}, image_stream="bb_ca", cache_context=False,
+     note="protein structure flow model, not an image one: two noisy inputs (backbone coordinates, local latents) "
+          "with a time each (local_latents_time too); the trunk layers return the token stream built from both; a "
+          "pair representation (updated by the ModuleDict pair_update_layers after layer 0) rides alongside; no "
+          "text; output (backbone, local_latents, sequence logits, insertion logits)")
