@@ -345,3 +345,51 @@ _add(cls="RFD4ProteinaTransformer",
           "with a time each (local_latents_time too); the trunk layers return the token stream built from both; a "
           "pair representation (updated by the ModuleDict pair_update_layers after layer 0) rides alongside; no "
           "text; output (backbone, local_latents, sequence logits, insertion logits)")
+_add(cls="SanaTransformer2DModel",
+     make=_diffusers("SanaTransformer2DModel", in_channels=4, out_channels=4, num_attention_heads=2,
+                     attention_head_dim=8, num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=8,
+                     cross_attention_dim=16, caption_channels=16, sample_size=H, patch_size=1),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, H, W), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_attention_mask": torch.ones(b, L), "timestep": _t(b)},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"),
+     stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)}, cache_context=False,
+     note="linear self-attention, a conv feed-forward (GLUMBConv)")
+_add(cls="SanaVideoTransformer3DModel",
+     make=_diffusers("SanaVideoTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2,
+                     attention_head_dim=8, num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=8,
+                     cross_attention_dim=16, caption_channels=16, sample_size=H, rope_max_seq_len=32),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, F, H, W), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_attention_mask": torch.ones(b, L), "timestep": _t(b)},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"),
+     stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)}, cache_context=False,
+     note="linear self-attention with Wan's RoPE, a temporal conv feed-forward")
+
+
+def _sana_wm_refiner_inputs(b, g):
+    from types import SimpleNamespace
+
+    from diffusers.models.transformers.transformer_sana_wm_refiner import (
+        SanaWMLTX2AudioVideoRotaryPosEmbed, SanaWMLTX2RefinerTransformer3DModel)
+
+    # the RoPE is an input, built as the pipeline does by the class's own helper, which reads only `self.rope`: a rope
+    # configured like the tiny model's (inner dim 16, 2 heads, the class defaults otherwise) stands in for the model
+    rope = SanaWMLTX2AudioVideoRotaryPosEmbed(dim=16, causal_offset=1, modality="video", rope_type="interleaved",
+                                              num_attention_heads=2)
+    cos_sin = SanaWMLTX2RefinerTransformer3DModel.build_rotary_emb_for_absolute_positions(
+        SimpleNamespace(rope=rope), b, list(range(F)), H, W, torch.device("cpu"), 24.0)
+    n = F * H * W
+    return {"hidden_states": _rand(g, b, n, 4), "encoder_hidden_states": _rand(g, b, L, 16),
+            "encoder_attention_mask": torch.ones(b, L), "timestep": _t(b)[:, None].expand(b, n).contiguous(),
+            "video_rotary_emb": cos_sin}
+
+
+_add(cls="SanaWMLTX2RefinerTransformer3DModel",
+     make=_diffusers("SanaWMLTX2RefinerTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2,
+                     attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
+                     audio_num_attention_heads=2, audio_attention_head_dim=8, audio_cross_attention_dim=16,
+                     num_layers=2, caption_channels=16),
+     inputs=_sana_wm_refiner_inputs,
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"),
+     stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
+     note="SANA-WM's stage-2 AR refiner: LTX-2 blocks run video-only (the audio branch is built but unused); the "
+          "timestep is per token (batch, tokens); the RoPE is an input; without kv_cache it is plain full attention")
