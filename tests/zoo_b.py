@@ -393,3 +393,14 @@ _add(cls="SanaWMLTX2RefinerTransformer3DModel",
      stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
      note="SANA-WM's stage-2 AR refiner: LTX-2 blocks run video-only (the audio branch is built but unused); the "
           "timestep is per token (batch, tokens); the RoPE is an input; without kv_cache it is plain full attention")
+_add(cls="SanaWMTransformer3DModel",
+     make=_diffusers("SanaWMTransformer3DModel", in_channels=4, num_layers=2, hidden_size=32, num_attention_heads=2,
+                     softmax_every_n=2, linear_head_dim=16, chunk_plucker_channels=4,
+                     chunk_plucker_post_attn_blocks=2, image_size=H, caption_channels=16, mlp_ratio=2.0,
+                     fp32_attention=True, mixed_precision="fp32"),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, F, H, W), "encoder_hidden_states": _rand(g, b, 1, L, 16),
+                          "encoder_attention_mask": torch.ones(b, L), "timestep": _t(b)[:, None, None].expand(b, 1, F)},
+     per_sample=("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"),
+     stacks=("blocks",), stream_order={"blocks": ("hidden_states",)}, cache_context=False,
+     note="camera-controlled world model, run here without camera inputs; per-frame timesteps (batch, 1, frames); "
+          "block 0 gated-delta-net linear attention, block 1 softmax attention")
