@@ -404,3 +404,37 @@ _add(cls="SanaWMTransformer3DModel",
      stacks=("blocks",), stream_order={"blocks": ("hidden_states",)}, cache_context=False,
      note="camera-controlled world model, run here without camera inputs; per-frame timesteps (batch, 1, frames); "
           "block 0 gated-delta-net linear attention, block 1 softmax attention")
+
+
+def _stable_audio_inputs(b, g):
+    from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+    n = 8  # audio latent frames; the global (duration) token is prepended inside
+    rope = get_1d_rotary_pos_embed(4, n + 1, use_real=True, repeat_interleave_real=False)  # head_dim // 2
+    return {"hidden_states": _rand(g, b, 4, n), "encoder_hidden_states": _rand(g, b, L, 16),
+            "global_hidden_states": _rand(g, b, 1, 16), "timestep": _t(b, 1.0), "rotary_embedding": rope}
+
+
+_add(cls="StableAudioDiTModel",
+     make=_diffusers("StableAudioDiTModel", sample_size=8, in_channels=4, num_layers=2, attention_head_dim=8,
+                     num_attention_heads=2, num_key_value_attention_heads=1, out_channels=4, cross_attention_dim=16,
+                     time_proj_dim=16, global_states_input_dim=16, cross_attention_input_dim=16),
+     inputs=_stable_audio_inputs, per_sample=("hidden_states", "encoder_hidden_states", "global_hidden_states",
+                                              "timestep"),
+     t_scale=1.0, stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
+     cache_context=False,
+     note="1D audio latents (batch, channels, frames); the timestep is the cosine-DPM solver's preconditioned sigma "
+          "(0..1); the global (duration + time) token rides as the first token; the RoPE table is an input")
+_add(cls="StableAudio3DiTModel",
+     make=_diffusers("StableAudio3DiTModel", io_channels=4, patch_size=1, embed_dim=32, depth=2, num_heads=2,
+                     cond_token_dim=16, global_cond_dim=16, local_add_cond_dim=4, timestep_features_dim=16,
+                     ff_mult=2.0, num_memory_tokens=2),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, 8), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "global_hidden_states": _rand(g, b, 16), "encoder_attention_mask": torch.ones(b, L),
+                          "timestep": _t(b, 1.0)},
+     per_sample=("hidden_states", "encoder_hidden_states", "global_hidden_states", "encoder_attention_mask",
+                 "timestep"),
+     t_scale=1.0, stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
+     cache_context=False,
+     note="1D audio latents (batch, channels, frames); differential attention; learned memory tokens are prepended "
+          "to the stream inside the blocks' sequence; pre/post 1x1 convs are zero-initialised residuals")
