@@ -438,3 +438,28 @@ _add(cls="StableAudio3DiTModel",
      cache_context=False,
      note="1D audio latents (batch, channels, frames); differential attention; learned memory tokens are prepended "
           "to the stream inside the blocks' sequence; pre/post 1x1 convs are zero-initialised residuals")
+_add(cls="T5FilmDecoder",
+     make=_diffusers("T5FilmDecoder", input_dims=4, targets_length=8, d_model=16, num_layers=2, num_heads=2, d_kv=8,
+                     d_ff=32),
+     inputs=lambda b, g: {"decoder_input_tokens": _rand(g, b, 8, 4), "decoder_noise_time": _t(b, 1.0),
+                          "encodings_and_masks": [(_rand(g, b, L, 16), torch.ones(b, L))]},
+     per_sample=("decoder_input_tokens", "decoder_noise_time"), timestep_arg="decoder_noise_time", t_scale=1.0,
+     stacks=("decoders",), stream_order={"decoders": ("decoder_input_tokens",)},
+     image_stream="decoder_input_tokens", cache_context=False,
+     note="spectrogram diffusion decoder (batch, frames, mel bins); the condition is a list of (encoding, mask) "
+          "pairs, batched inside the list; each layer returns a tuple whose first item is the stream; returns a "
+          "bare tensor")
+_add(cls="Transformer2DModel",
+     make=_diffusers("Transformer2DModel", num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                     num_layers=2, sample_size=H, patch_size=2, activation_fn="gelu-approximate",
+                     num_embeds_ada_norm=10, norm_type="ada_norm_zero", norm_elementwise_affine=False),
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, H, W), "timestep": _t(b),
+                          "class_labels": torch.randint(0, 10, (b,), generator=g)},
+     per_sample=("hidden_states", "timestep", "class_labels"), stacks=("transformer_blocks",),
+     stream_order={"transformer_blocks": ("hidden_states",)}, cache_context=False,
+     note="configured as DiT (the patched, class-conditioned form DiTPipeline runs): no text, the condition is a "
+          "class label (CFG passes the null class); learned sigma")
+_add(cls="TransformerTemporalModel",
+     excluded="not a denoiser: the temporal-attention layer inside UNet3DConditionModel-style UNets; its input is "
+              "(batch * frames, C, H, W), so the batch is not its leading dim, and its layer-norm blocks ignore the "
+              "timestep")
