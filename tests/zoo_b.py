@@ -463,3 +463,27 @@ _add(cls="TransformerTemporalModel",
      excluded="not a denoiser: the temporal-attention layer inside UNet3DConditionModel-style UNets; its input is "
               "(batch * frames, C, H, W), so the batch is not its leading dim, and its layer-norm blocks ignore the "
               "timestep")
+
+_WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+                 text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                 qk_norm="rms_norm_across_heads", rope_max_seq_len=32)  # tests/model_zoo.py's tiny Wan
+_add(cls="WanVACETransformer3DModel",
+     make=_diffusers("WanVACETransformer3DModel", **_WAN_TINY, vace_layers=[0, 1], vace_in_channels=4),
+     inputs=lambda b, g: {**_wan_inputs(b, g), "control_hidden_states": _rand(g, b, 4, F, H, W)},
+     per_sample=_WAN_PS + ("control_hidden_states",), stacks=("vace_blocks", "blocks"),
+     stream_order={"vace_blocks": (None, "control_hidden_states"), "blocks": ("hidden_states",)},
+     note="all VACE blocks run first on the control stream; each returns (hint, control stream), where the hint "
+          "(None in stream_order: it continues no input) is added to hidden_states after main block vace_layers[i]")
+_WAN_ANIMATE = dict(_WAN_TINY, in_channels=12, latent_channels=4, image_dim=None, motion_encoder_channel_sizes={
+    "4": 8, "8": 8}, motion_encoder_size=8, motion_style_dim=8, motion_dim=4, motion_encoder_dim=8,
+    face_encoder_hidden_dim=8, face_encoder_num_heads=2, inject_face_latents_blocks=1, motion_encoder_batch_size=8)
+_add(cls="WanAnimateTransformer3DModel", make=_diffusers("WanAnimateTransformer3DModel", **_WAN_ANIMATE),
+     # [noisy latents, reference/mask latents] on channels (2C + 4); pose latents have one frame fewer; an 8x8 face
+     # video of 1 frame (the face encoder's two stride-2 convs map it to 1 motion frame, plus the zero pad frame)
+     inputs=lambda b, g: {"hidden_states": _rand(g, b, 12, F, H, W), "encoder_hidden_states": _rand(g, b, L, 16),
+                          "timestep": _t(b), "pose_hidden_states": _rand(g, b, 4, F - 1, H, W),
+                          "face_pixel_values": _rand(g, b, 3, 1, 8, 8)},
+     per_sample=_WAN_PS + ("pose_hidden_states", "face_pixel_values"), stacks=("blocks",),
+     stream_order={"blocks": ("hidden_states",)},
+     note="after every inject_face_latents_blocks-th block (every block here) a face_adapter cross-attention to the "
+          "face-motion tokens adds a residual to hidden_states; in_channels 2C + 4, output C")
