@@ -28,17 +28,22 @@ def built(request, one_thread):
 
 def _sample(out):
     if hasattr(out, "sample"):
-        return out.sample
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    return out
+        out = out.sample
+    elif isinstance(out, tuple):
+        out = out[0]
+    # classes that take per-sample lists (Z-Image) return one: stack it to see the batch
+    return torch.stack(out) if isinstance(out, list) else out
+
+
+def _batch(value):
+    return len(value) if isinstance(value, list) else value.shape[0]
 
 
 def test_call_batch2(built):
     entry, model = built
     inputs = entry.inputs(2, torch.Generator().manual_seed(0))
     for name in entry.per_sample:
-        assert inputs[name].shape[0] == 2, f"{entry.cls}: per-sample input {name} lacks the batch dim"
+        assert _batch(inputs[name]) == 2, f"{entry.cls}: per-sample input {name} lacks the batch dim"
     if entry.timestep_arg is not None:
         assert entry.timestep_arg in inputs
     with torch.no_grad():

@@ -487,3 +487,21 @@ _add(cls="WanAnimateTransformer3DModel", make=_diffusers("WanAnimateTransformer3
      stream_order={"blocks": ("hidden_states",)},
      note="after every inject_face_latents_blocks-th block (every block here) a face_adapter cross-attention to the "
           "face-motion tokens adds a residual to hidden_states; in_channels 2C + 4, output C")
+_add(cls="WanAnimate2Transformer3DModel",
+     excluded="a denoising call (kv_cache_mode='cached') needs a KV cache filled by a prior reference pass "
+              "(kv_cache_mode='extract', which ignores the timestep) and a flex-attention block mask built with "
+              "create_block_mask(_compile=True), i.e. a torch.compile per shape; its latents and texts are per-sample "
+              "lists, not batched tensors")
+_add(cls="ZImageTransformer2DModel",
+     make=_diffusers("ZImageTransformer2DModel", in_channels=4, dim=32, n_layers=2, n_refiner_layers=2, n_heads=2,
+                     n_kv_heads=2, cap_feat_dim=16, axes_dims=[4, 6, 6], axes_lens=[64, 32, 32]),
+     inputs=lambda b, g: {"x": [_rand(g, 4, 1, H, W) for _ in range(b)], "t": _t(b, 1.0),
+                          "cap_feats": [_rand(g, L, 16) for _ in range(b)]},
+     per_sample=("x", "t", "cap_feats"), timestep_arg="t", t_scale=1.0,
+     stacks=("noise_refiner", "context_refiner", "layers"),
+     stream_order={"noise_refiner": ("x",), "context_refiner": ("cap_feats",), "layers": ("x",)},
+     image_stream="x", cache_context=False,
+     note="latents and captions are per-sample LISTS (x: b tensors (C, 1, H, W), cap_feats: b tensors (L, D)) and "
+          "the sample is a list too; refiners run on the image and the text apart, then `layers` on one joint "
+          "[image, text] sequence; the timestep is reversed (the pipeline passes (1000 - t) / 1000); ~390k "
+          "parameters: the timestep MLP's hidden width 1024 is fixed in the class")
