@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from dit_models import one_thread  # noqa: F401
 from zoo_b import ENTRIES
 
@@ -21,7 +20,7 @@ def test_entries_are_unique_and_in_range():
 
 
 @pytest.fixture(scope="module", params=LIVE, ids=[e.cls for e in LIVE])
-def built(request, one_thread):
+def built(request, one_thread):  # noqa: F811
     entry = request.param
     return entry, entry.make()
 
