@@ -161,6 +161,7 @@ def wheel(tmp_path_factory):
     return next(out.glob("fastercache_kernels-*.whl")), res.stdout + res.stderr, seconds
 
 
+@pytest.mark.slow
 def test_wheel_build_says_what_it_builds(wheel):
     _, log, seconds = wheel
     print(f"wheel built in {seconds:.0f} s")
@@ -170,6 +171,7 @@ def test_wheel_build_says_what_it_builds(wheel):
     assert re.search(r"fastercache_kernels: built _cpu.*, _cuda in \d+ s", log)
 
 
+@pytest.mark.slow
 def test_wheel_holds_modules_and_license(wheel):
     names = zipfile.ZipFile(wheel[0]).namelist()
     for module in ("_cpu", "_cuda"):
@@ -210,6 +212,7 @@ print(json.dumps({"file": fk.__file__, "cpu": _ext.why_not("_cpu"), "cuda": _ext
 """
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_imports_on_cpu(installed, tmp_path):
     py, site = installed
     # -I and a neutral directory: the checkout's own package is not on the path
@@ -223,6 +226,7 @@ def test_wheel_installs_and_imports_on_cpu(installed, tmp_path):
     assert got["cuda_for"] == "sm_80" and len(got["cuda_so"]) == 1, got
 
 
+@pytest.mark.slow
 def test_wheel_carries_the_kernels_for_the_architecture_asked(installed):
     tool = _cuobjdump()
     if tool is None:
