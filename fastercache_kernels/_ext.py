@@ -32,8 +32,8 @@ def _load(name: str) -> tuple[ModuleType | None, str | None]:
     except ImportError as e:
         if not any(_PKG.glob(f"{name}.*")):
             status = build_info().get("cuda", "") if name == "_cuda" else ""
-            if status.startswith("off"):
-                return None, "_cuda is not built: the build ran with FASTERCACHE_CUDA=off"
+            if status.startswith("off ("):  # "off (why)": setup.py's reason, e.g. no GPU visible at build time
+                return None, f"_cuda is not built: {status[5:].removesuffix(')')}"
             if status:
                 return None, f"_cuda {status}"
             return None, f"{name} is not built (install the package with `pip install .` to compile it)"
