@@ -1,0 +1,509 @@
+"""A model's block structure, observed from the data flow of one real call (no adapter needed).
+
+`Observer` watches one model call that the caller makes itself, and `Observer.structure` reads off:
+
+- **Candidates**: every child of every `torch.nn.ModuleList` (or, with the `blocks` override, the modules whose
+  names match those regular expressions). Each gets a forward pre-hook and a forward hook.
+- **Provenance**: while the observer is entered, a `TorchFunctionMode` labels tensors. A candidate's forward hook
+  labels output slot j of block b as (b, j); every torch function whose tensor inputs carry labels gives its
+  tensor outputs the union of those labels (in-place ops add them to the tensor written). Labels thus follow a
+  value through the reshapes, permutes, additions and other ops between blocks (Latte's rearranges between its
+  spatial and temporal blocks), and a value that IS a block output carries exactly that block's label. A
+  `torch.cat` result remembers which labels sit in which range of the concatenated dim, so that a slice, `split`
+  or `chunk` of it (possibly after ops that act per position along that dim: norms over later dims, pointwise
+  ops, linear layers over the last dim) carries only the labels of the ranges it covers. The mode only looks:
+  every function runs as it would without it.
+- **Pairing** (`BlockSpec.io`): output j of block b continues input n when the block that receives b's outputs
+  gets output j as its input n: the next child of the same list when it receives them (by identity, else by
+  provenance), otherwise the one block that does (Latte: spatial block i feeds temporal block i; a one-block list
+  feeds the next list's first block), whose input names must also be b's. The last child of a list takes the
+  pairing of the previous child when that is of the same class. Nothing is paired by name or shape; an output
+  that no receiver gets as an input is not continued (None). Where no pairing can be established, a ValueError
+  names `block_io`, the override that states it.
+- **Image stream and stacks**: the model's output sample carries the label of exactly one block output: the image
+  stream of the last block. Walking back, the image input of each block (the input its image output continues)
+  carries the label of the previous block's image output, until an input carries no block label (it comes from
+  the model's inputs). The blocks on that path are the image chain; the stacks are the lists whose children that
+  ran all lie on it (lists of other chained blocks, e.g. HunyuanVideo's text refiner, are side stacks, reported in
+  `describe()`).
+- **CFG arguments**: the model call's inputs (positional ones bound to their parameter names) that are tensors
+  of dim > 0 whose leading dim equals the output sample's batch.
+
+Observe an eager call: hooks and the mode stay out of no compiled graph, but dynamo would trace the mode.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["BlockSpec", "Structure", "Observer"]
+
+
+@dataclass
+class BlockSpec:
+    name: str  # module path, e.g. "transformer_blocks.0"
+    module: torch.nn.Module
+    stack: str  # the ModuleList path, e.g. "transformer_blocks"
+    index: int  # position in its stack
+    kind: str  # "temporal" when the stack's attribute name contains "temporal", else "spatial" (a label only)
+    io: tuple  # per output slot: the input name it continues, or None (output None or not continued)
+    tuple_out: bool
+    image: int  # index into io of the image stream
+
+
+@dataclass
+class Structure:
+    blocks: list  # list[BlockSpec], in execution order
+    stacks: list  # list[str], in execution order of their first block
+    image_stream: str  # input name of the image stream in the (first) blocks
+    cfg_args: tuple  # the call's inputs whose leading dim equals the sample's batch
+    batch: int
+    side_stacks: list = field(default_factory=list)  # chained lists off the image chain (text refiners)
+
+    def describe(self) -> dict:
+        streams = {}
+        for b in self.blocks:
+            streams.setdefault(b.stack, tuple(n for n in b.io if n is not None))
+        return {"stacks": list(self.stacks), "blocks": len(self.blocks),
+                "blocks_per_stack": {s: sum(b.stack == s for b in self.blocks) for s in self.stacks},
+                "streams": streams, "image_stream": self.image_stream, "cfg_args": list(self.cfg_args),
+                "side_stacks": list(self.side_stacks)}
+
+
+def _sample(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    sample = getattr(out, "sample", None)
+    if isinstance(sample, torch.Tensor):
+        return sample
+    raise TypeError(f"fastercache: cannot find the sample in a model output of type {type(out).__name__}")
+
+
+def _tensors(x):
+    """The tensors among a function's arguments (one level into lists and tuples: torch.cat's list)."""
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            if isinstance(v, torch.Tensor):
+                yield v
+
+
+# Ops that act per position along every dim but (at most) the last ones: a cat's ranges survive them.
+_POINTWISE = {"add", "sub", "mul", "div", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__truediv__", "__rtruediv__", "addcmul", "gelu", "silu", "relu", "tanh", "sigmoid", "dropout", "to",
+              "contiguous", "float", "half", "bfloat16", "type_as", "clone", "detach", "neg", "__neg__", "exp",
+              "clip", "clamp", "__iadd__", "__isub__", "add_", "sub_", "mul_", "__imul__"}
+_SPLITS = {"split", "split_with_sizes", "chunk", "tensor_split", "unbind"}
+_CATS = {"cat", "concat", "concatenate"}
+# The ops through which a value stays "input n plus updates" (the residual rule): additions and layout.
+_RESIDUAL = {"add", "sub", "__add__", "__radd__", "__sub__", "__iadd__", "__isub__", "add_", "sub_", "view",
+             "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous", "to",
+             "float", "half", "bfloat16", "type_as", "clone", "detach", "clip", "clamp", "__getitem__", "narrow",
+             "movedim", "view_as", "reshape_as", *_SPLITS, *_CATS}
+
+
+class _Table:
+    """Labels of tensors, by identity (weak references: no tensor is kept alive, a reused id is not confused)."""
+
+    def __init__(self):
+        self.d = {}  # id -> (weakref, frozenset of labels, (dim, [(start, end, labels)]) or None)
+
+    def get(self, t):
+        e = self.d.get(id(t))
+        if e is None or e[0]() is not t:
+            return frozenset(), None
+        return e[1], e[2]
+
+    def set(self, t, labels, segs=None):
+        try:
+            self.d[id(t)] = (weakref.ref(t), frozenset(labels), segs)
+        except TypeError:  # not weak-referenceable
+            pass
+
+    def add(self, t, labels):
+        self.set(t, self.get(t)[0] | frozenset(labels))
+
+
+def _inplace(name):
+    return name == "__setitem__" or name.startswith("__i") or (name.endswith("_") and not name.endswith("__"))
+
+
+class _Provenance(TorchFunctionMode):
+    """Two label tables (see the module docstring): `prov`, the block outputs a tensor derives from through any op;
+    `res`, the block inputs a tensor is "plus updates" of (additions and layout ops only). Changes no result."""
+
+    def __init__(self):
+        super().__init__()
+        self.prov, self.res = _Table(), _Table()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        ins = [t for a in (*args, *kwargs.values()) for t in _tensors(a)]
+        if not ins:
+            return out
+        name = getattr(func, "__name__", "")
+        for table in (self.prov, self.res):
+            if table is self.res and name not in _RESIDUAL and name != "__setitem__":
+                continue
+            got = [(t, *table.get(t)) for t in ins]
+            got = [g for g in got if g[1]]
+            if not got:
+                continue
+            labels = frozenset().union(*(g[1] for g in got))
+            if args and _inplace(name) and isinstance(args[0], torch.Tensor):
+                table.add(args[0], labels)  # written in place: the target now carries the inputs' labels too
+            outs = list(_tensors(out))
+            if not outs or (args and outs[0] is args[0] and _inplace(name)):
+                continue
+            segs = _segments(table, name, args, kwargs, got, out)
+            if isinstance(segs, list):  # one label set per piece of a split
+                for o, s in zip(outs, segs):
+                    table.set(o, s)
+            elif isinstance(segs, frozenset):
+                for o in outs:
+                    table.set(o, segs)
+            else:
+                for o in outs:
+                    table.set(o, labels, segs)
+        return out
+
+
+def _segments(table, name, args, kwargs, got, out):
+    """Ranges of a concatenation: None (the plain union), (dim, [(start, end, labels)]) for a cat or an op that keeps
+    a cat's ranges, a frozenset for a slice of one, a list of frozensets for a split of one."""
+    if name in _CATS and isinstance(out, torch.Tensor) and out.dim():
+        parts = args[0] if args else kwargs.get("tensors")
+        dim = (args[1] if len(args) > 1 else kwargs.get("dim", 0)) % out.dim()
+        ranges, start = [], 0
+        for t in parts:
+            n = t.shape[dim] if t.dim() > dim else 0
+            ranges.append((start, start + n, table.get(t)[0]))
+            start += n
+        return dim, ranges
+    if len(got) != 1 or got[0][2] is None:  # ranges survive only where the cat is the one labelled operand
+        return None
+    src, _, (dim, ranges) = got[0]
+
+    def within(lo, hi):
+        return frozenset().union(*(lab for s, e, lab in ranges if s < hi and e > lo))
+
+    if name == "__getitem__" and src is args[0]:
+        idx = args[1] if isinstance(args[1], tuple) else (args[1],)
+        if len(idx) <= dim:
+            return (dim, ranges) if all(isinstance(i, slice) and i == slice(None) for i in idx) else None
+        if not all(isinstance(i, slice) and i == slice(None) for i in idx[:dim]) or not isinstance(idx[dim], slice):
+            return None
+        lo, hi, step = idx[dim].indices(src.shape[dim])
+        return within(lo, hi) if step == 1 else None
+    if name == "narrow" and src is args[0]:
+        d = args[1] % src.dim()
+        return within(args[2], args[2] + args[3]) if d == dim else None
+    if name in _SPLITS and src is args[0] and isinstance(out, (tuple, list)):
+        d = (args[2] if len(args) > 2 else kwargs.get("dim", 0)) % src.dim()
+        if d != dim or name == "unbind":
+            return None
+        res, pos = [], 0
+        for o in out:
+            res.append(within(pos, pos + o.shape[d]))
+            pos += o.shape[d]
+        return res
+    if not isinstance(out, torch.Tensor) or out.shape != src.shape:
+        return None
+    if name in ("layer_norm", "rms_norm"):
+        shape = args[1] if len(args) > 1 else kwargs.get("normalized_shape")
+        n = 1 if isinstance(shape, int) else len(shape)
+        return (dim, ranges) if dim < src.dim() - n else None
+    if name == "linear":
+        return (dim, ranges) if dim < src.dim() - 1 else None
+    if name in _POINTWISE:
+        return dim, ranges
+    return None
+
+
+def _params(fn):
+    try:
+        return list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
+def _named(fn, args, kwargs) -> dict:
+    """name -> value of a call's inputs: positionals bound to parameter names, keywords (and **kwargs) as named."""
+    out, params = {}, _params(fn)
+    pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    var = next((p for p in params if p.kind == p.VAR_POSITIONAL), None)
+    for i, a in enumerate(args):
+        if i < len(pos):
+            out[pos[i].name] = a
+        else:
+            out[f"{var.name if var else 'args'}[{i - len(pos)}]"] = a
+    out.update(kwargs)
+    return out
+
+
+@dataclass(eq=False)
+class _Call:
+    name: str
+    module: torch.nn.Module
+    parent: str
+    order: int
+    depth: int
+    ins: dict = field(default_factory=dict)  # input name -> (is the tensor, labels, id) for tensor inputs
+    params: frozenset = frozenset()
+    outs: tuple = ()  # per output slot: id of the tensor or None
+    tuple_out: bool = False
+    cont: tuple = ()  # per output slot: the inputs it is "plus updates" of (the residual rule)
+    done: bool = False
+
+
+class Observer:
+    """Context manager: forward pre-hooks (with kwargs) and forward hooks on the candidate blocks (every child of
+    every torch.nn.ModuleList in the model, or the modules named by `blocks`) and a provenance mode (see the module
+    docstring), installed on __enter__ and removed on __exit__; the model is left as it was. It never calls the
+    model or any module itself: make one model call inside the `with`, then call `structure(args, kwargs, out)`.
+
+    Overrides (an adapter's fields): `blocks`, regular expressions (re.search) naming the blocks (then those are
+    the blocks, outermost match first, and their parent modules the stacks); `block_io`, the input names a
+    block's outputs continue, in output order (replaces the observed pairing).
+    """
+
+    def __init__(self, model, *, blocks=None, block_io=None):
+        self.model = model
+        self.blocks = None if blocks is None else ((blocks,) if isinstance(blocks, str) else tuple(blocks))
+        self.block_io = None if block_io is None else ((block_io,) if isinstance(block_io, str) else tuple(block_io))
+        self._handles, self._mode, self._calls, self._open = [], None, [], []
+
+    # -- hooks ------------------------------------------------------------------------------------------------
+    def _candidates(self):
+        if self.blocks is not None:
+            found = []
+            for name, mod in self.model.named_modules():
+                if not name or any(name.startswith(f + ".") for f, _, _ in found):
+                    continue
+                if any(re.search(p, name) for p in self.blocks):
+                    found.append((name, mod, name.rpartition(".")[0]))
+            return found
+        out = []
+        for lname, lst in self.model.named_modules():
+            if isinstance(lst, torch.nn.ModuleList):
+                for cname, child in lst.named_children():
+                    out.append((f"{lname}.{cname}" if lname else cname, child, lname))
+        return out
+
+    def __enter__(self) -> Observer:
+        self._calls, self._open = [], []
+        for name, mod, parent in self._candidates():
+            self._handles.append(mod.register_forward_pre_hook(self._pre(name, mod, parent), with_kwargs=True))
+            self._handles.append(mod.register_forward_hook(self._post(), with_kwargs=True, always_call=True))
+        self._mode = _Provenance()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        mode, self._mode = self._mode, None
+        if mode is not None:
+            mode.__exit__(*exc)
+            self._prov = mode.prov
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return False
+
+    def _pre(self, name, mod, parent):
+        def hook(module, args, kwargs):
+            c = _Call(name, mod, parent, len(self._calls), len(self._open))
+            c.params = frozenset(p.name for p in _params(mod.forward))
+            for n, v in _named(mod.forward, args, kwargs).items():
+                if isinstance(v, torch.Tensor):
+                    c.ins[n] = (id(v), self._mode.prov.get(v)[0])
+                    self._mode.res.add(v, {(name, n)})
+            self._calls.append(c)
+            self._open.append(c)
+            return None
+        return hook
+
+    def _post(self):
+        def hook(module, args, kwargs, output):
+            c = next((c for c in reversed(self._open) if c.module is module), None)
+            if c is None or self._mode is None:
+                return None
+            self._open.remove(c)
+            c.done = True
+            c.tuple_out = isinstance(output, tuple)
+            outs = output if c.tuple_out else (output,)
+            c.outs = tuple(id(o) if isinstance(o, torch.Tensor) else None for o in outs)
+            c.cont = tuple(tuple(sorted(n for b, n in self._mode.res.get(o)[0] if b == c.name))
+                           if isinstance(o, torch.Tensor) else () for o in outs)
+            for j, o in enumerate(outs):
+                if isinstance(o, torch.Tensor):
+                    self._mode.prov.set(o, {(c.name, j)})
+            return None
+        return hook
+
+    # -- reading the structure --------------------------------------------------------------------------------
+    def structure(self, args: tuple, kwargs: dict, output) -> Structure:
+        sample = _sample(output)
+        batch = int(sample.shape[0]) if sample.dim() else 1
+        named = _named(self.model.forward, tuple(args), dict(kwargs))
+        if "kwargs" in named and isinstance(named.get("kwargs"), dict):
+            named.update(named.pop("kwargs"))
+        cfg = tuple(n for n, v in named.items()
+                    if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch)
+        top = [c for c in self._calls if c.done]
+        if self.blocks is None:
+            top = [c for c in top if c.depth == 0]
+        if not top:
+            raise ValueError("fastercache: no block ran in the observed call (no child of a torch.nn.ModuleList, "
+                             "or none named by `blocks`): set the adapter's `blocks`")
+        runs = {}
+        for c in top:
+            runs.setdefault(c.name, []).append(c)
+        once = {n: cs[0] for n, cs in runs.items() if len(cs) == 1}
+        lists = {}
+        for c in top:
+            if c.name in once:
+                lists.setdefault(c.parent, []).append(c)
+        io = {}
+        for members in lists.values():
+            for k, c in enumerate(members):
+                io[c.name] = self._pair(c, members, k, top, io)
+
+        # the image chain, walking back from the output sample
+        out_labels = self._labels_of(sample)
+        last = [lab for lab in out_labels if lab[0] in once]
+        if len(last) != 1:
+            raise ValueError(f"fastercache: the model output derives from {sorted(last) or 'no'} block outputs, "
+                             "not exactly one: the image stream cannot be told from the data flow; set the "
+                             "adapter's `blocks` and `block_io`")
+        chain, (name, slot) = [], last[0]
+        while True:
+            c = once[name]
+            pairing = io[c.name]
+            if isinstance(pairing, Exception):
+                raise pairing
+            n = pairing[slot] if slot < len(pairing) else None
+            if n is None:
+                raise ValueError(f"fastercache: block {c.name!r}: its output {slot} reaches the model output but "
+                                 "continues none of its inputs; set the adapter's `block_io`")
+            chain.append((c, slot))
+            prev = [lab for lab in c.ins.get(n, (0, frozenset()))[1] if lab[0] in once]
+            if not prev:
+                break
+            if len(prev) > 1:
+                raise ValueError(f"fastercache: block {c.name!r}: its input {n!r} derives from several block "
+                                 f"outputs {sorted(prev)}; set the adapter's `blocks` and `block_io`")
+            name, slot = prev[0]
+        chain.reverse()
+        on = {c.name for c, _ in chain}
+        stacks, side = [], []
+        for parent, members in lists.items():
+            if all(c.name in on for c in members):
+                stacks.append(parent)
+            elif len(members) > 1 and not any(isinstance(io[c.name], Exception) for c in members):
+                if not any(c.name in on for c in members):
+                    side.append(parent)
+        stack_set = set(stacks)
+        blocks = []
+        for c, slot in chain:
+            if c.parent not in stack_set:
+                raise ValueError(f"fastercache: block {c.name!r} carries the image stream but other children of "
+                                 f"{c.parent!r} do not (or ran more than once); set the adapter's `blocks`")
+            attr = c.parent.rpartition(".")[2]
+            blocks.append(BlockSpec(name=c.name, module=c.module, stack=c.parent,
+                                    index=[m.name for m in lists[c.parent]].index(c.name),
+                                    kind="temporal" if "temporal" in attr else "spatial", io=io[c.name],
+                                    tuple_out=c.tuple_out, image=slot))
+        first = blocks[0]
+        return Structure(blocks=blocks, stacks=stacks, image_stream=first.io[first.image], cfg_args=cfg, batch=batch,
+                         side_stacks=side)
+
+    def _labels_of(self, t):
+        table = self._mode.prov if self._mode is not None else getattr(self, "_prov", None)
+        return table.get(t)[0] if table is not None else frozenset()
+
+    def _pair(self, c: _Call, members, k, top, io):
+        """The input names c's outputs continue (a tuple per output slot), or the ValueError that says why not."""
+        if self.block_io is not None:
+            if len(self.block_io) < len(c.outs):
+                return ValueError(f"fastercache: block {c.name!r} returns {len(c.outs)} outputs but `block_io` "
+                                  f"names {list(self.block_io)}: set `block_io` to the inputs its outputs continue, in "
+                                  "output order")
+            return tuple(self.block_io[j] if o is not None else None for j, o in enumerate(c.outs))
+        nxt = members[k + 1] if k + 1 < len(members) else None
+        if nxt is not None and self._feeds(c, nxt):
+            return self._observed(c, nxt)
+        prev = members[k - 1] if k > 0 else None
+        if nxt is None and prev is not None and type(prev.module) is type(c.module):
+            got = io[prev.name]
+            if isinstance(got, Exception):
+                return got
+            return tuple(got[j] if j < len(got) and o is not None else None for j, o in enumerate(c.outs))
+        receivers = [r for r in top if r.order > c.order and r is not c and r.done and self._feeds(c, r)]
+        if receivers:
+            r = receivers[0]
+            pairing = self._observed(c, r)
+            if isinstance(pairing, Exception):
+                return pairing
+            alien = [n for n in pairing if n is not None and n not in c.params]
+            if alien:
+                return ValueError(f"fastercache: block {c.name!r} feeds {r.name!r} (another class), whose inputs "
+                                  f"{alien} are not inputs of {c.name!r}; set the adapter's `block_io`")
+            return pairing
+        return self._final(c, top)
+
+    def _feeds(self, c: _Call, r: _Call) -> bool:
+        return any(lab[0] == c.name for _, labs in r.ins.values() for lab in labs)
+
+    def _observed(self, c: _Call, r: _Call):
+        pairing = []
+        for j, oid in enumerate(c.outs):
+            if oid is None:
+                pairing.append(None)
+                continue
+            same = [n for n, (i, _) in r.ins.items() if i == oid]
+            derived = [n for n, (_, labs) in r.ins.items() if (c.name, j) in labs]
+            names = same if same else derived
+            if len(names) > 1:
+                return ValueError(f"fastercache: block {c.name!r}: {r.name!r} receives its output {j} as several "
+                                  f"inputs {names}; set the adapter's `block_io` (the inputs its outputs continue, in "
+                                  "output order)")
+            pairing.append(names[0] if names else None)
+        taken = [n for n in pairing if n is not None]
+        if len(set(taken)) != len(taken):
+            return ValueError(f"fastercache: block {c.name!r}: several outputs reach the same input {taken} of "
+                              f"{r.name!r}; set the adapter's `block_io` (the inputs its outputs continue, in output "
+                              "order)")
+        if not taken:
+            return ValueError(f"fastercache: block {c.name!r}: {r.name!r} receives none of its outputs as an input; "
+                              "set the adapter's `block_io`")
+        return tuple(pairing)
+
+    def _final(self, c: _Call, top):
+        """A block no later block receives from, without an earlier block of its class (the last block of a
+        one-block list): output j continues input n when it is input n plus updates (additions and layout ops
+        inside the block, e.g. Flux's single-stream block concatenates (text, image), adds its update and slices
+        them apart again)."""
+        pairing = []
+        for j, names in enumerate(c.cont):
+            if c.outs[j] is None:
+                pairing.append(None)
+                continue
+            if len(names) > 1:
+                return ValueError(f"fastercache: block {c.name!r} feeds no later block and its output {j} is "
+                                  f"several inputs {list(names)} plus updates; set the adapter's `block_io`")
+            pairing.append(names[0] if names else None)
+        taken = [n for n in pairing if n is not None]
+        if not taken or len(set(taken)) != len(taken):
+            return ValueError(f"fastercache: block {c.name!r} feeds no later block and its outputs continue "
+                              f"{pairing} of its inputs; set the adapter's `block_io`")
+        return tuple(pairing)
