@@ -102,6 +102,11 @@ _POINTWISE = {"add", "sub", "mul", "div", "__add__", "__radd__", "__sub__", "__r
               "__truediv__", "__rtruediv__", "addcmul", "gelu", "silu", "relu", "tanh", "sigmoid", "dropout", "to",
               "contiguous", "float", "half", "bfloat16", "type_as", "clone", "detach", "neg", "__neg__", "exp",
               "clip", "clamp", "__iadd__", "__isub__", "add_", "sub_", "mul_", "__imul__"}
+_POINTWISE |= {"pow", "__pow__", "rsqrt", "sqrt", "square", "abs", "reciprocal", "__mul__", "where", "lerp"}
+_REDUCE = {"mean", "sum", "amax", "amin", "var", "std", "norm", "logsumexp"}
+# Functions whose outputs take only the dtype, device or shape of their inputs, none of their values.
+_FRESH = {"new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros_like", "ones_like", "empty_like",
+          "full_like", "rand_like", "randn_like", "randint_like", "size", "dim"}
 _SPLITS = {"split", "split_with_sizes", "chunk", "tensor_split", "unbind"}
 _CATS = {"cat", "concat", "concatenate"}
 # The ops through which a value stays "input n plus updates" (the residual rule): additions and layout.
@@ -133,6 +138,50 @@ class _Table:
         self.set(t, self.get(t)[0] | frozenset(labels))
 
 
+def _place(idx: tuple, dim: int):
+    """Where an index puts dim `dim`: (its position in the result, None, None) when it keeps it whole, (-, lo, hi)
+    when it takes the positions [lo, hi) of it (hi None: to the end); None when the index is not ints and slices."""
+    shift = 0
+    for k, i in enumerate(idx):
+        if isinstance(i, bool) or not isinstance(i, (int, slice)):
+            return None
+        if k == dim:
+            if isinstance(i, int):
+                return (-1, i, i + 1) if i >= 0 else None
+            if i.step not in (None, 1) or (i.start or 0) < 0 or (i.stop is not None and i.stop < 0):
+                return None
+            if i == slice(None):
+                return dim - shift, None, None
+            return -1, i.start or 0, i.stop
+        if isinstance(i, int):
+            shift += 1
+        elif i != slice(None):
+            return None
+    return dim - shift, None, None
+
+
+def _write(table, target, idx, labels):
+    """`target[idx] = value` with the value's labels: the written range of target's first sliced dim gets them."""
+    old, segs = table.get(target)
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    d = next((k for k, i in enumerate(idx) if not (isinstance(i, int) and not isinstance(i, bool))), None)
+    if d is None or d >= target.dim() or not isinstance(idx[d], slice) or (segs is not None and segs[0] != d):
+        table.set(target, old | labels)
+        return
+    n = target.shape[d]
+    lo, hi, step = idx[d].indices(n)
+    if step != 1 or lo >= hi:
+        table.set(target, old | labels)
+        return
+    ranges = list(segs[1]) if segs is not None else [(0, n, old)]
+    cut = sorted({0, n, lo, hi, *(a for a, _, _ in ranges), *(e for _, e, _ in ranges)})
+    out = []
+    for a, e in zip(cut, cut[1:]):
+        lab = frozenset().union(*(lb for s0, e0, lb in ranges if s0 <= a and e <= e0))
+        out.append((a, e, lab | labels if lo <= a and e <= hi else lab))
+    table.set(target, old | labels, (d, out))
+
+
 def _inplace(name):
     return name == "__setitem__" or name.startswith("__i") or (name.endswith("_") and not name.endswith("__"))
 
@@ -148,10 +197,14 @@ class _Provenance(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if torch.compiler.is_compiling():  # a region the model compiles itself (flex_attention): not followed
+            return out
         ins = [t for a in (*args, *kwargs.values()) for t in _tensors(a)]
         if not ins:
             return out
         name = getattr(func, "__name__", "")
+        if name in _FRESH:
+            return out
         for table in (self.prov, self.res):
             if table is self.res and name not in _RESIDUAL and name != "__setitem__":
                 continue
@@ -160,6 +213,10 @@ class _Provenance(TorchFunctionMode):
             if not got:
                 continue
             labels = frozenset().union(*(g[1] for g in got))
+            if name == "__setitem__" and len(args) == 3 and isinstance(args[0], torch.Tensor):
+                if args[2] is not args[0]:
+                    _write(table, args[0], args[1], frozenset().union(*(g[1] for g in got if g[0] is not args[0])))
+                continue
             if args and _inplace(name) and isinstance(args[0], torch.Tensor):
                 table.add(args[0], labels)  # written in place: the target now carries the inputs' labels too
             outs = list(_tensors(out))
@@ -190,21 +247,25 @@ def _segments(table, name, args, kwargs, got, out):
             ranges.append((start, start + n, table.get(t)[0]))
             start += n
         return dim, ranges
-    if len(got) != 1 or got[0][2] is None:  # ranges survive only where the cat is the one labelled operand
+    segd = [g for g in got if g[2] is not None]
+    if not segd:
         return None
-    src, _, (dim, ranges) = got[0]
+    src, _, (dim, ranges) = segd[0]
+    if len(got) > 1:  # several labelled operands: per position along the cat dim (pointwise ops only)
+        return _merge(name, got, src, dim, ranges, out)
 
     def within(lo, hi):
         return frozenset().union(*(lab for s, e, lab in ranges if s < hi and e > lo))
 
     if name == "__getitem__" and src is args[0]:
         idx = args[1] if isinstance(args[1], tuple) else (args[1],)
-        if len(idx) <= dim:
-            return (dim, ranges) if all(isinstance(i, slice) and i == slice(None) for i in idx) else None
-        if not all(isinstance(i, slice) and i == slice(None) for i in idx[:dim]) or not isinstance(idx[dim], slice):
+        place = _place(idx, dim)
+        if place is None:
             return None
-        lo, hi, step = idx[dim].indices(src.shape[dim])
-        return within(lo, hi) if step == 1 else None
+        d, lo, hi = place
+        if lo is None:  # the cat dim is kept whole (shifted by the ints before it)
+            return d, ranges
+        return within(lo, hi if hi is not None else src.shape[dim])
     if name == "narrow" and src is args[0]:
         d = args[1] % src.dim()
         return within(args[2], args[2] + args[3]) if d == dim else None
@@ -217,17 +278,51 @@ def _segments(table, name, args, kwargs, got, out):
             res.append(within(pos, pos + o.shape[d]))
             pos += o.shape[d]
         return res
+    if name in _REDUCE and isinstance(out, torch.Tensor):
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        if dims is None:
+            return None
+        dims = {d % src.dim() for d in ((dims,) if isinstance(dims, int) else dims)}
+        keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        if dim in dims:
+            return None
+        return (dim if keep else dim - sum(d < dim for d in dims)), ranges
+    if name == "linear" and isinstance(out, torch.Tensor) and out.shape[:-1] == src.shape[:-1]:
+        return (dim, ranges) if dim < src.dim() - 1 else None
     if not isinstance(out, torch.Tensor) or out.shape != src.shape:
         return None
     if name in ("layer_norm", "rms_norm"):
         shape = args[1] if len(args) > 1 else kwargs.get("normalized_shape")
         n = 1 if isinstance(shape, int) else len(shape)
         return (dim, ranges) if dim < src.dim() - n else None
-    if name == "linear":
-        return (dim, ranges) if dim < src.dim() - 1 else None
     if name in _POINTWISE:
         return dim, ranges
     return None
+
+
+def _merge(name, got, src, dim, ranges, out):
+    """A pointwise op of several labelled operands keeps the ranges of a cat when every other labelled operand
+    either has the same ranges or is broadcast along that dim (its labels then reach every range)."""
+    if name not in _POINTWISE or not isinstance(out, torch.Tensor):
+        return None
+    od = dim + out.dim() - src.dim()
+    if od < 0 or out.shape[od] != src.shape[dim]:
+        return None
+    bounds = [(a, e) for a, e, _ in ranges]
+    merged = [set(lab) for _, _, lab in ranges]
+    for t, labs, segs in got:
+        if t is src:
+            continue
+        k = od - (out.dim() - t.dim())
+        if segs is not None and segs[0] == k and [(a, e) for a, e, _ in segs[1]] == bounds:
+            for m, (_, _, lab) in zip(merged, segs[1]):
+                m |= lab
+        elif k < 0 or t.shape[k] == 1:
+            for m in merged:
+                m |= labs
+        else:
+            return None
+    return od, [(a, e, frozenset(m)) for (a, e), m in zip(bounds, merged)]
 
 
 def _params(fn):
@@ -258,11 +353,12 @@ class _Call:
     parent: str
     order: int
     depth: int
-    ins: dict = field(default_factory=dict)  # input name -> (is the tensor, labels, id) for tensor inputs
+    ins: dict = field(default_factory=dict)  # tensor input name -> (id, labels, cat ranges or None)
     params: frozenset = frozenset()
     outs: tuple = ()  # per output slot: id of the tensor or None
     tuple_out: bool = False
     cont: tuple = ()  # per output slot: the inputs it is "plus updates" of (the residual rule)
+    parts: dict = field(default_factory=dict)  # output slot -> labels of each range of the cat it continues
     done: bool = False
 
 
@@ -325,7 +421,7 @@ class Observer:
             c.params = frozenset(p.name for p in _params(mod.forward))
             for n, v in _named(mod.forward, args, kwargs).items():
                 if isinstance(v, torch.Tensor):
-                    c.ins[n] = (id(v), self._mode.prov.get(v)[0])
+                    c.ins[n] = (id(v), *self._mode.prov.get(v))
                     self._mode.res.add(v, {(name, n)})
             self._calls.append(c)
             self._open.append(c)
@@ -345,8 +441,15 @@ class Observer:
             c.cont = tuple(tuple(sorted(n for b, n in self._mode.res.get(o)[0] if b == c.name))
                            if isinstance(o, torch.Tensor) else () for o in outs)
             for j, o in enumerate(outs):
-                if isinstance(o, torch.Tensor):
-                    self._mode.prov.set(o, {(c.name, j)})
+                if not isinstance(o, torch.Tensor):
+                    continue
+                segs = None
+                if len(c.cont[j]) == 1:  # the input continued was a cat: its ranges keep their positions
+                    _, _, ranges = c.ins[c.cont[j][0]]
+                    if ranges is not None and o.dim() > ranges[0] and o.shape[ranges[0]] == ranges[1][-1][1]:
+                        c.parts[j] = [lab for _, _, lab in ranges[1]]
+                        segs = (ranges[0], [(a, e, {(c.name, j, k)}) for k, (a, e, _) in enumerate(ranges[1])])
+                self._mode.prov.set(o, {(c.name, j)}, segs)
             return None
         return hook
 
@@ -373,20 +476,20 @@ class Observer:
         for c in top:
             if c.name in once:
                 lists.setdefault(c.parent, []).append(c)
+        self._feed = {c.name: {lab[0] for _, labs, _ in c.ins.values() for lab in labs} for c in top}
+        chained = {p for p, m in lists.items()
+                   if self.blocks is not None or len(m) == 1 or all(self._reaches(a, b) for a, b in zip(m, m[1:]))}
+        usable = {c.name for p in chained for c in lists[p]}  # blocks of lists that are not chains are not streams
         io = {}
-        for members in lists.values():
-            for k, c in enumerate(members):
-                io[c.name] = self._pair(c, members, k, top, io)
+        for p in chained:
+            for k, c in enumerate(lists[p]):
+                io[c.name] = self._pair(c, lists[p], k, top, io)
 
         # the image chain, walking back from the output sample
-        out_labels = self._labels_of(sample)
-        last = [lab for lab in out_labels if lab[0] in once]
-        if len(last) != 1:
-            raise ValueError(f"fastercache: the model output derives from {sorted(last) or 'no'} block outputs, "
-                             "not exactly one: the image stream cannot be told from the data flow; set the "
-                             "adapter's `blocks` and `block_io`")
-        chain, (name, slot) = [], last[0]
+        labels = self._pick(self._labels_of(sample), usable, "the model output")
+        chain = []
         while True:
+            (name, slot, part) = labels
             c = once[name]
             pairing = io[c.name]
             if isinstance(pairing, Exception):
@@ -396,36 +499,84 @@ class Observer:
                 raise ValueError(f"fastercache: block {c.name!r}: its output {slot} reaches the model output but "
                                  "continues none of its inputs; set the adapter's `block_io`")
             chain.append((c, slot))
-            prev = [lab for lab in c.ins.get(n, (0, frozenset()))[1] if lab[0] in once]
-            if not prev:
+            prev = c.parts[slot][part] if part is not None else c.ins.get(n, (0, frozenset(), None))[1]
+            if not any(lab[0] in usable for lab in prev):
                 break
-            if len(prev) > 1:
-                raise ValueError(f"fastercache: block {c.name!r}: its input {n!r} derives from several block "
-                                 f"outputs {sorted(prev)}; set the adapter's `blocks` and `block_io`")
-            name, slot = prev[0]
+            labels = self._pick(prev, usable, f"input {n!r} of block {c.name!r}")
         chain.reverse()
-        on = {c.name for c, _ in chain}
-        stacks, side = [], []
-        for parent, members in lists.items():
-            if all(c.name in on for c in members):
-                stacks.append(parent)
-            elif len(members) > 1 and not any(isinstance(io[c.name], Exception) for c in members):
-                if not any(c.name in on for c in members):
-                    side.append(parent)
-        stack_set = set(stacks)
+        image = {c.name: slot for c, slot in chain}
+        stacks = {c.parent for c, _ in chain}
+        for p in stacks:
+            if any(c.name not in image for c in lists[p]):
+                raise ValueError(f"fastercache: some children of {p!r} carry the image stream, others do not; set "
+                                 "the adapter's `blocks`")
+        # chained lists that feed a stream input of a stack's block (a text refiner) are stacks too
+        grow = True
+        while grow:
+            grow = False
+            streams = {(c.name, n) for p in stacks for c in lists[p] for n in io[c.name] if n is not None}
+            for p in chained - stacks:
+                m = lists[p]
+                if len(m) > 1 and not any(isinstance(io[c.name], Exception) for c in m) and any(
+                        lab[0] == m[-1].name for c, n in streams for lab in once[c].ins.get(n, (0, (), 0))[1]):
+                    stacks.add(p)
+                    grow = True
+        side = [p for p in chained - stacks if len(lists[p]) > 1]
+        order = sorted(stacks, key=lambda p: lists[p][0].order)
         blocks = []
-        for c, slot in chain:
-            if c.parent not in stack_set:
-                raise ValueError(f"fastercache: block {c.name!r} carries the image stream but other children of "
-                                 f"{c.parent!r} do not (or ran more than once); set the adapter's `blocks`")
-            attr = c.parent.rpartition(".")[2]
-            blocks.append(BlockSpec(name=c.name, module=c.module, stack=c.parent,
-                                    index=[m.name for m in lists[c.parent]].index(c.name),
-                                    kind="temporal" if "temporal" in attr else "spatial", io=io[c.name],
-                                    tuple_out=c.tuple_out, image=slot))
-        first = blocks[0]
-        return Structure(blocks=blocks, stacks=stacks, image_stream=first.io[first.image], cfg_args=cfg, batch=batch,
-                         side_stacks=side)
+        for p in order:
+            attr = p.rpartition(".")[2]
+            for k, c in enumerate(lists[p]):
+                if isinstance(io[c.name], Exception):
+                    raise io[c.name]
+                blocks.append(BlockSpec(name=c.name, module=c.module, stack=p, index=k,
+                                        kind="temporal" if "temporal" in attr else "spatial", io=io[c.name],
+                                        tuple_out=c.tuple_out, image=image.get(c.name, -1)))
+        blocks.sort(key=lambda b: once[b.name].order)
+        first = chain[0]
+        return Structure(blocks=blocks, stacks=order, image_stream=io[first[0].name][first[1]], cfg_args=cfg,
+                         batch=batch, side_stacks=sorted(side, key=lambda p: lists[p][0].order))
+
+    def _reaches(self, a: _Call, b: _Call) -> bool:
+        """Whether b derives from a's outputs through blocks that ran between them (Latte's interleaved lists)."""
+        seen, todo = set(), [b.name]
+        between = {c.name for c in self._calls if a.order <= c.order <= b.order}
+        while todo:
+            x = todo.pop()
+            for y in self._feed.get(x, ()):
+                if y == a.name:
+                    return True
+                if y in between and y not in seen:
+                    seen.add(y)
+                    todo.append(y)
+        return False
+
+    def _pick(self, labels, usable, where):
+        """The one (block, slot, part) among `labels`: blocks of lists that are not chains dropped, then blocks that
+        feed another one of them (conditioning upstream of the stream: Chroma's guidance approximator)."""
+        labs = {lab for lab in labels if lab[0] in usable}
+        names = {lab[0] for lab in labs}
+        down = {x for x in names if not any(y != x and self._upstream(x, y) for y in names)}
+        labs = {lab for lab in labs if lab[0] in down}
+        keys = {(lab[0], lab[1]) for lab in labs}
+        if len(keys) != 1 or len({lab[2] if len(lab) > 2 else None for lab in labs}) != 1:
+            raise ValueError(f"fastercache: {where} derives from the block outputs {sorted(map(str, labs))}, not "
+                             "exactly one: the image stream cannot be told from the data flow; set the adapter's "
+                             "`blocks` and `block_io`")
+        lab = next(iter(labs))
+        return lab[0], lab[1], (lab[2] if len(lab) > 2 else None)
+
+    def _upstream(self, x: str, y: str) -> bool:
+        """Whether block y derives (through any blocks) from block x's outputs."""
+        seen, todo = set(), [y]
+        while todo:
+            for z in self._feed.get(todo.pop(), ()):
+                if z == x:
+                    return True
+                if z not in seen:
+                    seen.add(z)
+                    todo.append(z)
+        return False
 
     def _labels_of(self, t):
         table = self._mode.prov if self._mode is not None else getattr(self, "_prov", None)
@@ -462,7 +613,7 @@ class Observer:
         return self._final(c, top)
 
     def _feeds(self, c: _Call, r: _Call) -> bool:
-        return any(lab[0] == c.name for _, labs in r.ins.values() for lab in labs)
+        return c.name in self._feed.get(r.name, ())
 
     def _observed(self, c: _Call, r: _Call):
         pairing = []
@@ -470,8 +621,8 @@ class Observer:
             if oid is None:
                 pairing.append(None)
                 continue
-            same = [n for n, (i, _) in r.ins.items() if i == oid]
-            derived = [n for n, (_, labs) in r.ins.items() if (c.name, j) in labs]
+            same = [n for n, (i, _, _) in r.ins.items() if i == oid]
+            derived = [n for n, (_, labs, _) in r.ins.items() if any(lab[:2] == (c.name, j) for lab in labs)]
             names = same if same else derived
             if len(names) > 1:
                 return ValueError(f"fastercache: block {c.name!r}: {r.name!r} receives its output {j} as several "
