@@ -138,21 +138,21 @@ class _Table:
         self.set(t, self.get(t)[0] | frozenset(labels))
 
 
-def _place(idx: tuple, dim: int):
-    """Where an index puts dim `dim`: (its position in the result, None, None) when it keeps it whole, (-, lo, hi)
-    when it takes the positions [lo, hi) of it (hi None: to the end); None when the index is not ints and slices."""
+def _place(idx: tuple, dim: int, size: int):
+    """Where an index puts dim `dim` (of `size`): (its position in the result, None, None) when it keeps it whole,
+    (-1, lo, hi) when it takes the positions [lo, hi) of it; None when the index is not ints and slices."""
     shift = 0
     for k, i in enumerate(idx):
         if isinstance(i, bool) or not isinstance(i, (int, slice)):
             return None
         if k == dim:
             if isinstance(i, int):
-                return (-1, i, i + 1) if i >= 0 else None
-            if i.step not in (None, 1) or (i.start or 0) < 0 or (i.stop is not None and i.stop < 0):
-                return None
+                i = i % size
+                return -1, i, i + 1
             if i == slice(None):
                 return dim - shift, None, None
-            return -1, i.start or 0, i.stop
+            lo, hi, step = i.indices(size)
+            return (-1, lo, hi) if step == 1 else None
         if isinstance(i, int):
             shift += 1
         elif i != slice(None):
@@ -259,13 +259,11 @@ def _segments(table, name, args, kwargs, got, out):
 
     if name == "__getitem__" and src is args[0]:
         idx = args[1] if isinstance(args[1], tuple) else (args[1],)
-        place = _place(idx, dim)
+        place = _place(idx, dim, src.shape[dim])
         if place is None:
             return None
         d, lo, hi = place
-        if lo is None:  # the cat dim is kept whole (shifted by the ints before it)
-            return d, ranges
-        return within(lo, hi if hi is not None else src.shape[dim])
+        return (d, ranges) if lo is None else within(lo, hi)  # kept whole (shifted by the ints before it) or cut
     if name == "narrow" and src is args[0]:
         d = args[1] % src.dim()
         return within(args[2], args[2] + args[3]) if d == dim else None
