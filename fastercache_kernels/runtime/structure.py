@@ -64,16 +64,15 @@ class Structure:
     image_stream: str  # input name of the image stream in the (first) blocks
     cfg_args: tuple  # the call's inputs whose leading dim equals the sample's batch
     batch: int
-    side_stacks: list = field(default_factory=list)  # chained lists off the image chain (text refiners)
 
     def describe(self) -> dict:
         streams = {}
         for b in self.blocks:
-            streams.setdefault(b.stack, tuple(n for n in b.io if n is not None))
+            streams.setdefault(b.stack, tuple(b.io))
         return {"stacks": list(self.stacks), "blocks": len(self.blocks),
                 "blocks_per_stack": {s: sum(b.stack == s for b in self.blocks) for s in self.stacks},
                 "streams": streams, "image_stream": self.image_stream, "cfg_args": list(self.cfg_args),
-                "side_stacks": list(self.side_stacks)}
+                "image_stacks": [s for s in self.stacks if any(b.stack == s and b.image >= 0 for b in self.blocks)]}
 
 
 def _sample(out):
@@ -113,7 +112,7 @@ _CATS = {"cat", "concat", "concatenate"}
 _RESIDUAL = {"add", "sub", "__add__", "__radd__", "__sub__", "__iadd__", "__isub__", "add_", "sub_", "view",
              "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous", "to",
              "float", "half", "bfloat16", "type_as", "clone", "detach", "clip", "clamp", "__getitem__", "narrow",
-             "movedim", "view_as", "reshape_as", *_SPLITS, *_CATS}
+             "movedim", "view_as", "reshape_as", "addcmul", "addcdiv", *_SPLITS, *_CATS}
 
 
 class _Table:
@@ -140,19 +139,20 @@ class _Table:
 
 def _place(idx: tuple, dim: int, size: int):
     """Where an index puts dim `dim` (of `size`): (its position in the result, None, None) when it keeps it whole,
-    (-1, lo, hi) when it takes the positions [lo, hi) of it; None when the index is not ints and slices."""
+    (its position or None where an int drops it, lo, hi) when it takes the positions [lo, hi) of it; None when the
+    index is not ints and slices."""
     shift = 0
     for k, i in enumerate(idx):
         if isinstance(i, bool) or not isinstance(i, (int, slice)):
             return None
         if k == dim:
-            if isinstance(i, int):
+            if isinstance(i, int):  # the dim is dropped
                 i = i % size
-                return -1, i, i + 1
+                return None, i, i + 1
             if i == slice(None):
                 return dim - shift, None, None
             lo, hi, step = i.indices(size)
-            return (-1, lo, hi) if step == 1 else None
+            return (dim - shift, lo, hi) if step == 1 else None
         if isinstance(i, int):
             shift += 1
         elif i != slice(None):
@@ -208,7 +208,8 @@ class _Provenance(TorchFunctionMode):
         for table in (self.prov, self.res):
             if table is self.res and name not in _RESIDUAL and name != "__setitem__":
                 continue
-            got = [(t, *table.get(t)) for t in ins]
+            operands = ins[:1] if table is self.res and name in ("addcmul", "addcdiv") else ins
+            got = [(t, *table.get(t)) for t in operands]
             got = [g for g in got if g[1]]
             if not got:
                 continue
@@ -223,16 +224,24 @@ class _Provenance(TorchFunctionMode):
             if not outs or (args and outs[0] is args[0] and _inplace(name)):
                 continue
             segs = _segments(table, name, args, kwargs, got, out)
-            if isinstance(segs, list):  # one label set per piece of a split
-                for o, s in zip(outs, segs):
-                    table.set(o, s)
-            elif isinstance(segs, frozenset):
+            if isinstance(segs, list):  # one (labels, ranges) per piece of a split
+                for o, (lab, sg) in zip(outs, segs):
+                    table.set(o, lab, sg)
+            elif isinstance(segs, _Cut):
                 for o in outs:
-                    table.set(o, segs)
+                    table.set(o, segs.labels, segs.segs)
             else:
                 for o in outs:
                     table.set(o, labels, segs)
         return out
+
+
+@dataclass
+class _Cut:
+    """A slice of a cat: the labels of the ranges it covers, and those ranges (shifted), or None."""
+
+    labels: frozenset
+    segs: tuple | None
 
 
 def _segments(table, name, args, kwargs, got, out):
@@ -244,7 +253,11 @@ def _segments(table, name, args, kwargs, got, out):
         ranges, start = [], 0
         for t in parts:
             n = t.shape[dim] if t.dim() > dim else 0
-            ranges.append((start, start + n, table.get(t)[0]))
+            lab, sg = table.get(t)
+            if sg is not None and sg[0] == dim and t.dim() == out.dim():  # a cat of a cat: keep its ranges
+                ranges.extend((start + a, start + e, lb) for a, e, lb in sg[1])
+            else:
+                ranges.append((start, start + n, lab))
             start += n
         return dim, ranges
     segd = [g for g in got if g[2] is not None]
@@ -254,8 +267,10 @@ def _segments(table, name, args, kwargs, got, out):
     if len(got) > 1:  # several labelled operands: per position along the cat dim (pointwise ops only)
         return _merge(name, got, src, dim, ranges, out)
 
-    def within(lo, hi):
-        return frozenset().union(*(lab for s, e, lab in ranges if s < hi and e > lo))
+    def within(lo, hi, d=dim):
+        cut = [(max(s, lo) - lo, min(e, hi) - lo, lab) for s, e, lab in ranges if s < hi and e > lo]
+        keep = d is not None and len(cut) > 1
+        return _Cut(frozenset().union(*(lab for _, _, lab in cut)), (d, cut) if keep else None)
 
     if name == "__getitem__" and src is args[0]:
         idx = args[1] if isinstance(args[1], tuple) else (args[1],)
@@ -263,7 +278,7 @@ def _segments(table, name, args, kwargs, got, out):
         if place is None:
             return None
         d, lo, hi = place
-        return (d, ranges) if lo is None else within(lo, hi)  # kept whole (shifted by the ints before it) or cut
+        return (d, ranges) if lo is None else within(lo, hi, d)  # kept whole (shifted by the ints before it) or cut
     if name == "narrow" and src is args[0]:
         d = args[1] % src.dim()
         return within(args[2], args[2] + args[3]) if d == dim else None
@@ -273,7 +288,8 @@ def _segments(table, name, args, kwargs, got, out):
             return None
         res, pos = [], 0
         for o in out:
-            res.append(within(pos, pos + o.shape[d]))
+            c = within(pos, pos + o.shape[d])
+            res.append((c.labels, c.segs))
             pos += o.shape[d]
         return res
     if name in _REDUCE and isinstance(out, torch.Tensor):
@@ -358,6 +374,11 @@ class _Call:
     cont: tuple = ()  # per output slot: the inputs it is "plus updates" of (the residual rule)
     parts: dict = field(default_factory=dict)  # output slot -> labels of each range of the cat it continues
     done: bool = False
+
+    def residual(self) -> bool:
+        """Some output is one of its inputs plus updates (not the input itself: Dropout in eval passes it on)."""
+        ids = {i for i, _, _ in self.ins.values()}
+        return any(names and o is not None and o not in ids for names, o in zip(self.cont, self.outs))
 
 
 class Observer:
@@ -475,13 +496,15 @@ class Observer:
             if c.name in once:
                 lists.setdefault(c.parent, []).append(c)
         self._feed = {c.name: {lab[0] for _, labs, _ in c.ins.values() for lab in labs} for c in top}
-        chained = {p for p, m in lists.items()
-                   if self.blocks is not None or len(m) == 1 or all(self._reaches(a, b) for a, b in zip(m, m[1:]))}
-        usable = {c.name for p in chained for c in lists[p]}  # blocks of lists that are not chains are not streams
+        # a block carries a stream: some output is one of its inputs plus updates (an MLP's layers are not blocks)
+        chained = {p for p, m in lists.items() if self.blocks is not None or (
+            any(c.residual() for c in m) and all(self._reaches(a, b) for a, b in zip(m, m[1:])))}
+        usable = {c.name for p in chained for c in lists[p]}
         io = {}
         for p in chained:
             for k, c in enumerate(lists[p]):
                 io[c.name] = self._pair(c, lists[p], k, top, io)
+        self._io = io
 
         # the image chain, walking back from the output sample
         labels = self._pick(self._labels_of(sample), usable, "the model output")
@@ -508,18 +531,8 @@ class Observer:
             if any(c.name not in image for c in lists[p]):
                 raise ValueError(f"fastercache: some children of {p!r} carry the image stream, others do not; set "
                                  "the adapter's `blocks`")
-        # chained lists that feed a stream input of a stack's block (a text refiner) are stacks too
-        grow = True
-        while grow:
-            grow = False
-            streams = {(c.name, n) for p in stacks for c in lists[p] for n in io[c.name] if n is not None}
-            for p in chained - stacks:
-                m = lists[p]
-                if len(m) > 1 and not any(isinstance(io[c.name], Exception) for c in m) and any(
-                        lab[0] == m[-1].name for c, n in streams for lab in once[c].ins.get(n, (0, (), 0))[1]):
-                    stacks.add(p)
-                    grow = True
-        side = [p for p in chained - stacks if len(lists[p]) > 1]
+        # lists of two or more chained blocks off the image chain (text refiners) are stacks too
+        stacks |= {p for p in chained if len(lists[p]) > 1}
         order = sorted(stacks, key=lambda p: lists[p][0].order)
         blocks = []
         for p in order:
@@ -533,7 +546,7 @@ class Observer:
         blocks.sort(key=lambda b: once[b.name].order)
         first = chain[0]
         return Structure(blocks=blocks, stacks=order, image_stream=io[first[0].name][first[1]], cfg_args=cfg,
-                         batch=batch, side_stacks=sorted(side, key=lambda p: lists[p][0].order))
+                         batch=batch)
 
     def _reaches(self, a: _Call, b: _Call) -> bool:
         """Whether b derives from a's outputs through blocks that ran between them (Latte's interleaved lists)."""
@@ -550,9 +563,14 @@ class Observer:
         return False
 
     def _pick(self, labels, usable, where):
-        """The one (block, slot, part) among `labels`: blocks of lists that are not chains dropped, then blocks that
-        feed another one of them (conditioning upstream of the stream: Chroma's guidance approximator)."""
+        """The one (block, slot, part) among `labels`: blocks of lists that are not chains of blocks and outputs
+        that continue no input dropped, then blocks that feed another one of them (conditioning upstream of the
+        stream)."""
+        io = self._io
         labs = {lab for lab in labels if lab[0] in usable}
+        # only a stream (an output that continues an input) can carry the image: not a skip or hint output
+        labs = {lab for lab in labs if isinstance(io[lab[0]], Exception) or (
+            lab[1] < len(io[lab[0]]) and io[lab[0]][lab[1]] is not None)}
         names = {lab[0] for lab in labs}
         down = {x for x in names if not any(y != x and self._upstream(x, y) for y in names)}
         labs = {lab for lab in labs if lab[0] in down}
