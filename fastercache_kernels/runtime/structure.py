@@ -76,13 +76,16 @@ class Structure:
 
 
 def _sample(out):
+    """The sample of a model output: a tensor, a tuple's first item or `.sample`; a list of per-sample tensors."""
     if isinstance(out, torch.Tensor):
         return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
+    if isinstance(out, list) and out and all(isinstance(t, torch.Tensor) for t in out):
+        return out
+    if isinstance(out, tuple) and out and isinstance(out[0], (torch.Tensor, list)):
+        return _sample(out[0])
     sample = getattr(out, "sample", None)
-    if isinstance(sample, torch.Tensor):
-        return sample
+    if isinstance(sample, torch.Tensor) or (isinstance(sample, list) and sample):
+        return _sample(sample)
     raise TypeError(f"fastercache: cannot find the sample in a model output of type {type(out).__name__}")
 
 
@@ -108,11 +111,13 @@ _FRESH = {"new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros
           "full_like", "rand_like", "randn_like", "randint_like", "size", "dim"}
 _SPLITS = {"split", "split_with_sizes", "chunk", "tensor_split", "unbind"}
 _CATS = {"cat", "concat", "concatenate"}
-# The ops through which a value stays "input n plus updates" (the residual rule): additions and layout.
+_SCALE = {"mul", "__mul__", "__rmul__", "mul_", "__imul__"}
+# The ops through which a value stays "input n plus updates" (the residual rule): additions, layout, and scaling by
+# a broadcast factor (a mask or gate of fewer elements: only the operand of the output's full shape continues).
 _RESIDUAL = {"add", "sub", "__add__", "__radd__", "__sub__", "__iadd__", "__isub__", "add_", "sub_", "view",
              "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous", "to",
              "float", "half", "bfloat16", "type_as", "clone", "detach", "clip", "clamp", "__getitem__", "narrow",
-             "movedim", "view_as", "reshape_as", "addcmul", "addcdiv", *_SPLITS, *_CATS}
+             "movedim", "view_as", "reshape_as", "addcmul", "addcdiv", *_SCALE, *_SPLITS, *_CATS}
 
 
 class _Table:
@@ -208,7 +213,11 @@ class _Provenance(TorchFunctionMode):
         for table in (self.prov, self.res):
             if table is self.res and name not in _RESIDUAL and name != "__setitem__":
                 continue
-            operands = ins[:1] if table is self.res and name in ("addcmul", "addcdiv") else ins
+            operands = ins
+            if table is self.res and name in ("addcmul", "addcdiv"):
+                operands = ins[:1]
+            elif table is self.res and name in _SCALE:  # x * mask[..., None]: scaled by a broadcast factor
+                operands = [t for t in ins if isinstance(out, torch.Tensor) and t.shape == out.shape]
             got = [(t, *table.get(t)) for t in operands]
             got = [g for g in got if g[1]]
             if not got:
@@ -373,6 +382,7 @@ class _Call:
     tuple_out: bool = False
     cont: tuple = ()  # per output slot: the inputs it is "plus updates" of (the residual rule)
     parts: dict = field(default_factory=dict)  # output slot -> labels of each range of the cat it continues
+    carries: dict = field(default_factory=dict)  # tensor input name -> the block outputs (name, slot) it continues
     done: bool = False
 
     def residual(self) -> bool:
@@ -441,6 +451,7 @@ class Observer:
             for n, v in _named(mod.forward, args, kwargs).items():
                 if isinstance(v, torch.Tensor):
                     c.ins[n] = (id(v), *self._mode.prov.get(v))
+                    c.carries[n] = {lab[1:] for lab in self._mode.res.get(v)[0] if lab[0] == "out"}
                     self._mode.res.add(v, {(name, n)})
             self._calls.append(c)
             self._open.append(c)
@@ -457,7 +468,7 @@ class Observer:
             c.tuple_out = isinstance(output, tuple)
             outs = output if c.tuple_out else (output,)
             c.outs = tuple(id(o) if isinstance(o, torch.Tensor) else None for o in outs)
-            c.cont = tuple(tuple(sorted(n for b, n in self._mode.res.get(o)[0] if b == c.name))
+            c.cont = tuple(tuple(sorted(n for b, n, *_ in self._mode.res.get(o)[0] if b == c.name))
                            if isinstance(o, torch.Tensor) else () for o in outs)
             for j, o in enumerate(outs):
                 if not isinstance(o, torch.Tensor):
@@ -469,13 +480,17 @@ class Observer:
                         c.parts[j] = [lab for _, _, lab in ranges[1]]
                         segs = (ranges[0], [(a, e, {(c.name, j, k)}) for k, (a, e, _) in enumerate(ranges[1])])
                 self._mode.prov.set(o, {(c.name, j)}, segs)
+                self._mode.res.add(o, {("out", c.name, j)})  # added: an outer block's labels on it stay
             return None
         return hook
 
     # -- reading the structure --------------------------------------------------------------------------------
     def structure(self, args: tuple, kwargs: dict, output) -> Structure:
         sample = _sample(output)
-        batch = int(sample.shape[0]) if sample.dim() else 1
+        if isinstance(sample, list):  # one tensor per sample (Z-Image)
+            batch = len(sample)
+        else:
+            batch = int(sample.shape[0]) if sample.dim() else 1
         named = _named(self.model.forward, tuple(args), dict(kwargs))
         if "kwargs" in named and isinstance(named.get("kwargs"), dict):
             named.update(named.pop("kwargs"))
@@ -507,7 +522,8 @@ class Observer:
         self._io = io
 
         # the image chain, walking back from the output sample
-        labels = self._pick(self._labels_of(sample), usable, "the model output")
+        out_labels = frozenset().union(*map(self._labels_of, sample if isinstance(sample, list) else [sample]))
+        labels = self._pick(out_labels, usable, "the model output")
         chain = []
         while True:
             (name, slot, part) = labels
@@ -521,7 +537,8 @@ class Observer:
                                  "continues none of its inputs; set the adapter's `block_io`")
             chain.append((c, slot))
             prev = c.parts[slot][part] if part is not None else c.ins.get(n, (0, frozenset(), None))[1]
-            if not any(lab[0] in usable for lab in prev):
+            # the stream starts here unless the input is a block output plus updates, through layout ops
+            if not any(lab[0] in usable for lab in prev) or not any(b in usable for b, _ in c.carries.get(n, ())):
                 break
             labels = self._pick(prev, usable, f"input {n!r} of block {c.name!r}")
         chain.reverse()
