@@ -4,6 +4,7 @@ against the known truth: the adapters of tests/model_zoo.py's classes, and the t
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
@@ -27,19 +28,29 @@ except ImportError:
 ZOO = [e for e in _A + _B if not e.excluded]
 
 # Where a zoo entry's truth names the model-level variable instead of the block's forward parameter that the stream
-# is passed as (BlockSpec.io names parameters), the parameter, read from diffusers 0.42.1:
+# is passed as (BlockSpec.io names parameters; test_param_corrections checks each), read from diffusers 0.42.1:
 PARAM_NAMES = {
-    # Lumina2Transformer2DModel.forward: `layer(encoder_hidden_states, ...)`; Lumina2TransformerBlock.forward's
-    # first parameter is `hidden_states`.
+    # Lumina2Transformer2DModel.forward: `layer(encoder_hidden_states, ...)` into Lumina2TransformerBlock(hidden_states)
     ("Lumina2Transformer2DModel", "context_refiner"): ("hidden_states",),
-    # MiniMaxH3TokenRefinerBlock.forward(self, hidden_states, ...), called on the text tokens.
+    # MiniMaxH3TokenRefinerBlock.forward(self, hidden_states), called on the text tokens
     ("MiniMaxH3Transformer3DModel", "token_refiner.refiner_blocks"): ("hidden_states",),
-    # BriaFibo2TransformerBlock.forward(self, x, attn_mask, freqs_cis, ...): both stacks pass the stream as `x`.
+    # BriaFibo2TransformerBlock.forward(self, x, attn_mask, freqs_cis): both stacks pass the stream as `x`
     ("BriaFibo2Transformer2DModel", "noise_refiner"): ("x",),
     ("BriaFibo2Transformer2DModel", "layers"): ("x",),
-    # MiniMaxMusic3RVQDepthDecoder.forward(inputs_embeds): `hidden_states = layer(hidden_states)`.
+    # MiniMaxMusic3RVQDepthDecoder.forward(inputs_embeds): `hidden_states = layer(hidden_states)`
     ("MiniMaxMusic3RVQDepthDecoder", "layers"): ("hidden_states",),
+    # RFD4ProteinaTrunkLayer.forward(self, values, pairs, condition, mask)
+    ("RFD4ProteinaTransformer", "transformer_layers"): ("values",),
+    # SanaWM's blocks: `x = block(*block_args)`, forward(self, x, ...)
+    ("SanaWMTransformer3DModel", "blocks"): ("x",),
+    # T5FilmDecoder: DecoderLayer.forward(self, hidden_states, ...)
+    ("T5FilmDecoder", "decoders"): ("hidden_states",),
+    # ZImage's context_refiner blocks are the same ZImageTransformerBlock(x, ...) as the others
+    ("ZImageTransformer2DModel", "context_refiner"): ("x",),
 }
+# Kandinsky 6's fused blocks return (vis, aud) and aud is None without audio input (the entry passes none): in this
+# call the second output continues nothing.
+NONE_IN_CALL = {("Kandinsky6Transformer3DModel", "visual_transformer_blocks"): ("vis", None)}
 
 
 def _sample(out):
@@ -76,7 +87,7 @@ def _streams(st):
     """stack -> the input names its blocks' outputs continue, from the first block of each stack."""
     out = {}
     for b in st.blocks:
-        out.setdefault(b.stack, tuple(n for n in b.io if n is not None))
+        out.setdefault(b.stack, tuple(b.io))
     return out
 
 
@@ -108,16 +119,32 @@ def test_zoo_against_truth(entry):
     kwargs = entry.inputs(2, torch.Generator().manual_seed(0))
     st = _observe(model, kwargs)
     assert tuple(st.stacks) == tuple(entry.stacks)
-    truth = {s: PARAM_NAMES.get((entry.cls, s), tuple(v)) for s, v in entry.stream_order.items()}
+    fixes = {**PARAM_NAMES, **NONE_IN_CALL}
+    truth = {s: fixes.get((entry.cls, s), tuple(v)) for s, v in entry.stream_order.items()}
     assert _streams(st) == truth
     image = PARAM_NAMES.get((entry.cls, st.blocks[-1].stack), (entry.image_stream,))[0]
     assert st.image_stream == image
-    assert set(entry.per_sample) <= set(st.cfg_args)
+    # per-sample Python lists (JoyImageEditPlus' shape_list, Z-Image's x and cap_feats) are not tensors
+    assert {n for n in entry.per_sample if isinstance(kwargs.get(n), torch.Tensor)} <= set(st.cfg_args)
     for b in st.blocks:
         if b.image >= 0:
             assert b.io[b.image] is not None
     d = st.describe()
     assert d["stacks"] == st.stacks and d["blocks"] == len(st.blocks)
+
+
+def test_param_corrections():
+    """Each correction above: the truth's name is not a parameter of the stack's block forward, the correction is."""
+    by_cls = {e.cls: e for e in ZOO}
+    for (cls, stack), names in PARAM_NAMES.items():
+        if cls not in by_cls:
+            continue
+        torch.manual_seed(0)
+        model = by_cls[cls].make()
+        block = model.get_submodule(stack)[0]
+        params = set(inspect.signature(block.forward).parameters)
+        assert set(by_cls[cls].stream_order[stack]) - params, (cls, stack)
+        assert set(names) <= params, (cls, stack)
 
 
 # -- errors and overrides on tiny hand-made models -----------------------------------------------------------------
