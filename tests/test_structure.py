@@ -100,7 +100,8 @@ def test_model_zoo_against_adapters(key):
     st = _observe(model, kwargs)
     adapter = for_model(model)
     names = [n for n, _ in model.named_modules()]
-    truth = [n.rpartition(".")[0] for n in names if any(re.search(p, n) for p in adapter.blocks + adapter.temporal_blocks)]
+    patterns = adapter.blocks + adapter.temporal_blocks
+    truth = [n.rpartition(".")[0] for n in names if any(re.search(p, n) for p in patterns)]
     assert st.stacks == list(dict.fromkeys(truth))
     assert [b.name for b in st.blocks] == [n for n in names if any(re.search(p, n) for p in adapter.blocks)]
     for b in st.blocks:

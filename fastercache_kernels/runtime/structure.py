@@ -1,35 +1,41 @@
 """A model's block structure, observed from the data flow of one real call (no adapter needed).
 
-`Observer` watches one model call that the caller makes itself, and `Observer.structure` reads off:
+`Observer` watches one model call that the caller makes itself; `Observer.structure` then reads off the rules
+below (docs/models.md, "How fk observes a model"). Nothing is decided by a module's name or a tensor's shape.
 
-- **Candidates**: every child of every `torch.nn.ModuleList` (or, with the `blocks` override, the modules whose
-  names match those regular expressions). Each gets a forward pre-hook and a forward hook.
-- **Provenance**: while the observer is entered, a `TorchFunctionMode` labels tensors. A candidate's forward hook
-  labels output slot j of block b as (b, j); every torch function whose tensor inputs carry labels gives its
-  tensor outputs the union of those labels (in-place ops add them to the tensor written). Labels thus follow a
-  value through the reshapes, permutes, additions and other ops between blocks (Latte's rearranges between its
-  spatial and temporal blocks), and a value that IS a block output carries exactly that block's label. A
-  `torch.cat` result remembers which labels sit in which range of the concatenated dim, so that a slice, `split`
-  or `chunk` of it (possibly after ops that act per position along that dim: norms over later dims, pointwise
-  ops, linear layers over the last dim) carries only the labels of the ranges it covers. The mode only looks:
-  every function runs as it would without it.
-- **Pairing** (`BlockSpec.io`): output j of block b continues input n when the block that receives b's outputs
-  gets output j as its input n: the next child of the same list when it receives them (by identity, else by
-  provenance), otherwise the one block that does (Latte: spatial block i feeds temporal block i; a one-block list
-  feeds the next list's first block), whose input names must also be b's. The last child of a list takes the
-  pairing of the previous child when that is of the same class. Nothing is paired by name or shape; an output
-  that no receiver gets as an input is not continued (None). Where no pairing can be established, a ValueError
+- **Candidates**: every child of every `torch.nn.ModuleList` (with the `blocks` override: the modules whose names
+  match), each with a forward pre-hook and a forward hook; one running inside another candidate is not a block.
+- **Labels**: while entered, a `TorchFunctionMode` that only looks (every function runs as it would without it)
+  keeps two labellings of tensors, by identity (weak references):
+  *provenance*, the block outputs (block, slot) a tensor derives from through any torch function (functions
+  that take only a shape or dtype, as `new_zeros`, give none); and *continuation*, the block inputs a tensor is
+  "plus updates" of, through additions, layout ops (view, reshape, permute, cat, slices, splits), casts and
+  scaling by a broadcast factor (a mask or gate) only. A `torch.cat` (or a slice assignment) remembers which
+  labels fill which range of its dim; a slice, `split` or `narrow` takes the labels of the ranges it covers, and
+  the ranges survive ops that act per position along that dim (pointwise ops, norms and reductions over other
+  dims, linear layers over the last dim) and blocks whose output continues the cat (its ranges become parts of
+  that output). Regions the model compiles itself (flex_attention) are not followed.
+- **Chains**: a ModuleList whose children ran once each is a chain when each child derives from the previous
+  one (directly, or through blocks run in between: Latte's interleaved spatial and temporal lists) and some child
+  is a block, i.e. has an output that continues an input and is not that input (an MLP's layers are not blocks).
+- **Pairing** (`BlockSpec.io`): output j of block b continues input n when the block receiving b's outputs gets
+  output j as its input n (by identity, else by provenance): the next child of the same list, else, for the last
+  child, the pairing of the previous one when of the same class, else the one later block that receives b's
+  outputs (its input names must be b's too), else (a block no later block receives from) the input output j is
+  "plus updates" of. An output nothing continues is None. Where the pairing is ambiguous or absent, a ValueError
   names `block_io`, the override that states it.
-- **Image stream and stacks**: the model's output sample carries the label of exactly one block output: the image
-  stream of the last block. Walking back, the image input of each block (the input its image output continues)
-  carries the label of the previous block's image output, until an input carries no block label (it comes from
-  the model's inputs). The blocks on that path are the image chain; the stacks are the lists whose children that
-  ran all lie on it (lists of other chained blocks, e.g. HunyuanVideo's text refiner, are side stacks, reported in
-  `describe()`).
-- **CFG arguments**: the model call's inputs (positional ones bound to their parameter names) that are tensors
-  of dim > 0 whose leading dim equals the output sample's batch.
+- **Image stream**: among the block outputs the model's output sample derives from, keep those of chains whose
+  slot continues an input and drop blocks upstream of another one (conditioning); exactly one must remain: the
+  last block's image output. Walking back, a block's image input carries the previous block's image output, as
+  long as that input continues it (a slice of a cat: the part it covers); the stream starts where an input does
+  not (it comes from the model inputs, or is packed by index ops from several sources).
+- **Stacks**: the lists on the image chain, and chains of two or more blocks off it (text refiners:
+  `BlockSpec.image` is -1), in execution order.
+- **CFG arguments**: the call's inputs (positionals bound to parameter names) that are tensors of dim > 0 whose
+  leading dim is the batch of the output sample (a tensor, a tuple's first item, `.sample`; a list of per-sample
+  tensors counts its length).
 
-Observe an eager call: hooks and the mode stay out of no compiled graph, but dynamo would trace the mode.
+Observe an eager call: dynamo would trace the mode.
 """
 
 from __future__ import annotations
