@@ -57,6 +57,17 @@ def _sample(out):
     return out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
 
 
+def _flat(x) -> list:
+    """The tensors of a model output (tuples, lists, output objects), in order."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        return [t for v in x for t in _flat(v)]
+    if hasattr(x, "to_tuple"):
+        return _flat(x.to_tuple())
+    return []
+
+
 def _hooks(model):
     return [(name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._forward_hooks_with_kwargs))
             for name, m in model.named_modules()]
@@ -77,9 +88,10 @@ def _observe(model, kwargs):
     assert len(calls) == 3, "the observer made model calls of its own"
     assert _hooks(model) == hooks, "hooks left on the model"
     assert torch._C._len_torch_function_stack() == 0, "a torch function mode left active"
-    for a, b, c in zip(*(x if isinstance(x, tuple) else (_sample(x),) for x in (ref, out, after))):
-        if isinstance(a, torch.Tensor):
-            assert torch.equal(a, b) and torch.equal(a, c), "the observed call changed a result"
+    flat = [_flat(x) for x in (ref, out, after)]
+    assert flat[0] and len(flat[0]) == len(flat[1]) == len(flat[2])
+    for a, b, c in zip(*flat):
+        assert torch.equal(a, b) and torch.equal(a, c), "the observed call changed a result"
     return ob.structure((), kwargs, out)
 
 
@@ -205,3 +217,32 @@ def test_blocks_override_and_no_blocks():
         out = lin(x)
     with pytest.raises(ValueError, match="blocks"):
         ob.structure((x,), {}, out)
+
+
+# The seed models' own classes (stand-ins, tests/seed_models.py): their blocks as docs/algorithms.md §7 lists them.
+SEED_STACKS = {"opensora": ["spatial_blocks", "temporal_blocks"],
+               "latte": ["transformer_blocks", "temporal_transformer_blocks"],
+               "opensora-plan": ["transformer_blocks", "temporal_transformer_blocks"],
+               "sat-cogvideox": ["transformer.layers"],
+               "diffusers-latte": ["transformer_blocks", "temporal_transformer_blocks"],
+               "diffusers-cogvideox": ["transformer_blocks"]}
+
+
+@pytest.mark.parametrize("name", list(SEED_STACKS))
+def test_seed_models(name):
+    from test_adapter_seed_models import SEEDS
+
+    seed = SEEDS[name]
+    model = seed.make_model().eval()
+    g = torch.Generator().manual_seed(0)
+    args, kwargs, _ = seed.make_call(g)(torch.randn(*seed.latent_shape, generator=g), torch.tensor([500.0]))
+    with torch.no_grad():
+        ref = _flat(model(*args, **kwargs))
+        with Observer(model) as ob:
+            out = model(*args, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(ref, _flat(out)))
+    st = ob.structure(args, kwargs, out)
+    assert st.stacks == SEED_STACKS[name]
+    # interleaved spatial / temporal lists (reshapes between them) carry the image stream in every block
+    assert all(b.image >= 0 and b.io[b.image] == st.image_stream for b in st.blocks)
+    assert [b.kind for b in st.blocks].count("temporal") == sum("temporal" in s for s in st.stacks) * 2
