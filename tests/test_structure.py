@@ -150,7 +150,7 @@ def test_param_corrections():
     """Each correction above: the truth's name is not a parameter of the stack's block forward, the correction is."""
     by_cls = {e.cls: e for e in ZOO}
     for (cls, stack), names in PARAM_NAMES.items():
-        if cls not in by_cls:
+        if cls not in by_cls or tuple(by_cls[cls].stream_order[stack]) == names:  # absent, or fixed at the source
             continue
         torch.manual_seed(0)
         model = by_cls[cls].make()

@@ -136,8 +136,8 @@ N_IMG = 16  # packed image tokens of a 4x4 grid (Flux-like classes)
 
 
 def _flux_like_inputs(b, g, ch=4, t_scale=1000.0):
-    return {"hidden_states": _rn(g, b, N_IMG, ch), "encoder_hidden_states": _rn(g, b, L, 16), "timestep": _t(b, t_scale),
-            "img_ids": _ids(4, 4), "txt_ids": torch.zeros(L, 3), "return_dict": False}
+    return {"hidden_states": _rn(g, b, N_IMG, ch), "encoder_hidden_states": _rn(g, b, L, 16),
+            "timestep": _t(b, t_scale), "img_ids": _ids(4, 4), "txt_ids": torch.zeros(L, 3), "return_dict": False}
 
 
 _add(cls="BriaTransformer2DModel", make=_seeded(_bria), inputs=_flux_like_inputs, per_sample=BASE,
@@ -182,8 +182,9 @@ _add(cls="BriaFibo2Transformer2DModel", make=_seeded(_bria_fibo2),
      inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, H, W), "timestep": _t(b, 1.0),
                           "encoder_hidden_states": _rn(g, b, 2, L, 16), "return_dict": False},
      per_sample=BASE, t_scale=1.0, stacks=("noise_refiner", "layers"),
-     stream_order={"noise_refiner": ONE, "layers": ONE}, cache_context=False,
-     note="timestep 0..1 (multiplied by config.t_scale inside); the timestep MLP's fixed 1024-wide middle makes it "
+     stream_order={"noise_refiner": ("x",), "layers": ("x",)}, image_stream="x", cache_context=False,
+     note="its blocks take the stream as `x`: the image tokens in noise_refiner, [gist, image] in layers; "
+          "timestep 0..1 (multiplied by config.t_scale inside); the timestep MLP's fixed 1024-wide middle makes it "
           "~370k parameters, 296k of them there")
 
 

@@ -4,9 +4,8 @@ class's forward and its blocks' return statements."""
 
 from __future__ import annotations
 
-import torch
-
 import model_zoo as mz
+import torch
 from zoo_entry import Entry
 
 F, H, W, L = mz.F, mz.H, mz.W, mz.L  # latent frames, height, width; text tokens
@@ -103,7 +102,8 @@ _add(cls="LTX2VideoTransformer3DModel",
                      audio_num_attention_heads=2, audio_attention_head_dim=8, audio_cross_attention_dim=16,
                      num_layers=2, caption_channels=16),
      inputs=lambda b, g: {"hidden_states": _rand(g, b, F * H * W, 4), "audio_hidden_states": _rand(g, b, 4, 4),
-                          "encoder_hidden_states": _rand(g, b, L, 16), "audio_encoder_hidden_states": _rand(g, b, L, 16),
+                          "encoder_hidden_states": _rand(g, b, L, 16),
+                          "audio_encoder_hidden_states": _rand(g, b, L, 16),
                           "timestep": _t(b), "encoder_attention_mask": torch.ones(b, L),
                           "audio_encoder_attention_mask": torch.ones(b, L), "num_frames": F, "height": H, "width": W,
                           "audio_num_frames": 4},
@@ -152,7 +152,8 @@ _add(cls="Lumina2Transformer2DModel",
      stacks=("context_refiner", "noise_refiner", "layers"),
      stream_order={"context_refiner": ("encoder_hidden_states",), "noise_refiner": ("hidden_states",),
                    "layers": ("hidden_states",)}, cache_context=False,
-     note="refiners run on the text and the image apart; `layers` then run on one joint [text, image] sequence")
+     note="refiners run on the text and the image apart; `layers` then run on one joint [text, image] sequence; "
+          "the timestep is reversed (the pipeline passes 1 - t / 1000)")
 
 
 def _lumina_next_rope():
@@ -169,7 +170,8 @@ _add(cls="LuminaNextDiT2DModel",
                           "image_rotary_emb": _lumina_next_rope(), "cross_attention_kwargs": {}},
      per_sample=("hidden_states", "encoder_hidden_states", "encoder_mask", "timestep"), t_scale=1.0,
      stacks=("layers",), stream_order={"layers": ("hidden_states",)}, cache_context=False,
-     note="the RoPE table is an input; the timestep is reversed (the pipeline passes 1 - t / 1000); learned sigma; cross_attention_kwargs must be a dict (None raises)")
+     note="the RoPE table is an input; the timestep is reversed (the pipeline passes 1 - t / 1000); learned sigma; "
+          "cross_attention_kwargs must be a dict (None raises)")
 
 
 def _minimax_h3_inputs(b, g):
@@ -316,8 +318,7 @@ _add(cls="QwenImage21Transformer2DModel",
      inputs=lambda b, g: {"hidden_states": _rand(g, b, 16, 4), "encoder_hidden_states": _rand(g, b, L, 16),
                           "encoder_hidden_states_mask": torch.ones(b, L, dtype=torch.bool), "timestep": _t(b, 1.0),
                           "img_shapes": [[(1, 4, 4)]] * b,
-                          "img_mask": torch.cat([torch.zeros(b, L, dtype=torch.bool), torch.ones(b, 4, dtype=torch.bool)],
-                                                1)},
+                          "img_mask": torch.arange(L + 4).expand(b, L + 4) >= L},
      per_sample=("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask", "timestep", "img_mask"),
      t_scale=1.0, stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
      note="single stream over one joint [text, image] sequence (block-causal); the output covers the whole joint "
@@ -369,7 +370,9 @@ def _sana_wm_refiner_inputs(b, g):
     from types import SimpleNamespace
 
     from diffusers.models.transformers.transformer_sana_wm_refiner import (
-        SanaWMLTX2AudioVideoRotaryPosEmbed, SanaWMLTX2RefinerTransformer3DModel)
+        SanaWMLTX2AudioVideoRotaryPosEmbed,
+        SanaWMLTX2RefinerTransformer3DModel,
+    )
 
     # the RoPE is an input, built as the pipeline does by the class's own helper, which reads only `self.rope`: a rope
     # configured like the tiny model's (inner dim 16, 2 heads, the class defaults otherwise) stands in for the model
@@ -464,9 +467,10 @@ _add(cls="TransformerTemporalModel",
               "(batch * frames, C, H, W), so the batch is not its leading dim, and its layer-norm blocks ignore the "
               "timestep")
 
-_WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                 text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-                 qk_norm="rms_norm_across_heads", rope_max_seq_len=32)  # tests/model_zoo.py's tiny Wan
+# tests/model_zoo.py's tiny Wan config, as keywords, for the Wan variants that take extra ones
+_WAN_TINY = {"patch_size": (1, 2, 2), "num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 4,
+             "out_channels": 4, "text_dim": 16, "freq_dim": 16, "ffn_dim": 32, "num_layers": 2,
+             "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 32}
 _add(cls="WanVACETransformer3DModel",
      make=_diffusers("WanVACETransformer3DModel", **_WAN_TINY, vace_layers=[0, 1], vace_in_channels=4),
      inputs=lambda b, g: {**_wan_inputs(b, g), "control_hidden_states": _rand(g, b, 4, F, H, W)},
@@ -474,9 +478,10 @@ _add(cls="WanVACETransformer3DModel",
      stream_order={"vace_blocks": (None, "control_hidden_states"), "blocks": ("hidden_states",)},
      note="all VACE blocks run first on the control stream; each returns (hint, control stream), where the hint "
           "(None in stream_order: it continues no input) is added to hidden_states after main block vace_layers[i]")
-_WAN_ANIMATE = dict(_WAN_TINY, in_channels=12, latent_channels=4, image_dim=None, motion_encoder_channel_sizes={
-    "4": 8, "8": 8}, motion_encoder_size=8, motion_style_dim=8, motion_dim=4, motion_encoder_dim=8,
-    face_encoder_hidden_dim=8, face_encoder_num_heads=2, inject_face_latents_blocks=1, motion_encoder_batch_size=8)
+_WAN_ANIMATE = {**_WAN_TINY, "in_channels": 12, "latent_channels": 4, "image_dim": None,
+                "motion_encoder_channel_sizes": {"4": 8, "8": 8}, "motion_encoder_size": 8, "motion_style_dim": 8,
+                "motion_dim": 4, "motion_encoder_dim": 8, "face_encoder_hidden_dim": 8, "face_encoder_num_heads": 2,
+                "inject_face_latents_blocks": 1, "motion_encoder_batch_size": 8}
 _add(cls="WanAnimateTransformer3DModel", make=_diffusers("WanAnimateTransformer3DModel", **_WAN_ANIMATE),
      # [noisy latents, reference/mask latents] on channels (2C + 4); pose latents have one frame fewer; an 8x8 face
      # video of 1 frame (the face encoder's two stride-2 convs map it to 1 motion frame, plus the zero pad frame)
@@ -503,4 +508,5 @@ _add(cls="ZImageTransformer2DModel",
      image_stream="x", cache_context=False,
      note="latents and captions are per-sample LISTS (x: b tensors (C, 1, H, W), cap_feats: b tensors (L, D)) and "
           "the sample is a list too; refiners run on the image and the text apart, then `layers` on one joint "
-          "[image, text] sequence; the timestep is reversed (the pipeline passes (1000 - t) / 1000)")
+          "[image, text] sequence; the timestep is reversed (the pipeline passes (1000 - t) / 1000); ~390k "
+          "parameters: the timestep MLP's hidden width 1024 is fixed in the class")
