@@ -246,3 +246,21 @@ def test_seed_models(name):
     # interleaved spatial / temporal lists (reshapes between them) carry the image stream in every block
     assert all(b.image >= 0 and b.io[b.image] == st.image_stream for b in st.blocks)
     assert [b.kind for b in st.blocks].count("temporal") == sum("temporal" in s for s in st.stacks) * 2
+
+
+class _Boom(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(2)])
+
+    def forward(self, x):
+        x = self.blocks[0](x)
+        raise RuntimeError("boom")
+
+
+def test_model_left_as_it_was_after_an_error():
+    model = _Boom()
+    hooks = _hooks(model)
+    with pytest.raises(RuntimeError, match="boom"), Observer(model):
+        model(torch.randn(2, 4))
+    assert _hooks(model) == hooks and torch._C._len_torch_function_stack() == 0
