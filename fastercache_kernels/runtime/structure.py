@@ -123,7 +123,8 @@ _SCALE = {"mul", "__mul__", "__rmul__", "mul_", "__imul__"}
 _RESIDUAL = {"add", "sub", "__add__", "__radd__", "__sub__", "__iadd__", "__isub__", "add_", "sub_", "view",
              "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous", "to",
              "float", "half", "bfloat16", "type_as", "clone", "detach", "clip", "clamp", "__getitem__", "narrow",
-             "movedim", "view_as", "reshape_as", "addcmul", "addcdiv", *_SCALE, *_SPLITS, *_CATS}
+             "movedim", "view_as", "reshape_as", "addcmul", "addcdiv", "stack", "pad_sequence", *_SCALE, *_SPLITS,
+             *_CATS}
 
 
 class _Table:
@@ -275,6 +276,8 @@ def _segments(table, name, args, kwargs, got, out):
                 ranges.append((start, start + n, lab))
             start += n
         return dim, ranges
+    if name in ("stack", "pad_sequence") and isinstance(out, torch.Tensor):
+        return _stacked(table, name, args, kwargs, out)
     segd = [g for g in got if g[2] is not None]
     if not segd:
         return None
@@ -298,8 +301,12 @@ def _segments(table, name, args, kwargs, got, out):
         d = args[1] % src.dim()
         return within(args[2], args[2] + args[3]) if d == dim else None
     if name in _SPLITS and src is args[0] and isinstance(out, (tuple, list)):
+        if name == "unbind":  # along another dim: each piece keeps the ranges
+            d = (args[1] if len(args) > 1 else kwargs.get("dim", 0)) % src.dim()
+            sg = None if d == dim else (dim - (d < dim), ranges)
+            return None if sg is None else [(frozenset().union(*(lab for _, _, lab in ranges)), sg) for _ in out]
         d = (args[2] if len(args) > 2 else kwargs.get("dim", 0)) % src.dim()
-        if d != dim or name == "unbind":
+        if d != dim:
             return None
         res, pos = [], 0
         for o in out:
@@ -327,6 +334,27 @@ def _segments(table, name, args, kwargs, got, out):
     if name in _POINTWISE:
         return dim, ranges
     return None
+
+
+def _stacked(table, name, args, kwargs, out):
+    """A stack (or pad_sequence) of tensors with the same cat ranges (Z-Image's per-sample joint sequences) keeps
+    them, one dim later when the new dim comes first; padding at the end carries nothing."""
+    parts = args[0] if args else kwargs.get("tensors", kwargs.get("sequences"))
+    segs = [table.get(t)[1] for t in parts]
+    if not parts or any(sg is None for sg in segs):
+        return None
+    dim, first = segs[0]
+    if any(sg[0] != dim or [(a, e) for a, e, _ in sg[1]] != [(a, e) for a, e, _ in first] for sg in segs):
+        return None
+    at = (args[1] if len(args) > 1 else kwargs.get("dim", 0)) if name == "stack" else (
+        0 if (args[1] if len(args) > 1 else kwargs.get("batch_first", False)) else 1)
+    if name == "pad_sequence" and dim != 0:
+        return None
+    d = dim + 1 if at <= dim else dim
+    ranges = [(a, e, frozenset().union(*(sg[1][k][2] for sg in segs))) for k, (a, e, _) in enumerate(first)]
+    if ranges[-1][1] < out.shape[d]:
+        ranges.append((ranges[-1][1], out.shape[d], frozenset()))
+    return d, ranges
 
 
 def _merge(name, got, src, dim, ranges, out):
