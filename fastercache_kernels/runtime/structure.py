@@ -20,7 +20,7 @@ below (docs/models.md, "How fk observes a model"). Nothing is decided by a modul
   is a block, i.e. has an output that continues an input and is not that input (an MLP's layers are not blocks).
 - **Pairing** (`BlockSpec.io`): output j of block b continues input n when the block receiving b's outputs gets
   output j as its input n (by identity, else by provenance): the next child of the same list, else, for the last
-  child, the pairing of the previous one when of the same class, else the one later block that receives b's
+  child, the pairing of the previous one when of the same class, else the first later block receiving b's
   outputs (its input names must be b's too), else (a block no later block receives from) the input output j is
   "plus updates" of. An output nothing continues is None. Where the pairing is ambiguous or absent, a ValueError
   names `block_io`, the override that states it.
@@ -677,7 +677,7 @@ class Observer:
                 return ValueError(f"fastercache: block {c.name!r} feeds {r.name!r} (another class), whose inputs "
                                   f"{alien} are not inputs of {c.name!r}; set the adapter's `block_io`")
             return pairing
-        return self._final(c, top)
+        return self._final(c)
 
     def _feeds(self, c: _Call, r: _Call) -> bool:
         return c.name in self._feed.get(r.name, ())
@@ -706,7 +706,7 @@ class Observer:
                               "set the adapter's `block_io`")
         return tuple(pairing)
 
-    def _final(self, c: _Call, top):
+    def _final(self, c: _Call):
         """A block no later block receives from, without an earlier block of its class (the last block of a
         one-block list): output j continues input n when it is input n plus updates (additions and layout ops
         inside the block, e.g. Flux's single-stream block concatenates (text, image), adds its update and slices
