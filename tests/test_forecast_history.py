@@ -59,6 +59,37 @@ def test_weights_sum_to_one_and_order_one_is_taylorseers():
         assert h.weights(torch.tensor(12.0 + s), 2).sum().item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("order", [1, 2])
+def test_taylorseer_rule_matches_diffusers_hook(order):
+    # diffusers 0.42's TaylorSeerState: recursive differences over step distances, sum_i D_i * s^i / i!
+    hooks = pytest.importorskip("diffusers.hooks.taylorseer_cache")
+    state = hooks.TaylorSeerState(taylor_factors_dtype=torch.float64, max_order=order)
+    history = History(3, (2, 7), dtype=torch.float32)
+    g = torch.Generator().manual_seed(order)
+    for step in (0, 1, 3, 4, 7):  # computed steps, unequal gaps
+        value = torch.randn(2, 7, generator=g)
+        state.current_step = step
+        state.update((value,))
+        history.push(value, torch.tensor(float(step)))
+        for ahead in (1, 2):
+            state.current_step = step + ahead
+            (expected,) = state.predict()
+            got = history.forecast(torch.tensor(float(step + ahead)), order, rule="taylorseer")
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_taylorseer_order_two_is_not_the_interpolating_parabola():
+    # at equal spacing, one step ahead: Lagrange (3, -3, 1) is exact on t^2, TaylorSeer (2.5, -2, 0.5) is not
+    h = History(3, (1,))
+    for t in (0.0, 1.0, 2.0):
+        h.push(torch.tensor([t * t]), t)
+    newest_first = [2, 1, 0]
+    assert h.weights(3.0, 2)[newest_first].tolist() == [3.0, -3.0, 1.0]
+    assert h.weights(3.0, 2, rule="taylorseer")[newest_first].tolist() == [2.5, -2.0, 0.5]
+    assert h.forecast(3.0, 2).item() == 9.0 and h.forecast(3.0, 2, rule="taylorseer").item() == 8.0
+    assert torch.equal(h.weights(3.5, 1), h.weights(3.5, 1, rule="taylorseer"))
+
+
 def test_order_zero_is_plain_reuse():
     g = torch.Generator().manual_seed(1)
     h = History(3, (4, 5), dtype=torch.bfloat16)
@@ -109,6 +140,8 @@ def test_push_casts_and_checks():
         h.push(torch.zeros(3), torch.zeros(2))
     with pytest.raises(ValueError, match="`order` must be an int in \\[0, 1\\]"):
         h.weights(1.0, 2)
+    with pytest.raises(ValueError, match="`rule` must be 'lagrange' or 'taylorseer'"):
+        h.weights(1.0, 1, rule="newton")
     with pytest.raises(ValueError, match="`slots` must be an int in \\[1, 4\\]"):
         History(5, (3,))
 
@@ -123,7 +156,7 @@ def test_one_graph_no_host_sync():
     @torch.compile(backend=counter, fullgraph=True)
     def step(value, t, x):
         h.push(value, t)
-        return h.forecast(t + 1.0, 2, x)
+        return h.forecast(t + 1.0, 2, x), h.forecast(t + 1.0, 2, rule="taylorseer")
 
     eager = History(3, (2, 5))
     g = torch.Generator().manual_seed(2)
@@ -131,6 +164,7 @@ def test_one_graph_no_host_sync():
         value, x = torch.randn(2, 5, generator=g), torch.randn(2, 5, generator=g)
         t = torch.tensor(float(3 * i))
         eager.push(value, t)
-        torch.testing.assert_close(step(value, t, x), eager.forecast(t + 1.0, 2, x))
+        torch.testing.assert_close(step(value, t, x),
+                                   (eager.forecast(t + 1.0, 2, x), eager.forecast(t + 1.0, 2, rule="taylorseer")))
     assert counter.frame_count == 1, f"{counter.frame_count} graphs"
     assert torch.equal(h.buf, eager.buf) and torch.equal(h.index, eager.index)

@@ -92,10 +92,10 @@ def _bench(dtype, device, shape, numel):
     def eager():
         return x + wd[0] * history[0] + wd[1] * history[1] + wd[2] * history[2]
 
-    def eager_inplace():
+    def eager_inplace():  # the same formula without temporaries
         torch.mul(history[0], wd[0], out=out)
-        out.add_(history[1], alpha=float(w[1]))  # (the alpha form reads w on the host: the best case for eager)
-        out.add_(history[2], alpha=float(w[2]))
+        out.addcmul_(history[1], wd[1])
+        out.addcmul_(history[2], wd[2])
         out.add_(x)
 
     impls = {"eager": eager, "eager (in place)": eager_inplace,

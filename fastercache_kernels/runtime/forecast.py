@@ -84,10 +84,15 @@ class History:
         self.index.copy_(torch.remainder(self.index + 1, self.slots))
         self.filled.copy_(torch.clamp(self.filled + 1, max=self.slots))
 
-    def weights(self, position, order: int) -> Tensor:
-        """[K] fp32 weights, on the device, of the degree-`order` polynomial through the last order + 1 pushed
-        values, evaluated at `position`: sum_k w[k] * buf[k] is that polynomial's value there (Lagrange form,
-        unequal spacing allowed; docs/algorithms.md section 9).
+    def weights(self, position, order: int, rule: str = "lagrange") -> Tensor:
+        """[K] fp32 weights, on the device, under which sum_k w[k] * buf[k] forecasts the value at `position`
+        from the last order + 1 pushed values (docs/algorithms.md section 9).
+
+        rule "lagrange": the degree-`order` polynomial through those values, evaluated at `position` (Lagrange
+        form; unequal spacing allowed; exact for polynomials of degree <= order). rule "taylorseer": TaylorSeer's
+        truncated Taylor series with derivatives from recursive backward differences (Liu et al., 2025), as its
+        code and diffusers' hook compute it; the same as "lagrange" for order 0 and 1, and not exact for a
+        quadratic at order 2.
 
         With fewer than order + 1 values pushed, the highest order they allow is used (branch-free, by
         torch.where); slots outside the used points get weight exactly 0; before the first push every weight is 0.
@@ -98,18 +103,43 @@ class History:
         if not isinstance(order, int) or not 0 <= order < k:
             raise ValueError(f"History.weights: `order` must be an int in [0, {k - 1}] for a history of {k} slots "
                              f"(order n reads n + 1 values), got {order!r}")
+        if rule not in ("lagrange", "taylorseer"):
+            raise ValueError(f"History.weights: `rule` must be 'lagrange' or 'taylorseer', got {rule!r}")
         p = self._position(position).to(torch.float64)
         newest_first = torch.remainder(self.index - 1 - self._slot, k)  # slot of the j-th most recent value
         xs = self.positions.to(torch.float64).index_select(0, newest_first)
-        use = self._slot <= torch.clamp(self.filled - 1, min=0, max=order)  # [K] points in the polynomial
-        # L_j(p) = prod over used i != j of (p - x_i) / (x_j - x_i)
-        pair = use.unsqueeze(0) & self._off_diagonal  # [j, i]
-        den = torch.where(pair, xs.unsqueeze(1) - xs.unsqueeze(0), 1.0)
-        factor = torch.where(pair, (p - xs).unsqueeze(0) / den, 1.0)
-        lagrange = torch.where(use & (self.filled > 0), factor.prod(dim=1), 0.0)
+        used = torch.clamp(self.filled - 1, min=0, max=order)  # the order the pushes allow (0-d)
+        use = self._slot <= used  # [K] points in the forecast, newest first
+        if rule == "lagrange":
+            # L_j(p) = prod over used i != j of (p - x_i) / (x_j - x_i)
+            pair = use.unsqueeze(0) & self._off_diagonal  # [j, i]
+            den = torch.where(pair, xs.unsqueeze(1) - xs.unsqueeze(0), 1.0)
+            w = torch.where(pair, (p - xs).unsqueeze(0) / den, 1.0).prod(dim=1)
+        else:
+            w = self._taylorseer(p, xs, used, order)
+        w = torch.where(use & (self.filled > 0), w, 0.0)
         return torch.zeros(k, dtype=torch.float32, device=self.buf.device).scatter(
-            0, newest_first, lagrange.to(torch.float32))
+            0, newest_first, w.to(torch.float32))
 
-    def forecast(self, position, order: int, x: Tensor | None = None, *, out: Tensor | None = None) -> Tensor:
+    def _taylorseer(self, p: Tensor, xs: Tensor, used: Tensor, order: int) -> Tensor:
+        """TaylorSeer's forecast as weights over the values newest first: D_0 of value j is the value itself,
+        D_{i+1}(j) = (D_i(j) - D_i(j + 1)) / (x_j - x_{j+1}) (each difference divided by the distance of the
+        update that formed it), and F(p) = sum_{i <= used} D_i(0) * (p - x_0)^i / i!. Orders above `used` (not
+        enough pushes) get coefficient 0; the loops run over the static slot count."""
+        k = self.slots
+        eye = torch.eye(k, dtype=torch.float64, device=xs.device)
+        d = [eye[j] for j in range(k)]  # D_0 of value j, as weights over the values
+        gap = torch.where(self._slot[1:] <= used, xs[:-1] - xs[1:], 1.0)  # x_j - x_{j+1} between used values
+        s = p - xs[0]
+        w = d[0].clone()
+        term = torch.ones_like(s)
+        for i in range(1, order + 1):
+            d = [(d[j] - d[j + 1]) / gap[j] for j in range(len(d) - 1)]
+            term = term * s / i
+            w = w + torch.where(used >= i, term, 0.0) * d[0]
+        return w
+
+    def forecast(self, position, order: int, x: Tensor | None = None, *, rule: str = "lagrange",
+                 out: Tensor | None = None) -> Tensor:
         """x + the order-`order` forecast at `position` (fk.ops.forecast over `buf` with `weights`), in buf's dtype."""
-        return ops.forecast(self.buf, self.weights(position, order), x, out=out)
+        return ops.forecast(self.buf, self.weights(position, order, rule), x, out=out)
