@@ -3,18 +3,21 @@
 `History` keeps the last K computed values of one reused quantity (a block residual, an attention output) in a
 ring buffer of static tensors, each stamped with its position (step index or timestep), and computes on the
 device the weights under which `fk.ops.forecast(history.buf, weights)` is the polynomial extrapolation of those
-values to a new position: order 0 is plain reuse, order 1 and 2 are TaylorSeer's first- and second-order
-forecasts (Liu et al., 2025, "From Reusing to Forecasting: Accelerating Diffusion Models with TaylorSeers",
-arXiv 2503.06923). Nothing here reads a tensor on the host or allocates per call beyond a few [K] / [K, K]
-tensors of weights arithmetic, so a step runs under torch.compile(fullgraph=True) and CUDA-graph capture.
+values to a new position: order 0 is plain reuse, order 1 TaylorSeer's first-order forecast (Liu et al.,
+2025, "From Reusing to Forecasting: Accelerating Diffusion Models with TaylorSeers", arXiv 2503.06923), order 2
+the parabola through the last three values (rule="taylorseer" gives TaylorSeer's own second order, which
+differs). Nothing here reads a tensor on the host, and the buffers are allocated once (the weights arithmetic
+makes a few [K] and [K, K] tensors per call), so a step runs under torch.compile(fullgraph=True)
+(tests/test_forecast_history.py); with tensor positions it is also capturable in a CUDA graph (not tested here:
+no GPU on the development machine).
 
 Positions: step indices by default. TaylorSeer forecasts over step distances (its code: `current step - last
 computed step`, with a timestep variant left commented out), and so does diffusers' TaylorSeer hook (0.42: the
-count of calls since the last update). The weights depend on the positions only up to an affine map (the
-Lagrange weights of x -> a*x + b are those of x), so on a uniform timestep grid (DDIM/DDPM "linspace" or
-"trailing" spacing) step indices and timesteps give the same forecast; they differ on non-uniform grids (shifted
-flow-matching sigmas, Karras schedules), where timesteps (or sigmas) extrapolate in the ODE's own time. Which
-forecasts better there is not measured here; pass whichever the policy's rule is written in.
+count of calls since the last update). Both rules' weights are unchanged by an affine map of the positions
+(x -> a*x + b), so on a uniform timestep grid (DDIM/DDPM "linspace" or "trailing" spacing) step indices and
+timesteps give the same forecast; they differ on non-uniform grids (shifted flow-matching sigmas, Karras
+schedules), where timesteps (or sigmas) extrapolate in the sampler's own time. Which forecasts better there is
+not measured here; pass whichever the policy's rule is written in.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class History:
 
     def reset(self) -> None:
         """Forgets every value (a new video). The slots keep their bits, but get weight 0 until pushed again, and
-        the forecast op does not read a weight-0 slot."""
+        the forecast op leaves a weight-0 slot out of the sum."""
         self.index.zero_()
         self.filled.zero_()
 
