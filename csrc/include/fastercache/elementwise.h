@@ -3,6 +3,8 @@
 // output element in fp32 from x[kIn] and s[kScalars]; the loops round the result once to the storage type.
 #pragma once
 
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "fastercache/common.h"
@@ -84,5 +86,44 @@ struct ExtrapolateResidualF {
     return x[0] + x[3] * (x[1] + s[0] * (x[1] - x[2]));
   }
 };
+
+// forecast: x + w[0] * h[0] + ... + w[K-1] * h[K-1]     x = {h[0], ..., h[K-1] | x}, s = {w[0], ..., w[K-1]}
+// Slot order, one rounding per add and multiply (the reference's order); a slot of weight exactly 0 is left out,
+// so NaN or Inf in an unused slot of the ring buffer never reaches the forecast. Without x the sum starts at 0.
+// The weight test is on a scalar, so on vectors it is a uniform branch, not a per-lane select.
+template <int K, bool kHasX> struct ForecastF {
+  static constexpr int kIn = K + (kHasX ? 1 : 0);
+  static constexpr int kScalars = K;
+  template <class V> static FC_HD V apply(const V* x, const float* s) {
+    V acc{};
+    if constexpr (kHasX) acc = x[K];
+    for (int k = 0; k < K; ++k)  // K is a constant: unrolled
+      if (s[k] != 0.0f) acc = acc + s[k] * x[k];
+    return acc;
+  }
+};
+
+// The most slots a forecast reads (a ring buffer of up to 4 values: Taylor orders up to 3).
+constexpr int kForecastMaxSlots = 4;
+
+// Calls fn(std::integral_constant<int, K>{}, std::bool_constant<has_x>{}) for K = slots in [1, 4]: the one
+// instantiation of ForecastF the CPU loop and the CUDA launcher run.
+template <class Fn> inline void dispatch_forecast(int slots, bool has_x, Fn&& fn) {
+  auto with_x = [&](auto k) {
+    if (has_x)
+      fn(k, std::true_type{});
+    else
+      fn(k, std::false_type{});
+  };
+  switch (slots) {
+    case 1: return with_x(std::integral_constant<int, 1>{});
+    case 2: return with_x(std::integral_constant<int, 2>{});
+    case 3: return with_x(std::integral_constant<int, 3>{});
+    case 4: return with_x(std::integral_constant<int, 4>{});
+    default:
+      throw std::invalid_argument("fastercache forecast: " + std::to_string(slots) + " history slots; 1 to " +
+                                  std::to_string(kForecastMaxSlots) + " are supported");
+  }
+}
 
 }  // namespace fastercache

@@ -61,7 +61,10 @@ struct PtrArray {
     ())                                                                                                           \
   /* out = x + residuals[0] + ... + residuals[count - 1], fp32 accumulation in list order; on CUDA beyond        \
      kResidualSumCapacity residuals an fp32 workspace of n elements (may be null when the count fits) */         \
-  X(residual_sum, (DType dtype, void* out, const void* x, PtrArray residuals, int64_t n), (, float* workspace))
+  X(residual_sum, (DType dtype, void* out, const void* x, PtrArray residuals, int64_t n), (, float* workspace)) \
+  /* out = x + weights[0] * history[0] + ... (x may be null: 0), fp32 in slot order, weight-0 slots left out;     \
+     history: 1 to kForecastMaxSlots slot pointers; weights: that many fp32 values (device memory on CUDA) */     \
+  X(forecast, (DType dtype, void* out, PtrArray history, const float* weights, const void* x, int64_t n), ())
 
 // Host-side queries of the CUDA module (no driver needed): the workspace sizes of the reductions.
 #define FASTERCACHE_CUDA_QUERIES(X)                                            \
