@@ -173,6 +173,7 @@ class Engine:
         self.real_probes = 0
         self.call: Call | None = None
         self.output = None  # the model output of the call being closed (policies' `end` may read it)
+        self.log = None  # summary.CallLog, set by fk.apply
         for p in self.policies:
             p.install(self)
         for p in self.policies:
@@ -390,6 +391,8 @@ class Engine:
         self.output = output
         for p in self.policies:
             p.end(call)
+        if self.log is not None:  # handle.summary()'s per-call log (summary.py): host values and 0-d clones only
+            self.log.record(self, call)
         self.output = None
         self._clocks[call.key]["in_call"] = False
         return None
