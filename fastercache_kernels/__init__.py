@@ -14,5 +14,5 @@ from .policies.fbcache import FirstBlockCacheConfig
 from .policies.teacache import TeaCacheConfig
 
 __all__ = ["ops", "adapters", "pipeline", "runtime", "apply", "remove", "is_applied", "Handle", "PipelineHandle",
-           "FasterCacheConfig", "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "use_backend", "available_backends",
-           "BackendUnavailableError", "__version__"]
+           "FasterCacheConfig", "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "use_backend",
+           "available_backends", "BackendUnavailableError", "__version__"]

@@ -23,7 +23,7 @@ VALUES_PER_LINE = 10
 
 LEGEND = {
     "C": "computed",
-    "r": "blocks reused (the adaptive policy ran its first blocks only)",
+    "r": "blocks reused by the adaptive policy",
     "A": "ran, attention reused",
     "s": "CFG skip call: one half ran, the other was rebuilt",
     "a": "CFG skip call, attention reused",
@@ -92,7 +92,7 @@ class CallLog:
                     if not go:
                         char = "r"
                 rows.append({"call": c, "step": step, "branch": branch, "kind": char, "computed": char == "C",
-                             "indicator": ind})
+                             "adaptive_computed": go, "indicator": ind})
             out[key] = rows
         return out
 
@@ -132,7 +132,7 @@ def report(handle) -> dict:
     """The summary's content, as data: policies, state, cache memory, and per key its calls (`rows`), strip, counts,
     reuse rate and indicator description."""
     engine = handle.engine
-    fc, ad = _policies(engine)
+    _, ad = _policies(engine)
     stats = handle.stats()
     what, thr = _threshold(ad) if ad is not None else (None, None)
     keys = {}
@@ -182,7 +182,7 @@ def render(handle, title: str | None = None) -> str:
         lines += _wrap(kinds, k["first_call"], PER_LINE, 1)
         if k["indicator"] is not None and any(v is not None for v in k["indicator"]):
             lines.append(f"    indicator: {rep['indicator']}")
-            vals = ["-" if v is None or (on_compute and r["kind"] != "C") else
+            vals = ["-" if v is None or (on_compute and not r["adaptive_computed"]) else
                     ("nan" if math.isnan(v) else f"{v:.3g}") for v, r in zip(k["indicator"], k["rows"])]
             lines += _wrap(vals, k["first_call"], VALUES_PER_LINE, 7)
     if used:
@@ -225,10 +225,10 @@ def plot(handles: dict, path) -> str:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("call in the video")
         if k["indicator"] is not None and any(v is not None for v in k["indicator"]):
-            pts = [(c, v, r["kind"] == "C") for c, v, r in zip(calls, k["indicator"], k["rows"]) if v is not None]
+            pts = [(c, v, r["adaptive_computed"]) for c, v, r in zip(calls, k["indicator"], k["rows"]) if v is not None]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color="0.6", lw=1)
-            for computed, style in ((True, dict(color="C0", label="computed")),
-                                    (False, dict(facecolors="none", edgecolors="C0", label="reused"))):
+            for computed, style in ((True, {"color": "C0", "label": "computed"}),
+                                    (False, {"facecolors": "none", "edgecolors": "C0", "label": "reused"})):
                 sel = [p for p in pts if p[2] == computed]
                 if sel:
                     ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=18, **style)

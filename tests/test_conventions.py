@@ -259,7 +259,7 @@ def _diffusers_transformer_classes():
     for info in pkgutil.iter_modules(pkg.__path__):
         try:
             mod = __import__(f"{pkg.__name__}.{info.name}", fromlist=["_"])
-        except Exception:  # noqa: BLE001 - a module needing an optional dependency
+        except Exception:  # noqa: BLE001, S112 - a module needing an optional dependency
             continue
         for _, cls in inspect.getmembers(mod, inspect.isclass):
             if issubclass(cls, torch.nn.Module) and cls.__module__ == mod.__name__ and hasattr(cls, "config_name"):
