@@ -133,7 +133,8 @@ class Handle:
 class PipelineHandle:
     """`fk.apply(pipe, ...)`: one Handle per transformer the pipeline holds (`transformer`, `transformer_2`, ...),
     each with its own state. `remove()` removes them all; `stats()` is the first one's plus `patched` (the names)
-    and `per_transformer`; other attributes are the first handle's."""
+    and `per_transformer`; `summary()`, `decisions()` and `plot(path)` cover every transformer; other attributes
+    are the first handle's."""
 
     def __init__(self, pipe, handles: dict[str, Handle]):
         self.pipe, self.handles = pipe, handles
@@ -146,7 +147,7 @@ class PipelineHandle:
 
     def stats(self) -> dict:
         first = next(iter(self.handles.values())).stats()
-        return {**first, "patched": list(self.handles),
+        return {**first, "active": self.active, "patched": list(self.handles),
                 "per_transformer": {n: h.stats() for n, h in self.handles.items()}}
 
     def reset(self) -> None:
