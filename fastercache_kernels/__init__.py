@@ -7,11 +7,12 @@ from . import adapters, ops, pipeline, runtime
 from ._backend import BackendUnavailableError, available_backends, use_backend
 from ._version import __version__
 from .api import Handle, PipelineHandle, apply
+from .conventions import is_applied, remove
 from .policies.adacache import AdaCacheConfig
 from .policies.fastercache import FasterCacheConfig
 from .policies.fbcache import FirstBlockCacheConfig
 from .policies.teacache import TeaCacheConfig
 
-__all__ = ["ops", "adapters", "pipeline", "runtime", "apply", "Handle", "PipelineHandle", "FasterCacheConfig",
-           "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "use_backend", "available_backends",
-           "BackendUnavailableError", "__version__"]
+__all__ = ["ops", "adapters", "pipeline", "runtime", "apply", "remove", "is_applied", "Handle", "PipelineHandle",
+           "FasterCacheConfig", "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "use_backend",
+           "available_backends", "BackendUnavailableError", "__version__"]

@@ -4,8 +4,11 @@ from their configs and checks that they can run together."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
+from . import conventions, summary
 from .adapters import for_model, unknown_model_message
 from .adapters.base import Adapter, OutputLayout
 from .adapters.generic import generic_adapter
@@ -19,8 +22,10 @@ DECIDE_MODES = ("host", "device")
 
 class Handle:
     """What `fk.apply` returns. `remove()` restores the original forwards (outputs bit-identical to the unpatched
-    model) and drops the buffers; `reset()` starts a new video; `stats()` counts calls and reuse and reports the
-    cache memory; usable as a context manager that removes the patch on exit.
+    model) and drops the buffers (a second `remove()` does nothing); `reset()` starts a new video; `stats()` counts
+    calls and reuse and reports the cache memory (after `remove()`: the figures at removal, with "active" False);
+    `summary()` prints what each call of the video ran and reused, `plot(path)` draws the adaptive indicator;
+    usable as a context manager that removes the patch on exit.
 
     `state`: the FasterCache policy (None without one), `runtime`: the adaptive policy (None without one),
     `schedule`: FasterCache's call-kind table, `modules`: (name, kind) of every patched module, `history`: per-call
@@ -29,6 +34,7 @@ class Handle:
     def __init__(self, model, engine: Engine, config, adapter: Adapter):
         self.model, self.engine, self.config, self.adapter = model, engine, config, adapter
         self._active = True
+        self._final: dict | None = None  # stats() at removal
         self.state = next((p for p in engine.policies if p.name == "fastercache"), None)
         self.runtime = next((p for p in engine.policies if p.name != "fastercache"), None)
 
@@ -59,7 +65,9 @@ class Handle:
         self.engine.reset()
 
     def stats(self) -> dict:
-        out = dict(self.engine.clock_stats())
+        if not self._active and self._final is not None:
+            return {**copy.deepcopy(self._final), "active": False}
+        out = {"active": self._active, **self.engine.clock_stats()}
         for p in self.engine.policies:
             out.update(p.stats())
         out["cache_bytes"] = sum(p.cache_bytes() for p in self.engine.policies)
@@ -76,6 +84,7 @@ class Handle:
     def remove(self) -> None:
         if not self._active:
             return
+        self._final = self.stats()
         self.engine.remove()
         self._active = False
         if getattr(self.model, "_fk_handle", None) is self:
@@ -84,6 +93,20 @@ class Handle:
     @property
     def active(self) -> bool:
         return self._active
+
+    def summary(self, file=None) -> None:
+        """Prints, per state key (the batched call, or each CFG branch), a strip of the current video's calls (C
+        computed, r blocks reused, FasterCache's call kinds), the reuse rate, the cache memory and the adaptive
+        indicator per call with its threshold (see fastercache_kernels/summary.py)."""
+        summary.print_summary({None: self}, file)
+
+    def decisions(self) -> dict:
+        """What `summary()` prints, as data (summary.report)."""
+        return summary.report(self)
+
+    def plot(self, path) -> str:
+        """Draws the adaptive indicator and the threshold over the calls (matplotlib, the [plot] extra) to `path`."""
+        return summary.plot({None: self}, path)
 
     def __enter__(self):
         return self
@@ -110,7 +133,8 @@ class Handle:
 class PipelineHandle:
     """`fk.apply(pipe, ...)`: one Handle per transformer the pipeline holds (`transformer`, `transformer_2`, ...),
     each with its own state. `remove()` removes them all; `stats()` is the first one's plus `patched` (the names)
-    and `per_transformer`; other attributes are the first handle's."""
+    and `per_transformer`; `summary()`, `decisions()` and `plot(path)` cover every transformer; other attributes
+    are the first handle's."""
 
     def __init__(self, pipe, handles: dict[str, Handle]):
         self.pipe, self.handles = pipe, handles
@@ -123,7 +147,7 @@ class PipelineHandle:
 
     def stats(self) -> dict:
         first = next(iter(self.handles.values())).stats()
-        return {**first, "patched": list(self.handles),
+        return {**first, "active": self.active, "patched": list(self.handles),
                 "per_transformer": {n: h.stats() for n, h in self.handles.items()}}
 
     def reset(self) -> None:
@@ -133,6 +157,15 @@ class PipelineHandle:
     def remove(self) -> None:
         for h in self.handles.values():
             h.remove()
+
+    def summary(self, file=None) -> None:
+        summary.print_summary(self.handles, file)
+
+    def decisions(self) -> dict:
+        return {n: h.decisions() for n, h in self.handles.items()}
+
+    def plot(self, path) -> str:
+        return summary.plot(self.handles, path)
 
     @property
     def active(self) -> bool:
@@ -179,7 +212,9 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
             most): a `fk.FasterCacheConfig`, a FasterCache preset name ("cogvideox-2b", "latte", "opensora-1.2",
             "opensora-plan-1.1", "vchitect-2.0", "attention-only"), diffusers' own `FasterCacheConfig` (its
             semantics reproduced with the fused ops), a `fk.AdaCacheConfig`, `fk.TeaCacheConfig` or
-            `fk.FirstBlockCacheConfig`, or None for the adapter's default FasterCache preset.
+            `fk.FirstBlockCacheConfig`, diffusers' own `FirstBlockCacheConfig` (its semantics: see
+            policies/diffusers_compat.py), or None for the adapter's default FasterCache preset. UNets, autoencoders
+            and text encoders are refused (fk targets diffusion transformers) unless `adapter` is given.
         adapter: overrides the adapter chosen from the model's class.
         storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
         decide: adaptive policies only: "host" (one host read per call) or "device" (torch.cond, no host read: for
@@ -197,7 +232,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
     if not isinstance(model, torch.nn.Module):  # a pipeline object
         found = _transformers(model)
         if not found:
-            raise TypeError(f"fk.apply: the pipeline {type(model).__name__} holds no transformer module")
+            raise TypeError(conventions.no_transformer(model))
         handles = {}
         try:
             for name, mod in found.items():
@@ -211,15 +246,20 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
     if type(model).__name__ == "OptimizedModule":
         raise TypeError("fk.apply needs the model itself, not its torch.compile wrapper: apply first, then compile")
     if getattr(model, "_fk_handle", None) is not None:
-        raise RuntimeError("fastercache_kernels is already applied to this model; call handle.remove() first, or "
-                           "apply the policies together: fk.apply(model, [fastercache_config, adaptive_config])")
+        raise RuntimeError("fastercache_kernels is already applied to this model; call fk.remove(model) (or "
+                           "handle.remove()) first, or apply the policies together: fk.apply(model, "
+                           "[fastercache_config, adaptive_config])")
     if getattr(model, "_cache_config", None) is not None:
         raise RuntimeError(f"the model already has a diffusers cache enabled ({type(model._cache_config).__name__}); "
-                           "call model.disable_cache() first")
+                           "fk.apply does not stack on it: call model.disable_cache() first")
+    if adapter is None:
+        refused = conventions.not_a_dit(model)
+        if refused:
+            raise TypeError(refused)
     if decide not in DECIDE_MODES:
         raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
 
-    configs = _as_list(config)
+    configs = [diffusers_compat.translate(c) for c in _as_list(config)]  # diffusers' FirstBlockCacheConfig
     adaptive = [c for c in configs if _is_adaptive(c)]
     faster = [c for c in configs if not _is_adaptive(c)]
     if len(adaptive) > 1 or len(faster) > 1 or not configs:
@@ -251,6 +291,8 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
     if faster and diffusers_compat.is_diffusers_config(faster[0]) and faster[0].current_timestep_callback:
         engine.timestep_fn = faster[0].current_timestep_callback
     handle = Handle(model, engine, configs[0] if len(configs) == 1 else configs, base)
+    engine.log = summary.CallLog()
+    conventions.mark(model, engine, handle, config)
     # first in the model's __dict__, so that copy.deepcopy and pickle meet the handle (and its clear error) before
     # any patched forward or hook
     rest = list(model.__dict__.items())
@@ -290,8 +332,8 @@ def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, 
             config = FasterCacheConfig.preset(config)
         if not isinstance(config, FasterCacheConfig):
             raise TypeError(f"fk.apply: `config` must be a fk.FasterCacheConfig, a preset name, diffusers' "
-                            f"FasterCacheConfig, a fk.AdaCacheConfig, fk.TeaCacheConfig or "
-                            f"fk.FirstBlockCacheConfig, got {type(config).__name__}")
+                            f"FasterCacheConfig or FirstBlockCacheConfig, a fk.AdaCacheConfig, fk.TeaCacheConfig or "
+                            f"fk.FirstBlockCacheConfig, got {type(config).__module__}.{type(config).__name__}")
         if storage_dtype is not None:
             config = config.replace(storage_dtype=storage_dtype)
         found = adapter.attention_modules(model) if config.attention else []
@@ -311,14 +353,21 @@ def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, 
     return FasterCachePolicy(schedule, caches, adapter, computed_index), adapter, config
 
 
-def _is_adaptive(config) -> bool:
+def _runtime_class(config):
+    """The adaptive runtime of an fk config (a config class may name its own: diffusers_compat), else None."""
     from .runtime.adaptive import RUNTIMES
 
-    return type(config).__name__ in RUNTIMES and type(config).__module__.startswith("fastercache_kernels.")
+    if not type(config).__module__.startswith("fastercache_kernels."):
+        return None
+    own = getattr(config, "runtime_class", None)
+    return own() if own is not None else RUNTIMES.get(type(config).__name__)
+
+
+def _is_adaptive(config) -> bool:
+    return _runtime_class(config) is not None
 
 
 def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool):
-    from .runtime.adaptive import RUNTIMES
     from .runtime.blocks import find_blocks
 
     blocks = find_blocks(model, adapter)
@@ -326,5 +375,5 @@ def _adaptive(model, config, adapter: Adapter, decide: str, process_group, recor
         raise ValueError(f"fk.apply: no transformer block of {type(model).__name__} matches the patterns tried: "
                          f"blocks {list(adapter.blocks)}, temporal_blocks {list(adapter.temporal_blocks)} (set the "
                          "adapter's `blocks` / `temporal_blocks`)")
-    return RUNTIMES[type(config).__name__](config, adapter, blocks, decide=decide, process_group=process_group,
-                                           record=record)
+    return _runtime_class(config)(config, adapter, blocks, decide=decide, process_group=process_group,
+                                  record=record)

@@ -15,8 +15,12 @@ What differs: the residual is split once per full call (not an FFT pair per bran
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from .fastercache import CallPlan
+from .fbcache import FirstBlockCacheConfig
 
 # diffusers' own defaults (hooks/faster_cache.py), used if its private names move.
 _SPATIAL_IDS = ("^blocks.*attn", "^transformer_blocks.*attn", "^single_transformer_blocks.*attn")
@@ -133,3 +137,57 @@ class DiffusersSchedule:
         return 0.5 if cb is None else float(cb(module))
 
     _model = None  # set by fk.apply: diffusers passes the denoiser to the frequency weight callbacks
+
+
+# diffusers' cache configs fk has no policy for (diffusers 0.42 hooks/): refused with the way out.
+_NO_POLICY = {"PyramidAttentionBroadcastConfig": "Pyramid Attention Broadcast", "TaylorSeerCacheConfig": "TaylorSeer",
+              "MagCacheConfig": "MagCache", "SeaCacheConfig": "SeaCache", "TextKVCacheConfig": "the text KV cache"}
+
+
+def is_diffusers_cache_config(obj) -> bool:
+    t = type(obj)
+    return t.__module__.split(".")[0] == "diffusers" and t.__name__.endswith("Config")
+
+
+@dataclass(frozen=True)
+class DiffusersFirstBlockCacheConfig(FirstBlockCacheConfig):
+    """diffusers' `FirstBlockCacheConfig(threshold)` as fk runs it: the rel_l1 metric of the first block's
+    hidden-states residual (diffusers' absmean ratio), compute when it is *above* diffusers' threshold (`threshold`
+    here is the smallest float32 above it, so that fk's `metric >= threshold` is diffusers' `metric > threshold`
+    for every float32 metric), only the first call of a video forced, no warm-up and no cap. `source` is the
+    diffusers config."""
+
+    source: object = field(default=None, compare=False, repr=False)
+
+    @staticmethod
+    def runtime_class():
+        from ..runtime.diffusers_fbcache import DiffusersFirstBlockCacheRuntime
+
+        return DiffusersFirstBlockCacheRuntime
+
+
+def _float32_above(x: float) -> float:
+    """The smallest float32 strictly above `x`."""
+    t = np.float32(x)
+    if float(t) <= x:
+        t = np.nextafter(t, np.float32(np.inf))
+    return float(t)
+
+
+def translate(config):
+    """diffusers' FirstBlockCacheConfig -> its fk equivalent; diffusers configs fk has no policy for raise; anything
+    else (diffusers' FasterCacheConfig included, which fk.apply runs through DiffusersSchedule) is returned as is."""
+    if not is_diffusers_cache_config(config):
+        return config
+    name = type(config).__name__
+    if name == "FirstBlockCacheConfig":
+        thr = config.threshold
+        if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not np.isfinite(thr) or thr < 0:
+            raise ValueError(f"fk.apply: diffusers' FirstBlockCacheConfig has threshold {thr!r}; fk runs finite "
+                             "thresholds >= 0")
+        return DiffusersFirstBlockCacheConfig(threshold=_float32_above(float(thr)), name="diffusers", source=config)
+    if name in _NO_POLICY:
+        raise TypeError(f"fk.apply: fastercache_kernels has no {_NO_POLICY[name]} policy, so diffusers' {name} is not "
+                        "accepted here; run it with diffusers' own model.enable_cache(config), or give fk.apply "
+                        "diffusers' FasterCacheConfig or FirstBlockCacheConfig, or an fk config")
+    return config

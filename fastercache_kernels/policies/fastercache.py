@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,14 @@ SKIP_CALL_ROWS = ("computed", "other")
 _STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 Window = tuple  # (first, last): inclusive call counts, None = unbounded
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_finite(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _in_window(c: int, window: Window) -> bool:
@@ -85,7 +94,17 @@ class FasterCacheConfig:
         for f in ("attention_reuse_start", "attention_period", "cfg_skip_start", "cfg_period", "cfg_refresh_start",
                   "radius_divisor"):
             v = getattr(self, f)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"`{f}` must be an int >= 1, got {v!r}")
+            need(_is_int(v) and v >= 1, f"`{f}` must be an int >= 1, got {v!r}")
+        for f in ("attention_compute_phase", "cfg_compute_phase"):
+            need(_is_int(getattr(self, f)), f"`{f}` must be an int, got {getattr(self, f)!r}")
+        for f in ("attention", "cfg"):
+            need(isinstance(getattr(self, f), bool), f"`{f}` must be True or False, got {getattr(self, f)!r}")
+        # a NaN weight would pass every comparison below and turn the cached outputs into NaN at the first reuse
+        for f in ("low_freq_weight", "high_freq_weight"):
+            need(_is_finite(getattr(self, f)), f"`{f}` must be a finite number, got {getattr(self, f)!r}")
+        need(callable(self.attention_weight) or _is_finite(self.attention_weight),
+             f"`attention_weight` must be a finite number or a function of the call count, got "
+             f"{self.attention_weight!r}")
         need(0 <= self.attention_compute_phase < self.attention_period,
              f"`attention_compute_phase` must be in [0, attention_period), got {self.attention_compute_phase}")
         need(0 <= self.cfg_compute_phase < self.cfg_period,
@@ -104,9 +123,8 @@ class FasterCacheConfig:
              f"`storage_dtype` must be None or one of {_STORAGE_DTYPES}, got {self.storage_dtype!r}")
         for f in ("low_freq_calls", "high_freq_calls"):
             w = getattr(self, f)
-            need(isinstance(w, tuple) and len(w) == 2, f"`{f}` must be a (first, last) tuple, got {w!r}")
-        need(callable(self.attention_weight) or isinstance(self.attention_weight, (int, float)),
-             f"`attention_weight` must be a float or a function of the call count, got {self.attention_weight!r}")
+            need(isinstance(w, tuple) and len(w) == 2 and all(m is None or _is_int(m) for m in w),
+                 f"`{f}` must be a (first, last) tuple of call counts (ints, or None for open), got {w!r}")
         # Refreshing the residual on more full calls than the reference changes nothing as long as the last full
         # call before every skip call refreshes; the runtime relies on it (one graph for every full call).
         need(not self.cfg or (self.cfg_skip_start >= 2 and self.cfg_refresh_start <= self.cfg_skip_start - 1),

@@ -180,6 +180,7 @@ class Engine:
         self.observed = 0
         self.call: Call | None = None
         self.output = None  # the model output of the call being closed (policies' `end` may read it)
+        self.log = None  # summary.CallLog, set by fk.apply
         for p in self.policies:
             p.install(self)
         inner = self._orig_forward
@@ -469,6 +470,8 @@ class Engine:
             for p in self.policies:
                 p.end(call)
             self.output = None
+        if self.log is not None:  # handle.summary()'s per-call log (summary.py): host values and 0-d clones only
+            self.log.record(self, call)
         self._clocks[call.key]["in_call"] = False
         return None
 

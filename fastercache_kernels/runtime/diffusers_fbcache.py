@@ -1,0 +1,16 @@
+"""diffusers' FirstBlockCacheConfig on fk's First-Block-Cache runtime (policies/diffusers_compat.py maps the config).
+
+diffusers' hook (hooks/first_block_cache.py, diffusers 0.42) computes every block on the first call of a context's
+state and then whenever `mean|r1 - r1_ref| / mean|r1_ref| > threshold`; nothing else is forced. fk's runtime also
+forces the last sampler step when the `cache_context` carries `step_index` and `num_inference_steps` (Wan's
+pipeline passes both): this runtime keeps only the first call's.
+"""
+
+from __future__ import annotations
+
+from .adaptive import FirstBlockCacheRuntime
+
+
+class DiffusersFirstBlockCacheRuntime(FirstBlockCacheRuntime):
+    def begin_policy(self) -> None:
+        self.force.copy_(self.c == 1)  # diffusers: only a state without a reference residual computes by force
