@@ -259,6 +259,8 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
     if decide not in DECIDE_MODES:
         raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
 
+    if config is None and adapter is None and for_model(model) is None:
+        config = default_config()
     configs = [diffusers_compat.translate(c) for c in _as_list(config)]  # diffusers' FirstBlockCacheConfig
     adaptive = [c for c in configs if _is_adaptive(c)]
     faster = [c for c in configs if not _is_adaptive(c)]
@@ -281,7 +283,8 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
         policies.append(fc_policy)
         configs = [config_used if c is faster[0] else c for c in configs]
     if adaptive:
-        policies.append(_adaptive(model, adaptive[0], base, decide, process_group, record))
+        policies.append(_adaptive(model, adaptive[0], base, decide, process_group, record,
+                                  observe=unknown and adapter is None))
     if len(policies) == 2:
         fc, ad = policies
         for cache in fc.caches:
@@ -313,7 +316,8 @@ def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, 
                           attn_capture=adapter.attn_capture, teacache_indicator=adapter.teacache_indicator,
                           modulated_input=adapter.modulated_input, entry_points=adapter.entry_points,
                           capture_io=adapter.capture_io, token_grid=adapter.token_grid,
-                          guidance_distilled=adapter.guidance_distilled)
+                          guidance_distilled=adapter.guidance_distilled,
+                          branches_by_timestep=adapter.branches_by_timestep)
         found = diffusers_compat.select_modules(model, config)
         schedule = diffusers_compat.DiffusersSchedule(config, storage_dtype,
                                                       kinds=sorted({k for _, _, k in found}) or ("spatial",))
@@ -363,13 +367,28 @@ def _runtime_class(config):
     return own() if own is not None else RUNTIMES.get(type(config).__name__)
 
 
+def default_config():
+    """`fk.apply(model)`'s policy for a class without an adapter: First-Block-Cache with cache-dit's DBCache
+    defaults (threshold 0.08 on the relative L1 change of the first block's residual, 8 computed warm-up calls):
+    its rule is relative to the model's own residual, so it needs no number fitted per model, and its warm-up keeps
+    the first calls (where the video takes shape) exact. The blocks it reuses are observed from the first call."""
+    from .policies.fbcache import FirstBlockCacheConfig
+
+    return FirstBlockCacheConfig.preset("cache-dit")
+
+
 def _is_adaptive(config) -> bool:
     return _runtime_class(config) is not None
 
 
-def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool):
+def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool, observe: bool = False):
     from .runtime.blocks import find_blocks
 
+    if observe:  # a class without an adapter: the blocks come from its first call (runtime/structure.py)
+        runtime = _runtime_class(config)(config, adapter, [], decide=decide, process_group=process_group,
+                                         record=record)
+        runtime.discover = True
+        return runtime
     blocks = find_blocks(model, adapter)
     if not blocks:
         raise ValueError(f"fk.apply: no transformer block of {type(model).__name__} matches the patterns tried: "

@@ -69,6 +69,9 @@ class Adapter:
     modulated_input: object = None
     # Methods a pipeline calls directly instead of `model(...)` (Vchitect's `my_forward`): bookkept like calls.
     entry_points: tuple = ()
+    # Two calls at one timestep on the same sample are the CFG branches of a step, each with its own state (see
+    # runtime/engine.py). False: the model family's reference keeps one state across its branch calls (Vchitect).
+    branches_by_timestep: bool = True
     # `capture_io`: the block_io streams whose x + p the capture's positional inputs are, in order (default:
     # block_io; a stream it does not see keeps p = 0, e.g. the text stream of a block whose norm2 sees only video).
     capture_io: tuple = ()
@@ -120,12 +123,12 @@ class Adapter:
 
 
 def get_sample(out):
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, tuple):
-        return out[0]
-    if hasattr(out, "sample"):
-        return out.sample
+    sample = out[0] if isinstance(out, tuple) and out else getattr(out, "sample", out)
+    if isinstance(sample, torch.Tensor):
+        return sample
+    if isinstance(sample, list):
+        raise TypeError("fastercache: the model returns a list (one output per sample); fk's caches need one batched "
+                        "tensor output (its first dim the batch)")
     raise TypeError(f"fastercache: cannot find the sample in a model output of type {type(out).__name__}")
 
 

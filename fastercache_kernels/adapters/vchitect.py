@@ -55,4 +55,6 @@ ADAPTER = VchitectAdapter(
     batched_args=("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep"),
     default_preset="vchitect-2.0",
     entry_points=("my_forward",),  # the reference pipeline's accelerated loop calls my_forward(..., counter=k)
+    # its reference keeps one attention cache across the uncond and cond calls of a step (docs/seed-models.md)
+    branches_by_timestep=False,
 )

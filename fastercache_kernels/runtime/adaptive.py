@@ -88,6 +88,7 @@ class AdaptiveRuntime(Policy):
 
     policy = "adaptive"
     forced_tail = 0  # calls N - forced_tail .. N always compute (with num_calls)
+    follows_first_branch = True  # the later CFG branches of a step take the first branch's decision
 
     def __init__(self, config, adapter, blocks: list[BlockInfo], decide: str = "host", process_group=None,
                  record: bool = False):
@@ -112,11 +113,48 @@ class AdaptiveRuntime(Policy):
         self.active = True  # False on a call that does not run the model (a rebuilt CFG branch)
         self.go = True
         self.lead = None  # the pred of the step's first branch, on a later branch's call
+        self.structure = None  # what the first call showed of a model without an adapter (runtime/structure.py)
         self._make_scalars()
 
     # -- engine protocol -----------------------------------------------------------------------------------------
     def install(self, engine) -> None:
         self.engine = engine
+        self._install_blocks()
+
+    # -- a model without an adapter: its blocks are observed ------------------------------------------------------
+    discover = False  # set by fk.apply: the blocks come from the first call's data flow (runtime/structure.py)
+
+    def needs_structure(self) -> bool:
+        return self.discover and not self.blocks
+
+    def structure_known(self, structure) -> None:
+        """The observed block stack (the image-carrying stacks' blocks, in execution order) becomes the policy's."""
+        from .blocks import BlockInfo
+
+        specs = [sp for sp in structure.blocks if sp.image >= 0]
+        if not specs:
+            raise ValueError(f"fastercache: no block stack carrying the image was found in "
+                             f"{type(self.engine.model).__name__} (stacks seen: {structure.stacks}); name the blocks "
+                             "with adapter=fk.adapters.generic_adapter(blocks=..., block_io=...)")
+        count = {"spatial": 0, "temporal": 0}
+        blocks = []
+        for sp in specs:
+            b = BlockInfo(sp.name, sp.module, sp.kind, count[sp.kind])
+            count[sp.kind] += 1
+            b.block_io, b.image_name = tuple(sp.io), sp.io[sp.image]
+            blocks.append(b)
+        self.blocks = blocks
+        self.structure = structure
+        self._setup_blocks()
+        self._install_blocks()
+        self.calls += 1  # the call that showed the structure ran in full
+        self.computed.add_(1)
+
+    def _setup_blocks(self) -> None:
+        pass
+
+    def _install_blocks(self) -> None:
+        engine = self.engine
         for b in self.blocks:
             b.orig = engine.inner_forward(b.module)
             if b.capture is not None and getattr(b.orig, "__self__", None) is not b.module:
@@ -243,7 +281,7 @@ class AdaptiveRuntime(Policy):
             self.videos.add_(new.to(_I64))
         # the later branches of a step follow the first one's decision (its indicator decides for the whole step),
         # so classifier-free guidance never mixes a reused branch with a computed one
-        lead = self.engine.peek(call.leader, self) if call.leader is not None else None
+        lead = self.engine.peek(call.leader, self) if call.leader is not None and self.follows_first_branch else None
         self.lead = None if lead is None else lead[0]["pred"]
         self.c.add_(1)
         force = self.c == 1
@@ -380,7 +418,7 @@ class AdaptiveRuntime(Policy):
         """Output i mirrors input `block_io[i]`, by position (never by shape: dual-stream blocks may return two
         streams of one shape, in either order); None outputs (SD3's last block drops its text stream) are skipped.
         Before the block has run (`out` None), every block_io input that is a tensor is paired."""
-        io = tuple(self.adapter.block_io)
+        io = b.block_io or tuple(self.adapter.block_io)
         if out is None:
             names = [n for n in io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
             b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
@@ -404,7 +442,8 @@ class AdaptiveRuntime(Policy):
                              f"in output order) but {missing} is not a tensor input of the block; set `block_io` "
                              "to the inputs its outputs mirror, in output order")
         b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
-        b.primary = names.index("hidden_states") if "hidden_states" in names else 0
+        image = b.image_name or "hidden_states"  # observed (a class without an adapter), else diffusers' name
+        b.primary = names.index(image) if image in names else 0
 
     def observe_run(self, b, args, kwargs):
         """The block's one run in an observed call (each module must run once per call)."""
@@ -506,7 +545,9 @@ class AdaptiveRuntime(Policy):
         return {"policy": self.policy, "calls": self.calls, "videos": int(self.videos),
                 "call_in_video": int(self.c), "computed": int(self.computed),
                 "reused": self.calls - int(self.computed), "host_reads": self.host_reads,
-                "blocks": len(self.order), "cache_bytes": self.cache_bytes()}
+                "blocks": len(self.order), "cache_bytes": self.cache_bytes(),
+                "block_stack": ("observed", self.structure.describe()) if self.structure is not None else
+                ("adapter", sorted({b.name.rsplit(".", 1)[0] for b in self.blocks}))}
 
 
 class TeaCacheRuntime(AdaptiveRuntime):
@@ -638,6 +679,10 @@ class AdaCacheRuntime(AdaptiveRuntime):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
+        if self.blocks:
+            self._setup_blocks()
+
+    def _setup_blocks(self) -> None:
         cfg = self.config
         for b in self.blocks:
             b.capture = next((n for n in self.adapter.attn_capture

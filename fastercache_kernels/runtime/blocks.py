@@ -61,6 +61,8 @@ class BlockInfo:
     bufs: dict = field(default_factory=dict)  # name -> list of tensors (one per output)
     motion: tuple | None = None  # how MoReg views p: ("bnc", T) or ("fold", B, T)
     metric_slot: int = -1  # row in the runtime's metric table, -1: not a metric block
+    block_io: tuple = ()  # observed: the input each output continues (None: not continued); () uses the adapter's
+    image_name: str | None = None  # observed: the input name of the image stream
 
     def locate(self, args, kwargs) -> None:
         sig = inspect.signature(self.orig)

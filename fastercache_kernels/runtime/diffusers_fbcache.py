@@ -3,7 +3,8 @@
 diffusers' hook (hooks/first_block_cache.py, diffusers 0.42) computes every block on the first call of a context's
 state and then whenever `mean|r1 - r1_ref| / mean|r1_ref| > threshold`; nothing else is forced. fk's runtime also
 forces the last sampler step when the `cache_context` carries `step_index` and `num_inference_steps` (Wan's
-pipeline passes both): this runtime keeps only the first call's.
+pipeline passes both): this runtime keeps only the first call's. diffusers decides every branch on its own
+indicator: the later branches of a step do not follow the first one's decision here.
 """
 
 from __future__ import annotations
@@ -12,5 +13,7 @@ from .adaptive import FirstBlockCacheRuntime
 
 
 class DiffusersFirstBlockCacheRuntime(FirstBlockCacheRuntime):
+    follows_first_branch = False
+
     def begin_policy(self) -> None:
         self.force.copy_(self.c == 1)  # diffusers: only a state without a reference residual computes by force

@@ -108,6 +108,13 @@ class Policy:
     def stats(self) -> dict:
         return {}
 
+    def needs_structure(self) -> bool:
+        """Whether the policy waits for the model's observed structure (a class without an adapter)."""
+        return False
+
+    def structure_known(self, structure) -> None:
+        pass
+
     def drop_buffers(self) -> None:
         pass
 
@@ -125,6 +132,24 @@ def _ran_eagerly_by_design() -> None:
         return
     prev = count(-1)
     count(prev + 1 if prev >= 0 else prev)
+
+
+def _version(t) -> int | None:
+    """The tensor's version counter (bumped by in-place updates); None for inference tensors, which keep none."""
+    return None if t is None or t.is_inference() else t._version
+
+
+def _same_tensor(a, b, read: bool) -> bool:
+    """Same object or storage view; else equal values where reading them costs no device sync (CPU) or `read`."""
+    if a is None or b is None:
+        return False
+    if a is b:
+        return True
+    if a.shape != b.shape or a.device != b.device or a.dtype != b.dtype:
+        return False
+    if a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
+        return True
+    return (a.device.type == "cpu" or read) and bool(torch.equal(a, b))
 
 
 def fitting_buffer(old: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch.Tensor:
@@ -166,12 +191,17 @@ class Engine:
         self._signatures: dict[str, tuple] = {}
         self._probed = None  # the input signature of the last observed call
         self.observing = False  # the call in progress is observed (the first of a new input signature)
+        self._observer = None  # the data-flow observer of a call showing the block stack (runtime/structure.py)
+        self.structure = None  # what it showed
         self.adopting = False  # the policies' bookkeeping of an observed call (a full call: nothing to decide)
         self.probe_result: Probe | None = None
         self.in_entry = False
         self._entry_sigs: dict = {}  # entry point -> its signature (binding positional inputs)
         # The call pattern, from the calls: two or more calls at one timestep are the CFG branches of one step
         self._last_t = None  # the previous call's timestep, as passed
+        self._last_sample = None  # the previous call's sample input
+        self._last_version = None  # and its version counter then (an in-place update makes it a new step)
+        self._pending_step = (None, None, None)  # the same of the call in progress
         self._step_keys: list[str] = []  # the keys of the current step's calls, in call order
         self.per_branch = False  # calls without cache_context come once per branch (seen: two calls at a timestep)
         self.pipeline = None  # () -> the pipeline fk.apply was given (a weak reference), or None
@@ -337,21 +367,29 @@ class Engine:
             return True
         return step is not None and clock["step"] is not None and step < clock["step"]  # the sampler restarted
 
-    def _same_step(self, t_raw) -> bool:
-        """Whether this call's timestep is the previous call's (then both are branches of one sampler step): the
-        same tensor or storage, equal values of a CPU tensor or number (free to read), or equal host values where
-        a policy reads the timestep anyway. A device tensor is never read for this alone."""
-        prev, self._last_t = self._last_t, t_raw
-        if prev is None or t_raw is None:
+    def _same_step(self, t_raw, sample) -> bool:
+        """Whether this call is another CFG branch of the previous call's sampler step: the same sample input, not
+        modified in place since (the same tensor or storage at the same version, or equal values on the CPU),
+        at the same timestep where the timestep is known (the same tensor or storage, equal values of a CPU tensor
+        or number, or equal host values where a policy reads the timestep anyway). A device tensor is never read
+        for this alone; a loop whose timesteps repeat has new latents."""
+        # compared with the last call that finished (an interrupted call starts nothing), kept when this one does
+        prev, prev_sample, version = self._last_t, self._last_sample, self._last_version
+        self._pending_step = (t_raw, sample, _version(sample))
+        if sample is None or prev_sample is None:
             return False
-        if t_raw is prev:
-            return True
+        if sample is prev_sample or (sample.data_ptr() == prev_sample.data_ptr() and sample.shape == prev_sample.shape
+                                     and sample.stride() == prev_sample.stride()):
+            if _version(sample) != version:
+                return False  # the latents were updated in place: a new step
+        elif not _same_tensor(sample, prev_sample, self.host_time):
+            return False
+        if t_raw is None and prev is None:
+            return True  # no timestep argument known (a class without an adapter): the sample decides
+        if t_raw is None or prev is None:
+            return False
         if isinstance(t_raw, torch.Tensor) and isinstance(prev, torch.Tensor):
-            if t_raw.shape != prev.shape or t_raw.device != prev.device:
-                return False
-            if t_raw.data_ptr() == prev.data_ptr() and t_raw.stride() == prev.stride():
-                return True
-            return (t_raw.device.type == "cpu" or self.host_time) and bool(torch.equal(t_raw, prev))
+            return _same_tensor(t_raw, prev, self.host_time)
         if isinstance(t_raw, torch.Tensor) or isinstance(prev, torch.Tensor):
             return False
         return float(t_raw) == float(prev)
@@ -397,6 +435,11 @@ class Engine:
             return self._begin(args, kwargs, fn)
 
     def _begin(self, args, kwargs, fn):
+        if self._observer is not None:  # an observed call ended by a BaseException (no forward hook ran)
+            self._observer.__exit__(None, None, None)
+            self._observer = None
+        if self.call is not None:  # the previous call did not finish (a BaseException skips the forward hook)
+            self._last_t = self._last_sample = self._last_version = None
         fn = fn or self._orig_forward
         args, kwargs = self.bind(args, kwargs, self._entry_sigs.get(fn))
         ctx = self.context
@@ -409,7 +452,10 @@ class Engine:
         if t_raw is None and ctx is not None:
             t_raw = getattr(ctx, "timestep", None)
         t = timestep_value(t_raw) if self.host_time else None
-        pos = len(self._step_keys) if self._same_step(t_raw) else 0
+        ordered = [kwargs[n] for n in self._sig.parameters if n in kwargs]
+        same = self._same_step(t_raw, first_tensor((*args, *ordered, *kwargs.values()))) and getattr(
+            self.adapter, "branches_by_timestep", True)
+        pos = len(self._step_keys) if same else 0
         if ctx is None:
             if pos and not self.per_branch:  # the second call at one timestep: calls come once per CFG branch
                 self.per_branch = True
@@ -445,6 +491,13 @@ class Engine:
             self._states.clear()
             self.key = None
             self.observing = True
+            if any(p.needs_structure() for p in self.policies):
+                # a class without an adapter: this call shows the block stack (data flow, runtime/structure.py);
+                # the policies take it, and the next call (observed as well) sizes and fills their buffers
+                from .structure import Observer
+
+                self._observer = Observer(self.model).__enter__()
+                return args, kwargs
             for p in self.policies:
                 p.start_observing()
             return args, kwargs
@@ -461,7 +514,23 @@ class Engine:
             return None
         call, self.call = self.call, None
         observed, self.observing = self.observing, False
+        finished = self._pending_step if output is not None else (None, None, None)
+        self._last_t, self._last_sample, self._last_version = finished
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.__exit__(None, None, None)
         if output is None:  # the forward raised: the call stays unfinished, and the next one starts a new video
+            return None
+        if observer is not None:
+            from ..adapters.base import get_sample
+
+            get_sample(output)  # a model fk cannot cache says so now
+            structure = observer.structure(call.args, call.kwargs, output)
+            for p in sorted(self.policies, key=lambda p: p.name == "fastercache"):  # the block owners first
+                p.structure_known(structure)
+            self.structure = structure
+            self._clocks[call.key]["in_call"] = False
+            self._probed = None  # the next call is observed by the policies
             return None
         if observed:
             self._adopt(call, output)

@@ -167,6 +167,16 @@ class FasterCachePolicy(Policy):
         for cache in self.caches:
             cache.reset()
 
+    def structure_known(self, structure) -> None:
+        """Composed with an adaptive policy whose blocks were observed: each attention module's block, as
+        fk.apply links them for an adapter's blocks (policies are told in order: the adaptive one already knows)."""
+        for p in self.engine.policies:
+            blocks = getattr(p, "blocks", None)
+            if p is not self and blocks:
+                for cache in self.caches:
+                    cache.block = next((b.module for b in blocks if cache.name.startswith(b.name + ".")), None)
+                self.engine_block_ran = p.block_ran
+
     def start_observing(self) -> None:
         self._records = {}
         self._kept = {}
