@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 
+import weakref
+
 import torch
 
 from . import conventions, summary
@@ -242,6 +244,9 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
             for h in handles.values():
                 h.remove()
             raise
+        ref = weakref.ref(model)
+        for h in handles.values():  # the pipeline says whether a batched call holds CFG halves, and its steps
+            h.engine.pipeline = ref
         return PipelineHandle(model, handles)
     if type(model).__name__ == "OptimizedModule":
         raise TypeError("fk.apply needs the model itself, not its torch.compile wrapper: apply first, then compile")

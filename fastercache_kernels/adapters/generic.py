@@ -27,8 +27,8 @@ def generic_adapter(spatial=DEFAULT_SPATIAL, temporal=DEFAULT_TEMPORAL, *, tenso
         tensor_format: the dims of the model output's sample, batch first and H, W last ("BCFHW", "BFCHW", ...).
         batch_order: the order of the CFG halves along the batch.
         timestep_arg: the forward argument holding the timestep (a new video starts when it jumps up).
-        batched_args: forward arguments batched over the CFG halves (sliced on skip calls); default: the usual
-            diffusers names (hidden_states, encoder_hidden_states, timestep, attention masks).
+        batched_args: forward arguments batched over the CFG halves (sliced on skip calls); default: every tensor
+            argument whose leading dim is the call's batch, as the call shows it.
         skip_cross_attention: leave modules with `is_cross_attention = True` alone.
         blocks, temporal_blocks: regular expressions naming the transformer blocks (adaptive policies reuse them).
         block_io: the block inputs its outputs mirror, in output order (a block returns them plus its residuals).
@@ -39,7 +39,7 @@ def generic_adapter(spatial=DEFAULT_SPATIAL, temporal=DEFAULT_TEMPORAL, *, tenso
     """
     spatial = (spatial,) if isinstance(spatial, str) else tuple(spatial)
     temporal = (temporal,) if isinstance(temporal, str) else tuple(temporal)
-    kw = {} if batched_args is None else {"batched_args": tuple(batched_args)}
+    kw = {"batched_args": None if batched_args is None else tuple(batched_args)}
     as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v)  # noqa: E731
     return Adapter(name="generic", spatial=spatial, temporal=temporal,
                    layout=OutputLayout(tensor_format, tuple(batch_order)), timestep_arg=timestep_arg,

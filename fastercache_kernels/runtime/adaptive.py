@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 
 import torch
 
@@ -69,6 +70,14 @@ def _dense(outs: list, ins) -> list:
     """torch.cond's branches must return dense tensors that alias no input: single-stream blocks return slices of
     one tensor (HunyuanVideo, Flux), Mochi's last block returns its text input as it is."""
     return [o.clone() if any(o is x for x in ins) else o.contiguous() for o in outs]
+
+
+def _host_value(t) -> float | None:
+    if isinstance(t, (int, float)):
+        return float(t)
+    if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel():
+        return float(t.reshape(-1)[0])
+    return None
 
 
 def _nbytes(t: torch.Tensor | None) -> int:
@@ -267,8 +276,12 @@ class AdaptiveRuntime(Policy):
         self.half = call.half
         self.calls += 1
         t = call.t_tensor
-        by_steps = call.step is not None and call.num_steps is not None  # the cache_context says where we are
+        by_steps = call.step is not None and call.num_steps is not None  # the context or pipeline says where we are
+        self.by_steps = self.by_steps or by_steps
         n = self.n
+        falling = self._falling(call)
+        if n is not None and not by_steps and call.c == n + 1 and falling:
+            self._warn_calls(f"the timestep still fell at call {call.c}")
         new = self.c == 0
         if n is not None and not by_steps:
             new = new | (self.c >= n)
@@ -305,6 +318,28 @@ class AdaptiveRuntime(Policy):
 
     def begin_policy(self) -> None:
         pass
+
+    by_steps = False  # a context or the pipeline gave the step index and count (num_calls is not used)
+    _warned_calls = False
+
+    def video_ended(self, calls: int) -> None:
+        if self.n is not None and not self.by_steps and calls != self.n and calls > 1:
+            self._warn_calls(f"the video had {calls} calls")
+
+    def _warn_calls(self, what: str) -> None:
+        if not self._warned_calls:
+            self._warned_calls = True
+            warnings.warn(f"fastercache: {type(self.config).__name__}(num_calls={self.n}) but {what}: its schedule "
+                          "(a new video every num_calls calls, the forced last calls) does not fit the sampler; set "
+                          "num_calls to the number of calls per video, or apply fk to the pipeline (its scheduler "
+                          "gives the step count)", stacklevel=6)
+
+    def _falling(self, call) -> bool:
+        """Whether this call's timestep is below the previous one's, where reading it is free (a CPU tensor or a
+        number; the engine's own host value otherwise)."""
+        t = call.t if call.t is not None else _host_value(call.t_tensor)
+        prev, self._prev_host_t = getattr(self, "_prev_host_t", None), t
+        return t is not None and prev is not None and t < prev
 
     def decide(self, own: torch.Tensor) -> torch.Tensor:
         """This call's decision from the policy's own rule (`own`: compute), or the step's first branch's."""

@@ -108,6 +108,9 @@ class Policy:
     def stats(self) -> dict:
         return {}
 
+    def video_ended(self, calls: int) -> None:
+        """A video of this many calls (of the key in progress) ended: a new one starts."""
+
     def needs_structure(self) -> bool:
         """Whether the policy waits for the model's observed structure (a class without an adapter)."""
         return False
@@ -367,6 +370,33 @@ class Engine:
             return True
         return step is not None and clock["step"] is not None and step < clock["step"]  # the sampler restarted
 
+    def _pipeline_step(self) -> tuple:
+        """(step index, step count) from the scheduler of the pipeline fk.apply was given, where it keeps them
+        (diffusers' schedulers set `timesteps` before the loop and count `step_index` as they step); else
+        (None, None) and the policies count calls."""
+        pipe = self.pipeline() if self.pipeline is not None else None
+        sched = getattr(pipe, "scheduler", None)
+        timesteps = getattr(sched, "timesteps", None)
+        if timesteps is None or not hasattr(sched, "step_index"):
+            return None, None
+        step = sched.step_index
+        return (0 if step is None else int(step)), len(timesteps)
+
+    def pipeline_guides(self) -> bool | None:
+        """Whether the pipeline fk.apply was given runs classifier-free guidance in the video in progress (None: no
+        pipeline, or it does not say)."""
+        pipe = self.pipeline() if self.pipeline is not None else None
+        if pipe is None:
+            return None
+        try:
+            flag = pipe.do_classifier_free_guidance  # set by the pipeline's __call__ (from its guidance_scale)
+        except AttributeError:
+            flag = None
+        if isinstance(flag, bool):
+            return flag
+        scale = getattr(pipe, "_guidance_scale", None)
+        return None if scale is None else float(scale) > 1.0
+
     def _same_step(self, t_raw, sample) -> bool:
         """Whether this call is another CFG branch of the previous call's sampler step: the same sample input, not
         modified in place since (the same tensor or storage at the same version, or equal values on the CPU),
@@ -451,7 +481,10 @@ class Engine:
             t_raw = kwargs.get(self.adapter.timestep_arg) if self.adapter is not None else None
         if t_raw is None and ctx is not None:
             t_raw = getattr(ctx, "timestep", None)
-        t = timestep_value(t_raw) if self.host_time else None
+        # the timestep on the host: read once per call where a policy needs it, else only where it is free (a CPU
+        # tensor or a number): a new video when it jumps up
+        t = timestep_value(t_raw) if self.host_time or not isinstance(t_raw, torch.Tensor) or \
+            t_raw.device.type == "cpu" else None
         ordered = [kwargs[n] for n in self._sig.parameters if n in kwargs]
         same = self._same_step(t_raw, first_tensor((*args, *ordered, *kwargs.values()))) and getattr(
             self.adapter, "branches_by_timestep", True)
@@ -475,7 +508,11 @@ class Engine:
         if changed and clock["c"] and not clock["in_call"]:
             warnings.warn(f"fastercache: the model inputs changed mid-video (call {clock['c'] + 1}); starting a new "
                           "video with buffers for the new shapes", stacklevel=3)
+        if step is None and num_steps is None:
+            step, num_steps = self._pipeline_step()
         if self._new_video(clock, t, step, changed):
+            for p in self.policies:
+                p.video_ended(clock["c"])
             self.reset()
         if clock["c"] == 0 and all(c["c"] == 0 for c in self._clocks.values()):
             self.videos += 1

@@ -106,7 +106,9 @@ class FasterCachePolicy(Policy):
         self.push_on_reuse = schedule.push_on_reuse
         self.needs_other = bool(schedule.needs_other_branch)
         self.first_rows = getattr(schedule, "skip_call_rows", "computed") == "other"
-        self.batched = frozenset(adapter.batched_args)
+        # the arguments sliced on a batched skip call: the adapter's, or (None) every tensor argument whose leading
+        # dim is the call's batch, as observed (a class without an adapter)
+        self.batched = None if adapter.batched_args is None else frozenset(adapter.batched_args)
         self.engine = None
         self._records: dict | None = None  # what the observed call in progress records: module -> (shapes, tuple)
         self._kept: dict = {}  # module -> its outputs in the observed call (what the cache stores: adopted after)
@@ -202,7 +204,7 @@ class FasterCachePolicy(Policy):
 
     def _allocate_buffers(self, call: Call, probe: Probe) -> None:
         records = self._shapes or {}
-        split = self.cfg_enabled and call.branch is None
+        split = self._splits(call)
         self.split = split
         fmt = self.adapter.layout.tensor_format
         if len(probe.sample_shape) != len(fmt):
@@ -282,7 +284,19 @@ class FasterCachePolicy(Policy):
             return t
         return t.permute(0, 2, 3, 4, 1).flatten(1, 3)
 
+    def _splits(self, call: Call) -> bool:
+        """Whether a call holds the two CFG halves: a batched call, when the pipeline fk.apply was given says it
+        guides (its `do_classifier_free_guidance`, else `guidance_scale > 1`), or, for a bare transformer, when the
+        config asks for CFG-Cache. A batch of several prompts without guidance is never split."""
+        if not self.cfg_enabled or call.branch is not None:
+            return False
+        guided = self.engine.pipeline_guides() if self.engine is not None else None
+        return True if guided is None else guided
+
     def begin(self, call: Call) -> None:
+        if call.c == 1 and call.branch is None and self._splits(call) != self.split:
+            # the pipeline's guidance changed between videos (same input shapes): buffers for the other layout
+            self._allocate_buffers(call, self.engine.probe_result)
         self.total_calls += 1
         plan = self.schedule.plan(call.c, call.t)
         self.plan = plan
@@ -303,8 +317,10 @@ class FasterCachePolicy(Policy):
             for cache in self.caches:
                 if cache.active:
                     self._point(cache, plan)
-        kind = ("skip/reconstruct" if self.reconstruct else plan.kind) + ("" if call.branch is None
-                                                                           else f" [{call.branch}]")
+        kind = "skip/reconstruct" if self.reconstruct else plan.kind
+        if call.branch is None and not self.split and not plan.full:  # no CFG halves: the whole batch runs
+            kind = "full" + kind[kind.index("/"):]
+        kind += "" if call.branch is None else f" [{call.branch}]"
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
     def _sample_buffer(self, branch: str) -> torch.Tensor:
@@ -481,8 +497,9 @@ class FasterCachePolicy(Policy):
                 policy._after_full(out)
                 return out
             b = policy.batch
-            kept = [k for k, v in kwargs.items() if k not in batched and _batched(v, b)]
-            kwargs = {k: (v.chunk(2)[ci] if k in batched and _batched(v, b) else v) for k, v in kwargs.items()}
+            cut = [k for k, v in kwargs.items() if _batched(v, b) and (batched is None or k in batched)]
+            kept = [k for k, v in kwargs.items() if _batched(v, b) and k not in cut]
+            kwargs = {k: (v.chunk(2)[ci] if k in cut else v) for k, v in kwargs.items()}
             args = tuple(v.chunk(2)[ci] if _batched(v, b) else v for v in args)
             if torch.compiler.is_compiling():  # (a try block would move the model's own graph breaks here)
                 out = orig(*args, **kwargs)
@@ -531,7 +548,7 @@ class FasterCachePolicy(Policy):
 
 def _unsliced(kept: list, batch: int, batched) -> str:
     return (f"a CFG-Cache skip call runs one half of the batch, but the inputs {kept} (batch {batch}) were not "
-            f"sliced, as they are not in the adapter's `batched_args` {sorted(batched)}; add the ones that carry the "
+            f"sliced, as they are not in the adapter's `batched_args` {sorted(batched or ())}; add the ones that carry the "
             "CFG halves to `batched_args` (fk.adapters.generic_adapter(..., batched_args=...))")
 
 
