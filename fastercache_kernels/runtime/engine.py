@@ -186,6 +186,7 @@ class Engine:
         self._orig_forward = getattr(*parallel.model_slot(model))
         self._sig = inspect.signature(self._orig_forward)
         self.host_time = any(p.host_time for p in self.policies)
+        self.static_shapes = any(getattr(p, "device_mode", False) for p in self.policies)
         self.timestep_fn = None  # optional callback giving the timestep (diffusers' current_timestep_callback)
         self.context = None  # the diffusers CacheContext (or any object with .name) of the call in progress
         self.key: str | None = None  # the key whose state the policies hold now
@@ -505,7 +506,8 @@ class Engine:
         signature = self.signature(args, kwargs)
         sig_changed = signature != self._signatures.get(key)
         changed = sig_changed and key in self._signatures
-        if changed and clock["c"] and not clock["in_call"]:
+        jumped = t is not None and clock["prev_t"] is not None and t > clock["prev_t"]  # a new video anyway
+        if changed and clock["c"] and not clock["in_call"] and not jumped:
             warnings.warn(f"fastercache: the model inputs changed mid-video (call {clock['c'] + 1}); starting a new "
                           "video with buffers for the new shapes", stacklevel=3)
         if step is None and num_steps is None:
@@ -519,6 +521,13 @@ class Engine:
         clock["c"] += 1
         clock.update(prev_t=t, step=step, in_call=True)
         self.calls += 1
+        if self.static_shapes:
+            # torch.cond (decide="device") rejects the symbolic strides of a dynamic-shape recompile (torch 2.13:
+            # "cond's output stride is not a simple accumulative multiplication"): a new resolution compiles its own
+            # static graph instead
+            for v in (*args, *kwargs.values()):
+                if isinstance(v, torch.Tensor):
+                    torch._dynamo.mark_static(v)
         call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs, pos=pos, leader=leader)
         self.call = call
         self._signatures[key] = signature
