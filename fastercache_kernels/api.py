@@ -72,7 +72,8 @@ class Handle:
         out = {"active": self._active, **self.engine.clock_stats()}
         for p in self.engine.policies:
             out.update(p.stats())
-        out["cache_bytes"] = sum(p.cache_bytes() for p in self.engine.policies)
+        out["cache_bytes"] = self.engine.cache_bytes()
+        out["cache_bytes_per_key"] = self.engine.cache_bytes(per_key=True)
         out["policies"] = [p.name for p in self.engine.policies]
         group = parallel.cp_group(self.model)
         if group is not None:  # per rank: caches of the sequence hold this rank's shard, CFG-Cache's the whole output

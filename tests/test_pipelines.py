@@ -222,3 +222,18 @@ def test_per_branch_calls_compile_fullgraph(one_thread, policy):  # noqa: F811
     if policy != "fastercache":
         assert handle.stats()["host_reads"] == 0
     torch._dynamo.reset()
+
+
+def test_cache_bytes_count_every_branch_and_remove_drops_them(setup):
+    """Per branch, each branch keeps its own buffers: stats()["cache_bytes"] is their sum (before: the active
+    branch's alone), and remove() drops every branch's."""
+    name, pipe, kw, loop, plain = setup
+    handle = fk.apply(pipe.transformer, fk.FirstBlockCacheConfig(threshold=0.35))
+    loop.run(pipe.transformer, True)
+    st = handle.stats()
+    per_key = st["cache_bytes_per_key"]
+    assert set(per_key) == {"cond", "uncond"} and all(v > 0 for v in per_key.values())
+    assert st["cache_bytes"] == sum(per_key.values())
+    engine = handle.engine
+    handle.remove()
+    assert not engine._states and not any(p.buffers() for p in engine.policies)

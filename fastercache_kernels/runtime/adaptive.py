@@ -80,10 +80,6 @@ def _host_value(t) -> float | None:
     return None
 
 
-def _nbytes(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.numel() * t.element_size()
-
-
 def _poly(coefficients, x: torch.Tensor) -> torch.Tensor:
     """Horner, highest degree first, in x's dtype (fp64: the reference evaluates with numpy's poly1d)."""
     y = torch.zeros_like(x)
@@ -233,7 +229,8 @@ class AdaptiveRuntime(Policy):
 
     def drop_buffers(self) -> None:
         for b in self.blocks:
-            b.bufs = {}
+            b.bufs, b.held = {}, None
+        self._fresh_policy()
 
     # -- 0-d state ---------------------------------------------------------------------------------------------
     def scalars(self) -> dict:
@@ -538,8 +535,8 @@ class AdaptiveRuntime(Policy):
     def _buffer(self, old: torch.Tensor | None, shape, dtype) -> torch.Tensor:
         return fitting_buffer(old, shape, dtype, self.device)
 
-    def cache_bytes(self) -> int:
-        return sum(_nbytes(t) for b in self.blocks for ts in b.bufs.values() for t in ts)
+    def buffers(self) -> list:
+        return [t for b in self.blocks for ts in b.bufs.values() for t in ts if t is not None]
 
     # -- block calls -----------------------------------------------------------------------------------------
     def run(self, b: BlockInfo, args, kwargs):
@@ -635,8 +632,8 @@ class TeaCacheRuntime(AdaptiveRuntime):
         s, d = self._u_shape
         self.u_prev = self._buffer(self.u_prev, s, d)
 
-    def cache_bytes(self) -> int:
-        return super().cache_bytes() + _nbytes(self.u_prev)
+    def buffers(self) -> list:
+        return super().buffers() + ([self.u_prev] if self.u_prev is not None else [])
 
     def run(self, b, args, kwargs):
         if b.order == 0:
@@ -677,8 +674,8 @@ class FirstBlockCacheRuntime(AdaptiveRuntime):
         s, d = first.shapes[first.primary]
         self.r1_ref = self._buffer(self.r1_ref, s, d)
 
-    def cache_bytes(self) -> int:
-        return super().cache_bytes() + _nbytes(self.r1_ref)
+    def buffers(self) -> list:
+        return super().buffers() + ([self.r1_ref] if self.r1_ref is not None else [])
 
     def observe_policy(self, b, args, kwargs, out) -> None:
         if b.order == 0:

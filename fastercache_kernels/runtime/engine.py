@@ -122,7 +122,11 @@ class Policy:
         pass
 
     def cache_bytes(self) -> int:
-        return 0
+        return sum(t.numel() * t.element_size() for t in self.buffers())
+
+    def buffers(self) -> list:
+        """Every cache tensor the policy holds for the key in progress (and its shared ones)."""
+        return []
 
 
 def _ran_eagerly_by_design() -> None:
@@ -627,6 +631,21 @@ class Engine:
                 self.adopting = False
 
     # -- reporting -----------------------------------------------------------------------------------------------
+    def cache_bytes(self, per_key: bool = False):
+        """The memory of every key's buffers (each CFG branch keeps its own), tensors shared between keys counted
+        once; `per_key`: {key: bytes} as each key's state holds them."""
+        seen: dict = {}
+        current = self.key
+        for key in [current, *self._states] if current is not None else list(self._states):
+            self._switch(key)
+            seen[key] = {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()): t
+                         for p in self.policies for t in p.buffers()}
+        if current is not None:
+            self._switch(current)
+        if per_key:
+            return {k: sum(n for _, n in v) for k, v in seen.items()}
+        return sum(n for _, n in set().union(*seen.values())) if seen else 0
+
     def clock_stats(self) -> dict:
         c = self._clocks.get(self.key or "", {}).get("c", 0) if self._clocks else 0
         return {"calls": self.calls, "videos": self.videos, "call_in_video": c,

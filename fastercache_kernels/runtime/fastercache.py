@@ -81,11 +81,14 @@ class AttentionCache:
             self.weight.fill_(value)
             self._weight_value = value
 
-    def nbytes(self) -> int:
+    def tensors(self) -> list:
         slots = [t for s in self.comp for t in s]
         if self.other is not None:
             slots += [t for s in self.other for t in s]
-        return sum(t.numel() * t.element_size() for t in slots)
+        return slots
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())
 
 
 class FasterCachePolicy(Policy):
@@ -419,9 +422,10 @@ class FasterCachePolicy(Policy):
         self.branch_cfg = CFGResidual(self.schedule.radius_divisor, self.schedule.storage_dtype)
         self.step_sample = {}
 
-    def cache_bytes(self) -> int:
-        total = sum(c.nbytes() for c in self.caches) + self.cfg.nbytes() + self.branch_cfg.nbytes()
-        return total + sum(s.numel() * s.element_size() for s in self.step_sample.values() if s is not None)
+    def buffers(self) -> list:
+        out = [t for c in self.caches for t in c.tensors()]
+        out += [t for r in (self.cfg, self.branch_cfg) for t in (r.low, r.high) if t is not None]
+        return out + [s for s in self.step_sample.values() if s is not None]
 
     def stats(self) -> dict:
         per_kind: dict[str, dict] = {}
