@@ -123,8 +123,8 @@ def test_default_patterns_find_common_block_names():
     assert kinds == ["spatial", "spatial", "temporal", "temporal"]
     assert all(not n.endswith("cross") for n, _ in handle.modules)  # cross-attention is left alone
     handle.remove()
-    with pytest.raises(ValueError, match="default preset"):
-        fk.apply(model)  # no adapter for this class, so no default preset either
+    with fk.apply(model) as handle:  # no adapter for this class: First-Block-Cache, its blocks observed
+        assert handle.stats()["policies"] == ["fbcache"] and not handle.modules  # nothing named in advance
 
 
 def test_no_matching_module_names_the_patterns(toy):
