@@ -42,7 +42,8 @@ class _DiffusersHook:
 PRESET = {"latte": "latte", "cogvideox": "cogvideox-2b"}  # the published schedule for each family
 
 
-def settings(family: str) -> list[Setting]:
+def settings(family: str, num_calls: int = 50) -> list[Setting]:
+    """`num_calls`: the sampler's calls per video (the adaptive policies' horizon)."""
     import fastercache_kernels as fk
 
     return [
@@ -50,38 +51,42 @@ def settings(family: str) -> list[Setting]:
         Setting(f"fk FasterCache preset {PRESET[family]}", lambda m: fk.apply(m, PRESET[family])),
         Setting("fk with diffusers' config", lambda m: fk.apply(m, diffusers_config(family))),
         Setting("diffusers' own FasterCache hook", lambda m: _DiffusersHook(m, diffusers_config(family))),
-        *adaptive_settings(family),
+        *adaptive_settings(family, num_calls),
     ]
 
 
-def adaptive_settings(family: str) -> list[Setting]:
+def adaptive_settings(family: str, num_calls: int = 50) -> list[Setting]:
     """The adaptive policies (block-level reuse, decisions on the device). Published TeaCache coefficients exist for
     CogVideoX-2B's timestep embedding and Open-Sora's modulated input (Latte's blocks are Open-Sora's kind)."""
     import fastercache_kernels as fk
 
     tea = "cogvideox-2b" if family == "cogvideox" else "opensora"
     return [
-        Setting(f"fk TeaCache preset {tea}", lambda m: fk.apply(m, fk.TeaCacheConfig.preset(tea, num_calls=50))),
+        Setting(f"fk TeaCache preset {tea}", lambda m: fk.apply(m, fk.TeaCacheConfig.preset(tea,
+                                                                                           num_calls=num_calls))),
         Setting("fk First-Block-Cache 0.1", lambda m: fk.apply(m, fk.FirstBlockCacheConfig(threshold=0.1,
-                                                                                            num_calls=50))),
-        Setting("fk AdaCache (30-call fast codebook)", lambda m: fk.apply(m, _adacache())),
-        *composed_settings(family),
+                                                                                            num_calls=num_calls))),
+        Setting("fk AdaCache (30-call fast codebook)", lambda m: fk.apply(m, adacache(num_calls))),
+        *composed_settings(family, num_calls),
     ]
 
 
-def _adacache():
+def adacache(num_calls: int = 50):
+    """AdaCache's 30-call fast codebook over `num_calls` calls, MoReg active from 10% to 90% of them."""
     import fastercache_kernels as fk
 
-    return fk.AdaCacheConfig.preset("opensora-30-fast", num_calls=50, moreg_window=(5, 45))
+    return fk.AdaCacheConfig.preset("opensora-30-fast", num_calls=num_calls,
+                                    moreg_window=(num_calls // 10, num_calls - num_calls // 10))
 
 
-def composed_settings(family: str) -> list[Setting]:
+def composed_settings(family: str, num_calls: int = 50) -> list[Setting]:
     """FasterCache's attention reuse and CFG-Cache composed with an adaptive block schedule (one fk.apply call):
     the adaptive policy runs on the computed half of CFG-skip calls, so the savings multiply."""
     import fastercache_kernels as fk
 
     return [
         Setting(f"fk FasterCache {PRESET[family]} + First-Block-Cache 0.1", lambda m: fk.apply(
-            m, [PRESET[family], fk.FirstBlockCacheConfig(threshold=0.1, num_calls=50)])),
-        Setting(f"fk FasterCache {PRESET[family]} + AdaCache", lambda m: fk.apply(m, [PRESET[family], _adacache()])),
+            m, [PRESET[family], fk.FirstBlockCacheConfig(threshold=0.1, num_calls=num_calls)])),
+        Setting(f"fk FasterCache {PRESET[family]} + AdaCache", lambda m: fk.apply(m, [PRESET[family],
+                                                                                      adacache(num_calls)])),
     ]
