@@ -16,10 +16,12 @@ blocks it reused), and the table gives the median per kind. The two First-Block-
 same decision on every call: the script prints both decision strips and says whether they match.
 
 Also writes a cProfile of fk's First-Block-Cache per-call path (one video at the largest block count; top 15 by
-cumulative time, by own time, and fk's own functions by own time) to --out (default results/overhead/), for whoever optimises it next.
+cumulative time, by own time, and fk's own functions by own time) to --out (default results/overhead/), for whoever
+optimises it next.
 
-Run (from the checkout's root): OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_overhead.py [--blocks 4,16] [--rounds 5] [--calls 50]
-     [--threshold 0.2] [--out results/overhead]
+Run (from the checkout's root):
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_overhead.py [--blocks 4,16] [--rounds 5] [--calls 50]
+        [--threshold 0.2] [--out results/overhead]
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ def profile_fk(blocks: int, calls: int, threshold: float) -> str:
                 model(hidden_states=x, encoder_hidden_states=ctx, timestep=t, return_dict=False)
 
     video()  # the probe and first-call costs stay out of the profile
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.thread_time)  # CPU time of this thread: the shared machine's load stays out
     prof.enable()
     video()
     prof.disable()
@@ -179,7 +181,8 @@ def profile_fk(blocks: int, calls: int, threshold: float) -> str:
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
     out.write(f"fk First-Block-Cache (threshold {threshold}, decide='host'), one video of {calls} calls, {blocks} "
-              "blocks, tiny CogVideoX, after one untimed video\n\n")
+              "blocks, tiny CogVideoX, after one untimed video; timer: thread CPU time (cProfile's own cost "
+              "included)\n\n")
     stats.sort_stats("cumulative").print_stats(15)
     stats.sort_stats("tottime").print_stats(15)
     out.write("fk's own functions only (the host work the hooks add), by own time:\n")

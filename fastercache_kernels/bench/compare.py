@@ -470,7 +470,8 @@ def _table(head, rows, right=()) -> str:
 
 
 def markdown(points: list[Point], gaps: list[Gap]) -> str:
-    lines = ["| model | owner | method | CPU s | speedup | PSNR dB | 1st video CPU s |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | owner | method | CPU s | speedup | PSNR dB | 1st video CPU s |",
+             "|---|---|---|---|---|---|---|"]
     for p in points:
         if p.error is not None:
             lines.append(f"| {p.model} | {p.owner} | {p.method} |  |  | failed: {p.error.replace('|', '/')} |  |")
