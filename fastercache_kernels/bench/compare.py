@@ -27,6 +27,7 @@ import torch
 MODELS = ("cogvideox", "latte", "wan")
 OWNERS = ("none", "fk", "diffusers", "cache-dit")
 PSNR_CAP = 100.0  # metrics.psnr's value for identical frames
+ATTENTION_NAMES = r"[^.]*blocks\.\d+\.attn\d*"  # the attention modules of the demo models' and Wan's blocks
 
 
 @dataclass
@@ -204,6 +205,11 @@ class _DiffusersHandle:
     def __init__(self, transformer, config):
         self.transformer, self.config = transformer, config
         transformer.enable_cache(config)
+        if not any(getattr(m, "_diffusers_hook", None) is not None and m._diffusers_hook.hooks
+                   for m in transformer.modules()):
+            transformer.disable_cache()
+            raise RuntimeError(f"{type(config).__name__} hooked no module of {type(transformer).__name__} (its "
+                               "identifiers match none of the module names)")
 
     def reset(self) -> None:
         self.remove()
@@ -299,12 +305,15 @@ def diffusers_methods(target) -> list[Method]:
     n = target.steps
     out = [hook(f"FirstBlockCache {thr}", lambda t, obj, thr=thr: FirstBlockCacheConfig(threshold=thr))
            for thr in (0.05, 0.1, 0.2)]
-    # TaylorSeer: factors in fp32 as in its docstring's example (bf16 is the default; on CPU it only costs time);
-    # lite: the blocks are skipped on predicted steps and only proj_out is predicted.
+    # TaylorSeer: factors in fp32 as in its docstring's example (bf16 is the default; on CPU it only costs time).
+    # Its default identifiers ("^transformer_blocks.*attn", fullmatch) match no module of these models, whose
+    # attention modules are named attn1 / attn2, so they are named explicitly; lite: the blocks are skipped on
+    # predicted steps and only proj_out is predicted.
     for lite in (False, True):
-        out += [hook(f"TaylorSeer{' lite' if lite else ''} interval {k}", lambda t, obj, k=k, lite=lite:
+        out += [hook(f"TaylorSeer{' lite' if lite else ' (attention)'} interval {k}", lambda t, obj, k=k, lite=lite:
                      TaylorSeerCacheConfig(cache_interval=k, max_order=1, disable_cache_before_step=3,
-                                           taylor_factors_dtype=torch.float32, use_lite_mode=lite))
+                                           taylor_factors_dtype=torch.float32, use_lite_mode=lite,
+                                           cache_identifiers=None if lite else [ATTENTION_NAMES]))
                 for k in (3, 5)]
     out += [hook(f"MagCache {thr}", lambda t, obj, thr=thr: MagCacheConfig(
         threshold=thr, num_inference_steps=n, mag_ratios=_magcache_ratios(t))) for thr in (0.06, 0.12, 0.24)]
