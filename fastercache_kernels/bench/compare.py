@@ -528,7 +528,7 @@ def plot(points: list[Point], path) -> None:
                     color="tab:blue", alpha=0.4, linewidth=1)
         ax.set_title(model)
         ax.set_xlabel("speedup over no cache (CPU time)")
-        ax.set_ylabel("PSNR vs uncached (dB; identical drawn at 60)")
+        ax.set_ylabel("PSNR vs uncached (dB; >= 60 and identical drawn at 60)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
