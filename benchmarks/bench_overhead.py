@@ -140,7 +140,7 @@ def methods(threshold: float, calls: int):
         ("diffusers FirstBlockCache", lambda m: DiffusersFBC(m, threshold)),
         ("fk First-Block-Cache host", lambda m: fk.apply(m, fbc)),
         ("fk First-Block-Cache device", lambda m: fk.apply(m, fbc, decide="device")),
-        ("fk AdaCache host", lambda m: fk.apply(m, settings.adacache(calls))),
+        ("fk AdaCache host", lambda m: fk.apply(m, settings._adacache(calls))),
     ]
 
 

@@ -259,6 +259,15 @@ def main(argv=None) -> None:
         d.add_argument("--threads", type=int, help="CPU threads (default 1: these models are tiny)")
         if name == "quality":
             d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
+    c = sub.add_parser("calibrate", help="fit TeaCache's rescaling polynomial to a pipeline's transformer")
+    c.add_argument("--model", help="a local diffusers pipeline directory (default: the tiny random --family one)")
+    c.add_argument("--family", default="wan", choices=("wan", "cogvideox", "latte"), help="tiny pipeline")
+    c.add_argument("--prompts", help="a text file, one prompt per line (each samples one video)")
+    c.add_argument("--steps", type=int, default=30)
+    c.add_argument("--indicator", default="auto", help="TeaCache indicator (auto: the adapter's)")
+    c.add_argument("--degree", type=int, default=4)
+    c.add_argument("--threads", type=int, help="CPU threads for the tiny pipeline (default 1)")
+    c.add_argument("--json", help="write the coefficients and the fitted points here")
     f = sub.add_parser("compare", help="the speed/PSNR frontier: fk's settings next to diffusers' cache hooks (and "
                        "cache-dit's DBCache when installed), same models, noise and process")
     f.add_argument("--models", default="cogvideox,latte,wan", help="comma-separated: cogvideox,latte,wan")
@@ -271,15 +280,6 @@ def main(argv=None) -> None:
     f.add_argument("--quick", action="store_true", help="1 clip, 10 steps, 1 round: checks that it runs")
     f.add_argument("--out", help="write compare.json, compare.md and compare.png (speedup vs PSNR) here")
     f.add_argument("--verbose", action="store_true", help="print each round and each failure as it happens")
-    c = sub.add_parser("calibrate", help="fit TeaCache's rescaling polynomial to a pipeline's transformer")
-    c.add_argument("--model", help="a local diffusers pipeline directory (default: the tiny random --family one)")
-    c.add_argument("--family", default="wan", choices=("wan", "cogvideox", "latte"), help="tiny pipeline")
-    c.add_argument("--prompts", help="a text file, one prompt per line (each samples one video)")
-    c.add_argument("--steps", type=int, default=30)
-    c.add_argument("--indicator", default="auto", help="TeaCache indicator (auto: the adapter's)")
-    c.add_argument("--degree", type=int, default=4)
-    c.add_argument("--threads", type=int, help="CPU threads for the tiny pipeline (default 1)")
-    c.add_argument("--json", help="write the coefficients and the fitted points here")
     args = p.parse_args(argv)
     args.argv = argv[1:]
     if args.cmd == "calibrate":

@@ -257,12 +257,12 @@ def fk_methods(target) -> list[Method]:
                fk_method("fk TeaCache preset wan2.1-t2v-1.3b",
                          fk.TeaCacheConfig.preset("wan2.1-t2v-1.3b", num_calls=n)),
                fbc(0.1),
-               fk_method("fk AdaCache (30-call fast codebook)", settings.adacache(n)),
+               fk_method("fk AdaCache (30-call fast codebook)", settings._adacache(n)),
                fk_method("fk FasterCache latte + First-Block-Cache 0.1",
                          ["latte", fk.FirstBlockCacheConfig(threshold=0.1, num_calls=n)])]
     else:
         out = [Method(s.name, "fk", lambda t, obj, s=s: _FkHandle(s.apply(obj)))
-               for s in settings.settings(target.family, num_calls=n)[1:] if s.name.startswith("fk ")]
+               for s in settings.settings(target.family, n)[1:] if s.name.startswith("fk ")]
     have = {m.name for m in out}
     out += [fbc(thr) for thr in (0.05, 0.2, 0.3) if f"fk First-Block-Cache {thr}" not in have]
     return out
