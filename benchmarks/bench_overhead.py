@@ -9,11 +9,11 @@ blocks do almost no work and a call's time is host time) at 4 and 16 blocks runs
 - fk First-Block-Cache, same threshold and rule, `decide="host"` and `decide="device"` (eager: torch.cond);
 - fk AdaCache (30-call fast codebook, calls = --calls): its per-block cost.
 
-Every method runs its own copy of the model, patched once; a first video per method is not timed (fk's probe, lazy
-buffers); then `--rounds` interleaved rounds time one video per method, call by call (thread CPU time, one thread).
-Calls are split by what the policy did (computed: every block ran; reused: only the first block, or for AdaCache the
-blocks it reused), and the table gives the median per kind. The two First-Block-Cache implementations must make the
-same decision on every call: the script prints both decision strips and says whether they match.
+Every method runs its own copy of the model, patched once; a first video per method is not timed (first-call set-up,
+lazy buffers); then `--rounds` interleaved rounds time one video per method, call by call (thread CPU time, one
+thread). Calls are split by what the policy did (computed: every block ran; reused: only the first block, or for
+AdaCache the blocks it reused), and the table gives the median per kind. The two First-Block-Cache implementations
+must make the same decision on every call: the script prints both decision strips and says whether they match.
 
 Also writes a cProfile of fk's First-Block-Cache per-call path (one video at the largest block count; top 15 by
 cumulative time, by own time, and fk's own functions by both) to --out (default results/overhead/), for whoever
@@ -172,7 +172,7 @@ def profile_fk(blocks: int, calls: int, threshold: float) -> str:
             with model.cache_context("cond"):
                 model(hidden_states=x, encoder_hidden_states=ctx, timestep=t, return_dict=False)
 
-    video()  # the probe and first-call costs stay out of the profile
+    video()  # first-call costs stay out of the profile
     prof = cProfile.Profile(time.thread_time)  # CPU time of this thread: the shared machine's load stays out
     prof.enable()
     video()

@@ -51,7 +51,7 @@ class Point:
     speedup: float | None = None  # median over rounds of uncached / this (same round)
     psnr: float | None = None
     error: str | None = None  # why the method could not run on this model
-    first_cpu_s: float | None = None  # the untimed first video after applying (set-up, fk's probe)
+    first_cpu_s: float | None = None  # the untimed first video after applying (set-up, first-call costs)
     rounds_cpu_s: list = field(default_factory=list)
 
 
@@ -377,8 +377,8 @@ def _short_error(e: BaseException) -> str:
 
 
 def run_model(target, methods: list[Method], rounds: int, log=None) -> list[Point]:
-    """Each method patches its own copy of the model once and samples one untimed video (first-call costs: fk's
-    probe, lazy buffers); then `rounds` interleaved rounds each reset the method's state (a new video) and time one
+    """Each method patches its own copy of the model once and samples one untimed video (first-call costs: lazy
+    buffers, any probing); then `rounds` interleaved rounds each reset the method's state (a new video) and time one
     sample. Returns one Point per method (the first is the uncached reference). A method that raises is recorded
     with its error and not run again."""
     from ..demo import metrics
