@@ -1,4 +1,4 @@
-"""python -m fastercache_kernels info | bench | demo | quality | calibrate | gpu-check"""
+"""python -m fastercache_kernels info | bench | demo | quality | compare | calibrate | gpu-check"""
 
 from __future__ import annotations
 
@@ -320,12 +320,32 @@ def main(argv=None) -> None:
     c.add_argument("--degree", type=int, default=4)
     c.add_argument("--threads", type=int, help="CPU threads for the tiny pipeline (default 1)")
     c.add_argument("--json", help="write the coefficients and the fitted points here")
+    f = sub.add_parser("compare", help="the speed/PSNR frontier: fk's settings next to diffusers' cache hooks (and "
+                       "cache-dit's DBCache when installed), same models, noise and process")
+    f.add_argument("--models", default="cogvideox,latte,wan", help="comma-separated: cogvideox,latte,wan")
+    f.add_argument("--methods", help="comma-separated substrings of the method names to run (default: all; "
+                   "'no cache' always runs)")
+    f.add_argument("--clips", type=int, default=1, help="clips per demo-model sample (default 1)")
+    f.add_argument("--steps", type=int, default=50, help="sampling steps")
+    f.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (medians; default 3)")
+    f.add_argument("--threads", type=int, help="CPU threads (default 1)")
+    f.add_argument("--quick", action="store_true", help="1 clip, 10 steps, 1 round: checks that it runs")
+    f.add_argument("--out", help="write compare.json, compare.md and compare.png (speedup vs PSNR) here")
+    f.add_argument("--verbose", action="store_true", help="print each round and each failure as it happens")
     args = p.parse_args(argv)
     args.argv = argv[1:]
     if args.cmd == "calibrate":
         from . import calibrate
 
         return calibrate.main(args)
+    if args.cmd == "compare":
+        _extras.require("demo", "python -m fastercache_kernels compare")
+        from .bench import compare
+
+        if args.quick:
+            args.clips, args.steps, args.rounds = 1, 10, 1
+        compare.main(args)
+        return None
     try:
         {"info": lambda a: _info(), "bench": _bench, "demo": _demo, "quality": _quality}[args.cmd](args)
     except _extras.MissingExtraError as e:

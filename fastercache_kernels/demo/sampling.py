@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .models import call
@@ -22,10 +24,12 @@ def timesteps(steps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(model, cond: torch.Tensor, null: torch.Tensor, noise: torch.Tensor, steps: int = 50,
-           guidance: float = 4.0, progress=None) -> torch.Tensor:
+           guidance: float = 4.0, progress=None, call_context=None) -> torch.Tensor:
     """Euler steps of x_t = (1 - t) x0 + t eps, velocity v = eps - x0; one call per step on [uncond, cond].
 
-    cond, null: [B, 3, D]; noise: [B, C, T, H, W]. Returns x0 [B, C, T, H, W].
+    cond, null: [B, 3, D]; noise: [B, C, T, H, W]. Returns x0 [B, C, T, H, W]. `call_context(i, t)`, when given,
+    returns a context manager entered around call i at noise level t (e.g. diffusers' `model.cache_context`, which
+    its cache hooks read; with this schedule the noise level t is the flow-matching sigma).
     """
     x = noise.clone()
     ts = timesteps(steps)
@@ -34,7 +38,8 @@ def sample(model, cond: torch.Tensor, null: torch.Tensor, noise: torch.Tensor, s
         t, t_next = float(ts[i]), float(ts[i + 1])
         _current["t"] = 1000.0 * t
         tt = torch.full((2 * x.shape[0],), 1000.0 * t)
-        v_uncond, v_cond = call(model, torch.cat([x, x]), tt, ctx).chunk(2)
+        with call_context(i, t) if call_context is not None else contextlib.nullcontext():
+            v_uncond, v_cond = call(model, torch.cat([x, x]), tt, ctx).chunk(2)
         v = v_uncond + guidance * (v_cond - v_uncond)
         x = x + (t_next - t) * v
         if progress is not None:

@@ -1,0 +1,599 @@
+"""The speed/fidelity frontier: fk's cache settings next to diffusers' own cache hooks (and cache-dit's DBCache when
+it is installed) on the same models, from the same noise, in one process (`python -m fastercache_kernels compare`).
+
+Every method samples once per round, rounds interleaved (round r runs every method in turn), so load from other
+jobs falls on all methods alike. Speed is CPU time (time.process_time, one torch thread): the median over rounds of
+the uncached time over the method's time in the same round. PSNR is against the uncached sample of the same noise.
+For every peer point, the table gives fk's best PSNR among its points at equal or higher speed and the gap in dB
+(positive: fk is better at that speed or faster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+import math
+import os
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+MODELS = ("cogvideox", "latte", "wan")
+OWNERS = ("none", "fk", "diffusers", "cache-dit")
+PSNR_CAP = 100.0  # metrics.psnr's value for identical frames
+ATTENTION_NAMES = r"[^.]*blocks\.\d+\.attn\d*"  # the attention modules of the demo models' and Wan's blocks
+
+
+@dataclass
+class Method:
+    """A way to sample. `apply(target)` patches the target's model and returns a handle with remove() (None: no
+    cache); `context`: demo models only, wrap every call in diffusers' `cache_context` with the step's index and
+    sigma (its hooks read them; diffusers' pipelines do the same)."""
+
+    name: str
+    owner: str
+    apply: Callable | None = None
+    context: bool = False
+
+
+@dataclass
+class Point:
+    model: str
+    method: str
+    owner: str
+    cpu_s: float | None = None  # median CPU seconds per sample
+    speedup: float | None = None  # median over rounds of uncached / this (same round)
+    psnr: float | None = None
+    error: str | None = None  # why the method could not run on this model
+    first_cpu_s: float | None = None  # the untimed first video after applying (set-up, first-call costs)
+    rounds_cpu_s: list = field(default_factory=list)
+
+
+@dataclass
+class Gap:
+    model: str
+    peer: str
+    peer_owner: str
+    peer_speedup: float
+    peer_psnr: float
+    fk_method: str | None  # fk's best point at >= the peer's speed (None: fk has no point that fast)
+    fk_speedup: float | None
+    fk_psnr: float | None
+    gap_db: float | None  # fk_psnr - peer_psnr (None: see note)
+    note: str = ""
+
+
+def frontier_gaps(points: list[Point]) -> list[Gap]:
+    """For every peer point that ran: fk's point with the highest PSNR among those of the same model at equal or
+    higher speedup, and the PSNR difference (fk minus peer). A sample identical to the uncached one has no finite
+    PSNR (metrics.psnr reports PSNR_CAP): then the gap is 0 when both are exact and otherwise left out, with a note
+    saying which side is exact."""
+    gaps = []
+    for p in points:
+        if p.owner in ("none", "fk") or p.error is not None:
+            continue
+        faster = [q for q in points if q.owner == "fk" and q.error is None and q.model == p.model
+                  and q.speedup >= p.speedup]
+        best = max(faster, key=lambda q: (q.psnr, q.speedup), default=None)
+        gap, note = None, ""
+        if best is None:
+            note = "no fk point this fast"
+        elif best.psnr >= PSNR_CAP and p.psnr >= PSNR_CAP:
+            gap = 0.0
+        elif p.psnr >= PSNR_CAP:
+            note = "peer exact, fk not"
+        elif best.psnr >= PSNR_CAP:
+            note = "fk exact, peer not"
+        else:
+            gap = best.psnr - p.psnr
+        gaps.append(Gap(p.model, p.method, p.owner, p.speedup, p.psnr, best and best.method, best and best.speedup,
+                        best and best.psnr, gap, note))
+    return gaps
+
+
+# ---------------------------------------------------------------------------------------------------- targets
+
+
+class DemoTarget:
+    """A trained demo model (fastercache_kernels/demo) sampled by the demo's rectified-flow loop, CFG batched in one
+    call per step. Every method patches its own copy of the model (`fresh()`)."""
+
+    def __init__(self, family: str, clips: int, steps: int, seed: int = 0):
+        from ..demo import run
+
+        self.family, self.steps = family, steps
+        self.base, self.weights = run.load(family)
+        self.cond, self.null, self.noise, _ = run.inputs(clips, seed)
+        self.description = (f"{family}: demo model ({self.weights} weights), {clips} clip(s), {steps} steps, CFG "
+                            f"batched in one call per step")
+
+    def fresh(self):
+        return copy.deepcopy(self.base)
+
+    @staticmethod
+    def transformer(obj):
+        return obj  # what diffusers' hooks and cache-dit patch; fk.apply patches `obj` itself
+
+    def sample(self, obj, context: bool = False) -> torch.Tensor:
+        from ..demo import sampling
+
+        ctx = None
+        if context:
+            ctx = lambda i, t: obj.cache_context(  # noqa: E731
+                "cfg", step_index=i, sigma=t, timestep=1000.0 * t, num_inference_steps=self.steps)
+        return sampling.sample(obj, self.cond, self.null, self.noise, steps=self.steps, call_context=ctx)
+
+    @staticmethod
+    def timestep_callback(obj):
+        from ..demo import sampling
+
+        return sampling.current_timestep
+
+    def raw_vision_callback(self, obj):
+        """SeaCache's raw_vision_callback: the call's noisy latents as [C, T, H, W] per sample."""
+        def raw_vision(module, args, kwargs):
+            x = kwargs["hidden_states"]
+            return list((x.transpose(1, 2) if self.family == "cogvideox" else x).unbind(0))  # CogVideoX: BFCHW
+        return raw_vision
+
+
+class WanTarget:
+    """The tiny random WanPipeline of fastercache_kernels/tiny.py: its own loop (one call per CFG branch inside
+    `cache_context`), decoded to a video. Every method runs its own copy of the pipeline."""
+
+    PROMPT, NEGATIVE = "a red square moving left", "blurry"
+
+    def __init__(self, steps: int, seed: int = 0):
+        from .. import tiny
+
+        self.family, self.steps, self.seed = "wan", steps, seed
+        self.base, self.kwargs = tiny.wan_pipeline(seed)
+        self.base.set_progress_bar_config(disable=True)
+        self.description = (f"wan: tiny random WanPipeline ({len(self.base.transformer.blocks)} blocks), 1 video, "
+                            f"{steps} steps, CFG as two calls per step, decoded by its VAE")
+
+    def fresh(self):
+        return copy.deepcopy(self.base)
+
+    @staticmethod
+    def transformer(obj):
+        return obj.transformer
+
+    def sample(self, obj, context: bool = False) -> torch.Tensor:
+        out = obj(self.PROMPT, negative_prompt=self.NEGATIVE, num_inference_steps=self.steps, guidance_scale=5.0,
+                  generator=torch.Generator().manual_seed(self.seed), output_type="pt",
+                  **self.kwargs).frames  # [B, T, C, H, W] in [0, 1]
+        return (out * 2 - 1).transpose(1, 2)
+
+    @staticmethod
+    def timestep_callback(obj):
+        return lambda: obj.current_timestep
+
+    def raw_vision_callback(self, obj):
+        return None  # diffusers' SeaCache has its own adapter for Wan
+
+
+def make_target(model: str, clips: int, steps: int):
+    if model == "wan":
+        return WanTarget(steps)
+    return DemoTarget(model, clips, steps)
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+
+
+class _FkHandle:
+    def __init__(self, handle):
+        self.handle = handle
+
+    def reset(self) -> None:
+        self.handle.reset()
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+class _DiffusersHandle:
+    """diffusers' hook: `transformer.enable_cache(config)`; a new video re-enables it (fresh hook state)."""
+
+    def __init__(self, transformer, config):
+        self.transformer, self.config = transformer, config
+        transformer.enable_cache(config)
+        if not any(getattr(m, "_diffusers_hook", None) is not None and m._diffusers_hook.hooks
+                   for m in transformer.modules()):
+            transformer.disable_cache()
+            raise RuntimeError(f"{type(config).__name__} hooked no module of {type(transformer).__name__} (its "
+                               "identifiers match none of the module names)")
+
+    def reset(self) -> None:
+        self.remove()
+        self.transformer.enable_cache(self.config)
+
+    def remove(self) -> None:
+        if getattr(self.transformer, "_cache_config", None) is not None:
+            self.transformer.disable_cache()
+
+
+class _CacheDitHandle:
+    def __init__(self, subject, cache_config, calibrator_config):
+        import cache_dit
+
+        self.cache_dit, self.subject = cache_dit, subject
+        self.configs = (cache_config, calibrator_config)
+        cache_dit.enable_cache(subject, cache_config=cache_config, calibrator_config=calibrator_config)
+
+    def reset(self) -> None:
+        self.remove()
+        self.cache_dit.enable_cache(self.subject, cache_config=copy.deepcopy(self.configs[0]),
+                                    calibrator_config=copy.deepcopy(self.configs[1]))
+
+    def remove(self) -> None:
+        self.cache_dit.disable_cache(self.subject)
+
+
+def fk_methods(target) -> list[Method]:
+    """fk's settings: the demo's own list (FasterCache presets, diffusers' FasterCache config on fk's backend,
+    TeaCache, First-Block-Cache, AdaCache, compositions) plus First-Block-Cache at more thresholds; for Wan its
+    adapter's presets and the same adaptive policies."""
+    import fastercache_kernels as fk
+
+    from ..demo import settings
+
+    n = target.steps
+
+    def fk_method(name, config):
+        return Method(name, "fk", lambda t, obj: _FkHandle(fk.apply(obj, config() if callable(config) else config)))
+
+    fbc = lambda thr: fk_method(f"fk First-Block-Cache {thr}",  # noqa: E731
+                                fk.FirstBlockCacheConfig(threshold=thr, num_calls=n))
+    if target.family == "wan":
+        out = [fk_method("fk FasterCache preset latte (Wan's default)", "latte"),
+               fk_method("fk TeaCache preset wan2.1-t2v-1.3b",
+                         fk.TeaCacheConfig.preset("wan2.1-t2v-1.3b", num_calls=n)),
+               fbc(0.1),
+               fk_method("fk AdaCache (30-call fast codebook)", settings._adacache(n)),
+               fk_method("fk FasterCache latte + First-Block-Cache 0.1",
+                         ["latte", fk.FirstBlockCacheConfig(threshold=0.1, num_calls=n)])]
+    else:
+        out = [Method(s.name, "fk", lambda t, obj, s=s: _FkHandle(s.apply(obj)))
+               for s in settings.settings(target.family, n)[1:] if s.name.startswith("fk ")]
+    have = {m.name for m in out}
+    out += [fbc(thr) for thr in (0.05, 0.2, 0.3) if f"fk First-Block-Cache {thr}" not in have]
+    return out
+
+
+def _magcache_ratios(target) -> list[float]:
+    """MagCache's magnitude ratios for this model and step count from diffusers' own calibration mode: one uncached
+    sample, whose printed ratios we read back (the first context's, "cond" for Wan)."""
+    from diffusers.hooks import MagCacheConfig
+
+    if getattr(target, "_mag_ratios", None) is None:
+        obj = target.fresh()
+        handle = _DiffusersHandle(target.transformer(obj), MagCacheConfig(calibrate=True,
+                                                                          num_inference_steps=target.steps))
+        buf = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buf):
+                target.sample(obj, context=True)
+        finally:
+            handle.remove()
+        found = re.findall(r"\[[-0-9.eE, ]+\]", buf.getvalue())
+        if not found:
+            raise RuntimeError("MagCache calibration printed no ratios")
+        target._mag_ratios = [float(v) for v in found[0].strip("[]").split(",")]
+    return target._mag_ratios
+
+
+def diffusers_methods(target) -> list[Method]:
+    """diffusers' cache hooks, applied with `transformer.enable_cache(config)` as its docs show, at their documented
+    defaults and a few more aggressive settings."""
+    from diffusers.hooks import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,
+                                 PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)
+
+    from ..demo import settings
+
+    def hook(name, make):
+        return Method(f"diffusers {name}", "diffusers",
+                      lambda t, obj: _DiffusersHandle(t.transformer(obj), make(t, obj)), context=True)
+
+    n = target.steps
+    out = [hook(f"FirstBlockCache {thr}", lambda t, obj, thr=thr: FirstBlockCacheConfig(threshold=thr))
+           for thr in (0.05, 0.1, 0.2)]
+    # TaylorSeer: factors in fp32 as in its docstring's example (bf16 is the default; on CPU it only costs time).
+    # Its default identifiers ("^transformer_blocks.*attn", fullmatch) match no module of these models, whose
+    # attention modules are named attn1 / attn2, so they are named explicitly; lite: the blocks are skipped on
+    # predicted steps and only proj_out is predicted.
+    for lite in (False, True):
+        out += [hook(f"TaylorSeer{' lite' if lite else ' (attention)'} interval {k}", lambda t, obj, k=k, lite=lite:
+                     TaylorSeerCacheConfig(cache_interval=k, max_order=1, disable_cache_before_step=3,
+                                           taylor_factors_dtype=torch.float32, use_lite_mode=lite,
+                                           cache_identifiers=None if lite else [ATTENTION_NAMES]))
+                for k in (3, 5)]
+    out += [hook(f"MagCache {thr}", lambda t, obj, thr=thr: MagCacheConfig(
+        threshold=thr, num_inference_steps=n, mag_ratios=_magcache_ratios(t))) for thr in (0.06, 0.12, 0.24)]
+    try:
+        from diffusers.hooks import SeaCacheConfig
+    except ImportError:  # diffusers before SeaCache
+        SeaCacheConfig = None
+    if SeaCacheConfig is not None:
+        out += [hook(f"SeaCache {thr}", lambda t, obj, thr=thr: SeaCacheConfig(
+            threshold=thr, raw_vision_callback=t.raw_vision_callback(obj))) for thr in (0.25, 0.5)]
+    out.append(hook("PAB (spatial, every 2nd)", lambda t, obj: PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(100, 800),
+        current_timestep_callback=t.timestep_callback(obj))))
+    if target.family == "wan":  # the demo's config (diffusers' documented values) with Wan's layout
+        fc = lambda t, obj: dataclasses.replace(  # noqa: E731
+            settings.diffusers_config("latte"), current_timestep_callback=t.timestep_callback(obj))
+    else:
+        fc = lambda t, obj: settings.diffusers_config(t.family)  # noqa: E731
+    out.append(hook("FasterCache", fc))
+    return out
+
+
+def cache_dit_methods(target) -> list[Method]:
+    """cache-dit's DBCache (F1B0: the first block decides, First-Block-Cache's rule; cache-dit's defaults otherwise:
+    8 warm-up steps, no cap on consecutive reuse) with and without its TaylorSeer calibrator, when cache-dit is
+    importable. Wan goes through cache-dit's pipeline adapter, the demo models through its transformer-only path."""
+    try:
+        from cache_dit import DBCacheConfig, TaylorSeerCalibratorConfig
+    except ImportError:
+        return []
+
+    def make(thr, taylor):
+        def apply(t, obj):
+            cfg = DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=thr,
+                                num_inference_steps=t.steps, enable_separate_cfg=t.family == "wan")
+            cal = TaylorSeerCalibratorConfig(taylorseer_order=1) if taylor else None
+            return _CacheDitHandle(obj, cfg, cal)
+        return Method(f"cache-dit DBCache F1B0 {thr}{' + TaylorSeer' if taylor else ''}", "cache-dit", apply)
+
+    return [make(0.08, False), make(0.08, True), make(0.16, False), make(0.16, True)]
+
+
+def all_methods(target) -> list[Method]:
+    return [Method("no cache", "none"), *fk_methods(target), *diffusers_methods(target), *cache_dit_methods(target)]
+
+
+def select(methods: list[Method], wanted: str | None) -> list[Method]:
+    """Keep "no cache" and the methods whose name contains one of the comma-separated substrings of `wanted`."""
+    if not wanted:
+        return methods
+    keys = [w.strip().lower() for w in wanted.split(",") if w.strip()]
+    return [m for m in methods if m.owner == "none" or any(k in m.name.lower() for k in keys)]
+
+
+# ---------------------------------------------------------------------------------------------------- running
+
+
+def _short_error(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg[:160]}"
+
+
+def run_model(target, methods: list[Method], rounds: int, log=None) -> list[Point]:
+    """Each method patches its own copy of the model once and samples one untimed video (first-call costs: lazy
+    buffers, any probing); then `rounds` interleaved rounds each reset the method's state (a new video) and time one
+    sample. Returns one Point per method (the first is the uncached reference). A method that raises is recorded
+    with its error and not run again."""
+    from ..demo import metrics
+
+    points = [Point(target.family, m.name, m.owner) for m in methods]
+    subjects: list = [None] * len(methods)
+    videos: list = [None] * len(methods)
+
+    def failed(i, e):
+        points[i].error = _short_error(e)
+        if log:
+            log(f"  {target.family}: {methods[i].name} failed: {points[i].error}")
+        handle = subjects[i] and subjects[i][1]
+        subjects[i] = None
+        with contextlib.suppress(Exception):
+            handle and handle.remove()
+
+    for i, m in enumerate(methods):  # set-up and the untimed first video
+        obj = target.fresh()
+        try:
+            handle = m.apply(target, obj) if m.apply is not None else None
+            subjects[i] = (obj, handle)
+            t0 = time.process_time()
+            target.sample(obj, context=m.context)
+            points[i].first_cpu_s = time.process_time() - t0
+        except Exception as e:  # a peer hook that does not fit this model: record why, keep going
+            if i == 0:
+                raise
+            failed(i, e)
+    for r in range(rounds):
+        for i, m in enumerate(methods):
+            if subjects[i] is None:
+                continue
+            obj, handle = subjects[i]
+            try:
+                if handle is not None:
+                    handle.reset()
+                t0 = time.process_time()
+                video = target.sample(obj, context=m.context)
+                points[i].rounds_cpu_s.append(time.process_time() - t0)
+            except Exception as e:
+                if i == 0:
+                    raise
+                failed(i, e)
+                continue
+            if r == 0:
+                videos[i] = video
+        if log:
+            log(f"  {target.family}: round {r + 1}/{rounds} done")
+    for obj_handle in subjects:
+        if obj_handle is not None and obj_handle[1] is not None:
+            obj_handle[1].remove()
+    base = points[0].rounds_cpu_s
+    for i, p in enumerate(points):
+        if p.error is not None:
+            continue
+        p.cpu_s = statistics.median(p.rounds_cpu_s)
+        p.speedup = statistics.median(b / t for b, t in zip(base, p.rounds_cpu_s))
+        p.psnr = metrics.psnr(videos[i], videos[0])
+    return points
+
+
+def format_points(points: list[Point]) -> str:
+    head = ["model", "owner", "method", "CPU s", "speedup", "PSNR dB", "1st video CPU s"]
+    rows = []
+    for p in points:
+        if p.error is not None:
+            rows.append([p.model, p.owner, p.method, "", "", f"failed: {p.error}", ""])
+        else:
+            rows.append([p.model, p.owner, p.method, f"{p.cpu_s:.2f}", f"{p.speedup:.2f}x", _db(p.psnr),
+                         f"{p.first_cpu_s:.2f}"])
+    return _table(head, rows, right=(3, 4, 6))
+
+
+def format_gaps(gaps: list[Gap]) -> str:
+    head = ["model", "peer point", "speedup", "PSNR dB", "fk's best at >= its speed", "speedup", "PSNR dB", "gap dB"]
+    rows = []
+    for g in gaps:
+        fk = [g.fk_method or "", "" if g.fk_speedup is None else f"{g.fk_speedup:.2f}x", _db(g.fk_psnr),
+              _gap(g)]
+        rows.append([g.model, g.peer, f"{g.peer_speedup:.2f}x", _db(g.peer_psnr), *fk])
+    return _table(head, rows, right=(2, 3, 5, 6, 7))
+
+
+def _gap(g: Gap) -> str:
+    return g.note if g.gap_db is None else f"{g.gap_db:+.2f}"
+
+
+def _db(v: float | None) -> str:
+    return "" if v is None else ("identical" if v >= PSNR_CAP else f"{v:.2f}")
+
+
+def _table(head, rows, right=()) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def markdown(points: list[Point], gaps: list[Gap]) -> str:
+    lines = ["| model | owner | method | CPU s | speedup | PSNR dB | 1st video CPU s |",
+             "|---|---|---|---|---|---|---|"]
+    for p in points:
+        if p.error is not None:
+            lines.append(f"| {p.model} | {p.owner} | {p.method} |  |  | failed: {p.error.replace('|', '/')} |  |")
+        else:
+            lines.append(f"| {p.model} | {p.owner} | {p.method} | {p.cpu_s:.2f} | {p.speedup:.2f}x | "
+                         f"{_db(p.psnr)} | {p.first_cpu_s:.2f} |")
+    lines += ["", "| model | peer point | speedup | PSNR dB | fk's best at >= its speed | speedup | PSNR dB | gap dB |",
+              "|---|---|---|---|---|---|---|---|"]
+    for g in gaps:
+        fk = (f"{g.fk_method or ''} | {'' if g.fk_speedup is None else f'{g.fk_speedup:.2f}x'} | "
+              f"{_db(g.fk_psnr)} | {_gap(g)}")
+        lines.append(f"| {g.model} | {g.peer} | {g.peer_speedup:.2f}x | {_db(g.peer_psnr)} | {fk} |")
+    return "\n".join(lines)
+
+
+def plot(points: list[Point], path) -> None:
+    """Speedup against PSNR, one panel per model, one marker per owner."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(p.model for p in points))
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5.5), squeeze=False)
+    style = {"fk": ("o", "tab:blue"), "diffusers": ("s", "tab:orange"), "cache-dit": ("^", "tab:green")}
+    for ax, model in zip(axes[0], models):
+        ok = [p for p in points if p.model == model and p.error is None and p.owner != "none"]
+        for owner, (marker, color) in style.items():
+            mine = [p for p in ok if p.owner == owner]
+            if mine:
+                ax.scatter([p.speedup for p in mine], [min(p.psnr, 60.0) for p in mine], marker=marker,
+                           color=color, label=owner, s=36, zorder=3)
+        for p in ok:
+            label = p.method.removeprefix("fk ").removeprefix("diffusers ").removeprefix("cache-dit ")
+            ax.annotate(label, (p.speedup, min(p.psnr, 60.0)), fontsize=6, xytext=(3, 2),
+                        textcoords="offset points")
+        fk = sorted((p for p in ok if p.owner == "fk"), key=lambda p: -p.speedup)
+        frontier, best = [], -math.inf
+        for p in fk:  # fk's frontier: from the fastest down, each point that beats every faster one's PSNR
+            if p.psnr > best:
+                frontier.append(p)
+                best = p.psnr
+        if frontier:
+            ax.step([p.speedup for p in frontier], [min(p.psnr, 60.0) for p in frontier], where="post",
+                    color="tab:blue", alpha=0.4, linewidth=1)
+        ax.set_title(model)
+        ax.set_xlabel("speedup over no cache (CPU time)")
+        ax.set_ylabel("PSNR vs uncached (dB; >= 60 and identical drawn at 60)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args) -> dict:
+    """The `compare` subcommand: returns the record also written as JSON under --out."""
+    import json
+    import shlex
+    from pathlib import Path
+
+    from . import report
+
+    torch.set_num_threads(args.threads or 1)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise SystemExit(f"unknown model(s) {', '.join(unknown) or repr(args.models)}; choose from "
+                         f"{', '.join(MODELS)}")
+    try:
+        import cache_dit
+        cd_version = cache_dit.__version__
+    except ImportError:
+        cd_version = None
+    import diffusers
+
+    record = {"date": report.utc_now(), "command": "python -m fastercache_kernels compare " + shlex.join(args.argv),
+              "commit": report.git_commit(), "machine": report.machine(),
+              "versions": {**report.versions(), "diffusers": diffusers.__version__, "cache-dit": cd_version},
+              "threads": torch.get_num_threads(), "rounds": args.rounds, "steps": args.steps,
+              "load": {"before": os.getloadavg()}, "targets": {}, "points": [], "gaps": []}
+    print(f"compare: {', '.join(models)}; {args.rounds} interleaved rounds, CPU time (process_time), "
+          f"{torch.get_num_threads()} thread(s); diffusers {diffusers.__version__}, "
+          f"cache-dit {cd_version or 'not installed (skipped)'}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    log = (lambda m: print(m, flush=True)) if args.verbose else None
+    for model in models:
+        t0 = time.perf_counter()
+        target = make_target(model, clips=args.clips, steps=args.steps)
+        methods = select(all_methods(target), args.methods)
+        print(f"{target.description}: {len(methods)} methods ...", flush=True)
+        record["targets"][model] = target.description
+        record["points"] += [asdict(p) for p in run_model(target, methods, args.rounds, log=log)]
+        print(f"  {time.perf_counter() - t0:.0f} s wall, load average {os.getloadavg()[0]:.2f}", flush=True)
+    points = [Point(**p) for p in record["points"]]
+    gaps = frontier_gaps(points)
+    record["gaps"] = [asdict(g) for g in gaps]
+    record["load"]["after"] = os.getloadavg()
+    print("\n" + format_points(points))
+    print("\n" + format_gaps(gaps))
+    lb, la = record["load"]["before"], record["load"]["after"]
+    print(f"\nload average (1 min) before {lb[0]:.2f}, after {la[0]:.2f} on {os.cpu_count()} CPUs; speedup: median "
+          "over rounds of the uncached CPU time / the method's; gap: fk's best PSNR at >= the peer's speed minus "
+          "the peer's")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(json.dumps(record, indent=2, default=str))
+        (out / "compare.md").write_text(markdown(points, gaps) + "\n")
+        written = ["compare.json", "compare.md"]
+        try:
+            plot(points, out / "compare.png")
+            written.append("compare.png")
+        except ImportError:
+            print("matplotlib not installed: no plot (pip install matplotlib)")
+        print(f"wrote {', '.join(str(out / w) for w in written)}")
+    return record
