@@ -6,8 +6,8 @@
 Without --model the pipeline is diffusers' WanPipeline built from tiny configs with random weights
 (fastercache_kernels.tiny.wan_pipeline: T5 tokenizer and encoder, AutoencoderKLWan, WanTransformer3DModel,
 FlowMatchEulerDiscreteScheduler): nothing is downloaded, the frames are noise-like, and the point is the call
-pattern (one transformer call per CFG branch inside `cache_context`) and the cache statistics. The preset must
-compute the branch the pipeline calls first on skip steps (cond): "latte" does.
+pattern (one transformer call per CFG branch inside `cache_context`) and the cache statistics. On skip steps the
+branch the pipeline calls first (cond) runs and the other is rebuilt, whatever the preset's computed branch.
 """
 
 from __future__ import annotations
