@@ -233,6 +233,8 @@ def _demo(args) -> None:
                                                                   f"time, PSNR {cached.psnr:.1f} dB"))
         run.write_gif(ref.video, cached.video, png.with_suffix(".gif"))
         lines.append(run.summary_line(cached, args.rounds, png, weights))
+        if len(lines) == 1 and cached.extra.get("summary"):  # once: what the cache did, call by call
+            print(f"\n{family}, {cached.setting}: handle.summary() of its first video\n{cached.extra['summary']}")
     print(clock.line())
     print("every setting, both models and the op table: make demo-full (python -m fastercache_kernels quality)")
     print("\n".join(lines))

@@ -109,6 +109,8 @@ def test_demo_ends_with_one_summary_line_per_model(monkeypatch, tmp_path, capsys
     main(["demo", "--clips", "1", "--steps", "4", "--rounds", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out.strip().splitlines()
     assert "of CPU time" in out[-4] and "load average" in out[-4]
+    shown = [i for i, line in enumerate(out) if "handle.summary()" in line]
+    assert len(shown) == 1 and "video 1, 4 calls" in "\n".join(out[shown[0]:])  # the summary, once
     for line, family in zip(out[-2:], ("cogvideox", "latte")):
         png = tmp_path / f"{family}.png"
         pattern = (rf"{family}: {re.escape(settings.RECOMMENDED[family])} 3\.00x faster \(CPU time, median of 1 "

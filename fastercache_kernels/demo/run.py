@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import statistics
 import time
@@ -77,6 +78,10 @@ def _sample_once(model, s: Setting, cond, null, noise, steps: int, progress):
         video = sampling.sample(model, cond, null, noise, steps=steps, progress=progress)
         seconds = time.perf_counter() - w0, time.process_time() - c0
         stats = handle.stats() if handle is not None else {}
+        if hasattr(handle, "summary"):  # what ran, call by call (fk's handle.summary(), shown once by the demo)
+            text = io.StringIO()
+            handle.summary(file=text)
+            stats["summary"] = text.getvalue()
     finally:
         if handle is not None:
             handle.remove()
@@ -116,7 +121,7 @@ def run(family: str, settings: list[Setting], n: int = 4, steps: int = 50, seed:
             skipped = sum(k["reused"] for k in attn.values())
             if done + skipped:
                 r.attn_reused = skipped / (done + skipped)
-            r.cache_mb = (stats.get("cache_bytes", 0) + stats.get("cfg_residual_bytes", 0)) / 2**20
+            r.cache_mb = stats.get("cache_bytes", 0) / 2**20  # every buffer, the CFG residual's included
             r.extra = stats
             if gif_dir is not None:
                 write_gif(ref, video, gif_dir / f"{family}_{_slug(s.name)}.gif")
