@@ -6,13 +6,15 @@ compiled graphs), the wrappers of extra entry points an adapter names (Vchitect'
 the clock (per state key: calls in the video, the timestep, new-video detection, the step index and step count a
 diffusers `cache_context` carries), decides which state a call uses, and observes the first call of new input shapes.
 
-Policies plug in with a small protocol (see `Policy`): `install`, `allocate` and `adopt` after an observed call, `begin`/`end` around
-each call, `reset` for a new video, `save`/`load`/`fresh` to keep their state per key, `stats`, `drop_buffers`.
+Policies plug in with a small protocol (see `Policy`): `install`, `allocate` and `adopt` after an observed call,
+`begin`/`end` around each call, `reset` for a new video, `save`/`load`/`fresh` to keep their state per key, `stats`,
+`buffers`, `drop_buffers`.
 
-State keys: a call made inside `cache_context("cond")` or `cache_context("uncond")` carries one CFG branch
-(diffusers' Wan, HunyuanVideo, Flux, Qwen-Image pipelines call the transformer once per branch); every policy keeps
-its state per branch there, so the uncond call never sees the cond call's block inputs. Any other context name
-(CogVideoX's "cond_uncond") or no context at all is a call holding the whole CFG batch, keyed by that name.
+State keys (docs/algorithms.md section 10): calls on the same sample tensor at the same timestep are the CFG branches
+of one sampler step, each with its own state: keyed by the `cache_context` name ("cond", "uncond") or, without a
+context, "#0", "#1" in call order; the later branches of a step follow the first one's decision. Any other
+context name (CogVideoX's "cond_uncond") or no context on a single call per step is a call holding the whole batch,
+keyed by that name ("" without one).
 
 Buffers: the first real call of each new input signature is *observed*: it runs in full (as the first call of a
 video always does), every policy's module forwards record what they see (which blocks run, in which order, their
