@@ -67,7 +67,8 @@ def test_schedule_and_metric_match_reference(ada_run):
             assert close(g["metric"], w["d"]), (g, w)
             assert g["rate_in"] == w["rate"]
     st = ada_run["handle"].stats()
-    assert st["host_reads"] == st["calls"] - 1 and st["calls"] == 50 and st["observed_calls"] == 1 and st["computed"] == sum(w["compute"] for w in want)
+    assert st["host_reads"] == st["calls"] - 1 and st["calls"] == 50 and st["observed_calls"] == 1
+    assert st["computed"] == sum(w["compute"] for w in want)
 
 
 def test_captured_p_is_the_gated_attention_output():

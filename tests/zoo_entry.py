@@ -1,13 +1,14 @@
 """One tiny random instance of a diffusers transformer class and the inputs of one call (tests/zoo_a.py, zoo_b.py)."""
 from __future__ import annotations
+
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
-import torch
+
 
 @dataclass
 class Entry:
     cls: str                       # the diffusers class name
-    make: Callable | None = None   # () -> model: tiny (<= ~200k parameters), fp32, eval(), seeded inside (torch.manual_seed(0))
+    make: Callable | None = None   # () -> model: tiny (<= ~200k parameters), fp32, eval(), seeded inside
     inputs: Callable | None = None # (batch: int, g: torch.Generator) -> dict of keyword inputs for one call
     per_sample: tuple = ()         # input names whose leading dim is the batch (they carry the CFG batch)
     timestep_arg: str | None = "timestep"  # the input holding the timestep (None: none)
@@ -15,7 +16,8 @@ class Entry:
     stacks: tuple = ()             # truth, read from the code: the ModuleList attribute paths of the block stacks in
                                    # execution order, e.g. ("transformer_blocks", "single_transformer_blocks")
     stream_order: dict = field(default_factory=dict)  # truth: stack -> the input names its blocks' outputs continue,
-                                   # in output order, e.g. {"transformer_blocks": ("encoder_hidden_states", "hidden_states")};
+                                   # in output order, e.g. {"transformer_blocks": ("encoder_hidden_states",
+                                   # "hidden_states")};
                                    # a block returning one tensor: ("hidden_states",)
     image_stream: str = "hidden_states"  # truth: the block input name of the stream that reaches the model output
     cache_context: bool = True     # the class has diffusers' cache_context (CacheMixin)

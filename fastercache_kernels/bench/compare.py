@@ -293,7 +293,7 @@ def _magcache_ratios(target) -> list[float]:
 def diffusers_methods(target) -> list[Method]:
     """diffusers' cache hooks, applied with `transformer.enable_cache(config)` as its docs show, at their documented
     defaults and a few more aggressive settings."""
-    from diffusers.hooks import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,
+    from diffusers.hooks import (FirstBlockCacheConfig, MagCacheConfig,
                                  PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)
 
     from ..demo import settings

@@ -605,8 +605,9 @@ class Engine:
         with torch.inference_mode(False), torch.no_grad():
             sample = adapters.base.get_sample(output)
             if sample.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-                raise TypeError(f"fastercache: {type(self.model).__name__} returns {sample.dtype} samples; the cache ops "
-                                "store float32, float16 or bfloat16: run the model in one of those (e.g. model.float())")
+                raise TypeError(f"fastercache: {type(self.model).__name__} returns {sample.dtype} samples; the cache "
+                                "ops store float32, float16 or bfloat16: run the model in one of those (e.g. "
+                                "model.float())")
             args, kwargs = call.args, call.kwargs
             ordered = [kwargs[n] for n in self._sig.parameters if n in kwargs]
             hidden = first_tensor((*args, *ordered, *kwargs.values()))

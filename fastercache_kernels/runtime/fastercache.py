@@ -552,8 +552,8 @@ class FasterCachePolicy(Policy):
 
 def _unsliced(kept: list, batch: int, batched) -> str:
     return (f"a CFG-Cache skip call runs one half of the batch, but the inputs {kept} (batch {batch}) were not "
-            f"sliced, as they are not in the adapter's `batched_args` {sorted(batched or ())}; add the ones that carry the "
-            "CFG halves to `batched_args` (fk.adapters.generic_adapter(..., batched_args=...))")
+            f"sliced, as they are not in the adapter's `batched_args` {sorted(batched or ())}; add the ones that "
+            "carry the CFG halves to `batched_args` (fk.adapters.generic_adapter(..., batched_args=...))")
 
 
 def _batched(v, batch: int) -> bool:
