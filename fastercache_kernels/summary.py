@@ -186,7 +186,7 @@ def render(handle, title: str | None = None) -> str:
                     ("nan" if math.isnan(v) else f"{v:.3g}") for v, r in zip(k["indicator"], k["rows"])]
             lines += _wrap(vals, k["first_call"], VALUES_PER_LINE, 7)
     if used:
-        lines.append("  " + ", ".join(f"{c} {LEGEND[c]}" for c in LEGEND if c in used))
+        lines.append("  " + ", ".join(f"{c} = {LEGEND[c]}" for c in LEGEND if c in used))
     return "\n".join(lines)
 
 
