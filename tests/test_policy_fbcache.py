@@ -2,10 +2,14 @@
 compute path,
 reuse = input + cached residuals, one host read per call, lifecycle."""
 
+import warnings
+
 import pytest
 import torch
 from adaptive_reference import close, decisions, fbcache, run_patched
-from dit_models import clone, cog_inputs, latte_inputs, one_thread, sample_loop, tiny_cogvideox, tiny_latte  # noqa: F401
+from dit_models import (clone, cog_inputs, latte_inputs, one_thread,  # noqa: F401
+                        sample_loop, timesteps, tiny_cogvideox,
+                        tiny_latte)
 
 import fastercache_kernels as fk
 
@@ -134,7 +138,13 @@ def test_new_input_shapes_start_a_new_video():
     lat, extra = cog_inputs()
     sample_loop([model], lat, extra, calls=50, first=3)
     lat2, extra2 = cog_inputs(batch=2)
-    with pytest.warns(UserWarning, match="inputs changed"):
+    with warnings.catch_warnings():  # the timestep jumped up as well: a new video, nothing to warn about
+        warnings.simplefilter("error")
         sample_loop([model], lat2, extra2, calls=50, first=2)
     assert [bool(r["pred"]) for r in h.history] == [True, False, False, True, False]
     assert h.stats()["videos"] == 2
+    # new shapes while the timestep still falls: warned, and a new video all the same
+    x = torch.cat([lat, lat])
+    with pytest.warns(UserWarning, match="inputs changed"), torch.no_grad():
+        model(hidden_states=x, timestep=timesteps(50)[2].expand(2), return_dict=False, **extra)
+    assert bool(h.history[-1]["pred"]) and h.stats()["videos"] == 3
