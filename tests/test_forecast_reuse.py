@@ -139,3 +139,25 @@ def test_compile_fullgraph_one_graph():
     finally:
         handle.remove()
         torch._dynamo.reset()
+
+
+def test_composes_with_cfg_cache():
+    """With FasterCache's CFG-Cache a skip call runs the cond half of the batch: the forecast reads and the push
+    writes that half of the ring (split on its batch dim; composing needs decide="host"). The decisions and CFG schedule are those of plain reuse;
+    the outputs differ from plain reuse on reused calls only, by a forecast of the residual's drift."""
+    model = tiny_cogvideox(layers=1)
+    twin = clone(model)
+    tea = fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3)
+    plain = fk.apply(twin, [fk.FasterCacheConfig.preset("cogvideox-2b"), tea], record=True)
+    fc = fk.apply(model, [fk.FasterCacheConfig.preset("cogvideox-2b"), tea.replace(forecast_order=1)], record=True)
+    lat, extra = cog_inputs()
+    outs = sample_loop([twin, model], lat, extra, calls=50)
+    st, sp = fc.stats(), plain.stats()
+    assert st["cfg"]["skip"] == sp["cfg"]["skip"] > 0 and st["reused"] == sp["reused"] > 0
+    preds = [g["pred"] for g in decisions(fc)]
+    assert preds == [g["pred"] for g in decisions(plain)]
+    first = next(i for i, p in enumerate(preds) if not p)
+    assert all(torch.isfinite(b).all() for _, b in outs)
+    assert torch.equal(outs[first - 1][0], outs[first - 1][1])  # same until the first reuse
+    moved = [i for i, (a, b) in enumerate(outs) if not torch.equal(a, b)]
+    assert moved and not preds[moved[0]], moved  # the first difference is on a reused call
