@@ -127,3 +127,40 @@ def test_errors_name_the_fix():
         fk.MagCacheConfig(mag_ratios=RATIOS, max_skip_steps=-1)
     assert fk.MagCacheConfig(mag_ratios=torch.tensor(RATIOS)).mag_ratios[1] == pytest.approx(1.08)
     assert not math.isnan(fk.MagCacheConfig(mag_ratios=RATIOS).retention_steps)
+
+
+def test_calibration_matches_diffusers(capsys):
+    """fit_magcache on the tiny CogVideoX gives the ratios diffusers' calibration mode prints for the same run."""
+    import re
+
+    from fastercache_kernels.calibrate import fit_magcache
+
+    model = tiny_cogvideox()
+    theirs = clone(model)
+    from diffusers import MagCacheConfig
+
+    theirs.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=STEPS))
+    lat, extra = cog_inputs()
+    capsys.readouterr()
+    sample_loop([theirs], lat, extra, calls=STEPS)
+    printed = re.findall(r"\[[-0-9.eE, ]+\]", capsys.readouterr().out)
+    want = [float(v) for v in printed[0].strip("[]").split(",")]
+    ratios, series = fit_magcache(model, lambda: sample_loop([model], lat, extra, calls=STEPS))
+    assert len(ratios) == len(want) == STEPS and len(series) == 1
+    assert ratios == pytest.approx(want, rel=1e-4)
+    assert max(abs(r - 1) for r in ratios) > 1e-3  # the residual's magnitude does change
+    fk.MagCacheConfig(mag_ratios=ratios, num_inference_steps=STEPS)  # plugs in
+
+
+def test_calibrate_command_prints_a_config():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "fastercache_kernels", "calibrate", "--policy", "magcache", "--family",
+                          "cogvideox", "--steps", "6"], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    line = res.stdout.strip().splitlines()[-1]
+    assert line.startswith("fk.MagCacheConfig(mag_ratios=(1.0, ") and line.endswith("num_inference_steps=6)")
+    cfg = eval(line, {"fk": fk})  # the printed line is a working config
+    assert len(cfg.ratios) == 6
