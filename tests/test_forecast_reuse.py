@@ -161,3 +161,38 @@ def test_composes_with_cfg_cache():
     assert torch.equal(outs[first - 1][0], outs[first - 1][1])  # same until the first reuse
     moved = [i for i, (a, b) in enumerate(outs) if not torch.equal(a, b)]
     assert moved and not preds[moved[0]], moved  # the first difference is on a reused call
+
+
+def test_cfg_skip_call_extends_the_other_half_by_its_forecast():
+    """On a CFG-skip call (one half of the batch computed) the computed half's ring slot gets its residual and the
+    other half's the forecast of its own ring at that step: its next line then goes through the same points."""
+    model = tiny_cogvideox(layers=1)
+    handle = fk.apply(model, [fk.FasterCacheConfig.preset("cogvideox-2b"),
+                              fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3, forecast_order=1)])
+    rt = handle.runtime
+    seen = []
+    end = rt.end
+
+    def recording_end(call):
+        half, pred = rt.half, bool(rt.pred)
+        ring = next(b.bufs["res"][0] for b in rt.blocks if b.bufs.get("res"))
+        before = (ring.clone(), rt.clock.index.clone(), rt.fc_w.clone())
+        end(call)
+        seen.append((half, pred, before))
+
+    rt.end = recording_end
+    lat, extra = cog_inputs()
+    sample_loop([model], lat, extra, calls=50)
+    checked = 0
+    for i in range(1, len(seen)):
+        half, pred, (ring, at, w) = seen[i]
+        if half is None or not pred:
+            continue
+        prev_ring = seen[i - 1][2][0]
+        other = 1 - half
+        want = (w.reshape(-1, *[1] * (ring.dim() - 1)) * prev_ring.chunk(2, dim=1)[other]).sum(0)
+        got = ring.chunk(2, dim=1)[other][int(at)]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(got, prev_ring.chunk(2, dim=1)[other][int(at)])  # the slot was written
+        checked += 1
+    assert checked > 0, "no computed CFG-skip call"

@@ -131,8 +131,14 @@ class ForecastReuse:
                 b.held = [x.detach() for x in ins]
             out = b.call(args, kwargs)
             if b.tail is b:
-                for h, o, x in zip(map(self.rows, b.bufs["res"]), b.outs(out), b.head.held):
-                    h.index_copy_(0, at, (o.detach() - x).unsqueeze(0))
+                for h, o, x in zip(b.bufs["res"], b.outs(out), b.head.held):
+                    if self.half is not None:
+                        # a CFG-skip call computes one half: the other half's slot gets that half's own forecast
+                        # at this step, so the clock's stamp holds for both halves and the other half keeps
+                        # extrapolating the polynomial of its computed residuals
+                        other = h.chunk(2, dim=1)[1 - self.half]
+                        other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
+                    self.rows(h).index_copy_(0, at, (o.detach() - x).unsqueeze(0))
                 b.head.held = None
             return out
         if b.head is not b:
