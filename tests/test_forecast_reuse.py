@@ -143,8 +143,9 @@ def test_compile_fullgraph_one_graph():
 
 def test_composes_with_cfg_cache():
     """With FasterCache's CFG-Cache a skip call runs the cond half of the batch: the forecast reads and the push
-    writes that half of the ring (split on its batch dim; composing needs decide="host"). The decisions and CFG schedule are those of plain reuse;
-    the outputs differ from plain reuse on reused calls only, by a forecast of the residual's drift."""
+    writes that half of the ring (split on its batch dim; composing needs decide="host"). The decisions and CFG
+    schedule are those of plain reuse; the outputs differ from plain reuse on reused calls only, by a forecast of the
+    residual's drift."""
     model = tiny_cogvideox(layers=1)
     twin = clone(model)
     tea = fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3)

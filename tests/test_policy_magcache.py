@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 from adaptive_reference import decisions
-from dit_models import clone, cog_inputs, latte_inputs, one_thread, sample_loop, tiny_cogvideox, tiny_latte  # noqa: F401
+from dit_models import one_thread  # noqa: F401
+from dit_models import clone, cog_inputs, latte_inputs, sample_loop, tiny_cogvideox, tiny_latte
 
 import fastercache_kernels as fk
 from fastercache_kernels.policies.magcache import nearest

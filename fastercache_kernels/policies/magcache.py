@@ -84,7 +84,7 @@ class MagCacheConfig:
 
     @property
     def retention_steps(self) -> int:
-        """The first steps that always compute: int(retention_ratio * num_inference_steps + 0.5), diffusers' rounding."""
+        """The first steps that always compute: int(retention_ratio * num_inference_steps + 0.5) (diffusers')."""
         return int(self.retention_ratio * self.num_inference_steps + 0.5)
 
     @staticmethod
