@@ -11,8 +11,10 @@ from .conventions import is_applied, remove
 from .policies.adacache import AdaCacheConfig
 from .policies.fastercache import FasterCacheConfig
 from .policies.fbcache import FirstBlockCacheConfig
+from .policies.magcache import MagCacheConfig
 from .policies.teacache import TeaCacheConfig
 
 __all__ = ["ops", "adapters", "pipeline", "runtime", "apply", "remove", "is_applied", "Handle", "PipelineHandle",
-           "FasterCacheConfig", "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "use_backend",
+           "FasterCacheConfig", "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "MagCacheConfig",
+           "use_backend",
            "available_backends", "BackendUnavailableError", "__version__"]

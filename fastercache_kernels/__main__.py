@@ -313,7 +313,10 @@ def main(argv=None) -> None:
             d.add_argument("--gifs", default="results/quality", help="where the GIFs go")
         else:
             d.add_argument("--out", default="results/demo", help="where the side-by-side PNG and GIF per model go")
-    c = sub.add_parser("calibrate", help="fit TeaCache's rescaling polynomial to a pipeline's transformer")
+    c = sub.add_parser("calibrate", help="fit TeaCache's rescaling polynomial (or MagCache's magnitude ratios) to a "
+                       "pipeline's transformer")
+    c.add_argument("--policy", default="teacache", choices=("teacache", "magcache"),
+                   help="teacache: the rescaling polynomial; magcache: the per-step magnitude ratios")
     c.add_argument("--model", help="a local diffusers pipeline directory (default: the tiny random --family one)")
     c.add_argument("--family", default="wan", choices=("wan", "cogvideox", "latte"), help="tiny pipeline")
     c.add_argument("--prompts", help="a text file, one prompt per line (each samples one video)")

@@ -1,10 +1,17 @@
-"""Fitting TeaCache's rescaling polynomial to a model (docs/algorithms.md section 5), as TeaCache fits its
-coefficients: sample with every call computed, record per call the indicator's relative L1 change x and the model
-output's relative L1 change y (per state key: a per-branch pipeline's cond and uncond calls are two series), and fit
-y ~ poly(x) by least squares. The result plugs into `fk.TeaCacheConfig(coefficients=...)`.
+"""Calibrating the adaptive policies to a model.
+
+TeaCache's rescaling polynomial (docs/algorithms.md section 5), as TeaCache fits its coefficients: sample with every
+call computed, record per call the indicator's relative L1 change x and the model output's relative L1 change y (per
+state key: a per-branch pipeline's cond and uncond calls are two series), and fit y ~ poly(x) by least squares. The
+result plugs into `fk.TeaCacheConfig(coefficients=...)`.
+
+MagCache's magnitude ratios (section 12), as MagCache and diffusers' hook calibrate them: sample with every call
+computed and record per step the mean over tokens of ||r_s|| / ||r_(s-1)|| of the stack residual (1.0 at the first
+step). The result plugs into `fk.MagCacheConfig(mag_ratios=..., num_inference_steps=<the steps sampled>)`.
 
     python -m fastercache_kernels calibrate --family wan --steps 30          # a tiny random pipeline
     python -m fastercache_kernels calibrate --model /path/to/pipeline --prompts prompts.txt
+    python -m fastercache_kernels calibrate --policy magcache --family cogvideox --steps 50
 """
 
 from __future__ import annotations
@@ -56,6 +63,47 @@ def fit_teacache(model, run, *, indicator: str = "auto", degree: int = 4) -> tup
     return tuple(float(c) for c in np.polyfit(xs, ys, degree)), points
 
 
+def fit_magcache(model, run) -> tuple[tuple, dict]:
+    """Runs `run()` (which samples one or more videos through `model`) with every call computed and returns (the
+    magnitude ratios of the first state key's first video, {key: [ratios per video]}). The residual is the one fk's
+    stack-residual policies reuse: the image stream of each reused run of blocks (one run from the first block's
+    input to the last block's output for CogVideoX, Wan, Flux; a model whose blocks change the token layout, such
+    as Latte's spatial/temporal pairs, has several runs, and their per-token norms are pooled)."""
+    from . import api
+    from .policies.magcache import MagCacheConfig
+
+    # max_skip_steps 0: no step can skip; the runtime's residual buffers then hold each call's stack residual
+    handle = api.apply(model, MagCacheConfig(mag_ratios=(1.0,), max_skip_steps=0), record=True)
+    prev: dict = {}
+    series: dict = {}
+
+    def on_output(module, args, out):
+        rt = handle.runtime
+        if not rt.history:
+            return
+        row = rt.history[-1]  # this call's (the engine's hook, registered first, has just recorded it)
+        key = row["key"]
+        res = [b.bufs["res"][b.primary] for b in rt.blocks if b.order >= 0 and b.tail is b and b.bufs.get("res")]
+        norms = torch.cat([r.float().norm(dim=-1).reshape(-1) for r in res])
+        last = prev.get(key)
+        if int(row["c"]) == 1 or last is None or last.shape != norms.shape:
+            series.setdefault(key, []).append([1.0])
+        else:
+            series[key][-1].append(float((norms / (last + 1e-8)).mean()))  # diffusers' epsilon
+        prev[key] = norms
+
+    hook = model.register_forward_hook(on_output)
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        hook.remove()
+        handle.remove()
+    if not series:
+        raise ValueError("calibrate: the model ran no call")
+    return tuple(next(iter(series.values()))[0]), series
+
+
 def main(args) -> None:
     import json
 
@@ -78,6 +126,15 @@ def main(args) -> None:
             pipe(prompt, num_inference_steps=args.steps, output_type="latent",
                  generator=torch.Generator().manual_seed(i), **call_kw)
 
+    if getattr(args, "policy", "teacache") == "magcache":
+        ratios, series = fit_magcache(pipe.transformer, run)
+        print(f"{sum(len(v) for v in series.values())} videos over {len(series)} state keys")
+        print(f"fk.MagCacheConfig(mag_ratios={tuple(round(r, 5) for r in ratios)}, num_inference_steps={args.steps})")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"mag_ratios": ratios, "num_inference_steps": args.steps,
+                           "series": {str(k): v for k, v in series.items()}}, f)
+        return
     coefficients, points = fit_teacache(pipe.transformer, run, indicator=args.indicator, degree=args.degree)
     print(f"{len(points)} points; x (indicator change) in [{min(p[0] for p in points):.4g}, "
           f"{max(p[0] for p in points):.4g}]")

@@ -265,7 +265,33 @@ def fk_methods(target) -> list[Method]:
                for s in settings.settings(target.family, n)[1:] if s.name.startswith("fk ")]
     have = {m.name for m in out}
     out += [fbc(thr) for thr in (0.05, 0.2, 0.3) if f"fk First-Block-Cache {thr}" not in have]
+    # forecasting reuse (docs/algorithms.md section 11): the same decisions, the residual forecast on reused calls
+    out += [fk_method(f"fk First-Block-Cache {thr} forecast {k}",
+                      fk.FirstBlockCacheConfig(threshold=thr, num_calls=n, forecast_order=k))
+            for thr in (0.1, 0.2) for k in (1, 2)]
+    if target.family != "wan":
+        from ..demo import settings as demo_settings
+
+        tea = demo_settings.TEACACHE[target.family]
+        out += [fk_method(f"fk TeaCache preset {tea} forecast {k}",
+                          fk.TeaCacheConfig.preset(tea, num_calls=n, forecast_order=k)) for k in (1, 2)]
+    # MagCache (section 12) at diffusers' thresholds, with ratios from fk's calibration on this model and step count
+    mag = lambda thr, k=0: fk_method(  # noqa: E731
+        f"fk MagCache {thr}" + (f" forecast {k}" if k else ""),
+        lambda: fk.MagCacheConfig(mag_ratios=_fk_magcache_ratios(target), num_inference_steps=n, threshold=thr,
+                                  forecast_order=k))
+    out += [mag(thr) for thr in (0.06, 0.12, 0.24)] + [mag(0.12, 1), mag(0.24, 1)]
     return out
+
+
+def _fk_magcache_ratios(target) -> tuple:
+    """MagCache's magnitude ratios from fk.calibrate.fit_magcache: one uncached sample (its first state key)."""
+    if getattr(target, "_fk_mag_ratios", None) is None:
+        from ..calibrate import fit_magcache
+
+        obj = target.fresh()
+        target._fk_mag_ratios, _ = fit_magcache(target.transformer(obj), lambda: target.sample(obj))
+    return target._fk_mag_ratios
 
 
 def _magcache_ratios(target) -> list[float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .teacache import METRICS, _for_model, check_guards, check_num_calls, check_threshold
+from .teacache import METRICS, _for_model, check_forecast_order, check_guards, check_num_calls, check_threshold
 
 
 @dataclass(frozen=True)
@@ -14,19 +14,23 @@ class FirstBlockCacheConfig:
     (rel_l1: `mean|r1_ref - r1| / mean|r1_ref|`). Below `threshold` the other blocks reuse their residuals;
     otherwise they compute and `r1_ref` and the residuals are refreshed. The first call (and the last, with
     `num_calls`) always compute. Guards: the first `warmup` calls always compute, and after `max_consecutive_reuse`
-    reused calls in a row the next one computes (None: no cap); the defaults keep the published rule."""
+    reused calls in a row the next one computes (None: no cap); the defaults keep the published rule.
+    `forecast_order` 1 or 2: a reused call adds the residual forecast from the last 2 or 3 computed ones (over the
+    step index, docs/algorithms.md section 11) instead of the last one; 0 (default) is plain reuse."""
 
     threshold: float = 0.08
     metric: str = "rel_l1"
     num_calls: int | None = None
     warmup: int = 0
     max_consecutive_reuse: int | None = None
+    forecast_order: int = 0
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
         owner = "FirstBlockCacheConfig"
         check_threshold(owner, self.threshold)
         check_guards(owner, self.warmup, self.max_consecutive_reuse)
+        check_forecast_order(owner, self.forecast_order)
         if self.metric not in METRICS:
             raise ValueError(f"{owner}: `metric` must be one of {METRICS}, got {self.metric!r}")
         check_num_calls(owner, self.num_calls, 2)

@@ -28,6 +28,13 @@ def check_guards(owner: str, warmup, max_consecutive_reuse) -> None:
         raise ValueError(f"{owner}: `max_consecutive_reuse` must be None (no cap) or an int >= 0, got {m!r}")
 
 
+def check_forecast_order(owner: str, n) -> None:
+    """Forecasting reuse (docs/algorithms.md section 11): 0 plain reuse, 1 linear, 2 quadratic over the step index."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 2:
+        raise ValueError(f"{owner}: `forecast_order` must be 0 (plain reuse), 1 or 2 (forecast the reused residual "
+                         f"from its last 2 or 3 computed values), got {n!r}")
+
+
 def check_threshold(owner: str, v) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{owner}: `threshold` must be a finite number >= 0, got {v!r}")
@@ -57,6 +64,10 @@ and reuses the residual of
 
     Guards (defaults leave the published rule unchanged): the first `warmup` calls of a video always compute, and
     after `max_consecutive_reuse` reused calls in a row the next one computes (None: no cap).
+
+    `forecast_order`: 0 reuses the last computed residual as it is (the published rule); 1 or 2 forecast it at the
+    current step from the last 2 or 3 computed residuals (the polynomial through them over the step index,
+    docs/algorithms.md section 11), one fused op per reused call. Costs `forecast_order` more residuals of memory.
     """
 
     threshold: float = 0.1
@@ -65,12 +76,14 @@ and reuses the residual of
     num_calls: int | None = None
     warmup: int = 0
     max_consecutive_reuse: int | None = None
+    forecast_order: int = 0
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
         owner = "TeaCacheConfig"
         check_threshold(owner, self.threshold)
         check_guards(owner, self.warmup, self.max_consecutive_reuse)
+        check_forecast_order(owner, self.forecast_order)
         co = tuple(self.coefficients)
         if not co or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
                              for c in co):

@@ -31,6 +31,7 @@ from .. import ops
 from . import parallel
 from .blocks import BlockInfo, traceable_attention
 from .engine import Call, Policy, Probe, fitting_buffer
+from .forecasting import ForecastReuse  # forecast_order > 0 (runtime/forecasting.py)
 
 _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
 # State stays int64/fp32: torch 2.13 drops in-place writes to fp64 0-d tensors inside torch.compile graphs
@@ -582,7 +583,7 @@ class AdaptiveRuntime(Policy):
                 ("adapter", sorted({b.name.rsplit(".", 1)[0] for b in self.blocks}))}
 
 
-class TeaCacheRuntime(AdaptiveRuntime):
+class TeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
     policy = "teacache"
     reads_in_forward = True
 
@@ -652,7 +653,7 @@ class TeaCacheRuntime(AdaptiveRuntime):
         return self.step(b, args, kwargs)
 
 
-class FirstBlockCacheRuntime(AdaptiveRuntime):
+class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
     policy = "fbcache"
     reads_in_forward = True
 

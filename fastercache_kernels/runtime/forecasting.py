@@ -1,0 +1,152 @@
+"""Forecasting reuse for the stack-residual policies (TeaCache, First-Block-Cache): docs/algorithms.md section 11.
+
+With `forecast_order` n > 0 in the config, every reused residual keeps its last n + 1 computed values in one static
+[n + 1, *shape] tensor (a ring: the slot written on a computed call is `clock.index`), and a reused call adds the
+degree-n Lagrange forecast at the current step index instead of the newest value: one fk.ops.forecast per reused
+residual (one per call in host mode, where a run of blocks shares one stack residual). The positions, the write
+index and the fill count of the ring are one `History` per CFG branch (the `clock`: its own value buffer is a
+[n + 1] dummy); every residual of the branch is pushed on the same calls, so one set of weights per call serves
+them all. Nothing here reads a tensor on the host: the weights are computed in the pre-hook, the conditional push
+of the clock in the post-hook, the slot writes by index_copy_ at the device-side index, so decide="device" still
+compiles to one graph.
+
+forecast_order 0 (the default) takes none of these paths: the policy is bit-identical to plain reuse.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import ops
+from .forecast import History
+
+
+def _dense(outs: list, ins) -> list:
+    # as adaptive._dense (not imported: adaptive imports this module)
+    return [o.clone() if any(o is x for x in ins) else o.contiguous() for o in outs]
+
+
+class ForecastReuse:
+    """Mixin before AdaptiveRuntime in a policy's bases (its residual names must be ("res",))."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.fc_order = int(getattr(self.config, "forecast_order", 0) or 0)
+        self.clock = self._new_clock() if self.fc_order else None
+        self.fc_w = None
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def _new_clock(self) -> History:
+        return History(self.fc_order + 1, (), device=self.device)
+
+    def local_names(self) -> tuple:
+        return (*super().local_names(), "clock", "fc_w") if self.fc_order else super().local_names()
+
+    def fresh(self) -> None:
+        if self.fc_order:
+            self.clock, self.fc_w = self._new_clock(), None
+        super().fresh()
+
+    def _allocate(self, batch: int, frames: int, device) -> None:
+        if not self.fc_order:
+            return super()._allocate(batch, frames, device)
+        old = {id(b): b.bufs.get("res") for b in self.blocks}
+        super()._allocate(batch, frames, device)
+        if self.clock.buf.device != self.device:
+            self.clock = self._new_clock()
+        k = self.fc_order + 1
+        for b in self.blocks:
+            res = b.bufs.get("res")
+            if not res:
+                continue
+            prev = old[id(b)] if old[id(b)] and len(old[id(b)]) == len(res) else [None] * len(res)
+            hist = []
+            for p, r in zip(prev, res):
+                if p is not None and p.shape == (k, *r.shape) and p.dtype == r.dtype and p.device == r.device:
+                    hist.append(p)
+                else:
+                    h = torch.zeros((k, *r.shape), dtype=r.dtype, device=r.device)
+                    h._fk_ring = True  # `rows` splits the batch on dim 1
+                    hist.append(h)
+            b.bufs["res"] = hist
+
+    def rows(self, t: torch.Tensor) -> torch.Tensor:
+        if self.half is not None and getattr(t, "_fk_ring", False):
+            return t.chunk(2, dim=1)[self.half]
+        return super().rows(t)
+
+    # -- per call ------------------------------------------------------------------------------------------------
+    def begin_policy(self) -> None:
+        super().begin_policy()
+        if not self.fc_order:
+            return
+        clock = self.clock
+        new = self.c == 1  # the first call of a video (c was reset, then advanced): forget the last video's values
+        clock.filled.copy_(torch.where(new, torch.zeros_like(clock.filled), clock.filled))
+        clock.index.copy_(torch.where(new, torch.zeros_like(clock.index), clock.index))
+        # positions: the call index in the video (per branch: the step index); see docs/algorithms.md section 11
+        w = clock.weights(self.c, self.fc_order)
+        if self.fc_w is None or self.fc_w.device != w.device:
+            self.fc_w = w
+        else:  # one persistent tensor: compiled graphs see the same input every call
+            self.fc_w.copy_(w)
+
+    def end(self, call) -> None:
+        if self.fc_order and self.active:
+            clock, pred = self.clock, self.pred
+            at = clock.index.reshape(1)
+            pos = self.c.to(torch.float32).reshape(1)
+            clock.positions.index_copy_(0, at, torch.where(pred, pos, clock.positions.index_select(0, at)))
+            clock.index.copy_(torch.where(pred, torch.remainder(clock.index + 1, clock.slots), clock.index))
+            clock.filled.copy_(torch.where(pred, torch.clamp(clock.filled + 1, max=clock.slots), clock.filled))
+        super().end(call)
+
+    def step(self, b, args, kwargs):
+        if not self.fc_order:
+            return super().step(b, args, kwargs)
+        ins = b.inputs(args, kwargs)
+        k = len(ins)
+        at = self.clock.index.reshape(1)
+        if self.device_mode:
+            hist = b.bufs["res"]
+
+            def compute(*xs):
+                outs = _dense(b.outs(b.call(args, kwargs, xs[:k])), xs[:k])
+                return (*outs, *(o - x for o, x in zip(outs, xs[:k])))
+
+            def reuse(*xs):
+                w, i = xs[-2], xs[-1]
+                hs = xs[k:2 * k]
+                # the slot the push would write, unchanged: the copy back below is then a no-op
+                return (*(ops.forecast(h, w, x) for x, h in zip(xs[:k], hs)),
+                        *(h.index_select(0, i).squeeze(0) for h in hs))
+
+            ops_in = [x if x.is_contiguous() else x.contiguous() for x in ins]
+            got = torch.cond(self.pred, compute, reuse, (*ops_in, *hist, self.fc_w, at))
+            for h, r in zip(hist, got[k:]):
+                h.index_copy_(0, at, r.unsqueeze(0))
+            return b.pack(list(got[:k]))
+        if self.go:
+            if b.head is b:
+                b.held = [x.detach() for x in ins]
+            out = b.call(args, kwargs)
+            if b.tail is b:
+                for h, o, x in zip(b.bufs["res"], b.outs(out), b.head.held):
+                    if self.half is not None:
+                        # a CFG-skip call computes one half: the other half's slot gets that half's own forecast
+                        # at this step, so the clock's stamp holds for both halves and the other half keeps
+                        # extrapolating the polynomial of its computed residuals
+                        other = h.chunk(2, dim=1)[1 - self.half]
+                        other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
+                    self.rows(h).index_copy_(0, at, (o.detach() - x).unsqueeze(0))
+                b.head.held = None
+            return out
+        if b.head is not b:
+            return b.pack(ins)  # inside a reused chain: the head added the chain's forecast residual
+        return b.pack([ops.forecast(self.rows(h), self.fc_w, x) for x, h in zip(ins, b.tail.bufs["res"])])
+
+    def stats(self) -> dict:
+        st = super().stats()
+        if self.fc_order:
+            st["forecast_order"] = self.fc_order
+        return st

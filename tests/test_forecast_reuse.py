@@ -1,0 +1,199 @@
+"""Forecasting reuse (docs/algorithms.md section 11): First-Block-Cache and TeaCache with `forecast_order` n add, on
+a reused call, the degree-n polynomial through the last n + 1 computed stack residuals over the step index. On a
+model whose block residuals are polynomials of that degree in the step index the forecast is exact (plain reuse is
+not); order 0 is the plain policy; decide="device" gives the host-decided outputs and compiles to one graph."""
+
+import pytest
+import torch
+import torch._dynamo.testing
+from adaptive_reference import decisions
+from dit_models import clone, cog_inputs, one_thread, sample_loop, tiny_cogvideox  # noqa: F401
+from torch import nn
+from torch._dynamo.utils import counters
+
+import fastercache_kernels as fk
+from fastercache_kernels.adapters import generic_adapter
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CH, DIM, CALLS = 4, 8, 12
+
+
+class PolyBlock(nn.Module):
+    """x + temb * v: the residual does not depend on x, only on the timestep (through temb)."""
+
+    def __init__(self):
+        super().__init__()
+        self.v = nn.Parameter(torch.randn(DIM))
+
+    def forward(self, hidden_states, temb):
+        return hidden_states + temb.unsqueeze(1) * self.v
+
+
+class PolyDiT(nn.Module):
+    """temb = a + b s + c s^2 with s = t / 1000 (c = 0 for degree 1); x [B, C, F, H, W]."""
+
+    def __init__(self, degree: int):
+        super().__init__()
+        self.inp, self.outp = nn.Linear(CH, DIM), nn.Linear(DIM, CH)
+        self.coef = nn.Parameter(torch.randn(3, DIM) * torch.tensor([1.0, 1.0, float(degree == 2)]).unsqueeze(1))
+        self.transformer_blocks = nn.ModuleList(PolyBlock() for _ in range(3))
+
+    def forward(self, x, timestep):
+        b, c, f, h, w = x.shape
+        s = timestep.float().reshape(-1, 1) / 1000
+        temb = self.coef[0] + self.coef[1] * s + self.coef[2] * s * s
+        z = self.inp(x.permute(0, 2, 3, 4, 1).reshape(b, f * h * w, c))
+        for blk in self.transformer_blocks:
+            z = blk(z, temb)
+        return self.outp(z).reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+ADAPTER = generic_adapter(spatial=(), temporal=(), blocks=r"^transformer_blocks\.\d+$", block_io=("hidden_states",),
+                          timestep_arg="timestep", batched_args=("x", "timestep"))
+# every call reuses but the guards' ones: calls 1-3 (warmup) and every third call after them (the cap), so the
+# ring wraps and the points are unevenly spaced (1, 2, 3, 6, 9, ...)
+SCHEDULE = dict(threshold=1e9, warmup=3, max_consecutive_reuse=2)
+
+
+def _poly_model(degree: int):
+    torch.manual_seed(degree)
+    return PolyDiT(degree).eval()
+
+
+def _loop(models, calls=CALLS, compiled=None):
+    x = torch.randn(1, CH, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for i in range(calls):
+        t = torch.tensor([999 - 40 * i])  # linear in the step index: temb is a polynomial in it
+        with torch.no_grad():
+            rows.append([m(x, t) for m in models])
+        x = x - 0.01 * rows[-1][0]
+    return rows
+
+
+def _errors(config_kw, degree, decide="host", policy=fk.FirstBlockCacheConfig):
+    model = _poly_model(degree)
+    ref = clone(model)
+    handle = fk.apply(model, policy(**SCHEDULE, **config_kw), adapter=ADAPTER, decide=decide, record=True)
+    rows = _loop([ref, model])
+    preds = [g["pred"] for g in decisions(handle)]
+    errs = [float((b - a).abs().max() / a.abs().max()) for a, b in (r for r in rows)]
+    return preds, errs, [r[1] for r in rows]
+
+
+@pytest.mark.parametrize("policy", [fk.FirstBlockCacheConfig, fk.TeaCacheConfig])
+@pytest.mark.parametrize("degree", [1, 2])
+def test_forecast_of_order_degree_is_exact(degree, policy):
+    """First-Block-Cache forecasts the residual of blocks 1-2, TeaCache that of the whole stack."""
+    preds, errs, _ = _errors({"forecast_order": degree}, degree, policy=policy)
+    assert preds == [True] * 3 + [False, False, True] * 3, preds
+    assert max(errs) < 1e-4, errs  # fp32 rounding, amplified by the extrapolation weights
+    _, plain, _ = _errors({}, degree, policy=policy)  # plain reuse misses the change of the residual
+    assert max(plain[i] for i, p in enumerate(preds) if not p) > 1e-2, plain
+
+
+def test_order_one_misses_a_parabola():
+    preds, errs, _ = _errors({"forecast_order": 1}, 2)
+    assert max(e for e, p in zip(errs, preds) if not p) > 1e-3, errs
+
+
+def test_device_decisions_give_the_host_outputs():
+    _, _, host = _errors({"forecast_order": 2}, 2)
+    _, errs, dev = _errors({"forecast_order": 2}, 2, decide="device")
+    assert max(errs) < 1e-4
+    for a, b in zip(host, dev):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [lambda **kw: fk.FirstBlockCacheConfig(threshold=0.3, **kw),
+                                    lambda **kw: fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3, **kw)])
+def test_order_zero_is_the_plain_policy(config):
+    """forecast_order=0 takes none of the forecasting paths: bit-identical outputs, same decisions and memory."""
+    model = tiny_cogvideox()
+    twin = clone(model)
+    a = fk.apply(model, config(), record=True)
+    b = fk.apply(twin, config(forecast_order=0), record=True)
+    lat, extra = cog_inputs()
+    outs = sample_loop([model, twin], lat, extra, calls=20)
+    assert all(torch.equal(x, y) for x, y in outs)
+    assert str(decisions(a)) == str(decisions(b)) and 0 < a.stats()["computed"] < 20  # str: NaN metrics
+    assert a.stats()["cache_bytes"] == b.stats()["cache_bytes"]
+
+
+def test_compile_fullgraph_one_graph():
+    torch._dynamo.reset()
+    counters.clear()
+    model = _poly_model(2)
+    ref = clone(model)
+    handle = fk.apply(model, fk.FirstBlockCacheConfig(**SCHEDULE, forecast_order=2), adapter=ADAPTER,
+                      decide="device", record=True)
+    cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=cnt, fullgraph=True)
+    rows = _loop([ref, compiled]) + _loop([ref, compiled])  # two videos
+    try:
+        assert dict(counters["graph_break"]) == {}
+        assert cnt.frame_count == 1
+        assert handle.stats()["host_reads"] == 0 and handle.stats()["videos"] == 2
+        assert max(float((b - a).abs().max() / a.abs().max()) for a, b in rows) < 1e-4
+    finally:
+        handle.remove()
+        torch._dynamo.reset()
+
+
+def test_composes_with_cfg_cache():
+    """With FasterCache's CFG-Cache a skip call runs the cond half of the batch: the forecast reads and the push
+    writes that half of the ring (split on its batch dim; composing needs decide="host"). The decisions and CFG
+    schedule are those of plain reuse; the outputs differ from plain reuse on reused calls only, by a forecast of the
+    residual's drift."""
+    model = tiny_cogvideox(layers=1)
+    twin = clone(model)
+    tea = fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3)
+    plain = fk.apply(twin, [fk.FasterCacheConfig.preset("cogvideox-2b"), tea], record=True)
+    fc = fk.apply(model, [fk.FasterCacheConfig.preset("cogvideox-2b"), tea.replace(forecast_order=1)], record=True)
+    lat, extra = cog_inputs()
+    outs = sample_loop([twin, model], lat, extra, calls=50)
+    st, sp = fc.stats(), plain.stats()
+    assert st["cfg"]["skip"] == sp["cfg"]["skip"] > 0 and st["reused"] == sp["reused"] > 0
+    preds = [g["pred"] for g in decisions(fc)]
+    assert preds == [g["pred"] for g in decisions(plain)]
+    first = next(i for i, p in enumerate(preds) if not p)
+    assert all(torch.isfinite(b).all() for _, b in outs)
+    assert torch.equal(outs[first - 1][0], outs[first - 1][1])  # same until the first reuse
+    moved = [i for i, (a, b) in enumerate(outs) if not torch.equal(a, b)]
+    assert moved and not preds[moved[0]], moved  # the first difference is on a reused call
+
+
+def test_cfg_skip_call_extends_the_other_half_by_its_forecast():
+    """On a CFG-skip call (one half of the batch computed) the computed half's ring slot gets its residual and the
+    other half's the forecast of its own ring at that step: its next line then goes through the same points."""
+    model = tiny_cogvideox(layers=1)
+    handle = fk.apply(model, [fk.FasterCacheConfig.preset("cogvideox-2b"),
+                              fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3, forecast_order=1)])
+    rt = handle.runtime
+    seen = []
+    end = rt.end
+
+    def recording_end(call):
+        half, pred = rt.half, bool(rt.pred)
+        ring = next(b.bufs["res"][0] for b in rt.blocks if b.bufs.get("res"))
+        before = (ring.clone(), rt.clock.index.clone(), rt.fc_w.clone())
+        end(call)
+        seen.append((half, pred, before))
+
+    rt.end = recording_end
+    lat, extra = cog_inputs()
+    sample_loop([model], lat, extra, calls=50)
+    checked = 0
+    for i in range(1, len(seen)):
+        half, pred, (ring, at, w) = seen[i]
+        if half is None or not pred:
+            continue
+        prev_ring = seen[i - 1][2][0]
+        other = 1 - half
+        want = (w.reshape(-1, *[1] * (ring.dim() - 1)) * prev_ring.chunk(2, dim=1)[other]).sum(0)
+        got = ring.chunk(2, dim=1)[other][int(at)]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(got, prev_ring.chunk(2, dim=1)[other][int(at)])  # the slot was written
+        checked += 1
+    assert checked > 0, "no computed CFG-skip call"
