@@ -93,15 +93,25 @@ def test_diffusers_threshold_is_strict():
         assert ours > thr and float(below) <= thr and torch.tensor(ours, dtype=torch.float32).item() == ours
 
 
-@pytest.mark.parametrize("name", ["PyramidAttentionBroadcastConfig", "MagCacheConfig", "TaylorSeerCacheConfig"])
+@pytest.mark.parametrize("name", ["PyramidAttentionBroadcastConfig", "TaylorSeerCacheConfig"])
 def test_diffusers_configs_without_an_fk_policy_are_refused_with_the_way_out(cog, name):
-    cls = getattr(diffusers, name)
-    kw = {"mag_ratios": [1.0] * 4, "num_inference_steps": 4} if name == "MagCacheConfig" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        config = cls(**kw)
+        config = getattr(diffusers, name)()
     with pytest.raises(TypeError, match="enable_cache"):
         fk.apply(clone(cog), config)
+
+
+def test_diffusers_magcache_config_is_a_drop_in(cog):
+    """diffusers' MagCacheConfig runs as fk's MagCache (parity with diffusers' hook: tests/test_policy_magcache.py);
+    without ratios, or in calibration mode, it is refused with the way out."""
+    with fk.apply(clone(cog), diffusers.MagCacheConfig(mag_ratios=[1.0] * 4, num_inference_steps=4)) as handle:
+        assert handle.stats()["policies"] == ["magcache"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for kw, why in (({}, "mag_ratios"), ({"calibrate": True}, "calibrate")):
+            with pytest.raises(ValueError, match=why):
+                fk.apply(clone(cog), diffusers.MagCacheConfig(num_inference_steps=4, **kw))
 
 
 # -- diffusers' CacheMixin while patched ---------------------------------------------------------------------------

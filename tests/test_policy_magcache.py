@@ -77,7 +77,8 @@ class _Counter:
 
 
 @pytest.mark.parametrize("decide", ["host", "device"])
-def test_parity_with_diffusers_hook(decide):
+@pytest.mark.parametrize("given", ["fk", "diffusers"])
+def test_parity_with_diffusers_hook(decide, given):
     """CogVideoX only: on Latte (spatial and temporal block lists) diffusers 0.42.1's hook takes the head of one list
     and the tail of the other and fails on their shapes (RuntimeError in MagCacheBlockHook), while fk runs it
     (test_latte_runs)."""
@@ -85,8 +86,9 @@ def test_parity_with_diffusers_hook(decide):
     ours = make()
     theirs = clone(ours)
     theirs.enable_cache(_diffusers_config(threshold=0.06))
-    handle = fk.apply(ours, fk.MagCacheConfig(mag_ratios=RATIOS, num_inference_steps=STEPS), record=True,
-                      decide=decide)
+    config = (fk.MagCacheConfig(mag_ratios=RATIOS, num_inference_steps=STEPS) if given == "fk" else
+              _diffusers_config(threshold=0.06))  # diffusers' own config, a drop-in (issue 22)
+    handle = fk.apply(ours, config, record=True, decide=decide)
     block = "transformer_blocks.0.norm1"
     a = _Counter(theirs.get_submodule(block))  # (not on ours: torch.cond's branches forbid Python side effects)
     lat, extra = inputs()

@@ -141,7 +141,7 @@ class DiffusersSchedule:
 
 # diffusers' cache configs fk has no policy for (diffusers 0.42 hooks/): refused with the way out.
 _NO_POLICY = {"PyramidAttentionBroadcastConfig": "Pyramid Attention Broadcast", "TaylorSeerCacheConfig": "TaylorSeer",
-              "MagCacheConfig": "MagCache", "SeaCacheConfig": "SeaCache", "TextKVCacheConfig": "the text KV cache"}
+              "SeaCacheConfig": "SeaCache", "TextKVCacheConfig": "the text KV cache"}
 
 
 def is_diffusers_cache_config(obj) -> bool:
@@ -175,7 +175,8 @@ def _float32_above(x: float) -> float:
 
 
 def translate(config):
-    """diffusers' FirstBlockCacheConfig -> its fk equivalent; diffusers configs fk has no policy for raise; anything
+    """diffusers' FirstBlockCacheConfig and MagCacheConfig -> their fk equivalents (diffusers' semantics); diffusers
+    configs fk has no policy for raise; anything
     else (diffusers' FasterCacheConfig included, which fk.apply runs through DiffusersSchedule) is returned as is."""
     if not is_diffusers_cache_config(config):
         return config
@@ -186,8 +187,23 @@ def translate(config):
             raise ValueError(f"fk.apply: diffusers' FirstBlockCacheConfig has threshold {thr!r}; fk runs finite "
                              "thresholds >= 0")
         return DiffusersFirstBlockCacheConfig(threshold=_float32_above(float(thr)), name="diffusers", source=config)
+    if name == "MagCacheConfig":
+        from .magcache import MagCacheConfig
+
+        if getattr(config, "calibrate", False):
+            raise ValueError("fk.apply: diffusers' MagCacheConfig(calibrate=True) measures magnitude ratios instead "
+                             "of caching; fit them with fk.calibrate.fit_magcache (python -m fastercache_kernels "
+                             "calibrate --policy magcache), or run the calibration with diffusers' own hook")
+        ratios = config.mag_ratios
+        if ratios is None:
+            raise ValueError("fk.apply: diffusers' MagCacheConfig has no mag_ratios; give the model's ratios (e.g. "
+                             "diffusers.hooks.mag_cache's FLUX_MAG_RATIOS) or fit them with "
+                             "fk.calibrate.fit_magcache")
+        return MagCacheConfig(mag_ratios=ratios, threshold=float(config.threshold),
+                              max_skip_steps=int(config.max_skip_steps), retention_ratio=float(config.retention_ratio),
+                              num_inference_steps=int(config.num_inference_steps), name="diffusers")
     if name in _NO_POLICY:
         raise TypeError(f"fk.apply: fastercache_kernels has no {_NO_POLICY[name]} policy, so diffusers' {name} is not "
                         "accepted here; run it with diffusers' own model.enable_cache(config), or give fk.apply "
-                        "diffusers' FasterCacheConfig or FirstBlockCacheConfig, or an fk config")
+                        "diffusers' FasterCacheConfig, FirstBlockCacheConfig or MagCacheConfig, or an fk config")
     return config
