@@ -159,8 +159,8 @@ def test_first_block_cache(cases, name, mode):
         assert st["reused"] % 2 == 0, st
         batched = RESULTS[name].get("batched")
         if batched is not None and batched[0] > 1e-3:
-            # one decision per step, taken on the first branch's indicator: within 1.5x of batched on every class
-            # but DiT (2.1x: its null-label branch changes faster than the cond branch the step decides on)
+            # one decision per step, on both branches' indicators: within 1.5x of batched on every class but DiT
+            # (1.8x: as many steps reused as batched, other steps)
             assert err <= (2.5 if name == "DiTTransformer2DModel" else 1.5) * batched[0], (err, batched)
 
 

@@ -119,6 +119,7 @@ class AdaptiveRuntime(Policy):
         self.active = True  # False on a call that does not run the model (a rebuilt CFG branch)
         self.go = True
         self.lead = None  # the pred of the step's first branch, on a later branch's call
+        self.others = []  # the other branches' saved state, on a step's first branch
         self.structure = None  # what the first call showed of a model without an adapter (runtime/structure.py)
         self._make_scalars()
 
@@ -294,6 +295,10 @@ class AdaptiveRuntime(Policy):
         # so classifier-free guidance never mixes a reused branch with a computed one
         lead = self.engine.peek(call.leader, self) if call.leader is not None and self.follows_first_branch else None
         self.lead = None if lead is None else lead[0]["pred"]
+        # and the first branch decides on every branch's indicator: its own now, the others' as of their last call
+        self.others = [] if call.pos or not self.follows_first_branch else [
+            st[0] for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
+            if st is not None]
         self.c.add_(1)
         force = self.c == 1
         if by_steps:
@@ -338,6 +343,14 @@ class AdaptiveRuntime(Policy):
         t = call.t if call.t is not None else _host_value(call.t_tensor)
         prev, self._prev_host_t = getattr(self, "_prev_host_t", None), t
         return t is not None and prev is not None and t < prev
+
+    def across(self, value: torch.Tensor, name: str, pick=torch.maximum) -> torch.Tensor:
+        """`value` combined with the other branches' `name` as of their last call (finite values only), on the
+        step's first branch; `value` itself otherwise."""
+        for other in self.others:
+            v = other[name]
+            value = pick(value, torch.where(v.isfinite(), v, value))
+        return value
 
     def decide(self, own: torch.Tensor) -> torch.Tensor:
         """This call's decision from the policy's own rule (`own`: compute), or the step's first branch's."""
@@ -643,7 +656,7 @@ class TeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
             rel = ops.feature_diff_from_partials(parts, "rel_l1")
             # a rescaled distance below 0 counts as 0 (the reference lets it go negative: threshold 0 could reuse)
             acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).clamp(min=0).to(_F32)
-            pred = self.decide(~(acc < self.config.threshold))  # NaN computes
+            pred = self.decide(~(self.across(acc, "acc") < self.config.threshold))  # NaN computes
             self.acc.copy_(torch.where(pred, torch.zeros_like(acc), acc))
             self.acc_seen.copy_(acc)
             self.metric.copy_(rel)
@@ -694,7 +707,7 @@ class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
         metric = self.config.metric
         parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
         diff = ops.feature_diff_from_partials(parts, metric)
-        pred = self.decide(~(diff < self.config.threshold))  # NaN computes
+        pred = self.decide(~(self.across(diff, "metric") < self.config.threshold))  # NaN computes
         self.metric.copy_(diff)
         self.pred.copy_(pred)
         if self.device_mode:
@@ -762,7 +775,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
         return ("p", "qr")
 
     def begin_policy(self) -> None:
-        self.pred.copy_(self.decide(self.c >= self.next_call))
+        self.pred.copy_(self.decide(self.c >= self.across(self.next_call, "next_call", torch.minimum)))
         self._read()
 
     def observe_run(self, b, args, kwargs):

@@ -214,6 +214,7 @@ class Engine:
         self._pending_step = (None, None, None)  # the same of the call in progress
         self._step_keys: list[str] = []  # the keys of the current step's calls, in call order
         self.per_branch = False  # calls without cache_context come once per branch (seen: two calls at a timestep)
+        self.branch_keys: set = set()  # the keys of the later branches of a step (they follow the first one's)
         self.pipeline = None  # () -> the pipeline fk.apply was given (a weak reference), or None
         self.calls = 0
         self.videos = 0
@@ -436,6 +437,9 @@ class Engine:
         for table in (self._clocks, self._signatures, self._states):
             if old in table:
                 table[new] = table.pop(old)
+        if old in self.branch_keys:
+            self.branch_keys.discard(old)
+            self.branch_keys.add(new)
         if self.key == old:
             self.key = new
 
@@ -507,6 +511,8 @@ class Engine:
             key = str(ctx.name)
             branch = key if key in BRANCH_NAMES else None
         self._step_keys = [*self._step_keys, key] if pos else [key]
+        if pos:
+            self.branch_keys.add(key)
         leader = self._step_keys[0] if pos and self._step_keys[0] != key else None
         clock = self._clocks.setdefault(key, {"c": 0, "prev_t": None, "step": None, "in_call": False})
         signature = self.signature(args, kwargs)
