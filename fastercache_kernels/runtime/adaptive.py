@@ -26,6 +26,7 @@ import sys
 import warnings
 
 import torch
+import torch.utils._python_dispatch as _python_dispatch
 
 from .. import ops
 from . import parallel
@@ -175,6 +176,8 @@ class AdaptiveRuntime(Policy):
                 return rt.observe(b, args, kwargs)
             if not rt.ready or b.order < 0 or not rt.active:
                 return b.orig(*args, **kwargs)
+            if not torch.is_grad_enabled():  # the usual case (pipelines sample under no_grad): no context to enter
+                return rt.run(b, args, kwargs)
             with torch.no_grad():  # cache reuse is inference-only (the fused ops define no backward)
                 return rt.run(b, args, kwargs)
 
@@ -250,10 +253,9 @@ class AdaptiveRuntime(Policy):
                 getattr(self, name).fill_(v)
 
     def _reset_where(self, new: torch.Tensor) -> None:
-        for name, (v, dt, per_video) in self.scalars().items():
+        for name, (v, _, per_video) in self.scalars().items():
             if per_video:
-                t = getattr(self, name)
-                t.copy_(torch.where(new, torch.full((), v, dtype=dt, device=t.device), t))
+                getattr(self, name).masked_fill_(new, v)  # one in-place op per scalar (no temporaries)
 
     # -- per call (pre-hook / post-hook, outside graphs; no host read but the one in `_read`) -------------------
     reads_in_forward = False  # decide="host" reads the decision inside the first block's forward
@@ -283,25 +285,25 @@ class AdaptiveRuntime(Policy):
         if n is not None and not by_steps:
             new = new | (self.c >= n)
         if t is not None:
-            t = torch.as_tensor(t).reshape(-1)[:1].to(device=self.device, dtype=_F32).reshape(())
+            t = (t if isinstance(t, torch.Tensor) else torch.as_tensor(t)).reshape(-1)[0].to(self.device, _F32)
             new = new | (t > self.prev_t)
             self.prev_t.copy_(t)
         self._reset_where(new)
         if call.pos == 0:  # per-branch calls: a video is counted once, on the first branch's calls
-            self.videos.add_(new.to(_I64))
+            self.videos.add_(new)
         # the later branches of a step follow the first one's decision (its indicator decides for the whole step),
         # so classifier-free guidance never mixes a reused branch with a computed one
         lead = self.engine.peek(call.leader, self) if call.leader is not None and self.follows_first_branch else None
         self.lead = None if lead is None else lead[0]["pred"]
         self.c.add_(1)
+        self._eager_go = None  # decide="device" run eagerly: this call's decision, read once (see `eager_go`)
         force = self.c == 1
         if by_steps:
             if call.step + 1 >= call.num_steps - self.forced_tail:  # the last calls of the sampler
                 force = torch.ones_like(force)
         elif n is not None:
             force = force | (self.c >= n - self.forced_tail)
-        force = force | self._guards()
-        self.force.copy_(force)
+        self.force.copy_(force | self._guards() if self._has_guards() else force)
         self.begin_policy()
 
     def _guards(self) -> torch.Tensor:
@@ -312,6 +314,11 @@ class AdaptiveRuntime(Policy):
         if cap is not None:
             hit = hit | (self.streak >= cap)
         return hit
+
+    def _has_guards(self) -> bool:
+        """Whether `_guards` can be hit (no warmup and no cap: never, as c >= 1; its ops are then skipped)."""
+        cfg = self.config
+        return getattr(cfg, "warmup", 0) > 0 or getattr(cfg, "max_consecutive_reuse", None) is not None
 
     def begin_policy(self) -> None:
         pass
@@ -342,6 +349,23 @@ class AdaptiveRuntime(Policy):
         """This call's decision from the policy's own rule (`own`: compute), or the step's first branch's."""
         return self.force | (own if self.lead is None else self.lead)
 
+    _eager_go = None
+    cond_in_eager = False  # True: decide="device" runs torch.cond in eager calls as well (no host read at all)
+
+    def eager_go(self) -> bool | None:
+        """decide="device" outside torch.compile, CUDA-graph capture and dispatch modes (an eager call): this call's
+        decision read on the host, once per call (counted in host_reads), so the blocks run the chosen branch
+        directly instead of eager torch.cond (about 0.5 ms per block, docs/results.md "Host time per call");
+        None where the call is traced or captured (or `cond_in_eager` is set), which then makes no host read and
+        runs torch.cond."""
+        if (self.cond_in_eager or torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
+                or (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+            return None
+        if self._eager_go is None:
+            self._eager_go = bool(self.pred)
+            self.host_reads += 1
+        return self._eager_go
+
     def _read(self) -> None:
         """The one host read per call (decide='host')."""
         if self.engine.adopting:  # the observed call computed every block (call 1 of a video): nothing to read
@@ -360,8 +384,8 @@ class AdaptiveRuntime(Policy):
         if not self.active:
             self.active = True
             return
-        self.computed.add_(self.pred.to(_I64))
-        self.streak.copy_(torch.where(self.pred, torch.zeros_like(self.streak), self.streak + 1))
+        self.computed.add_(self.pred)
+        self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
         if self.record:
             self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
         self.half = None
@@ -544,9 +568,18 @@ class AdaptiveRuntime(Policy):
 
     def step(self, b: BlockInfo, args, kwargs):
         """Compute (refresh the residuals) or reuse (inputs + residuals), one residual per output."""
-        ins = b.inputs(args, kwargs)
-        k = len(ins)
         if self.device_mode:
+            ins = b.inputs(args, kwargs)
+            go = self.eager_go()
+            if go is not None:  # an eager call: the branch itself, per block (no chains in this mode)
+                res = b.bufs["res"]
+                if not go:
+                    return b.pack([ops.residual_sum(x, [r]) for x, r in zip(ins, res)])
+                out = b.call(args, kwargs)
+                for buf, o, x in zip(res, b.outs(out), ins):
+                    torch.sub(o, x, out=buf)
+                return out
+            k = len(ins)
             res = b.bufs["res"]
 
             def compute(*xs):
@@ -562,13 +595,14 @@ class AdaptiveRuntime(Policy):
             return b.pack(list(got[:k]))
         if self.go:
             if b.head is b:
-                b.held = [x.detach() for x in ins]
-            out = b.call(args, kwargs)
+                b.held = [x.detach() for x in b.inputs(args, kwargs)]
+            out = b.call(args, kwargs) if b.overrides else b.orig(*args, **kwargs)
             if b.tail is b:
                 for buf, o, x in zip(map(self.rows, b.bufs["res"]), b.outs(out), b.head.held):
                     torch.sub(o.detach(), x, out=buf)
                 b.head.held = None
             return out
+        ins = b.inputs(args, kwargs)
         if b.head is not b:
             return b.pack(ins)  # inside a reused chain: the head added the chain's residual
         return b.pack([ops.residual_sum(x, [self.rows(r)]) for x, r in zip(ins, b.tail.bufs["res"])])
@@ -864,7 +898,11 @@ class AdaCacheRuntime(AdaptiveRuntime):
                 extra = (torch.zeros(3, dtype=_F32, device=xs[0].device),) if metric else ()
                 return (*outs, *(t.clone() for t in xs[k:]), *extra)
 
-            got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *ps, *qrs))
+            go = self.eager_go()
+            if go is None:
+                got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *ps, *qrs))
+            else:  # an eager call: the chosen branch itself
+                got = (compute if go else reuse)(*_operands(ins), *ps, *qrs)
             for buf, t in zip((*ps, *qrs), got[k:3 * k]):
                 buf.copy_(t)
             if metric:  # the motion sums outside the cond: p is now in the buffer (stale on reuse calls, unused)

@@ -468,6 +468,8 @@ class Engine:
             return args, kwargs
         # State and buffers are never inference tensors: a video sampled under torch.inference_mode() must not
         # make the next one (under no_grad or grad mode) fail on their in-place updates.
+        if not torch.is_inference_mode_enabled():  # the usual case: no context to enter
+            return self._begin(args, kwargs, fn)
         with torch.inference_mode(False):
             return self._begin(args, kwargs, fn)
 
