@@ -11,9 +11,15 @@ Two ways to act on `pred`:
 - decide="host" (default): one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
   known before the call; in the first block for TeaCache and First-Block-Cache, whose metric comes from this call),
   then plain Python branches.
-- decide="device": no host read at all; every block is `torch.cond(pred, compute, reuse, operands)` with functional
-  branches (they return the output and the new residuals; the buffers are written with copy_ outside the cond), so
-  `torch.compile(model, fullgraph=True)` builds one graph that serves every call and every video.
+- decide="device": no host read while traced or captured; every block is `torch.cond(pred, compute, reuse,
+  operands)` with functional branches (they return the output and the new residuals; the buffers are written with
+  copy_ outside the cond), so `torch.compile(model, fullgraph=True)` builds one graph that serves every call and
+  every video, and a CUDA graph captures a whole call. An eager call (not compiling, not capturing, no dispatch
+  mode) reads `pred` once instead and runs the chosen branch (`eager_go`): eager torch.cond costs about 0.5 ms per
+  block (docs/results.md "Host time per call"); `cond_in_eager = True` on the runtime keeps torch.cond there too.
+
+decide="host" keeps the call count and previous timestep mirrored on the host (`_hc`, `_hprev_t`), so `begin`
+updates the 0-d state with a few fills instead of a dozen tensor ops per call (the same values).
 
 With torch.distributed initialised, the metric's partial sums are all-reduced (SUM) before dividing (docs/algorithms.md
 §5).
@@ -22,6 +28,7 @@ With torch.distributed initialised, the metric's partial sums are all-reduced (S
 from __future__ import annotations
 
 import math
+import struct
 import sys
 import warnings
 
@@ -79,6 +86,14 @@ def _host_value(t) -> float | None:
     if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel():
         return float(t.reshape(-1)[0])
     return None
+
+
+def _f32(x: float) -> float:
+    """`x` rounded to fp32 as a Python float (the value a 0-d fp32 tensor of it holds)."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:  # beyond fp32's range: the tensor holds an infinity
+        return math.copysign(math.inf, x)
 
 
 def _poly(coefficients, x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +217,7 @@ class AdaptiveRuntime(Policy):
 
     def local_names(self) -> tuple:
         """Per-key state: every 0-d scalar and the policy's own buffers (block residuals are per block)."""
-        return (*self.scalars(), "go")
+        return (*self.scalars(), "go", "_hc", "_hprev_t")
 
     def save(self):
         return ({k: getattr(self, k) for k in self.local_names()},
@@ -245,12 +260,20 @@ class AdaptiveRuntime(Policy):
     def _make_scalars(self) -> None:
         for name, (v, dt, _) in self.scalars().items():
             setattr(self, name, torch.full((), v, dtype=dt, device=self.device))
+        self._hc, self._hprev_t = 0, math.inf
+
+    # decide="host": `c` and `prev_t` mirrored on the host (`_hc`, `_hprev_t`, None when not known), so `begin`
+    # decides a new video and the forced calls in Python and writes the 0-d tensors with a few fills instead of a
+    # dozen tensor ops per call; the tensors stay exact (the policies' device arithmetic reads them)
+    _hc: int | None = None
+    _hprev_t: float | None = None
 
     def reset(self) -> None:
         """Start a new video (host call: buffers are kept)."""
         for name, (v, _, _) in self.scalars().items():
             if name not in ("computed", "videos"):
                 getattr(self, name).fill_(v)
+        self._hc, self._hprev_t = 0, math.inf
 
     def _reset_where(self, new: torch.Tensor) -> None:
         for name, (v, _, per_video) in self.scalars().items():
@@ -281,6 +304,11 @@ class AdaptiveRuntime(Policy):
         falling = self._falling(call)
         if n is not None and not by_steps and call.c == n + 1 and falling:
             self._warn_calls(f"the timestep still fell at call {call.c}")
+        if not self.device_mode and self._hc is not None and (t is None or call.t is not None):
+            self._begin_host(call, by_steps)
+            self.begin_policy()
+            return
+        self._hc = None  # the mirrors are not kept on this path
         new = self.c == 0
         if n is not None and not by_steps:
             new = new | (self.c >= n)
@@ -305,6 +333,37 @@ class AdaptiveRuntime(Policy):
             force = force | (self.c >= n - self.forced_tail)
         self.force.copy_(force | self._guards() if self._has_guards() else force)
         self.begin_policy()
+
+    def _begin_host(self, call: Call, by_steps: bool) -> None:
+        """`begin`'s state update with the call count and timestep known on the host (the same values)."""
+        n, c = self.n, self._hc
+        new = c == 0 or (n is not None and not by_steps and c >= n)
+        if call.t_tensor is not None:
+            t = _f32(call.t)
+            new = new or t > self._hprev_t
+            self._hprev_t = t
+            self.prev_t.fill_(t)
+        if new:
+            for name, (v, _, per_video) in self.scalars().items():
+                if per_video:
+                    getattr(self, name).fill_(v)
+            c = 0
+            if call.pos == 0:
+                self.videos.add_(1)
+        lead = self.engine.peek(call.leader, self) if call.leader is not None and self.follows_first_branch else None
+        self.lead = None if lead is None else lead[0]["pred"]
+        self._eager_go = None
+        c += 1
+        self._hc = c
+        self.c.add_(1)
+        if by_steps:
+            force = c == 1 or call.step + 1 >= call.num_steps - self.forced_tail
+        else:
+            force = c == 1 or (n is not None and c >= n - self.forced_tail)
+        if self._has_guards():
+            self.force.copy_(self._guards() | force)
+        else:
+            self.force.fill_(force)
 
     def _guards(self) -> torch.Tensor:
         """The config's warmup and cap on consecutive reused calls, as a 0-d bool (no host read)."""
