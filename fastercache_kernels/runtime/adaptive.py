@@ -939,7 +939,9 @@ class AdaCacheRuntime(AdaptiveRuntime):
 
     def run(self, b, args, kwargs):
         ins = b.inputs(args, kwargs)
-        ps, qrs = [self.rows(t) for t in b.bufs["p"]], [self.rows(t) for t in b.bufs["qr"]]
+        ps, qrs = b.bufs["p"], b.bufs["qr"]
+        if self.half is not None:  # a composed CFG-skip call: its half of the batch
+            ps, qrs = [self.rows(t) for t in ps], [self.rows(t) for t in qrs]
         k = len(ins)
         j = b.primary  # the image / video stream: the metric's
         metric = b.metric_slot >= 0
@@ -983,10 +985,10 @@ class AdaCacheRuntime(AdaptiveRuntime):
         elif metric:
             p0, qr0 = mids[j] - ins[j], outs[j] - mids[j]
             self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, ps[j], qrs[j]), self._motion(b, p0)]))
-        for i in range(k):
+        for i in range(k):  # under no_grad (the block forward's): no detach needed
             if i != done:
-                torch.sub(mids[i].detach(), ins[i].detach(), out=ps[i])
-                torch.sub(outs[i].detach(), mids[i].detach(), out=qrs[i])
+                torch.sub(mids[i], ins[i], out=ps[i])
+                torch.sub(outs[i], mids[i], out=qrs[i])
         if metric and b is self._last_metric:
             self._update()
         return out
