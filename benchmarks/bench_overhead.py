@@ -6,7 +6,8 @@ blocks do almost no work and a call's time is host time) at 4 and 16 blocks runs
 
 - no cache: the unpatched model;
 - diffusers FirstBlockCache (`model.enable_cache(FirstBlockCacheConfig(threshold))`);
-- fk First-Block-Cache, same threshold and rule, `decide="host"` and `decide="device"` (eager: torch.cond);
+- fk First-Block-Cache, same threshold and rule, `decide="host"` and `decide="device"` (eager: one host read per call,
+  then the chosen branch; torch.cond only when traced or captured);
 - fk AdaCache (30-call fast codebook, calls = --calls): its per-block cost.
 
 Every method runs its own copy of the model, patched once; a first video per method is not timed (first-call set-up,

@@ -43,6 +43,7 @@ def _load(name: str) -> tuple[ModuleType | None, str | None]:
 CPU_VARIANTS = {"baseline": "_cpu", "avx2": "_cpu_avx2"}
 
 
+@functools.cache  # the CPU's capability is fixed for the process (torch reads ATEN_CPU_CAPABILITY at start-up)
 def _has_avx2() -> bool:
     import torch
 

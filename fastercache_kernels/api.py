@@ -221,7 +221,8 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
         adapter: overrides the adapter chosen from the model's class.
         storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
         decide: adaptive policies only: "host" (one host read per call) or "device" (torch.cond, no host read: for
-            `torch.compile(model, fullgraph=True)` and CUDA graphs). Composed with FasterCache: "host".
+            `torch.compile(model, fullgraph=True)` and CUDA graphs; an eager call reads the decision once, as
+            "host" does, and runs the chosen branch). Composed with FasterCache: "host".
         process_group: adaptive policies: all-reduce group of the metric sums (default the world).
         record: adaptive policies: keep per-call decision tensors in `handle.history`.
 

@@ -105,13 +105,19 @@ def test_guidance_distilled_says_so(case):
 
 def test_device_decisions(case):
     """decide="device": every block is torch.cond (dense outputs that alias no input, also for single-stream
-    blocks' slices, Mochi's passed-through text stream and SD3's dropped one), no host read, the host's result."""
+    blocks' slices, Mochi's passed-through text stream and SD3's dropped one), no host read, the host's result.
+    Eager calls take the chosen branch after one host read per call (cond_in_eager=False, the default): the same
+    result."""
     outs, stats = {}, {}
-    for decide in ("host", "device"):
+    for run in ("host", "device", "device-eager"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with fk.apply(case.model, fk.FirstBlockCacheConfig(threshold=0.3), decide=decide) as h:
-                outs[decide] = case.run(case.model, False, calls=6)
-                stats[decide] = h.stats()
+            with fk.apply(case.model, fk.FirstBlockCacheConfig(threshold=0.3), decide=run.split("-")[0]) as h:
+                h.runtime.cond_in_eager = run == "device"  # torch.cond as under torch.compile or graph capture
+                outs[run] = case.run(case.model, False, calls=6)
+                stats[run] = h.stats()
     assert stats["device"]["host_reads"] == 0 and stats["device"]["reused"] == stats["host"]["reused"]
     assert torch.allclose(outs["device"], outs["host"], rtol=1e-4, atol=1e-5)
+    eager = stats["device-eager"]
+    assert eager["host_reads"] == eager["calls"] - 1 and eager["reused"] == stats["host"]["reused"]
+    assert torch.allclose(outs["device-eager"], outs["host"], rtol=1e-4, atol=1e-5)

@@ -3,6 +3,7 @@
 defaults that keep the published schedule."""
 
 import pytest
+import torch
 from adaptive_reference import decisions, run_patched
 from dit_models import cog_inputs, one_thread, tiny_cogvideox  # noqa: F401
 
@@ -50,8 +51,8 @@ def test_guards(model, policy, decide):
     assert _longest_reuse_run(capped) <= 2 and not all(capped), capped
     warm, _ = _preds(model, make(warmup=5), decide)
     assert all(warm[:5]) and not all(warm), warm
-    if decide == "device":
-        assert st["host_reads"] == 0
+    # decide="device" run eagerly reads the decision once per call, as host decisions do (not the observed call)
+    assert st["host_reads"] == st["calls"] - 1
     off, _ = _preds(model, make(max_consecutive_reuse=0), decide)
     assert all(off)  # a cap of 0 computes every call
 
@@ -64,3 +65,25 @@ def test_defaults_keep_the_schedule_and_bad_values_are_refused():
             make(warmup=-1)
         with pytest.raises(ValueError, match="max_consecutive_reuse"):
             make(max_consecutive_reuse=1.5)
+
+
+@pytest.mark.parametrize("policy", list(CONFIGS))
+def test_host_mirrors_decide_as_the_tensor_path(model, policy, monkeypatch):
+    """decide="host" keeps the call count and previous timestep on the host (`_hc`, `_hprev_t`) to skip tensor ops
+    in `begin`; with the mirrors disabled (the tensor path, as when the timestep is not on the host) every recorded
+    decision, call count and metric is the same, two videos in a row, with the guards on."""
+    from fastercache_kernels.runtime.adaptive import AdaptiveRuntime
+
+    config = CONFIGS[policy](max_consecutive_reuse=2, warmup=2)
+    runs = []
+    for mirrors in (True, False):
+        if not mirrors:  # reads None, ignores writes: begin always takes the tensor path
+            monkeypatch.setattr(AdaptiveRuntime, "_hc", property(lambda self: None, lambda self, v: None),
+                                raising=False)
+        handle, _, outs = run_patched(model, config, cog_inputs, calls=CALLS, videos=2)
+        runs.append((decisions(handle), outs, handle.stats()))
+        handle.remove()
+    (rows, outs, st), (rows_t, outs_t, st_t) = runs
+    assert len(rows) == 2 * CALLS and repr(rows) == repr(rows_t)  # repr: NaN (no metric yet) equals NaN
+    assert st["computed"] == st_t["computed"] and st["videos"] == st_t["videos"] == 2 and 0 < st["computed"] < 40
+    assert all(torch.equal(a, b) for a, b in zip(outs, outs_t))

@@ -6,7 +6,6 @@ while torch.compile traces. Every message names the op and the argument.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 
 import torch
@@ -165,16 +164,25 @@ def _overlaps(a: Tensor, b: Tensor) -> bool:
     return not (a.data_ptr() == b.data_ptr() and a.stride() == b.stride())
 
 
-@contextlib.contextmanager
-def writable_dense(out: Tensor, *inputs: Tensor):
+class writable_dense:
     """A contiguous tensor to write the result into, copied into `out` on exit when `out` is strided or
-    partially overlaps an input (an exact alias of an input is fine for elementwise ops)."""
-    if out.is_contiguous() and not any(_overlaps(out, t) for t in inputs):
-        yield out
-        return
-    tmp = torch.empty(out.shape, dtype=out.dtype, device=out.device)
-    yield tmp
-    out.copy_(tmp)
+    partially overlaps an input (an exact alias of an input is fine for elementwise ops). A class, not a generator
+    context manager: it runs on every op call, and the common case (`out` itself) then costs no generator."""
+
+    __slots__ = ("out", "tmp")
+
+    def __init__(self, out: Tensor, *inputs: Tensor):
+        self.out = out
+        self.tmp = None if out.is_contiguous() and not any(_overlaps(out, t) for t in inputs) else torch.empty(
+            out.shape, dtype=out.dtype, device=out.device)
+
+    def __enter__(self) -> Tensor:
+        return self.out if self.tmp is None else self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.tmp is not None and exc_type is None:  # the result is complete: into `out`
+            self.out.copy_(self.tmp)
+        return False
 
 
 def cpu_module():

@@ -11,9 +11,15 @@ Two ways to act on `pred`:
 - decide="host" (default): one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
   known before the call; in the first block for TeaCache and First-Block-Cache, whose metric comes from this call),
   then plain Python branches.
-- decide="device": no host read at all; every block is `torch.cond(pred, compute, reuse, operands)` with functional
-  branches (they return the output and the new residuals; the buffers are written with copy_ outside the cond), so
-  `torch.compile(model, fullgraph=True)` builds one graph that serves every call and every video.
+- decide="device": no host read while traced or captured; every block is `torch.cond(pred, compute, reuse,
+  operands)` with functional branches (they return the output and the new residuals; the buffers are written with
+  copy_ outside the cond), so `torch.compile(model, fullgraph=True)` builds one graph that serves every call and
+  every video, and a CUDA graph captures a whole call. An eager call (not compiling, not capturing, no dispatch
+  mode) reads `pred` once instead and runs the chosen branch (`eager_go`): eager torch.cond costs about 0.5 ms per
+  block (docs/results.md "Host time per call"); `cond_in_eager = True` on the runtime keeps torch.cond there too.
+
+decide="host" keeps the call count and previous timestep mirrored on the host (`_hc`, `_hprev_t`), so `begin`
+updates the 0-d state with a few fills instead of a dozen tensor ops per call (the same values).
 
 With torch.distributed initialised, the metric's partial sums are all-reduced (SUM) before dividing (docs/algorithms.md
 §5).
@@ -22,10 +28,12 @@ With torch.distributed initialised, the metric's partial sums are all-reduced (S
 from __future__ import annotations
 
 import math
+import struct
 import sys
 import warnings
 
 import torch
+import torch.utils._python_dispatch as _python_dispatch
 
 from .. import ops
 from . import parallel
@@ -79,6 +87,14 @@ def _host_value(t) -> float | None:
     if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel():
         return float(t.reshape(-1)[0])
     return None
+
+
+def _f32(x: float) -> float:
+    """`x` rounded to fp32 as a Python float (the value a 0-d fp32 tensor of it holds)."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:  # beyond fp32's range: the tensor holds an infinity
+        return math.copysign(math.inf, x)
 
 
 def _poly(coefficients, x: torch.Tensor) -> torch.Tensor:
@@ -177,6 +193,8 @@ class AdaptiveRuntime(Policy):
                 return rt.observe(b, args, kwargs)
             if not rt.ready or b.order < 0 or not rt.active:
                 return b.orig(*args, **kwargs)
+            if not torch.is_grad_enabled():  # the usual case (pipelines sample under no_grad): no context to enter
+                return rt.run(b, args, kwargs)
             with torch.no_grad():  # cache reuse is inference-only (the fused ops define no backward)
                 return rt.run(b, args, kwargs)
 
@@ -201,7 +219,7 @@ class AdaptiveRuntime(Policy):
 
     def local_names(self) -> tuple:
         """Per-key state: every 0-d scalar and the policy's own buffers (block residuals are per block)."""
-        return (*self.scalars(), "go")
+        return (*self.scalars(), "go", "_hc", "_hprev_t")
 
     def save(self):
         return ({k: getattr(self, k) for k in self.local_names()},
@@ -244,18 +262,25 @@ class AdaptiveRuntime(Policy):
     def _make_scalars(self) -> None:
         for name, (v, dt, _) in self.scalars().items():
             setattr(self, name, torch.full((), v, dtype=dt, device=self.device))
+        self._hc, self._hprev_t = 0, math.inf
+
+    # decide="host": `c` and `prev_t` mirrored on the host (`_hc`, `_hprev_t`, None when not known), so `begin`
+    # decides a new video and the forced calls in Python and writes the 0-d tensors with a few fills instead of a
+    # dozen tensor ops per call; the tensors stay exact (the policies' device arithmetic reads them)
+    _hc: int | None = None
+    _hprev_t: float | None = None
 
     def reset(self) -> None:
         """Start a new video (host call: buffers are kept)."""
         for name, (v, _, _) in self.scalars().items():
             if name not in ("computed", "videos"):
                 getattr(self, name).fill_(v)
+        self._hc, self._hprev_t = 0, math.inf
 
     def _reset_where(self, new: torch.Tensor) -> None:
-        for name, (v, dt, per_video) in self.scalars().items():
+        for name, (v, _, per_video) in self.scalars().items():
             if per_video:
-                t = getattr(self, name)
-                t.copy_(torch.where(new, torch.full((), v, dtype=dt, device=t.device), t))
+                getattr(self, name).masked_fill_(new, v)  # one in-place op per scalar (no temporaries)
 
     # -- per call (pre-hook / post-hook, outside graphs; no host read but the one in `_read`) -------------------
     reads_in_forward = False  # decide="host" reads the decision inside the first block's forward
@@ -281,16 +306,21 @@ class AdaptiveRuntime(Policy):
         falling = self._falling(call)
         if n is not None and not by_steps and call.c == n + 1 and falling:
             self._warn_calls(f"the timestep still fell at call {call.c}")
+        if not self.device_mode and self._hc is not None and (t is None or call.t is not None):
+            self._begin_host(call, by_steps)
+            self.begin_policy()
+            return
+        self._hc = None  # the mirrors are not kept on this path
         new = self.c == 0
         if n is not None and not by_steps:
             new = new | (self.c >= n)
         if t is not None:
-            t = torch.as_tensor(t).reshape(-1)[:1].to(device=self.device, dtype=_F32).reshape(())
+            t = (t if isinstance(t, torch.Tensor) else torch.as_tensor(t)).reshape(-1)[0].to(self.device, _F32)
             new = new | (t > self.prev_t)
             self.prev_t.copy_(t)
         self._reset_where(new)
         if call.pos == 0:  # per-branch calls: a video is counted once, on the first branch's calls
-            self.videos.add_(new.to(_I64))
+            self.videos.add_(new)
         # the later branches of a step follow the first one's decision (its indicator decides for the whole step),
         # so classifier-free guidance never mixes a reused branch with a computed one
         lead = self.engine.peek(call.leader, self) if call.leader is not None and self.follows_first_branch else None
@@ -300,15 +330,46 @@ class AdaptiveRuntime(Policy):
             st[0] for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
             if st is not None]
         self.c.add_(1)
+        self._eager_go = None  # decide="device" run eagerly: this call's decision, read once (see `eager_go`)
         force = self.c == 1
         if by_steps:
             if call.step + 1 >= call.num_steps - self.forced_tail:  # the last calls of the sampler
                 force = torch.ones_like(force)
         elif n is not None:
             force = force | (self.c >= n - self.forced_tail)
-        force = force | self._guards()
-        self.force.copy_(force)
+        self.force.copy_(force | self._guards() if self._has_guards() else force)
         self.begin_policy()
+
+    def _begin_host(self, call: Call, by_steps: bool) -> None:
+        """`begin`'s state update with the call count and timestep known on the host (the same values)."""
+        n, c = self.n, self._hc
+        new = c == 0 or (n is not None and not by_steps and c >= n)
+        if call.t_tensor is not None:
+            t = _f32(call.t)
+            new = new or t > self._hprev_t
+            self._hprev_t = t
+            self.prev_t.fill_(t)
+        if new:
+            for name, (v, _, per_video) in self.scalars().items():
+                if per_video:
+                    getattr(self, name).fill_(v)
+            c = 0
+            if call.pos == 0:
+                self.videos.add_(1)
+        lead = self.engine.peek(call.leader, self) if call.leader is not None and self.follows_first_branch else None
+        self.lead = None if lead is None else lead[0]["pred"]
+        self._eager_go = None
+        c += 1
+        self._hc = c
+        self.c.add_(1)
+        if by_steps:
+            force = c == 1 or call.step + 1 >= call.num_steps - self.forced_tail
+        else:
+            force = c == 1 or (n is not None and c >= n - self.forced_tail)
+        if self._has_guards():
+            self.force.copy_(self._guards() | force)
+        else:
+            self.force.fill_(force)
 
     def _guards(self) -> torch.Tensor:
         """The config's warmup and cap on consecutive reused calls, as a 0-d bool (no host read)."""
@@ -318,6 +379,11 @@ class AdaptiveRuntime(Policy):
         if cap is not None:
             hit = hit | (self.streak >= cap)
         return hit
+
+    def _has_guards(self) -> bool:
+        """Whether `_guards` can be hit (no warmup and no cap: never, as c >= 1; its ops are then skipped)."""
+        cfg = self.config
+        return getattr(cfg, "warmup", 0) > 0 or getattr(cfg, "max_consecutive_reuse", None) is not None
 
     def begin_policy(self) -> None:
         pass
@@ -356,6 +422,23 @@ class AdaptiveRuntime(Policy):
         """This call's decision from the policy's own rule (`own`: compute), or the step's first branch's."""
         return self.force | (own if self.lead is None else self.lead)
 
+    _eager_go = None
+    cond_in_eager = False  # True: decide="device" runs torch.cond in eager calls as well (no host read at all)
+
+    def eager_go(self) -> bool | None:
+        """decide="device" outside torch.compile, CUDA-graph capture and dispatch modes (an eager call): this call's
+        decision read on the host, once per call (counted in host_reads), so the blocks run the chosen branch
+        directly instead of eager torch.cond (about 0.5 ms per block, docs/results.md "Host time per call");
+        None where the call is traced or captured (or `cond_in_eager` is set), which then makes no host read and
+        runs torch.cond."""
+        if (self.cond_in_eager or torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
+                or (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+            return None
+        if self._eager_go is None:
+            self._eager_go = bool(self.pred)
+            self.host_reads += 1
+        return self._eager_go
+
     def _read(self) -> None:
         """The one host read per call (decide='host')."""
         if self.engine.adopting:  # the observed call computed every block (call 1 of a video): nothing to read
@@ -374,8 +457,8 @@ class AdaptiveRuntime(Policy):
         if not self.active:
             self.active = True
             return
-        self.computed.add_(self.pred.to(_I64))
-        self.streak.copy_(torch.where(self.pred, torch.zeros_like(self.streak), self.streak + 1))
+        self.computed.add_(self.pred)
+        self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
         if self.record:
             self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
         self.half = None
@@ -558,9 +641,18 @@ class AdaptiveRuntime(Policy):
 
     def step(self, b: BlockInfo, args, kwargs):
         """Compute (refresh the residuals) or reuse (inputs + residuals), one residual per output."""
-        ins = b.inputs(args, kwargs)
-        k = len(ins)
         if self.device_mode:
+            ins = b.inputs(args, kwargs)
+            go = self.eager_go()
+            if go is not None:  # an eager call: the branch itself, per block (no chains in this mode)
+                res = b.bufs["res"]
+                if not go:
+                    return b.pack([ops.residual_sum(x, [r]) for x, r in zip(ins, res)])
+                out = b.call(args, kwargs)
+                for buf, o, x in zip(res, b.outs(out), ins):
+                    torch.sub(o, x, out=buf)
+                return out
+            k = len(ins)
             res = b.bufs["res"]
 
             def compute(*xs):
@@ -576,13 +668,14 @@ class AdaptiveRuntime(Policy):
             return b.pack(list(got[:k]))
         if self.go:
             if b.head is b:
-                b.held = [x.detach() for x in ins]
-            out = b.call(args, kwargs)
+                b.held = [x.detach() for x in b.inputs(args, kwargs)]
+            out = b.call(args, kwargs) if b.overrides else b.orig(*args, **kwargs)
             if b.tail is b:
                 for buf, o, x in zip(map(self.rows, b.bufs["res"]), b.outs(out), b.head.held):
                     torch.sub(o.detach(), x, out=buf)
                 b.head.held = None
             return out
+        ins = b.inputs(args, kwargs)
         if b.head is not b:
             return b.pack(ins)  # inside a reused chain: the head added the chain's residual
         return b.pack([ops.residual_sum(x, [self.rows(r)]) for x, r in zip(ins, b.tail.bufs["res"])])
@@ -860,7 +953,9 @@ class AdaCacheRuntime(AdaptiveRuntime):
 
     def run(self, b, args, kwargs):
         ins = b.inputs(args, kwargs)
-        ps, qrs = [self.rows(t) for t in b.bufs["p"]], [self.rows(t) for t in b.bufs["qr"]]
+        ps, qrs = b.bufs["p"], b.bufs["qr"]
+        if self.half is not None:  # a composed CFG-skip call: its half of the batch
+            ps, qrs = [self.rows(t) for t in ps], [self.rows(t) for t in qrs]
         k = len(ins)
         j = b.primary  # the image / video stream: the metric's
         metric = b.metric_slot >= 0
@@ -878,7 +973,11 @@ class AdaCacheRuntime(AdaptiveRuntime):
                 extra = (torch.zeros(3, dtype=_F32, device=xs[0].device),) if metric else ()
                 return (*outs, *(t.clone() for t in xs[k:]), *extra)
 
-            got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *ps, *qrs))
+            go = self.eager_go()
+            if go is None:
+                got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *ps, *qrs))
+            else:  # an eager call: the chosen branch itself
+                got = (compute if go else reuse)(*_operands(ins), *ps, *qrs)
             for buf, t in zip((*ps, *qrs), got[k:3 * k]):
                 buf.copy_(t)
             if metric:  # the motion sums outside the cond: p is now in the buffer (stale on reuse calls, unused)
@@ -900,10 +999,10 @@ class AdaCacheRuntime(AdaptiveRuntime):
         elif metric:
             p0, qr0 = mids[j] - ins[j], outs[j] - mids[j]
             self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, ps[j], qrs[j]), self._motion(b, p0)]))
-        for i in range(k):
+        for i in range(k):  # under no_grad (the block forward's): no detach needed
             if i != done:
-                torch.sub(mids[i].detach(), ins[i].detach(), out=ps[i])
-                torch.sub(outs[i].detach(), mids[i].detach(), out=qrs[i])
+                torch.sub(mids[i], ins[i], out=ps[i])
+                torch.sub(outs[i], mids[i], out=qrs[i])
         if metric and b is self._last_metric:
             self._update()
         return out

@@ -177,7 +177,8 @@ def timestep_value(t) -> float | None:
     if t is None:
         return None
     if isinstance(t, torch.Tensor):
-        return float(t.reshape(-1)[0]) if t.numel() else None  # the one host read per call
+        n = t.numel()
+        return float(t.item() if n == 1 else t.reshape(-1)[0]) if n else None  # the one host read per call
     return float(t)
 
 
@@ -191,6 +192,7 @@ class Engine:
         self._hooks = []
         self._orig_forward = getattr(*parallel.model_slot(model))
         self._sig = inspect.signature(self._orig_forward)
+        self._params = tuple(self._sig.parameters)  # the forward's parameter names, in order (read per call)
         self.host_time = any(p.host_time for p in self.policies)
         self.static_shapes = any(getattr(p, "device_mode", False) for p in self.policies)
         self.timestep_fn = None  # optional callback giving the timestep (diffusers' current_timestep_callback)
@@ -472,6 +474,8 @@ class Engine:
             return args, kwargs
         # State and buffers are never inference tensors: a video sampled under torch.inference_mode() must not
         # make the next one (under no_grad or grad mode) fail on their in-place updates.
+        if not torch.is_inference_mode_enabled():  # the usual case: no context to enter
+            return self._begin(args, kwargs, fn)
         with torch.inference_mode(False):
             return self._begin(args, kwargs, fn)
 
@@ -496,7 +500,7 @@ class Engine:
         # tensor or a number): a new video when it jumps up
         t = timestep_value(t_raw) if self.host_time or not isinstance(t_raw, torch.Tensor) or \
             t_raw.device.type == "cpu" else None
-        ordered = [kwargs[n] for n in self._sig.parameters if n in kwargs]
+        ordered = [kwargs[n] for n in self._params if n in kwargs]
         same = self._same_step(t_raw, first_tensor((*args, *ordered, *kwargs.values()))) and getattr(
             self.adapter, "branches_by_timestep", True)
         pos = len(self._step_keys) if same else 0
