@@ -321,14 +321,7 @@ class AdaptiveRuntime(Policy):
         self._reset_where(new)
         if call.pos == 0:  # per-branch calls: a video is counted once, on the first branch's calls
             self.videos.add_(new)
-        # the later branches of a step follow the first one's decision (its indicator decides for the whole step),
-        # so classifier-free guidance never mixes a reused branch with a computed one
-        lead = self.engine.peek(call.leader, self) if call.leader is not None and self.follows_first_branch else None
-        self.lead = None if lead is None else lead[0]["pred"]
-        # and the first branch decides on every branch's indicator: its own now, the others' as of their last call
-        self.others = [] if call.pos or not self.follows_first_branch else [
-            st[0] for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
-            if st is not None]
+        self._branch_links(call)
         self.c.add_(1)
         self._eager_go = None  # decide="device" run eagerly: this call's decision, read once (see `eager_go`)
         force = self.c == 1
@@ -356,8 +349,7 @@ class AdaptiveRuntime(Policy):
             c = 0
             if call.pos == 0:
                 self.videos.add_(1)
-        lead = self.engine.peek(call.leader, self) if call.leader is not None and self.follows_first_branch else None
-        self.lead = None if lead is None else lead[0]["pred"]
+        self._branch_links(call)
         self._eager_go = None
         c += 1
         self._hc = c
@@ -370,6 +362,17 @@ class AdaptiveRuntime(Policy):
             self.force.copy_(self._guards() | force)
         else:
             self.force.fill_(force)
+
+    def _branch_links(self, call: Call) -> None:
+        """docs/algorithms.md section 10: the later branches of a step follow the first one's decision, so
+        classifier-free guidance never mixes a reused branch with a computed one; the first branch decides on every
+        branch's indicator (its own now, the others' as of their last call)."""
+        follow = self.follows_first_branch
+        lead = self.engine.peek(call.leader, self) if call.leader is not None and follow else None
+        self.lead = None if lead is None else lead[0]["pred"]
+        self.others = [] if call.pos or not follow else [
+            st[0] for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
+            if st is not None]
 
     def _guards(self) -> torch.Tensor:
         """The config's warmup and cap on consecutive reused calls, as a 0-d bool (no host read)."""
