@@ -56,8 +56,17 @@ def one_thread():
 def test_snippet_runs(page, line, code, tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)  # whatever a snippet writes lands here
     source = compile("\n" * line + code, str(page), "exec")  # tracebacks point at the page's own line numbers
-    with contextlib.redirect_stdout(io.StringIO()):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
         exec(source, {"__name__": "__snippet__"})
+    # a figure a snippet quotes after a print is what the print writes: `print(x)  # {'full': 24, ...}: ...`
+    quoted = [m.group(1) for m in map(QUOTE.search, code.splitlines()) if m]
+    stale = [q for q in quoted if q not in out.getvalue()]
+    assert not stale, f"{_id(page, line)} quotes {stale}, but printed:\n{out.getvalue()}"
+
+
+# the leading literal of a comment on a print line: a dict, list or tuple display, or a number
+QUOTE = re.compile(r"^\s*print\(.*\)\s+#\s+(\{[^}]*\}|\[[^\]]*\]|\([^)]*\)|\d[\d.]*)")
 
 
 LINK = re.compile(r"\]\(([^)#\s]+)(#[^)]*)?\)")
