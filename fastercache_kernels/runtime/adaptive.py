@@ -413,12 +413,14 @@ class AdaptiveRuntime(Policy):
         prev, self._prev_host_t = getattr(self, "_prev_host_t", None), t
         return t is not None and prev is not None and t < prev
 
-    def across(self, value: torch.Tensor, name: str, pick=torch.maximum) -> torch.Tensor:
-        """`value` combined with the other branches' `name` as of their last call (finite values only), on the
-        step's first branch; `value` itself otherwise."""
+    def across(self, value: torch.Tensor, name: str, pick=torch.maximum, reused_only: bool = False) -> torch.Tensor:
+        """`value` combined with the other branches' `name` as of their last call (finite values only; with
+        `reused_only`, only where that call reused: a computed call refreshed the reference the value was measured
+        against), on the step's first branch; `value` itself otherwise."""
         for other in self.others:
             v = other[name]
-            value = pick(value, torch.where(v.isfinite(), v, value))
+            keep = v.isfinite() & ~other["pred"] if reused_only else v.isfinite()
+            value = pick(value, torch.where(keep, v, value))
         return value
 
     def decide(self, own: torch.Tensor) -> torch.Tensor:
@@ -803,7 +805,7 @@ class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
         metric = self.config.metric
         parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
         diff = ops.feature_diff_from_partials(parts, metric)
-        pred = self.decide(~(self.across(diff, "metric") < self.config.threshold))  # NaN computes
+        pred = self.decide(~(self.across(diff, "metric", reused_only=True) < self.config.threshold))  # NaN computes
         self.metric.copy_(diff)
         self.pred.copy_(pred)
         if self.device_mode:
