@@ -23,6 +23,17 @@ def _rel_l1(new: torch.Tensor, old: torch.Tensor) -> float:
     return float((new.float() - old.float()).abs().mean() / old.float().abs().mean())
 
 
+def _sample_observed(model, handle, on_output, run) -> None:
+    """`run()` with `on_output(module, args, out)` after every model call, then the hook and the patch removed."""
+    hook = model.register_forward_hook(on_output)
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        hook.remove()
+        handle.remove()
+
+
 def fit_teacache(model, run, *, indicator: str = "auto", degree: int = 4) -> tuple[tuple, list]:
     """Runs `run()` (which samples one or more videos through `model`) with TeaCache at threshold 0, so every call
     computes, and returns (coefficients highest degree first, [(x, y), ...] the points fitted). The first call of
@@ -50,13 +61,7 @@ def fit_teacache(model, run, *, indicator: str = "auto", degree: int = 4) -> tup
             metrics.append(x)
         prev[key] = sample.detach().clone()
 
-    hook = model.register_forward_hook(on_output)
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        hook.remove()
-        handle.remove()
+    _sample_observed(model, handle, on_output, run)
     if len(points) <= degree:
         raise ValueError(f"calibrate: {len(points)} points are too few for a degree-{degree} fit; sample more steps")
     xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
@@ -92,13 +97,7 @@ def fit_magcache(model, run) -> tuple[tuple, dict]:
             series[key][-1].append(float((norms / (last + 1e-8)).mean()))  # diffusers' epsilon
         prev[key] = norms
 
-    hook = model.register_forward_hook(on_output)
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        hook.remove()
-        handle.remove()
+    _sample_observed(model, handle, on_output, run)
     if not series:
         raise ValueError("calibrate: the model ran no call")
     return tuple(next(iter(series.values()))[0]), series

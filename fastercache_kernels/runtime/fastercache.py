@@ -104,8 +104,6 @@ class FasterCachePolicy(Policy):
         self.schedule, self.caches, self.adapter = schedule, caches, adapter
         self.cfg_enabled = bool(schedule.cfg)
         self.computed_index = computed_index
-        self.computed_branch = schedule.computed_branch
-        self.other_branch = "uncond" if self.computed_branch == "cond" else "cond"
         self.push_on_reuse = schedule.push_on_reuse
         self.needs_other = bool(schedule.needs_other_branch)
         self.first_rows = getattr(schedule, "skip_call_rows", "computed") == "other"
