@@ -1,7 +1,7 @@
 """Benchmark cases per op: the eager formula a user would write against each available backend.
 
-The cases live in each op's declaration (`bench=` in ops/<op>.py); BENCHES, SHAPE_KIND and TENSORS_HELD are
-derived from those declarations. Each BENCHES entry times one op at one shape and dtype. Called with `shape=`
+The cases live in bench/cases.py, one function per op; BENCHES, SHAPE_KIND and TENSORS_HELD are derived from
+its registry. Each BENCHES entry times one op at one shape and dtype. Called with `shape=`
 (a `Shape`, e.g. from SHAPES), it runs at that shape; without one it keeps its historical default (`numel`
 elements or the two model latents).
 """
@@ -181,13 +181,15 @@ def _with_ratio_to(rows: list[Row], name: str, key: str) -> list[Row]:
 
 def cases(name: str, dtype: torch.dtype = torch.float32, device="cpu", shape: Shape | None = None,
           numel: int = 1 << 24, **kw):
-    """The benchmark cases op `name` declares, one at a time (a case's tensors live until the next one)."""
-    yield from OPS[name].bench(dtype, torch.device(device), shape, numel, **kw)
+    """The benchmark cases of op `name` (bench/cases.py), one at a time (a case's tensors live until the next)."""
+    from .cases import CASES
+
+    yield from CASES[name].run(dtype, torch.device(device), shape, numel, **kw)
 
 
 def bench_op(name: str, numel: int | None = None, dtype: torch.dtype = torch.float32, device="cpu",
              shape: Shape | None = None, **kw) -> list[Row]:
-    """Times every case op `name` declares (`bench=` in ops/<op>.py): at `shape` when given, else at the op's
+    """Times every case of op `name` (bench/cases.py): at `shape` when given, else at the op's
     default size (`numel` elements or the two model latents). `kw`: the timing options of core.measure, and any
     extra parameter of the op's cases (residual_sum's `count`)."""
     timing = {k: kw.pop(k) for k in ("warmup", "repeat", "min_seconds") if k in kw}
@@ -200,10 +202,12 @@ def bench_op(name: str, numel: int | None = None, dtype: torch.dtype = torch.flo
     return rows
 
 
-# Generated from the op declarations: every op that declares benchmark cases, the kind of shapes it meets in a
-# model, and the shape-sized tensors each case holds at once (the CLI skips a case that would not fit --max-gb).
-BENCHES = {name: functools.partial(bench_op, name) for name, d in OPS.items() if d.bench is not None}
-SHAPE_KIND = {name: OPS[name].bench_kind for name in BENCHES}
-TENSORS_HELD = {name: OPS[name].bench_tensors for name in BENCHES}
+# From bench/cases.py, in declaration order: every op with benchmark cases, the kind of shapes it meets in a model,
+# and the shape-sized tensors each case holds at once (the CLI skips a case that would not fit --max-gb).
+from .cases import CASES  # noqa: E402  (it imports this module's helpers inside its functions)
+
+BENCHES = {name: functools.partial(bench_op, name) for name in OPS if name in CASES}
+SHAPE_KIND = {name: CASES[name].kind for name in BENCHES}
+TENSORS_HELD = {name: CASES[name].tensors for name in BENCHES}
 
 

@@ -1,10 +1,10 @@
 """One declaration per op, and the generic layer that derives everything else from it.
 
 An op module declares `OP = define(name, schema=..., ...)` once: its schema, argument checks, fake shapes,
-fp32 reference, Triton module, compiled launcher name and benchmark cases. From that this module derives the
+fp32 reference, Triton module and compiled launcher name. From that this module derives the
 custom op `torch.ops.fastercache.<name>` with its fake, the out= twin `<name>_out` (schema: the op's parameters,
-then the out tensors marked as written), the backend ladder (`Launch`) and the benchmark registration (`OPS`,
-read by bench/ops.py, benchmarks/ and tests/test_layers.py).
+then the out tensors marked as written), the backend ladder (`Launch`) and the registry `OPS` (read by
+bench/ops.py, whose cases live in bench/cases.py, and tests/test_layers.py).
 """
 
 from __future__ import annotations
@@ -63,9 +63,6 @@ class OpDef:
     out_drop: tuple[str, ...] = ()  # functional parameters the out twin does not take
     check_out: Callable | None = None  # default: check(*args, *outs)
     example: Callable | None = None  # example(device) -> a small argument tuple (layer and determinism tests)
-    bench: Callable | None = None  # bench(dtype, device, shape, numel) yields bench.ops.Case
-    bench_kind: str = "hidden"  # the shapes it meets in a model: "latent" (model outputs) or "hidden" (tokens)
-    bench_tensors: int = 8  # shape-sized tensors a bench case holds at once (the CLI's memory guard)
     elementwise: bool = False  # each written element depends only on the same element of the inputs (an input
     # that is exactly the written tensor is then safe; any other overlap is copied first)
     module: str = ""

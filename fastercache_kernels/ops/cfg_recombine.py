@@ -49,28 +49,6 @@ def _check_recombine(computed, low, high, low_weight, high_weight, out=None):
     _check(_OP, computed, low, high, {"low_weight": low_weight, "high_weight": high_weight}, out)
 
 
-def _bench_recombine(dtype, device, shape, numel):
-    """other = computed + a * low + b * high at a latent (default: the two model latents; `numel` is not used),
-    against the eager formula; also with bf16 low/high next to an fp32 computed (a cache stored at half the
-    size)."""
-    from ..bench.ops import Case, dtype_name, fk_variants, latents
-
-    for name, dims in latents(shape):
-        for delta_dtype in dict.fromkeys([dtype, torch.bfloat16]):
-            g = torch.Generator(device="cpu").manual_seed(0)
-            c = torch.randn(dims, generator=g).to(device=device, dtype=dtype)
-            low, high = (torch.randn(dims, generator=g).to(device=device, dtype=delta_dtype) for _ in range(2))
-            a, b = torch.tensor(1.1, device=device), torch.tensor(1.15, device=device)
-            out = torch.empty_like(c)
-            impls = {"eager": lambda c=c, low=low, high=high, a=a, b=b: c + a * low.to(dtype) + b * high.to(dtype)}
-            impls.update(fk_variants(device, {
-                "": lambda c=c, low=low, high=high, a=a, b=b: cfg_recombine(c, low, high, a, b),
-                " out=": lambda c=c, low=low, high=high, a=a, b=b, out=out: cfg_recombine(c, low, high, a, b,
-                                                                                           out=out)}))
-            nbytes = c.numel() * (2 * c.element_size() + 2 * low.element_size())
-            yield Case(f"{name} {dtype_name(dtype)}/{dtype_name(delta_dtype)}", impls, nbytes, c.numel())
-
-
 OP = define(
     "cfg_recombine",
     elementwise=True,
@@ -83,9 +61,6 @@ OP = define(
     triton="cfg_recombine",
     example=lambda dev: (*(_randn(dev, 2, 4, 30, 45) for _ in range(3)), torch.tensor(1.1), torch.tensor(1.2)),
     launcher="cfg_recombine",
-    bench=_bench_recombine,
-    bench_kind="latent",
-    bench_tensors=9,
 )
 
 
@@ -122,38 +97,6 @@ def _check_guided(computed, low, high, low_weight, high_weight, guidance_scale, 
     _check(_OPG, computed, low, high, scalars, out)
 
 
-def _bench_guided(dtype, device, shape, numel):
-    """The guided output of a CFG skip call at a latent (default: the two model latents; `numel` is not used):
-    the reference FFT path of SPEC section 2 (fft2 + shifts + masks of the computed branch, the stored complex
-    deltas, ifft2, then uncond + s * (cond - uncond)), the eager linear formula, and the fused op.
-    extra["x spec path"] holds the ratio to the FFT path."""
-    from ..bench.ops import Case, dtype_name, fk_variants, latents, spec_mask
-
-    for name, dims in latents(shape):
-        g = torch.Generator(device="cpu").manual_seed(0)
-        cond = torch.randn(dims, generator=g).to(device=device, dtype=dtype)
-        low, high = (torch.randn(dims, generator=g).to(device=device, dtype=dtype) for _ in range(2))
-        a, b, s = (torch.tensor(v, device=device) for v in (1.1, 1.15, 6.0))
-        m = spec_mask(*dims[-2:], device)
-        d_lf = torch.fft.fftshift(torch.fft.fft2(low.float())) * m  # complex deltas as the reference stores them
-        d_hf = torch.fft.fftshift(torch.fft.fft2(high.float())) * (1 - m)
-        out = torch.empty_like(cond)
-
-        def spec_path(cond=cond, m=m, d_lf=d_lf, d_hf=d_hf, a=a, b=b, s=s):
-            spec = torch.fft.fftshift(torch.fft.fft2(cond.float()))
-            uncond = torch.fft.ifft2(torch.fft.ifftshift(spec * m + a * d_lf + spec * (1 - m) + b * d_hf)).real
-            return (uncond + s * (cond.float() - uncond)).to(dtype)
-
-        args = (cond, low, high, a, b, s)
-        impls = {"spec FFT path": spec_path, "eager": lambda: cond + (1 - s) * (a * low + b * high)}
-        impls.update(fk_variants(device, {"": lambda args=args: cfg_recombine_guided(*args),
-                                          " out=": lambda args=args, out=out: cfg_recombine_guided(*args, out=out)}))
-        n = cond.numel()
-        label = f"{name} {dtype_name(dtype)}" if shape is not None else \
-            f"{name} {'x'.join(map(str, dims))} {dtype_name(dtype)}"
-        yield Case(label, impls, 4 * n * cond.element_size(), n, ratio_to=("spec FFT path", "x spec path"))
-
-
 OPG = define(
     "cfg_recombine_guided",
     elementwise=True,
@@ -167,9 +110,6 @@ OPG = define(
     triton="cfg_recombine",
     example=lambda dev: (*(_randn(dev, 2, 4, 30, 45) for _ in range(3)), *map(torch.tensor, (1.1, 1.2, 6.0))),
     launcher="cfg_recombine_guided",
-    bench=_bench_guided,
-    bench_kind="latent",
-    bench_tensors=16,
 )
 
 

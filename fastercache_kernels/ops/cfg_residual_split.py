@@ -149,33 +149,6 @@ def _run_out(other: Tensor, computed: Tensor, radius_divisor: int, low: Tensor, 
     _split(other, computed, radius_divisor, low.dtype, low, high)
 
 
-def _bench(dtype, device, shape, numel):
-    """A full call's split at a latent (default: the two model latents; `numel` is not used): the reference
-    (both branches through fftshift(fft2), both masks, complex deltas) against the fused op with the default and
-    bf16 storage. Ratios are to the reference ("x eager" column); no copy ratio (the FFT is not memory-bound)."""
-    from ..bench.ops import Case, dtype_name, fk_variants, latents, spec_mask
-
-    for name, dims in latents(shape):
-        g = torch.Generator(device="cpu").manual_seed(0)
-        other, computed = (torch.randn(dims, generator=g).to(device=device, dtype=dtype) for _ in range(2))
-        m = spec_mask(*dims[-2:], device)
-
-        def spec_full_call():
-            s_o = torch.fft.fftshift(torch.fft.fft2(other.float()))
-            s_c = torch.fft.fftshift(torch.fft.fft2(computed.float()))
-            return s_o * m - s_c * m, s_o * (1 - m) - s_c * (1 - m)
-
-        low, high = torch.empty_like(other), torch.empty_like(other)
-        impls = {"spec full call": spec_full_call}
-        impls.update(fk_variants(device, {
-            "": lambda: cfg_residual_split(other, computed),
-            " bf16 storage": lambda: cfg_residual_split(other, computed, storage_dtype=torch.bfloat16),
-            " out=": lambda: cfg_residual_split(other, computed, out=(low, high))}))
-        label = f"{name} {dtype_name(dtype)}" if shape is not None else \
-            f"{name} {'x'.join(map(str, dims))} {dtype_name(dtype)}"
-        yield Case(label, impls, 4 * other.numel() * other.element_size(), None, eager="spec full call")
-
-
 OP = define(
     "cfg_residual_split",
     schema="(Tensor other, Tensor computed, SymInt radius_divisor, ScalarType? storage_dtype) -> (Tensor, Tensor)",
@@ -191,9 +164,6 @@ OP = define(
     triton="cfg_residual_split",
     example=lambda dev: (_randn(dev, 2, 4, 30, 45), _randn(dev, 2, 4, 30, 45), 5, None),
     launcher="cfg_residual_split_diff",
-    bench=_bench,
-    bench_kind="latent",
-    bench_tensors=16,
 )
 
 

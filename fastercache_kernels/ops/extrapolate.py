@@ -29,28 +29,6 @@ def _run(newer: Tensor, older: Tensor, weight: Tensor, out: Tensor) -> None:
     run_map(OP, out, [newer, older], [weight])
 
 
-def _bench(dtype, device, shape, numel):
-    from ..bench.ops import Case, case_label, fk_variants
-
-    dims = shape.dims if shape is not None else (numel,)
-    newer = torch.randn(dims, device=device).to(dtype)
-    older = torch.randn(dims, device=device).to(dtype)
-    out = torch.empty_like(newer)
-    tmp = torch.empty_like(newer)
-    w = torch.tensor(0.3, device=device)
-
-    def eager_out():  # the same formula without temporaries
-        torch.sub(newer, older, out=tmp)
-        tmp.mul_(w)
-        tmp.add_(newer)
-
-    impls = {"eager": lambda: newer + w * (newer - older), "eager (in place)": eager_out}
-    impls.update(fk_variants(device, {"": lambda: extrapolate(newer, older, w),
-                                      " out=": lambda: extrapolate(newer, older, w, out=out)}))
-    n = newer.numel()
-    yield Case(case_label(shape, n, dtype), impls, 3 * n * newer.element_size(), n)
-
-
 OP = define(
     "extrapolate",
     elementwise=True,
@@ -63,9 +41,6 @@ OP = define(
     triton="extrapolate",
     example=lambda dev: (_randn(dev, 3, 1001), _randn(dev, 3, 1001), torch.tensor(0.3)),
     launcher="extrapolate",
-    bench=_bench,
-    bench_kind="hidden",
-    bench_tensors=9,
 )
 
 

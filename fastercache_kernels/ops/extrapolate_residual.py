@@ -73,23 +73,6 @@ def _run(x: Tensor, gate: Tensor | None, newer: Tensor, older: Tensor, weight: T
         x.copy_(work)
 
 
-def _bench(dtype, device, shape, numel):
-    """x += gate * (newer + w * (newer - older)) in place, x [B, N, C] (default [2, N, 1152] with about `numel`
-    elements) and a per-sample gate [B, 1, C], against the same in eager PyTorch (in place on x)."""
-    from ..bench.ops import Case, case_label, dtype_name, fk_variants
-
-    dims = shape.dims if shape is not None else (2, max(1, numel // (2 * 1152)), 1152)
-    x = torch.randn(dims, device=device).to(dtype)
-    newer, older = (torch.randn(dims, device=device).to(dtype) for _ in range(2))
-    gate = torch.randn(dims[0], 1, dims[-1], device=device).to(dtype)
-    w = torch.tensor(0.3, device=device)
-    impls = {"eager": lambda: x.add_(gate * (newer + w * (newer - older)))}
-    impls.update(fk_variants(device, {"": lambda: extrapolate_residual(x, gate, newer, older, w)}))
-    n = x.numel()
-    label = case_label(shape, n, dtype) if shape is not None else f"{'x'.join(map(str, dims))} {dtype_name(dtype)}"
-    yield Case(label, impls, 4 * n * x.element_size(), n)
-
-
 OP = define(
     "extrapolate_residual",
     elementwise=True,
@@ -102,9 +85,6 @@ OP = define(
     example=lambda dev: (_randn(dev, 2, 77, 24), _randn(dev, 2, 24), _randn(dev, 2, 77, 24), _randn(dev, 2, 77, 24),
                          torch.tensor(0.3)),
     launcher="extrapolate_residual",
-    bench=_bench,
-    bench_kind="hidden",
-    bench_tensors=10,
 )
 
 

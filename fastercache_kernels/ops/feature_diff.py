@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from ..reference.feature_diff import feature_diff_partials as reference_partials
@@ -52,18 +51,6 @@ def _compute(d, a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: b
     return out
 
 
-def _bench(dtype, device, shape, numel):
-    from ..bench.ops import Case, case_label, fk_variants
-
-    dims = shape.dims if shape is not None else (numel,)
-    a = torch.randn(dims, device=device).to(dtype)
-    b = torch.randn(dims, device=device).to(dtype)
-    impls = {"eager": lambda: (a - b).abs().sum() / b.abs().sum()}
-    impls.update(fk_variants(device, {"": lambda: feature_diff(a, b, "rel_l1")}))
-    n = a.numel()
-    yield Case(case_label(shape, n, dtype, "rel_l1"), impls, 2 * n * a.element_size(), n)
-
-
 _SCHEMA = "(Tensor a, Tensor b, str metric, bool per_sample) -> Tensor"
 OP = define(
     "feature_diff",
@@ -75,9 +62,6 @@ OP = define(
     triton="feature_diff",
     example=lambda dev: (_randn(dev, 3, 40001), _randn(dev, 3, 40001), "rel_l1", True),
     launcher="feature_diff",
-    bench=_bench,
-    bench_kind="hidden",
-    bench_tensors=7,
 )
 OP_PARTIALS = define(
     "feature_diff_partials",

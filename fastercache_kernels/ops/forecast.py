@@ -77,35 +77,6 @@ def _run(history: Tensor, weights: Tensor, x: Tensor | None, out: Tensor) -> Non
                0 if xs is None else xs.data_ptr(), o.numel())
 
 
-def _bench(dtype, device, shape, numel):
-    """x + the order-2 forecast of a residual from 3 stored values (TaylorSeer-style reuse of a block's residual),
-    against the eager formula (a new tensor per term), the same in place, and a tensordot over the slots."""
-    from ..bench.ops import Case, case_label, fk_variants
-
-    dims = shape.dims if shape is not None else (numel,)
-    history = torch.randn((3, *dims), device=device).to(dtype)
-    x = torch.randn(dims, device=device).to(dtype)
-    w = torch.tensor([3.0, -3.0, 1.0], device=device)  # order 2 at equal spacing, one step ahead
-    wd = w.to(dtype)
-    out = torch.empty_like(x)
-
-    def eager():
-        return x + wd[0] * history[0] + wd[1] * history[1] + wd[2] * history[2]
-
-    def eager_inplace():  # the same formula without temporaries
-        torch.mul(history[0], wd[0], out=out)
-        out.addcmul_(history[1], wd[1])
-        out.addcmul_(history[2], wd[2])
-        out.add_(x)
-
-    impls = {"eager": eager, "eager (in place)": eager_inplace,
-             "eager tensordot": lambda: x + torch.tensordot(wd, history, dims=1)}
-    impls.update(fk_variants(device, {"": lambda: forecast(history, w, x),
-                                      " out=": lambda: forecast(history, w, x, out=out)}))
-    n = x.numel()
-    yield Case(case_label(shape, n, dtype, "K=3 +x"), impls, 5 * n * x.element_size(), n)
-
-
 OP = define(
     "forecast",
     elementwise=True,
@@ -118,9 +89,6 @@ OP = define(
     triton="forecast",
     launcher="forecast",
     example=lambda dev: (_randn(dev, 3, 2, 77), torch.tensor([1.5, -0.75, 0.25], device=dev), _randn(dev, 2, 77)),
-    bench=_bench,
-    bench_kind="hidden",
-    bench_tensors=9,
 )
 
 

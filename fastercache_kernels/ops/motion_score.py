@@ -90,22 +90,6 @@ def _run(residual: Tensor, num_frames: int, strides: list, layout: str, partials
     return out
 
 
-def _bench(dtype, device, shape, numel):
-    from ..bench.ops import Case, case_label, dtype_name, fk_variants, motion_shape
-
-    if shape is not None:
-        (b, n, c), t = shape.dims, shape.frames
-    else:
-        (b, n, c), t = motion_shape(numel), 13
-    s = n // t
-    p = torch.randn(b, n, c, device=device).to(dtype)
-    # SPEC section 4, as AdaCache's reference code computes it
-    impls = {"eager": lambda: (p[:, s:] - p[:, :-s]).abs().sum() / (p[:, s:].abs().sum() + p[:, :-s].abs().sum())}
-    impls.update(fk_variants(device, {"": lambda: motion_score(p, t, (1,))}))
-    label = case_label(shape, 0, dtype, f"T={t}") if shape is not None else f"[{b}, {n}, {c}] {dtype_name(dtype)} T={t}"
-    yield Case(label, impls, p.numel() * p.element_size(), p.numel())
-
-
 OP = define(
     "motion_score",
     schema="(Tensor residual, SymInt num_frames, SymInt[] strides, str layout, bool partials) -> Tensor",
@@ -117,9 +101,6 @@ OP = define(
     triton="motion_score",
     example=lambda dev: (_randn(dev, 2, 13 * 77, 16), 13, [1, 2, 5], "BNC", False),
     launcher="motion_score",
-    bench=_bench,
-    bench_kind="hidden",
-    bench_tensors=6,
 )
 
 

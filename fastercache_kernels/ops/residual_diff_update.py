@@ -58,27 +58,6 @@ def _empty(output: Tensor, input: Tensor, cache: Tensor, metric: str, partials: 
     return f32_empty((NUM_SUMS,) if partials else (), output.device)
 
 
-def _bench(dtype, device, shape, numel):
-    from ..bench.ops import Case, case_label, fk_variants
-
-    dims = shape.dims if shape is not None else (numel,)
-    x = torch.randn(dims, device=device).to(dtype)
-    y = torch.randn(dims, device=device).to(dtype)
-    cache = torch.randn(dims, device=device).to(dtype)
-
-    def eager():  # what First-Block-Cache implementations write
-        r = y - x
-        d = (r - cache).abs().sum() / cache.abs().sum()
-        cache.copy_(r)
-        return d
-
-    impls = {"eager": eager}
-    impls.update(fk_variants(device, {"": lambda: residual_diff_update(y, x, cache, "rel_l1")}))
-    n = x.numel()
-    # output, input and cache read, cache written
-    yield Case(case_label(shape, n, dtype, "rel_l1"), impls, 4 * n * x.element_size(), n)
-
-
 OP = define(
     "residual_diff_update",
     elementwise=True,
@@ -90,9 +69,6 @@ OP = define(
     triton="residual_diff_update",
     example=lambda dev: (_randn(dev, 2, 30001), _randn(dev, 2, 30001), _randn(dev, 2, 30001), "rel_l1", False),
     launcher="residual_diff_update",
-    bench=_bench,
-    bench_kind="hidden",
-    bench_tensors=9,
 )
 
 

@@ -56,47 +56,6 @@ def _empty(x: Tensor, residuals: list[Tensor]) -> Tensor:
 HIDDEN_RESIDUALS = 8
 
 
-def _bench(dtype, device, shape, numel, count: int | None = None):
-    """x + the sum of `count` residuals, against sequential eager adds (a new tensor per add, as a reuse call
-    written in PyTorch does), in-place adds and, for fp16/bf16, eager adds into an fp32 accumulator (the fused op's
-    accuracy: low-precision adds round once per residual). Default: 56 residuals (AdaCache: 28 blocks x 2) of
-    [2, 4096, 1152] (`numel` is not used); a named Shape takes HIDDEN_RESIDUALS residuals."""
-    from ..bench.ops import Case, case_label, dtype_name, fk_variants
-
-    named = shape is not None
-    dims = shape.dims if named else (2, 4096, 1152)
-    count = count if count is not None else (HIDDEN_RESIDUALS if named else 56)
-    x = torch.randn(dims, device=device).to(dtype)
-    res = [torch.randn(dims, device=device).to(dtype) for _ in range(count)]
-    out = torch.empty_like(x)
-
-    def eager():
-        y = x
-        for r in res:
-            y = y + r
-        return y
-
-    def eager_inplace():
-        out.copy_(x)
-        for r in res:
-            out.add_(r)
-
-    def eager_fp32():  # the eager formula as accurate as the fused op
-        acc = x.float()
-        for r in res:
-            acc += r
-        return acc.to(dtype)
-
-    impls = {"eager": eager, "eager (in place)": eager_inplace}
-    if dtype != torch.float32:
-        impls["eager (fp32 acc)"] = eager_fp32
-    impls.update(fk_variants(device, {"": lambda: residual_sum(x, res),
-                                      " out=": lambda: residual_sum(x, res, out=out)}))
-    n = x.numel()
-    where = case_label(shape, n, dtype) if named else f"{'x'.join(map(str, dims))} {dtype_name(dtype)}"
-    yield Case(f"{count} x {where}", impls, (count + 2) * n * x.element_size(), n)
-
-
 OP = define(
     "residual_sum",
     elementwise=True,
@@ -109,9 +68,6 @@ OP = define(
     triton="residual_sum",
     example=lambda dev: (_randn(dev, 2, 77, 24), [_randn(dev, 2, 77, 24) for _ in range(5)]),
     launcher="residual_sum",
-    bench=_bench,
-    bench_kind="hidden",
-    bench_tensors=HIDDEN_RESIDUALS + 7,
 )
 
 
