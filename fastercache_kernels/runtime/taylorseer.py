@@ -1,0 +1,273 @@
+"""TaylorSeer's runtime (docs/algorithms.md section 13): a fixed schedule decided in the pre-hook (one host read
+there with decide="host", none with decide="device"), and on forecast calls the outputs of the forecast modules
+(the output projection in mode "lite", the attention modules in mode "attention") from their last computed values.
+
+Each forecast module keeps, per output, a ring [K, *shape] of its last K = max_order + 1 computed outputs; the
+positions, write index and fill count are one `History` per CFG branch (the clock, as runtime/forecasting.py), so one
+set of TaylorSeer weights per call (History.weights, rule "taylorseer", positions = the step index) serves every
+ring, and a forecast is one fk.ops.forecast per output. In mode "lite" the blocks pass their inputs through on
+forecast calls (their outputs only feed the forecast projection). Nothing reads a tensor on the host but `_read`,
+so decide="device" compiles to one graph (torch.cond in the blocks and the projection)."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .. import ops
+from .adaptive import AdaptiveRuntime, _dense, _operands
+from .forecast import History
+
+
+class _Forecast:
+    """A module whose outputs are forecast: its name, the forward it wraps and what its observed run returned."""
+
+    def __init__(self, name: str, module):
+        self.name, self.module = name, module
+        self.orig = None
+        self.tuple_out = False
+        self.shapes: list = []
+
+    def outs(self, out) -> list:
+        return list(out) if self.tuple_out else [out]
+
+    def pack(self, outs):
+        return tuple(outs) if self.tuple_out else outs[0]
+
+
+def _tensor_slots(args, kwargs) -> list:
+    return [("a", i) for i, a in enumerate(args) if isinstance(a, torch.Tensor)] + \
+        [("k", k) for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+
+
+def _substitute(args, kwargs, slots, xs):
+    args, kwargs = list(args), dict(kwargs)
+    for (kind, at), x in zip(slots, xs):
+        if kind == "a":
+            args[at] = x
+        else:
+            kwargs[at] = x
+    return args, kwargs
+
+
+class TaylorSeerRuntime(AdaptiveRuntime):
+    policy = "taylorseer"
+    forced_tail = -1  # no forced last call: diffusers' hook follows its schedule to the end
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        cfg = self.config
+        self.lite = cfg.mode == "lite"
+        self.order_n = cfg.max_order
+        if self.device_mode and not self.lite:
+            raise ValueError("fk.apply: TaylorSeerConfig(mode='attention') runs with decide='host' only; use "
+                             "mode='lite' for decide='device'")
+        self.forecasts: list[_Forecast] = []
+        self.clock = self._new_clock()
+        self.fc_w = None
+        self.rings: dict = {}
+
+    # -- install ---------------------------------------------------------------------------------------------
+    def install(self, engine) -> None:
+        super().install(engine)
+        cfg = self.config
+        if not self.lite and any(p.name == "fastercache" for p in engine.policies):
+            raise ValueError("fk.apply: TaylorSeerConfig(mode='attention') forecasts the attention modules that "
+                             "FasterCache caches; compose FasterCache with TaylorSeerConfig(mode='lite')")
+        pats = cfg.patterns
+        found, taken = [], []
+        for name, mod in engine.model.named_modules():
+            if not name or any(name.startswith(t + ".") for t in taken):
+                continue  # the outermost match only: a forecast module's inner modules do not run
+            if any(re.fullmatch(p, name) for p in pats):
+                taken.append(name)
+                found.append(_Forecast(name, mod))
+        if not found:
+            raise ValueError(f"fk.apply: TaylorSeerConfig(mode={cfg.mode!r}): no module of "
+                             f"{type(engine.model).__name__} matches {list(pats)} (re.fullmatch on the module names); "
+                             "name the modules to forecast with TaylorSeerConfig(modules=[...])")
+        if self.lite:
+            inside = [f.name for f in found for b in self.blocks if f.name.startswith(b.name + ".")]
+            if inside:
+                raise ValueError(f"fk.apply: TaylorSeerConfig(mode='lite') skips the blocks on forecast steps, so it "
+                                 f"cannot forecast modules inside them ({inside[:3]}); use mode='attention'")
+        self.forecasts = found
+        for f in found:
+            f.orig = engine.inner_forward(f.module)
+            engine.replace_forward(f.module, self._module_forward(f))
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def _new_clock(self) -> History:
+        return History(self.order_n + 1, (), device=self.device)
+
+    def local_names(self) -> tuple:
+        return (*super().local_names(), "clock", "fc_w", "rings")
+
+    def fresh(self) -> None:
+        self.clock, self.fc_w = self._new_clock(), None
+        super().fresh()
+
+    def _fresh_policy(self) -> None:
+        self.rings = {}
+
+    def residual_names(self) -> tuple:
+        return ()  # the blocks keep no residual: the forecast modules keep their outputs
+
+    def reuses(self, b) -> bool:
+        return self.lite
+
+    def allocate_policy(self) -> None:
+        if self.clock.buf.device != self.device:
+            self.clock = self._new_clock()
+        k = self.order_n + 1
+        rings = {}
+        for f in self.forecasts:
+            if not f.shapes:
+                raise ValueError(f"fastercache: TaylorSeer's forecast module {f.name!r} did not run in a model call")
+            old = self.rings.get(f.name) or [None] * len(f.shapes)
+            got = []
+            for o, (s, d) in zip(old, f.shapes):
+                if o is None or o.shape != (k, *s) or o.dtype != d or o.device != self.device:
+                    o = torch.zeros((k, *s), dtype=d, device=self.device)
+                    o._fk_ring = True  # `rows` splits the batch on dim 1
+                got.append(o)
+            rings[f.name] = got
+        self.rings = rings
+
+    def buffers(self) -> list:
+        return super().buffers() + [t for ts in self.rings.values() for t in ts]
+
+    def rows(self, t: torch.Tensor) -> torch.Tensor:
+        if self.half is not None and getattr(t, "_fk_ring", False):
+            return t.chunk(2, dim=1)[self.half]
+        return super().rows(t)
+
+    def start_observing(self) -> None:
+        super().start_observing()
+        self._seen_mod = {}
+
+    # -- per call ------------------------------------------------------------------------------------------------
+    def begin_policy(self) -> None:
+        cfg = self.config
+        clock = self.clock
+        new = self.c == 1  # the first call of a video: forget the last video's outputs
+        clock.filled.copy_(torch.where(new, torch.zeros_like(clock.filled), clock.filled))
+        clock.index.copy_(torch.where(new, torch.zeros_like(clock.index), clock.index))
+        w = clock.weights(self.c, self.order_n, "taylorseer")
+        if self.fc_w is None or self.fc_w.device != w.device:
+            self.fc_w = w
+        else:  # one persistent tensor: compiled graphs see the same input every call
+            self.fc_w.copy_(w)
+        s = self.c - 1  # this branch's step index in the video (diffusers' hook counts from 0)
+        before = cfg.disable_cache_before_step
+        own = (s < before) | (torch.remainder(s - before - 1, cfg.cache_interval) == 0)
+        if cfg.disable_cache_after_step is not None:
+            own = own | (s >= cfg.disable_cache_after_step)
+        pred = self.decide(own)
+        self.pred.copy_(pred)
+        self._read()
+
+    def adopt_policy(self, seen: dict) -> None:
+        seen, self._seen_mod = self._seen_mod, {}
+        at = self.clock.index.reshape(1)
+        for f in self.forecasts:
+            for ring, o in zip(self.rings[f.name], seen.get(f.name, ())):
+                self.rows(ring).index_copy_(0, at, o.unsqueeze(0))
+
+    def end(self, call) -> None:
+        if self.active:  # push the clock on computed calls (its rings were written at `index` in the call)
+            clock, pred = self.clock, self.pred
+            at = clock.index.reshape(1)
+            pos = self.c.to(torch.float32).reshape(1)
+            clock.positions.index_copy_(0, at, torch.where(pred, pos, clock.positions.index_select(0, at)))
+            clock.index.copy_(torch.where(pred, torch.remainder(clock.index + 1, clock.slots), clock.index))
+            clock.filled.copy_(torch.where(pred, torch.clamp(clock.filled + 1, max=clock.slots), clock.filled))
+        super().end(call)
+
+    def block_ran(self, module) -> bool:
+        return not self.lite or self.go or not any(b.module is module for b in self.blocks)
+
+    # -- the blocks (mode "lite": skipped on forecast calls) -------------------------------------------------------
+    def run(self, b, args, kwargs):
+        if not self.lite:
+            return b.orig(*args, **kwargs)
+        go = self.eager_go() if self.device_mode else self.go
+        if go is None:  # traced or captured: torch.cond
+            ins = _operands(b.inputs(args, kwargs))
+
+            def compute(*xs):
+                return tuple(_dense(b.outs(b.call(args, kwargs, xs)), xs))
+
+            def skip(*xs):
+                return tuple(x.clone() for x in xs)
+
+            return b.pack(list(torch.cond(self.pred, compute, skip, tuple(ins))))
+        if go:
+            return b.call(args, kwargs) if b.overrides else b.orig(*args, **kwargs)
+        return b.pack(b.inputs(args, kwargs))  # its output only feeds the forecast projection
+
+    # -- the forecast modules ------------------------------------------------------------------------------------
+    def _module_forward(self, f: _Forecast):
+        rt = self
+
+        def forward(*args, **kwargs):
+            if rt.engine.observing:
+                out = f.orig(*args, **kwargs)
+                rt._observe_module(f, out)
+                return out
+            if not rt.ready or not rt.active or f.name not in rt.rings:
+                return f.orig(*args, **kwargs)
+            with torch.no_grad():
+                return rt._forecast_call(f, args, kwargs)
+
+        return forward
+
+    def _observe_module(self, f: _Forecast, out) -> None:
+        f.tuple_out = isinstance(out, tuple)
+        outs = f.outs(out)
+        if not all(isinstance(o, torch.Tensor) for o in outs):
+            raise TypeError(f"fastercache: TaylorSeer forecasts tensors, but module {f.name!r} returned "
+                            f"{type(out).__name__}; name other modules with TaylorSeerConfig(modules=[...])")
+        if f.name in self._seen_mod:
+            raise RuntimeError(f"fastercache: TaylorSeer's forecast module {f.name!r} ran twice in one model call; "
+                               "each forecast module must run once per call")
+        f.shapes = [(tuple(o.shape), o.dtype) for o in outs]
+        self._seen_mod[f.name] = [o.detach() for o in outs]
+
+    def _forecast_call(self, f: _Forecast, args, kwargs):
+        rings = self.rings[f.name]
+        at = self.clock.index.reshape(1)
+        go = self.eager_go() if self.device_mode else self.go
+        if go is None:  # traced or captured: torch.cond, then the computed outputs (or the slot as it was) written
+            slots = _tensor_slots(args, kwargs)
+            ins = _operands([args[i] if k == "a" else kwargs[i] for k, i in slots])
+            n = len(ins)
+
+            def compute(*xs):
+                a, kw = _substitute(args, kwargs, slots, xs[:n])
+                return tuple(_dense(f.outs(f.orig(*a, **kw)), xs))
+
+            def forecast(*xs):
+                w = xs[-1]
+                return tuple(ops.forecast(r, w) for r in xs[n:-1])
+
+            got = torch.cond(self.pred, compute, forecast, (*ins, *rings, self.fc_w))
+            for r, o in zip(rings, got):
+                r.index_copy_(0, at, torch.where(self.pred, o, r.index_select(0, at).squeeze(0)).unsqueeze(0))
+            return f.pack(list(got))
+        if not go:
+            return f.pack([ops.forecast(self.rows(r), self.fc_w) for r in rings])
+        out = f.orig(*args, **kwargs)
+        for r, o in zip(rings, f.outs(out)):
+            if self.half is not None:
+                # a CFG-skip call computes one half: the other half's slot gets its own forecast at this step, so
+                # the clock's stamp holds for both halves (as runtime/forecasting.py)
+                other = r.chunk(2, dim=1)[1 - self.half]
+                other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
+            self.rows(r).index_copy_(0, at, o.detach().unsqueeze(0))
+        return out
+
+    def stats(self) -> dict:
+        return {**super().stats(), "mode": self.config.mode, "max_order": self.order_n,
+                "forecast_modules": len(self.forecasts)}
