@@ -35,7 +35,8 @@ def _diffusers(interval, order, mode, before=3, after=None):
 
     return TaylorSeerCacheConfig(cache_interval=interval, max_order=order, disable_cache_before_step=before,
                                  disable_cache_after_step=after, taylor_factors_dtype=torch.float32,
-                                 use_lite_mode=mode == "lite", cache_identifiers=None if mode == "lite" else [ATTENTION])
+                                 use_lite_mode=mode == "lite",
+                                 cache_identifiers=None if mode == "lite" else [ATTENTION])
 
 
 def test_schedule_is_diffusers():
@@ -114,6 +115,9 @@ def test_composed_with_fastercache():
     errs = [rel_err(row[1], row[0]) for row in outs]
     assert max(errs) < 0.5 and any(e > 1e-4 for e in errs)
     assert any(rel_err(row[1], row[2]) > 1e-5 for row in outs)  # the CFG-Cache ran too
+    text = __import__("io").StringIO()
+    handle.summary(file=text)
+    assert "fixed schedule" in text.getvalue() and "C C C r C r r C" in text.getvalue()
 
 
 def test_errors_name_the_fix():

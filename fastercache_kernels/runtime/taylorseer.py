@@ -268,6 +268,14 @@ class TaylorSeerRuntime(AdaptiveRuntime):
             self.rows(r).index_copy_(0, at, o.detach().unsqueeze(0))
         return out
 
+    def indicator_text(self) -> tuple:
+        """handle.summary()'s line for the rule: no indicator, a fixed schedule (nothing to draw)."""
+        cfg = self.config
+        after = "" if cfg.disable_cache_after_step is None else f", all from step {cfg.disable_cache_after_step}"
+        b = cfg.disable_cache_before_step
+        return (f"none: a fixed schedule, steps 0-{max(b - 1, 0)} compute, then one in {cfg.cache_interval} from "
+                f"step {b + 1}{after}; order-{self.order_n} forecast otherwise"), None
+
     def stats(self) -> dict:
         return {**super().stats(), "mode": self.config.mode, "max_order": self.order_n,
                 "forecast_modules": len(self.forecasts)}
