@@ -127,6 +127,8 @@ def test_errors_name_the_fix():
         fk.TaylorSeerConfig(max_order=3)
     with pytest.raises(ValueError, match="mode"):
         fk.TaylorSeerConfig(mode="blocks")
+    with pytest.raises(ValueError, match="no `modules`"):
+        fk.TaylorSeerConfig(mode="residual", modules=["proj_out"])
     with pytest.raises(ValueError, match="regular expressions"):
         fk.TaylorSeerConfig(modules=["("])
     with pytest.raises(ValueError, match="modules="):
@@ -139,14 +141,33 @@ def test_errors_name_the_fix():
         fk.apply(tiny_cogvideox(layers=1), ["cogvideox-2b", fk.TaylorSeerConfig(mode="attention")])
 
 
-@pytest.fixture(scope="module")
-def compiled_lite():
+def test_residual_mode_forecasts_the_stack_residual():
+    """mode "residual": the same schedule; computed calls are the uncached model's, forecast calls differ from
+    plain reuse of the last residual (order 0) and from diffusers' lite forecast."""
+    model = tiny_latte()
+    lite, plain, ref = clone(model), clone(model), clone(model)
+    handle = fk.apply(model, fk.TaylorSeerConfig(cache_interval=3, mode="residual"), record=True)
+    fk.apply(plain, fk.TaylorSeerConfig(cache_interval=3, max_order=0, mode="residual"))
+    fk.apply(lite, fk.TaylorSeerConfig(cache_interval=3))
+    lat, extra = latte_inputs()
+    outs = sample_loop([ref, model, plain, lite], lat, extra, calls=STEPS)
+    computed = [g["pred"] for g in decisions(handle)]
+    assert computed == schedule(STEPS, 3, 3) and handle.stats()["mode"] == "residual"
+    for done, (r, m, p, li) in zip(computed, outs):
+        if done:
+            assert torch.equal(m, r)
+        else:
+            assert rel_err(m, p) > 1e-4 and rel_err(m, li) > 1e-4
+
+
+@pytest.fixture(scope="module", params=["lite", "residual"])
+def compiled_lite(request):
     """decide="device" compiled fullgraph (aot_eager) beside the eager host-decided run: two 20-call videos."""
     torch._dynamo.reset()
     counters.clear()
     model = tiny_cogvideox(layers=1)
     eager = clone(model)
-    cfg = fk.TaylorSeerConfig(cache_interval=3, max_order=2)
+    cfg = fk.TaylorSeerConfig(cache_interval=3, max_order=2, mode=request.param)
     handle = fk.apply(model, cfg, decide="device", record=True)
     eager_handle = fk.apply(eager, cfg, record=True)
     cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")

@@ -285,6 +285,10 @@ def fk_methods(target) -> list[Method]:
     out += [fk_method(f"fk TaylorSeer lite interval {k}" + (f" order {o}" if o > 1 else ""),
                       fk.TaylorSeerConfig(cache_interval=k, max_order=o, disable_cache_before_step=3))
             for k in (3, 5) for o in (1, 2)]
+    # fk's own form: the same schedule and weights on the blocks' residual (the final norm and proj_out run)
+    out += [fk_method(f"fk TaylorSeer residual interval {k}" + (f" order {o}" if o > 1 else ""),
+                      fk.TaylorSeerConfig(cache_interval=k, max_order=o, mode="residual"))
+            for k in (3, 5) for o in (1, 2)]
     out += [fk_method(f"fk TaylorSeer (attention) interval {k}",
                       fk.TaylorSeerConfig(cache_interval=k, mode="attention", modules=(ATTENTION_NAMES,)))
             for k in (3, 5)]

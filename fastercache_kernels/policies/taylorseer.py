@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 from .teacache import check_num_calls
 
-MODES = ("lite", "attention")
+MODES = ("lite", "attention", "residual")
 # the modules each mode forecasts (re.fullmatch on the name in the model, as diffusers matches them): lite, diffusers'
 # _PROJ_OUT_IDENTIFIERS; attention, the attention modules of the blocks of the demo models and Wan (attn1, attn2)
-DEFAULT_MODULES = {"lite": ("proj_out",), "attention": (r"[^.]*blocks\.\d+\.attn\d*",)}
+DEFAULT_MODULES = {"lite": ("proj_out",), "attention": (r"[^.]*blocks\.\d+\.attn\d*",), "residual": ()}
 
 
 def _int(owner: str, name: str, v, minimum: int, what: str = "") -> None:
@@ -38,6 +38,9 @@ class TaylorSeerConfig:
     - "attention" (diffusers' per-module mode with cache_identifiers naming the blocks' attention modules): every
       attention module of the blocks (attn1, attn2, ...) is forecast; the rest of each block (norms, MLP) runs.
       Host decisions only, and not composable with FasterCache (which patches the same modules).
+    - "residual" (fk's, not diffusers'): the blocks are skipped as in "lite", but what is forecast is the residual
+      of the block stack (its output minus its input), added to the call's own stack input; the final norm and the
+      output projection then run (section 11's forecasting reuse on TaylorSeer's schedule and weights).
     `modules`: regular expressions (re.fullmatch on the module names) of the forecast modules instead of the mode's
     (DEFAULT_MODULES); each module's outputs (a tensor or a tuple of tensors) are forecast.
 
@@ -68,8 +71,10 @@ class TaylorSeerConfig:
                              f"outputs for order 2), got {self.max_order!r}")
         if self.mode not in MODES:
             raise ValueError(f"{owner}: `mode` must be one of {MODES} ('lite': forecast the output projection and "
-                             "skip the blocks; 'attention': forecast every attention module), got "
-                             f"{self.mode!r}")
+                             "skip the blocks; 'attention': forecast every attention module; 'residual': forecast "
+                             f"the blocks' residual), got {self.mode!r}")
+        if self.mode == "residual" and self.modules is not None:
+            raise ValueError(f"{owner}: mode 'residual' forecasts the blocks' residual and takes no `modules`")
         mods = self.modules
         if isinstance(mods, str):
             mods = (mods,)
@@ -102,11 +107,12 @@ class TaylorSeerConfig:
         return (step == 0 or step < before or (step - before - 1) % self.cache_interval == 0
                 or (after is not None and step >= after))
 
-    @staticmethod
-    def runtime_class():
+    def runtime_class(self):
         from ..runtime.taylorseer import TaylorSeerRuntime
 
-        return TaylorSeerRuntime
+        from ..runtime.taylorseer import TaylorSeerResidualRuntime
+
+        return TaylorSeerResidualRuntime if self.mode == "residual" else TaylorSeerRuntime
 
     def replace(self, **changes) -> TaylorSeerConfig:
         return dataclasses.replace(self, **changes)

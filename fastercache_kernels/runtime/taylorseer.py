@@ -18,6 +18,27 @@ import torch
 from .. import ops
 from .adaptive import AdaptiveRuntime, _dense, _operands
 from .forecast import History
+from .forecasting import ForecastReuse
+
+
+def scheduled(rt) -> torch.Tensor:
+    """This call's compute flag (0-d bool, on the device) from TaylorSeer's fixed schedule at the branch's step
+    index s = c - 1, through `decide` (the forced first call, the step's first branch)."""
+    cfg = rt.config
+    s = rt.c - 1
+    before = cfg.disable_cache_before_step
+    own = (s < before) | (torch.remainder(s - before - 1, cfg.cache_interval) == 0)
+    if cfg.disable_cache_after_step is not None:
+        own = own | (s >= cfg.disable_cache_after_step)
+    return rt.decide(own)
+
+
+def _schedule_text(cfg, order: int) -> tuple:
+    """handle.summary()'s line for the rule: no indicator, a fixed schedule (nothing to draw)."""
+    after = "" if cfg.disable_cache_after_step is None else f", all from step {cfg.disable_cache_after_step}"
+    b = cfg.disable_cache_before_step
+    return (f"none: a fixed schedule, steps 0-{max(b - 1, 0)} compute, then one in {cfg.cache_interval} from "
+            f"step {b + 1}{after}; order-{order} forecast otherwise"), None
 
 
 class _Forecast:
@@ -149,7 +170,6 @@ class TaylorSeerRuntime(AdaptiveRuntime):
 
     # -- per call ------------------------------------------------------------------------------------------------
     def begin_policy(self) -> None:
-        cfg = self.config
         clock = self.clock
         new = self.c == 1  # the first call of a video: forget the last video's outputs
         clock.filled.copy_(torch.where(new, torch.zeros_like(clock.filled), clock.filled))
@@ -159,13 +179,7 @@ class TaylorSeerRuntime(AdaptiveRuntime):
             self.fc_w = w
         else:  # one persistent tensor: compiled graphs see the same input every call
             self.fc_w.copy_(w)
-        s = self.c - 1  # this branch's step index in the video (diffusers' hook counts from 0)
-        before = cfg.disable_cache_before_step
-        own = (s < before) | (torch.remainder(s - before - 1, cfg.cache_interval) == 0)
-        if cfg.disable_cache_after_step is not None:
-            own = own | (s >= cfg.disable_cache_after_step)
-        pred = self.decide(own)
-        self.pred.copy_(pred)
+        self.pred.copy_(scheduled(self))
         self._read()
 
     def adopt_policy(self, seen: dict) -> None:
@@ -269,13 +283,32 @@ class TaylorSeerRuntime(AdaptiveRuntime):
         return out
 
     def indicator_text(self) -> tuple:
-        """handle.summary()'s line for the rule: no indicator, a fixed schedule (nothing to draw)."""
-        cfg = self.config
-        after = "" if cfg.disable_cache_after_step is None else f", all from step {cfg.disable_cache_after_step}"
-        b = cfg.disable_cache_before_step
-        return (f"none: a fixed schedule, steps 0-{max(b - 1, 0)} compute, then one in {cfg.cache_interval} from "
-                f"step {b + 1}{after}; order-{self.order_n} forecast otherwise"), None
+        return _schedule_text(self.config, self.order_n)
 
     def stats(self) -> dict:
         return {**super().stats(), "mode": self.config.mode, "max_order": self.order_n,
                 "forecast_modules": len(self.forecasts)}
+
+
+class TaylorSeerResidualRuntime(ForecastReuse, AdaptiveRuntime):
+    """mode "residual": TaylorSeer's schedule and weights on fk's stack residual (docs/algorithms.md section 11's
+    forecasting reuse): a forecast call adds the forecast of the blocks' residual (one per chain of blocks with
+    decide="host", one per block with decide="device") to the stack's input, so the blocks' input, the final norm
+    and the output projection see the real call."""
+
+    policy = "taylorseer"
+    forced_tail = -1
+    fc_rule = "taylorseer"
+
+    # max_order 0: plain reuse of the last residual (ForecastReuse keeps no ring then)
+
+    def begin_policy(self) -> None:
+        super().begin_policy()  # the forecast weights at this call (ForecastReuse)
+        self.pred.copy_(scheduled(self))
+        self._read()
+
+    def indicator_text(self) -> tuple:
+        return _schedule_text(self.config, self.config.max_order)
+
+    def stats(self) -> dict:
+        return {**super().stats(), "mode": "residual", "max_order": self.config.max_order}
