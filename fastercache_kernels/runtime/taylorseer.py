@@ -88,6 +88,7 @@ class TaylorSeerRuntime(AdaptiveRuntime):
         self.clock = self._new_clock()
         self.fc_w = None
         self.rings: dict = {}
+        self._seen_mod: dict = {}  # what the forecast modules returned in the observed call
 
     # -- install ---------------------------------------------------------------------------------------------
     def install(self, engine) -> None:
