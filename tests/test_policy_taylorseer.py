@@ -49,6 +49,26 @@ def test_schedule_is_diffusers():
     assert schedule(10, 3, 3) == [True] * 3 + [False, True, False, False, True, False, False]
 
 
+def test_host_weights_are_the_history_weights():
+    """decide="host" computes the weights in Python (runtime/taylorseer.py, taylor_weights): the same as the
+    device-side History.weights(rule="taylorseer") for every fill, write index and order."""
+    from fastercache_kernels.runtime.forecast import History
+    from fastercache_kernels.runtime.taylorseer import taylor_weights
+
+    g = torch.Generator().manual_seed(0)
+    for order in (0, 1, 2):
+        h = History(order + 1, ())
+        pos = 1.0
+        for push in range(5):
+            at = pos + float(torch.randint(1, 6, (), generator=g))
+            want = h.weights(torch.tensor(at), order, "taylorseer")
+            got = taylor_weights(h.positions.tolist(), int(h.index), int(h.filled), at, order)
+            assert torch.allclose(torch.tensor(got, dtype=torch.float32), want, rtol=1e-6, atol=1e-6), (order, push)
+            h.push(torch.zeros(()), at)
+            pos = at
+        assert any(abs(v) > 1.5 for v in got) or order == 0  # extrapolation weights, not an average
+
+
 class _Counter:
     """Counts the runs of a submodule: on diffusers' model (torch.cond forbids Python side effects on ours)."""
 

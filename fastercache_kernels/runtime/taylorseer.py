@@ -33,6 +33,27 @@ def scheduled(rt) -> torch.Tensor:
     return rt.decide(own)
 
 
+def taylor_weights(positions: list, index: int, filled: int, at: float, order: int) -> list:
+    """History.weights(at, order, rule="taylorseer") in Python floats, for a ring whose state is known on the host
+    (slot positions, write index, fill count): decide="host" computes the weights without a device op."""
+    k = len(positions)
+    out = [0.0] * k
+    if filled <= 0:
+        return out
+    used = min(filled - 1, order)
+    slots = [(index - 1 - j) % k for j in range(used + 1)]  # newest first
+    xs = [positions[sl] for sl in slots]
+    d = [[float(i == j) for i in range(used + 1)] for j in range(used + 1)]  # D_0 of value j, over the values
+    w, term = list(d[0]), 1.0
+    for i in range(1, used + 1):
+        d = [[(a - b) / (xs[j] - xs[j + 1]) for a, b in zip(d[j], d[j + 1])] for j in range(len(d) - 1)]
+        term *= (at - xs[0]) / i
+        w = [x + term * y for x, y in zip(w, d[0])]
+    for j, sl in enumerate(slots):
+        out[sl] = w[j]
+    return out
+
+
 def _schedule_text(cfg, order: int) -> tuple:
     """handle.summary()'s line for the rule: no indicator, a fixed schedule (nothing to draw)."""
     after = "" if cfg.disable_cache_after_step is None else f", all from step {cfg.disable_cache_after_step}"
@@ -89,6 +110,10 @@ class TaylorSeerRuntime(AdaptiveRuntime):
         self.fc_w = None
         self.rings: dict = {}
         self._seen_mod: dict = {}  # what the forecast modules returned in the observed call
+        # decide="host" with the call count on the host: the clock mirrored in Python (per key), so a call makes
+        # no device op for its decision and weights; `_slot` is this call's ring slot (None: the device clock's)
+        self.hclock = self._new_hclock()
+        self._slot: int | None = None
 
     # -- install ---------------------------------------------------------------------------------------------
     def install(self, engine) -> None:
@@ -110,10 +135,11 @@ class TaylorSeerRuntime(AdaptiveRuntime):
                              f"{type(engine.model).__name__} matches {list(pats)} (re.fullmatch on the module names); "
                              "name the modules to forecast with TaylorSeerConfig(modules=[...])")
         if self.lite:
-            inside = [f.name for f in found for b in self.blocks if f.name.startswith(b.name + ".")]
+            inside = [f.name for f in found for b in self.blocks
+                      if f.name == b.name or f.name.startswith(b.name + ".")]
             if inside:
                 raise ValueError(f"fk.apply: TaylorSeerConfig(mode='lite') skips the blocks on forecast steps, so it "
-                                 f"cannot forecast modules inside them ({inside[:3]}); use mode='attention'")
+                                 f"cannot forecast them or modules inside them ({inside[:3]}); use mode='attention'")
         self.forecasts = found
         for f in found:
             f.orig = engine.inner_forward(f.module)
@@ -123,11 +149,14 @@ class TaylorSeerRuntime(AdaptiveRuntime):
     def _new_clock(self) -> History:
         return History(self.order_n + 1, (), device=self.device)
 
+    def _new_hclock(self) -> dict:
+        return {"pos": [0.0] * (self.order_n + 1), "index": 0, "filled": 0, "live": False}
+
     def local_names(self) -> tuple:
-        return (*super().local_names(), "clock", "fc_w", "rings")
+        return (*super().local_names(), "clock", "fc_w", "rings", "hclock")
 
     def fresh(self) -> None:
-        self.clock, self.fc_w = self._new_clock(), None
+        self.clock, self.fc_w, self.hclock = self._new_clock(), None, self._new_hclock()
         super().fresh()
 
     def _fresh_policy(self) -> None:
@@ -171,27 +200,69 @@ class TaylorSeerRuntime(AdaptiveRuntime):
 
     # -- per call ------------------------------------------------------------------------------------------------
     def begin_policy(self) -> None:
-        clock = self.clock
+        if not self.device_mode and self._hc is not None:
+            return self._begin_from_host()
+        self._slot = None
+        clock, hc = self.clock, self.hclock
+        if hc["live"]:  # the host path ran earlier in this video: the device clock takes over its state
+            clock.positions.copy_(torch.tensor(hc["pos"], dtype=torch.float32))
+            clock.index.fill_(hc["index"])
+            clock.filled.fill_(hc["filled"])
+            hc["live"] = False
         new = self.c == 1  # the first call of a video: forget the last video's outputs
         clock.filled.copy_(torch.where(new, torch.zeros_like(clock.filled), clock.filled))
         clock.index.copy_(torch.where(new, torch.zeros_like(clock.index), clock.index))
-        w = clock.weights(self.c, self.order_n, "taylorseer")
-        if self.fc_w is None or self.fc_w.device != w.device:
-            self.fc_w = w
-        else:  # one persistent tensor: compiled graphs see the same input every call
-            self.fc_w.copy_(w)
+        self._set_weights(clock.weights(self.c, self.order_n, "taylorseer"))
         self.pred.copy_(scheduled(self))
         self._read()
 
+    def _begin_from_host(self) -> None:
+        """The same decision and weights from the host mirrors (no device op but two fills)."""
+        c, hc = self._hc, self.hclock
+        if c == 1:
+            hc.update(index=0, filled=0)
+        hc["live"] = True
+        self._slot = hc["index"]
+        if self.engine.adopting or c == 1:
+            go = True  # the first call of a video (decide's force)
+        elif self.lead is not None:  # a later CFG branch: the step's first branch's decision
+            go = bool(self.lead)
+            self.host_reads += 1
+        else:
+            go = self.config.computes(c - 1)
+        self.go = go
+        self.pred.fill_(go)
+        if not go or self.half is not None:  # the weights are read on forecast calls and CFG-skip calls only
+            self._set_weights(torch.tensor(taylor_weights(hc["pos"], hc["index"], hc["filled"], float(c),
+                                                          self.order_n), dtype=torch.float32))
+
+    def _set_weights(self, w: torch.Tensor) -> None:
+        if self.fc_w is None or self.fc_w.device != self.device:
+            self.fc_w = w.to(self.device)
+        else:  # one persistent tensor: compiled graphs see the same input every call
+            self.fc_w.copy_(w)
+
+    def _write(self, ring: torch.Tensor, value: torch.Tensor) -> None:
+        """`value` into this call's slot of `ring` (the rows this call computes)."""
+        if self._slot is not None:
+            ring[self._slot].copy_(value)
+        else:
+            ring.index_copy_(0, self.clock.index.reshape(1), value.unsqueeze(0))
+
     def adopt_policy(self, seen: dict) -> None:
         seen, self._seen_mod = self._seen_mod, {}
-        at = self.clock.index.reshape(1)
         for f in self.forecasts:
             for ring, o in zip(self.rings[f.name], seen.get(f.name, ())):
-                self.rows(ring).index_copy_(0, at, o.unsqueeze(0))
+                self._write(self.rows(ring), o)
 
     def end(self, call) -> None:
-        if self.active:  # push the clock on computed calls (its rings were written at `index` in the call)
+        if self.active and self._slot is not None:  # the host clock: pushed on computed calls
+            hc = self.hclock
+            if self.go:
+                k = len(hc["pos"])
+                hc["pos"][hc["index"]] = float(self._hc)
+                hc.update(index=(hc["index"] + 1) % k, filled=min(hc["filled"] + 1, k))
+        elif self.active:  # push the clock on computed calls (its rings were written at `index` in the call)
             clock, pred = self.clock, self.pred
             at = clock.index.reshape(1)
             pos = self.c.to(torch.float32).reshape(1)
@@ -279,8 +350,8 @@ class TaylorSeerRuntime(AdaptiveRuntime):
                 # a CFG-skip call computes one half: the other half's slot gets its own forecast at this step, so
                 # the clock's stamp holds for both halves (as runtime/forecasting.py)
                 other = r.chunk(2, dim=1)[1 - self.half]
-                other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
-            self.rows(r).index_copy_(0, at, o.detach().unsqueeze(0))
+                self._write(other, ops.forecast(other, self.fc_w))
+            self._write(self.rows(r), o.detach())
         return out
 
     def indicator_text(self) -> tuple:
