@@ -1,13 +1,15 @@
-"""TaylorSeer's runtime (docs/algorithms.md section 13): a fixed schedule decided in the pre-hook (one host read
-there with decide="host", none with decide="device"), and on forecast calls the outputs of the forecast modules
-(the output projection in mode "lite", the attention modules in mode "attention") from their last computed values.
+"""TaylorSeer's runtime (docs/algorithms.md section 13): a fixed schedule decided in the pre-hook (in Python from
+the host's call count with decide="host", by device ops with decide="device"), and on forecast calls the outputs of
+the forecast modules (the output projection in mode "lite", the attention modules in mode "attention") from their
+last computed values; mode "residual" is `TaylorSeerResidualRuntime` (section 11's stack-residual forecast).
 
 Each forecast module keeps, per output, a ring [K, *shape] of its last K = max_order + 1 computed outputs; the
 positions, write index and fill count are one `History` per CFG branch (the clock, as runtime/forecasting.py), so one
 set of TaylorSeer weights per call (History.weights, rule "taylorseer", positions = the step index) serves every
-ring, and a forecast is one fk.ops.forecast per output. In mode "lite" the blocks pass their inputs through on
-forecast calls (their outputs only feed the forecast projection). Nothing reads a tensor on the host but `_read`,
-so decide="device" compiles to one graph (torch.cond in the blocks and the projection)."""
+ring, and a forecast is one fk.ops.forecast per output. With decide="host" the clock is mirrored in Python
+(`hclock`) and the weights come from `taylor_weights`. In mode "lite" the blocks pass their inputs through on
+forecast calls (their outputs only feed the forecast projection). decide="device" reads nothing on the host, so it
+compiles to one graph (torch.cond in the blocks and the projection)."""
 
 from __future__ import annotations
 
