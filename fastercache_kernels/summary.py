@@ -115,6 +115,8 @@ def _threshold(ad) -> tuple[str, object]:
         return f"{cfg.metric} change of the first block's residual, computes when >= {cfg.threshold:g}", cfg.threshold
     if ad.policy == "teacache":
         return f"accumulated rescaled change of the {ad.indicator}, computes when >= {cfg.threshold:g}", cfg.threshold
+    if hasattr(ad, "indicator_text"):  # a policy that describes its own rule (TaylorSeer: a fixed schedule)
+        return ad.indicator_text()
     thresholds = [t for t, _ in cfg.codebook]
     book = ", ".join(f"<{t:g}: {r}" for t, r in cfg.codebook)
     return f"distance between computes (on computed calls), rate from the codebook {book}", thresholds

@@ -93,13 +93,27 @@ def test_diffusers_threshold_is_strict():
         assert ours > thr and float(below) <= thr and torch.tensor(ours, dtype=torch.float32).item() == ours
 
 
-@pytest.mark.parametrize("name", ["PyramidAttentionBroadcastConfig", "TaylorSeerCacheConfig"])
+@pytest.mark.parametrize("name", ["PyramidAttentionBroadcastConfig"])
 def test_diffusers_configs_without_an_fk_policy_are_refused_with_the_way_out(cog, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         config = getattr(diffusers, name)()
     with pytest.raises(TypeError, match="enable_cache"):
         fk.apply(clone(cog), config)
+
+
+def test_diffusers_taylorseer_config_is_a_drop_in(cog):
+    """diffusers' TaylorSeerCacheConfig runs as fk's TaylorSeer (parity with diffusers' hook:
+    tests/test_policy_taylorseer.py); its default identifiers match no module of CogVideoX (whose attention modules
+    are attn1, attn2), which diffusers ignores silently and fk refuses, naming the fix."""
+    cfg = diffusers.TaylorSeerCacheConfig(cache_interval=3, max_order=2, use_lite_mode=True)
+    with fk.apply(clone(cog), cfg) as handle:
+        assert handle.stats()["policies"] == ["taylorseer"]
+        assert handle.config.mode == "lite" and handle.config.max_order == 2 and handle.config.cache_interval == 3
+    with pytest.raises(ValueError, match="modules="):
+        fk.apply(clone(cog), diffusers.TaylorSeerCacheConfig())
+    with pytest.raises(ValueError, match="skip_predict_identifiers"):
+        fk.apply(clone(cog), diffusers.TaylorSeerCacheConfig(skip_predict_identifiers=["proj_out"]))
 
 
 def test_diffusers_magcache_config_is_a_drop_in(cog):

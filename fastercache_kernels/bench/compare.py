@@ -281,6 +281,17 @@ def fk_methods(target) -> list[Method]:
         lambda: fk.MagCacheConfig(mag_ratios=_fk_magcache_ratios(target), num_inference_steps=n, threshold=thr,
                                   forecast_order=k))
     out += [mag(thr) for thr in (0.06, 0.12, 0.24)] + [mag(0.12, 1), mag(0.24, 1)]
+    # TaylorSeer (section 13) at diffusers' points (3 warm-up steps, intervals 3 and 5; diffusers runs order 1)
+    out += [fk_method(f"fk TaylorSeer lite interval {k}" + (f" order {o}" if o > 1 else ""),
+                      fk.TaylorSeerConfig(cache_interval=k, max_order=o, disable_cache_before_step=3))
+            for k in (3, 5) for o in (1, 2)]
+    # fk's own form: the same schedule and weights on the blocks' residual (the final norm and proj_out run)
+    out += [fk_method(f"fk TaylorSeer residual interval {k}" + (f" order {o}" if o > 1 else ""),
+                      fk.TaylorSeerConfig(cache_interval=k, max_order=o, mode="residual"))
+            for k in (3, 5) for o in (1, 2)]
+    out += [fk_method(f"fk TaylorSeer (attention) interval {k}",
+                      fk.TaylorSeerConfig(cache_interval=k, mode="attention", modules=(ATTENTION_NAMES,)))
+            for k in (3, 5)]
     return out
 
 

@@ -140,7 +140,7 @@ class DiffusersSchedule:
 
 
 # diffusers' cache configs fk has no policy for (diffusers 0.42 hooks/): refused with the way out.
-_NO_POLICY = {"PyramidAttentionBroadcastConfig": "Pyramid Attention Broadcast", "TaylorSeerCacheConfig": "TaylorSeer",
+_NO_POLICY = {"PyramidAttentionBroadcastConfig": "Pyramid Attention Broadcast",
               "SeaCacheConfig": "SeaCache", "TextKVCacheConfig": "the text KV cache"}
 
 
@@ -202,8 +202,35 @@ def translate(config):
         return MagCacheConfig(mag_ratios=ratios, threshold=float(config.threshold),
                               max_skip_steps=int(config.max_skip_steps), retention_ratio=float(config.retention_ratio),
                               num_inference_steps=int(config.num_inference_steps), name="diffusers")
+    if name == "TaylorSeerCacheConfig":
+        return _taylorseer(config)
     if name in _NO_POLICY:
         raise TypeError(f"fk.apply: fastercache_kernels has no {_NO_POLICY[name]} policy, so diffusers' {name} is not "
                         "accepted here; run it with diffusers' own model.enable_cache(config), or give fk.apply "
-                        "diffusers' FasterCacheConfig, FirstBlockCacheConfig or MagCacheConfig, or an fk config")
+                        "diffusers' FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig or "
+                        "TaylorSeerCacheConfig, or an fk config")
     return config
+
+
+def _taylorseer(config):
+    """diffusers' TaylorSeerCacheConfig -> fk.TaylorSeerConfig: the same schedule and order; lite mode is fk's
+    mode "lite", cache_identifiers become the forecast modules of mode "attention" (diffusers' default identifiers
+    are kept: they match modules named "...attn" inside the blocks). Factors are fk's fp32 weights over the last
+    outputs whatever taylor_factors_dtype says (diffusers' bf16 default rounds its factors: fk's forecast is then
+    diffusers' fp32 one). skip_predict_identifiers (modules returning zeros) have no fk equivalent outside lite."""
+    from .taylorseer import TaylorSeerConfig
+
+    if config.skip_predict_identifiers and not config.use_lite_mode:
+        raise ValueError("fk.apply: diffusers' TaylorSeerCacheConfig with skip_predict_identifiers (modules that "
+                         "return zeros on predicted steps) has no fk equivalent; use use_lite_mode=True (fk skips the "
+                         "blocks and forecasts proj_out) or name only cache_identifiers")
+    common = dict(cache_interval=int(config.cache_interval),
+                  disable_cache_before_step=int(config.disable_cache_before_step),
+                  disable_cache_after_step=config.disable_cache_after_step, max_order=int(config.max_order),
+                  name="diffusers")
+    if config.use_lite_mode:
+        return TaylorSeerConfig(mode="lite", **common)
+    from diffusers.hooks.taylorseer_cache import _TRANSFORMER_BLOCK_IDENTIFIERS
+
+    mods = tuple(config.cache_identifiers or _TRANSFORMER_BLOCK_IDENTIFIERS)
+    return TaylorSeerConfig(mode="attention", modules=mods, **common)

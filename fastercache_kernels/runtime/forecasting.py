@@ -29,6 +29,8 @@ def _dense(outs: list, ins) -> list:
 class ForecastReuse:
     """Mixin before AdaptiveRuntime in a policy's bases (its residual names must be ("res",))."""
 
+    fc_rule = "lagrange"  # History.weights' rule (TaylorSeer's runtime: "taylorseer")
+
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.fc_order = int(getattr(self.config, "forecast_order", 0) or 0)
@@ -85,7 +87,7 @@ class ForecastReuse:
         clock.filled.copy_(torch.where(new, torch.zeros_like(clock.filled), clock.filled))
         clock.index.copy_(torch.where(new, torch.zeros_like(clock.index), clock.index))
         # positions: the call index in the video (per branch: the step index); see docs/algorithms.md section 11
-        w = clock.weights(self.c, self.fc_order)
+        w = clock.weights(self.c, self.fc_order, self.fc_rule)
         if self.fc_w is None or self.fc_w.device != w.device:
             self.fc_w = w
         else:  # one persistent tensor: compiled graphs see the same input every call
