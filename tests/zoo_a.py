@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 from model_zoo import F, H, W, L, _allegro, _cogvideox_5b, _hunyuan15, _hunyuan15_extra, _ids
-from zoo_entry import Entry
+from zoo_entry import Entry, class_cfg
 
 T_MID = 0.6  # the timestep of the call, as a fraction of the class's t_scale
 
@@ -161,7 +161,7 @@ def _bria_fibo_inputs(b, g):
 
 
 _add(cls="BriaFiboTransformer2DModel", make=_seeded(_bria_fibo), inputs=_bria_fibo_inputs, per_sample=BASE,
-     stacks=("transformer_blocks", "single_transformer_blocks"),
+     per_sample_lists=("text_encoder_layers",), stacks=("transformer_blocks", "single_transformer_blocks"),
      stream_order={"transformer_blocks": DUAL, "single_transformer_blocks": ONE}, cache_context=False,
      note="text_encoder_layers (a list, one (batch, text, dim) tensor per block) is per sample too; single blocks "
           "take [text, image] concatenated")
@@ -305,10 +305,11 @@ def _dit():
 
 _add(cls="DiTTransformer2DModel", make=_seeded(_dit),
      inputs=lambda b, g: {"hidden_states": _rn(g, b, 4, H, W), "timestep": _t(b).long(),
-                          "class_labels": torch.arange(b) % 10, "return_dict": False},
+                          "class_labels": class_cfg(b), "return_dict": False},
      per_sample=("hidden_states", "timestep", "class_labels"), stacks=("transformer_blocks",),
      stream_order={"transformer_blocks": ONE}, cache_context=False,
-     note="no text: the CFG batch differs by class_labels (the null class is num_embeds_ada_norm)")
+     note="no text: the CFG batch differs by class_labels, [null class, class] (the null class is "
+          "num_embeds_ada_norm; DiTPipeline passes [class, null], the zoo keeps the [uncond, cond] order)")
 
 
 # --- DreamLiteTransformer2DModel: the spatial transformer inside DreamLite's U-Net (continuous input (B, C, H, W),

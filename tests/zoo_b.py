@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import model_zoo as mz
 import torch
-from zoo_entry import Entry
+from zoo_entry import Entry, class_cfg
 
 F, H, W, L = mz.F, mz.H, mz.W, mz.L  # latent frames, height, width; text tokens
 
@@ -393,6 +393,7 @@ _add(cls="SanaWMLTX2RefinerTransformer3DModel",
                      num_layers=2, caption_channels=16),
      inputs=_sana_wm_refiner_inputs,
      per_sample=("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"),
+     per_sample_lists=("video_rotary_emb",),
      stacks=("transformer_blocks",), stream_order={"transformer_blocks": ("hidden_states",)},
      note="SANA-WM's stage-2 AR refiner: LTX-2 blocks run video-only (the audio branch is built but unused); the "
           "timestep is per token (batch, tokens); the RoPE is an input; without kv_cache it is plain full attention")
@@ -446,7 +447,8 @@ _add(cls="T5FilmDecoder",
                      d_ff=32),
      inputs=lambda b, g: {"decoder_input_tokens": _rand(g, b, 8, 4), "decoder_noise_time": _t(b, 1.0),
                           "encodings_and_masks": [(_rand(g, b, L, 16), torch.ones(b, L))]},
-     per_sample=("decoder_input_tokens", "decoder_noise_time"), timestep_arg="decoder_noise_time", t_scale=1.0,
+     per_sample=("decoder_input_tokens", "decoder_noise_time"), per_sample_lists=("encodings_and_masks",),
+     timestep_arg="decoder_noise_time", t_scale=1.0,
      stacks=("decoders",), stream_order={"decoders": ("decoder_input_tokens",)},
      image_stream="decoder_input_tokens", cache_context=False,
      note="spectrogram diffusion decoder (batch, frames, mel bins); the condition is a list of (encoding, mask) "
@@ -457,7 +459,7 @@ _add(cls="Transformer2DModel",
                      num_layers=2, sample_size=H, patch_size=2, activation_fn="gelu-approximate",
                      num_embeds_ada_norm=10, norm_type="ada_norm_zero", norm_elementwise_affine=False),
      inputs=lambda b, g: {"hidden_states": _rand(g, b, 4, H, W), "timestep": _t(b),
-                          "class_labels": torch.randint(0, 10, (b,), generator=g)},
+                          "class_labels": class_cfg(b)},
      per_sample=("hidden_states", "timestep", "class_labels"), stacks=("transformer_blocks",),
      stream_order={"transformer_blocks": ("hidden_states",)}, cache_context=False,
      note="configured as DiT (the patched, class-conditioned form DiTPipeline runs): no text, the condition is a "

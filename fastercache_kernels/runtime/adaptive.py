@@ -413,12 +413,17 @@ class AdaptiveRuntime(Policy):
         prev, self._prev_host_t = getattr(self, "_prev_host_t", None), t
         return t is not None and prev is not None and t < prev
 
-    def across(self, value: torch.Tensor, name: str, pick=torch.maximum, reused_only: bool = False) -> torch.Tensor:
+    def across(self, value: torch.Tensor, name: str, pick=torch.maximum, reused_only: bool = False,
+               since: torch.Tensor | None = None) -> torch.Tensor:
         """`value` combined with the other branches' `name` as of their last call (finite values only; with
         `reused_only`, only where that call reused: a computed call refreshed the reference the value was measured
-        against), on the step's first branch; `value` itself otherwise."""
+        against), on the step's first branch; `value` itself otherwise. With `since` (this branch's value at its
+        last call, the step of the others' last calls), another branch's value is carried to now by this branch's
+        change since: the later branch changes as the first did, which its value one step old misses."""
         for other in self.others:
             v = other[name]
+            if since is not None:
+                v = v + (value - since)
             keep = v.isfinite() & ~other["pred"] if reused_only else v.isfinite()
             value = pick(value, torch.where(keep, v, value))
         return value
@@ -805,7 +810,8 @@ class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
         metric = self.config.metric
         parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
         diff = ops.feature_diff_from_partials(parts, metric)
-        pred = self.decide(~(self.across(diff, "metric", reused_only=True) < self.config.threshold))  # NaN computes
+        ahead = self.across(diff, "metric", reused_only=True, since=self.metric)  # self.metric: still the last call's
+        pred = self.decide(~(ahead < self.config.threshold))  # NaN computes
         self.metric.copy_(diff)
         self.pred.copy_(pred)
         if self.device_mode:
