@@ -281,6 +281,12 @@ def fk_methods(target) -> list[Method]:
         lambda: fk.MagCacheConfig(mag_ratios=_fk_magcache_ratios(target), num_inference_steps=n, threshold=thr,
                                   forecast_order=k))
     out += [mag(thr) for thr in (0.06, 0.12, 0.24)] + [mag(0.12, 1), mag(0.24, 1)]
+    # SeaCache (docs/algorithms.md, "SeaCache"): diffusers' rule and defaults (order-1 forecast), at its thresholds
+    # "max m": at most m reused steps in a row (diffusers' default cap is 2; higher caps reach higher speeds)
+    out += [fk_method(f"fk SeaCache {thr}" + (f" forecast {k}" if k != 1 else "") + (f" max {m}" if m != 2 else ""),
+                      fk.SeaCacheConfig(threshold=thr, forecast_order=k, max_consecutive_cached=m, num_calls=n))
+            for thr, k, m in ((0.1, 1, 2), (0.25, 1, 2), (0.5, 1, 2), (0.25, 2, 2), (0.5, 1, 3), (1.0, 1, 3),
+                              (1.0, 1, 4), (1.0, 2, 4))]
     return out
 
 
@@ -349,7 +355,7 @@ def diffusers_methods(target) -> list[Method]:
         SeaCacheConfig = None
     if SeaCacheConfig is not None:
         out += [hook(f"SeaCache {thr}", lambda t, obj, thr=thr: SeaCacheConfig(
-            threshold=thr, raw_vision_callback=t.raw_vision_callback(obj))) for thr in (0.25, 0.5)]
+            threshold=thr, raw_vision_callback=t.raw_vision_callback(obj))) for thr in (0.1, 0.25, 0.5)]
     out.append(hook("PAB (spatial, every 2nd)", lambda t, obj: PyramidAttentionBroadcastConfig(
         spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(100, 800),
         current_timestep_callback=t.timestep_callback(obj))))

@@ -214,6 +214,6 @@ def translate(config):
     if name in _NO_POLICY:
         raise TypeError(f"fk.apply: fastercache_kernels has no {_NO_POLICY[name]} policy, so diffusers' {name} is not "
                         "accepted here; run it with diffusers' own model.enable_cache(config), or give fk.apply "
-                        "diffusers' FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig or SeaCacheConfig, or an fk "
-                        "config")
+                        "diffusers' FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig or SeaCacheConfig, or an "
+                        "fk config")
     return config

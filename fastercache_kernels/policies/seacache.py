@@ -16,8 +16,9 @@ def _nonneg_int(owner: str, name: str, v) -> None:
 
 @dataclass(frozen=True)
 class SeaCacheConfig:
-    """SeaCache (Spectral-Evolution-Aware cache, arXiv 2602.18993; the rule as diffusers 0.42.1's hook runs it): before each call the noisy latents x_t (the model's sample input) pass a spectral filter,
-    the per-frequency Wiener-like gain g(f) = s P(f) / (s^2 P(f) + sigma^2) with s = 1 - sigma and the clean-signal
+    """SeaCache (Spectral-Evolution-Aware cache, arXiv 2602.18993; the rule as diffusers 0.42.1's hook runs it):
+    before each call the noisy latents x_t (the model's sample input) pass a spectral filter, the per-frequency
+    Wiener-like gain g(f) = s P(f) / (s^2 P(f) + sigma^2) with s = 1 - sigma and the clean-signal
     power prior P(f) = 1 / |f|^power_exp, taken per axis over frames, height and width and normalised to unit mean
     (the paper's Eq. 7); the relative L1 change of this SEA indicator since the previous call (per sample, averaged
     over the batch) is accumulated, and while the sum stays below `threshold` the call reuses the whole block

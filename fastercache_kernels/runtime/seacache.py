@@ -2,8 +2,8 @@
 stack's residual, decided before the call from the SEA-filtered noisy latents, so the decision is known in the
 pre-hook like MagCache's (one host read there with decide="host"; none with decide="device", where the blocks run
 torch.cond on the decision). The filter runs in the pre-hook, outside compiled graphs, in plain torch.fft: it is an
-FFT of the latents (a few MB for a video), bounded by the FFT itself, and a fused op could only merge the gain
-multiply into it (docs/algorithms.md, section "SeaCache", measured there)."""
+FFT pair over the latents and one multiply (the FFT pair is about half of its time on the demo latents), so a fused
+op could only merge the gain multiply into the FFT (docs/algorithms.md, section "SeaCache", measured there)."""
 
 from __future__ import annotations
 
@@ -16,48 +16,53 @@ from .engine import first_tensor
 from .forecasting import ForecastReuse
 
 
-def axis_gain(n: int, sigma, power_exp: float, device, cache: dict | None = None) -> torch.Tensor:
-    """The SEA gain along one axis of n samples, at every FFT frequency (fftfreq order), fp32: with s = 1 - sigma,
-    g(f) = s P(f) / (s^2 P(f) + sigma^2 + 1e-16), P(f) = 1 / (|f|^power_exp + 1e-16). `sigma` a float or a 0-d
-    tensor, clamped to [1e-6, 1 - 1e-6]. `cache` keeps P per (n, device, power_exp)."""
-    key = (n, str(device), power_exp)
-    p = None if cache is None else cache.get(key)
-    if p is None:
-        f = torch.fft.fftfreq(n, device=device, dtype=torch.float32)
-        p = 1.0 / (f.abs().pow(power_exp) + 1e-16)
+def sea_gain(sizes: tuple, sigma, power_exp: float, device, cache: dict | None = None) -> torch.Tensor:
+    """The SEA gain over a grid of `sizes` (e.g. T, H, W), for a real FFT (the last axis halved), fp32: per axis,
+    with s = 1 - sigma and P(f) = 1 / (|f|^power_exp + 1e-16), g(f) = s P(f) / (s^2 P(f) + sigma^2 + 1e-16), each
+    axis divided by its mean over all its frequencies, the grid their product (its mean over the full grid is then 1:
+    the paper's Eq. 7, as the mean of a separable product is the product of the axis means). `sigma` a float or a
+    0-d tensor, clamped to [1e-6, 1 - 1e-6]. `cache` keeps P per grid, and the last gain per host sigma."""
+    key = (tuple(sizes), str(device), float(power_exp))
+    hit = None if cache is None else cache.get(key)
+    if hit is None:
+        f = torch.cat([torch.fft.fftfreq(n, device=device, dtype=torch.float32) for n in sizes])
+        hit = {"p": 1.0 / (f.abs().pow(power_exp) + 1e-16), "last": None}
         if cache is not None:
-            cache[key] = p
-    if isinstance(sigma, torch.Tensor):
-        noise = sigma.to(device=device, dtype=torch.float32).clamp(1e-6, 1.0 - 1e-6)
-    else:
+            cache[key] = hit
+    host = not isinstance(sigma, torch.Tensor)
+    if host:
         noise = max(1e-6, min(1.0 - 1e-6, float(sigma)))
+        if hit["last"] is not None and hit["last"][0] == noise:  # the other CFG branch of the step
+            return hit["last"][1]
+    else:
+        noise = sigma.to(device=device, dtype=torch.float32).clamp(1e-6, 1.0 - 1e-6)
     signal = 1.0 - noise
-    return signal * p / (signal ** 2 * p + noise ** 2 + 1e-16)
+    p = hit["p"]
+    g = signal * p / (signal * signal * p + (noise * noise + 1e-16))  # every axis at once
+    axes = g.split(list(sizes))
+    grid = None
+    for i, a in enumerate(axes):
+        a = a / a.mean()
+        if i == len(axes) - 1:
+            a = a[: sizes[-1] // 2 + 1]  # rfft's half spectrum: |fftfreq| there is rfftfreq
+        shape = [1] * len(sizes)
+        shape[i] = a.shape[0]
+        grid = a.reshape(shape) if grid is None else grid * a.reshape(shape)
+    if host:
+        hit["last"] = (noise, grid)
+    return grid
 
 
-def sea_filter(x: torch.Tensor, sigma, power_exp: float = 3.0, dims: tuple | None = None,
-               cache: dict | None = None) -> torch.Tensor:
-    """The SEA indicator of `x`: its spectrum over `dims` (default: every dim but the first and the last, i.e.
-    [B, T, H, W, C] -> T, H, W) times the separable gain of `axis_gain` along each of them, normalised to unit mean
-    over the full frequency grid (the paper's Eq. 7; the mean of a separable product is the product of the axis
-    means), back in x's dtype. The gain is real and even in f, so a real FFT gives the same filter as diffusers'
-    complex one at half the work."""
-    if dims is None:
-        dims = tuple(range(1, x.dim() - 1))
-    dims = tuple(d % x.dim() for d in dims)
-    xf = x.float()
+def sea_filter(x: torch.Tensor, sigma, power_exp: float = 3.0, cache: dict | None = None) -> torch.Tensor:
+    """The SEA indicator of `x` [B, C, ...]: its real spectrum over every dim after the channels (e.g. T, H, W)
+    times `sea_gain`, back in x's dtype. The gain is real and even in f, so a real FFT gives the same filter as
+    diffusers' complex one at half the work."""
+    dims = tuple(range(2, x.dim()))
+    sizes = tuple(x.shape[2:])
+    xf = x.float().contiguous()
     spec = torch.fft.rfftn(xf, dim=dims)
-    last = dims[-1]
-    for d in dims:
-        n = xf.shape[d]
-        g = axis_gain(n, sigma, power_exp, xf.device, cache)
-        g = g / g.mean()
-        if d == last:
-            g = g[: n // 2 + 1]  # rfft's half spectrum: |fftfreq| there is rfftfreq
-        shape = [1] * spec.dim()
-        shape[d] = g.shape[0]
-        spec = spec * g.reshape(shape)
-    return torch.fft.irfftn(spec, s=[xf.shape[d] for d in dims], dim=dims).to(x.dtype)
+    spec = spec * sea_gain(sizes, sigma, power_exp, xf.device, cache)
+    return torch.fft.irfftn(spec, s=sizes, dim=dims).to(x.dtype)
 
 
 def rel_l1_per_sample(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
@@ -120,7 +125,7 @@ class SeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
                          "apply fk to the pipeline (its scheduler's sigmas), or pass the timestep argument")
 
     def _indicator(self, call) -> list:
-        """The SEA-filtered latents of this call: one [b, ..., C] tensor per latent (the sample input, batched; or
+        """The SEA-filtered latents of this call: one [b, C, ...] tensor per latent (the sample input, batched; or
         the callback's [C, ...] latents, each as a batch of one)."""
         sigma = self._sigma(call)
         cfg = self.config
@@ -130,7 +135,7 @@ class SeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
             if not got or not all(isinstance(v, torch.Tensor) and v.dim() >= 2 for v in got):
                 raise ValueError("SeaCache: `raw_vision_callback` must return a non-empty list of [C, ...] latent "
                                  f"tensors, got {type(got).__name__}")
-            lats = [v.movedim(0, -1).unsqueeze(0) for v in got]
+            lats = [v.unsqueeze(0) for v in got]
         else:
             kw = call.kwargs
             x = kw.get("hidden_states")
@@ -141,7 +146,7 @@ class SeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
                                  "raw_vision_callback=(module, args, kwargs) -> [C, T, H, W] latents")
             fmt = self.adapter.layout.tensor_format if self.adapter is not None else ""
             c = fmt.index("C") if "C" in fmt and len(fmt) == x.dim() else x.dim() - 1
-            lats = [x.movedim(c, -1)]
+            lats = [x.movedim(c, 1)]
         return [sea_filter(v.detach(), sigma, cfg.power_exp, cache=self._gain_cache) for v in lats]
 
     def _distance(self, ind: list) -> torch.Tensor:
