@@ -5,6 +5,7 @@ compiled graph with decide="device", and the config's errors."""
 
 import contextlib
 import copy
+import io
 
 import pytest
 import torch
@@ -223,3 +224,17 @@ def test_errors_name_the_fix():
     lat, extra = cog_inputs()
     with pytest.raises(ValueError, match="raw_vision_callback"):
         sample_loop([model], lat, extra, calls=3)
+
+
+def test_summary_shows_the_accumulated_indicator():
+    """handle.summary() / decisions(): the strip is the recorded decisions, the indicator the accumulated distance
+    each call compared with the threshold."""
+    model = tiny_cogvideox(layers=1)
+    handle = fk.apply(model, fk.SeaCacheConfig(threshold=0.25, num_calls=STEPS), record=True)
+    sample_loop([model], *cog_inputs(), calls=STEPS)
+    (k,) = handle.decisions()["keys"].values()
+    assert k["strip"].split() == ["C" if g["pred"] else "r" for g in decisions(handle)]
+    assert k["indicator"] == pytest.approx([g["acc_seen"] for g in decisions(handle)])
+    buf = io.StringIO()
+    handle.summary(file=buf)
+    assert "SEA-filtered latents, computes when >= 0.25" in buf.getvalue()
