@@ -12,10 +12,11 @@ from .policies.adacache import AdaCacheConfig
 from .policies.fastercache import FasterCacheConfig
 from .policies.fbcache import FirstBlockCacheConfig
 from .policies.magcache import MagCacheConfig
+from .policies.seacache import SeaCacheConfig
 from .policies.taylorseer import TaylorSeerConfig
 from .policies.teacache import TeaCacheConfig
 
 __all__ = ["ops", "adapters", "pipeline", "runtime", "apply", "remove", "is_applied", "Handle", "PipelineHandle",
            "FasterCacheConfig", "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "MagCacheConfig",
-           "TaylorSeerConfig", "use_backend",
+           "TaylorSeerConfig", "SeaCacheConfig", "use_backend",
            "available_backends", "BackendUnavailableError", "__version__"]

@@ -29,7 +29,8 @@ LEGEND = {
     "a": "CFG skip call, attention reused",
     "R": "branch rebuilt from the other one, the model did not run",
 }
-INDICATOR = {"teacache": "acc_seen", "fbcache": "metric", "adacache": "metric"}  # the runtime's 0-d tensor
+INDICATOR = {"teacache": "acc_seen", "fbcache": "metric", "adacache": "metric", "seacache": "acc_seen",
+             "magcache": "metric"}  # the runtime's 0-d tensor
 
 
 def _policies(engine):
@@ -117,6 +118,11 @@ def _threshold(ad) -> tuple[str, object]:
         return f"accumulated rescaled change of the {ad.indicator}, computes when >= {cfg.threshold:g}", cfg.threshold
     if hasattr(ad, "indicator_text"):  # a policy that describes its own rule (TaylorSeer: a fixed schedule)
         return ad.indicator_text()
+    if ad.policy == "seacache":
+        return f"accumulated relative L1 change of the SEA-filtered latents, computes when >= {cfg.threshold:g}", \
+            cfg.threshold
+    if ad.policy == "magcache":
+        return f"accumulated magnitude-ratio error, computes when > {cfg.threshold:g}", cfg.threshold
     thresholds = [t for t, _ in cfg.codebook]
     book = ", ".join(f"<{t:g}: {r}" for t, r in cfg.codebook)
     return f"distance between computes (on computed calls), rate from the codebook {book}", thresholds

@@ -128,6 +128,13 @@ def test_diffusers_magcache_config_is_a_drop_in(cog):
                 fk.apply(clone(cog), diffusers.MagCacheConfig(num_inference_steps=4, **kw))
 
 
+def test_diffusers_seacache_config_is_a_drop_in(cog):
+    """diffusers' SeaCacheConfig runs as fk's SeaCache (no longer refused; parity with diffusers' hook:
+    tests/test_policy_seacache.py)."""
+    with fk.apply(clone(cog), diffusers.SeaCacheConfig(threshold=0.1)) as handle:
+        assert handle.stats()["policies"] == ["seacache"]
+
+
 # -- diffusers' CacheMixin while patched ---------------------------------------------------------------------------
 def test_is_cache_enabled_while_patched_and_enable_cache_refused(cog):
     m = clone(cog)

@@ -292,6 +292,13 @@ def fk_methods(target) -> list[Method]:
     out += [fk_method(f"fk TaylorSeer (attention) interval {k}",
                       fk.TaylorSeerConfig(cache_interval=k, mode="attention", modules=(ATTENTION_NAMES,)))
             for k in (3, 5)]
+    # SeaCache (docs/algorithms.md section 14): diffusers' rule and defaults (order-1 forecast), at its thresholds
+    # "max m": at most m reused steps in a row (diffusers' default cap is 2; higher caps reach higher speeds); at
+    # 2.0 with the cap of 2 the cap decides alone on the demo CogVideoX (one step in three computed)
+    out += [fk_method(f"fk SeaCache {thr}" + (f" forecast {k}" if k != 1 else "") + (f" max {m}" if m != 2 else ""),
+                      fk.SeaCacheConfig(threshold=thr, forecast_order=k, max_consecutive_cached=m, num_calls=n))
+            for thr, k, m in ((0.1, 1, 2), (0.25, 1, 2), (0.5, 1, 2), (2.0, 1, 2), (1.0, 1, 3), (1.0, 1, 4),
+                              (5.0, 1, 5))]
     return out
 
 
@@ -360,7 +367,7 @@ def diffusers_methods(target) -> list[Method]:
         SeaCacheConfig = None
     if SeaCacheConfig is not None:
         out += [hook(f"SeaCache {thr}", lambda t, obj, thr=thr: SeaCacheConfig(
-            threshold=thr, raw_vision_callback=t.raw_vision_callback(obj))) for thr in (0.25, 0.5)]
+            threshold=thr, raw_vision_callback=t.raw_vision_callback(obj))) for thr in (0.1, 0.25, 0.5)]
     out.append(hook("PAB (spatial, every 2nd)", lambda t, obj: PyramidAttentionBroadcastConfig(
         spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(100, 800),
         current_timestep_callback=t.timestep_callback(obj))))

@@ -140,8 +140,7 @@ class DiffusersSchedule:
 
 
 # diffusers' cache configs fk has no policy for (diffusers 0.42 hooks/): refused with the way out.
-_NO_POLICY = {"PyramidAttentionBroadcastConfig": "Pyramid Attention Broadcast",
-              "SeaCacheConfig": "SeaCache", "TextKVCacheConfig": "the text KV cache"}
+_NO_POLICY = {"PyramidAttentionBroadcastConfig": "Pyramid Attention Broadcast", "TextKVCacheConfig": "the text KV cache"}
 
 
 def is_diffusers_cache_config(obj) -> bool:
@@ -175,8 +174,8 @@ def _float32_above(x: float) -> float:
 
 
 def translate(config):
-    """diffusers' FirstBlockCacheConfig and MagCacheConfig -> their fk equivalents (diffusers' semantics); diffusers
-    configs fk has no policy for raise; anything
+    """diffusers' FirstBlockCacheConfig, MagCacheConfig and SeaCacheConfig -> their fk equivalents (diffusers'
+    semantics); diffusers configs fk has no policy for raise; anything
     else (diffusers' FasterCacheConfig included, which fk.apply runs through DiffusersSchedule) is returned as is."""
     if not is_diffusers_cache_config(config):
         return config
@@ -204,11 +203,20 @@ def translate(config):
                               num_inference_steps=int(config.num_inference_steps), name="diffusers")
     if name == "TaylorSeerCacheConfig":
         return _taylorseer(config)
+    if name == "SeaCacheConfig":
+        from .seacache import SeaCacheConfig
+
+        # the same fields under fk's names; diffusers' residual_order is fk's forecast_order (0 or 1)
+        return SeaCacheConfig(threshold=float(config.threshold), forecast_order=int(config.residual_order),
+                              retention_steps=int(config.retention_steps), cache_end_steps=int(config.cache_end_steps),
+                              max_consecutive_cached=int(config.max_consecutive_cached),
+                              power_exp=float(config.power_exp), raw_vision_callback=config.raw_vision_callback,
+                              name="diffusers")
     if name in _NO_POLICY:
         raise TypeError(f"fk.apply: fastercache_kernels has no {_NO_POLICY[name]} policy, so diffusers' {name} is not "
                         "accepted here; run it with diffusers' own model.enable_cache(config), or give fk.apply "
-                        "diffusers' FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig or "
-                        "TaylorSeerCacheConfig, or an fk config")
+                        "diffusers' FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig "
+                        "or SeaCacheConfig, or an fk config")
     return config
 
 
