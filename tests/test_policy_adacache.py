@@ -5,7 +5,7 @@ the generic adapter, one host read per call."""
 
 import pytest
 import torch
-from adaptive_reference import Recorder, assert_reuse_adds_last_residual, close, decisions, run_patched
+from adaptive_reference import Recorder, assert_reuse_adds_last_residual, close, decisions, forecast_residuals, run_patched
 from adaptive_reference import adacache as reference
 from dit_models import COG_FRAMES, LATTE_FRAMES, clone, cog_inputs, latte_inputs, one_thread, sample_loop  # noqa: F401
 from dit_models import tiny_cogvideox, tiny_latte
@@ -229,3 +229,55 @@ def test_stdit3_schedule_and_metric_match_reference():
         if w["compute"] and w["d"] is not None:
             assert close(g_["metric"], w["d"]), (g_, w)
     assert handle.stats()["blocks"] == 4
+
+
+@pytest.mark.parametrize("order, decide, forecast_metric", [(1, "host", False), (2, "device", False),
+                                                            (2, "host", True)])
+def test_forecast_matches_reference(order, decide, forecast_metric):
+    """docs/algorithms.md section 11: with forecast_order n, each block of a reused call adds the polynomial through
+    its residuals (output - input) on the last n + 1 computed calls, over the call index (the rates space those calls
+    unevenly); the schedule is the reference rule's on the same residuals, whose metric with forecast_metric is the
+    distance of p to its own forecast. Plain reuse (the last residual) is far from what the policy adds."""
+    cfg = _cfg(metric_layers=(0,), forecast_order=order, forecast_metric=forecast_metric)
+    model = tiny_cogvideox(layers=2)
+
+    def hooks(m, rec):
+        for i, blk in enumerate(m.transformer_blocks):
+            rec.block(blk, f"b{i}")
+        rec.sub_input(m.transformer_blocks[0].norm2, "mid")
+
+    handle, rec, _ = run_patched(model, cfg, cog_inputs, hooks=hooks, decide=decide)
+    calls = {i + 1: c for i, c in enumerate(rec.calls)}
+    ps = {c: v["mid"] - v["b0.in"] for c, v in calls.items() if "mid" in v}
+    want = reference(lambda c: ps[c], 50, CODEBOOK, cfg.window(), COG_FRAMES,
+                     forecast_metric=order if forecast_metric else 0)
+    got = decisions(handle)
+    assert [g["pred"] for g in got] == [w["compute"] for w in want]
+    rates = [w["rate"] for w in want if w["compute"]]
+    assert len(set(rates[1:-2])) > 1, "the test needs uneven spacing of the computed calls"
+    for g, w in zip(got, want):
+        if w["compute"] and w["d"] is not None:
+            assert close(g["metric"], w["d"], 1e-4), (g, w)
+    far = 0.0
+    for i in range(2):
+        key = f"b{i}"
+        res = forecast_residuals(want, lambda c: calls[c][key + ".out"] - calls[c][key + ".in"], order)
+        assert len(res) > 10
+        last = None
+        for c, v in calls.items():
+            if c not in res:
+                last = v[key + ".out"] - v[key + ".in"]
+                continue
+            expect = (v[key + ".in"].double() + res[c]).float()
+            torch.testing.assert_close(v[key + ".out"], expect, rtol=1e-4, atol=1e-4 * float(expect.abs().max()))
+            far = max(far, float((v[key + ".in"] + last - expect).abs().max() / expect.abs().max()))
+    assert far > 1e-2, far
+    st = handle.stats()
+    assert st["forecast_order"] == order and st["computed"] == len(rates)
+
+
+def test_forecast_config_errors():
+    for kw in [{"forecast_order": 3}, {"forecast_order": True}, {"forecast_metric": True},
+               {"forecast_order": 1, "forecast_metric": 1}]:
+        with pytest.raises(ValueError, match="forecast_"):
+            fk.AdaCacheConfig(**kw)
