@@ -275,6 +275,15 @@ def fk_methods(target) -> list[Method]:
         tea = demo_settings.TEACACHE[target.family]
         out += [fk_method(f"fk TeaCache preset {tea} forecast {k}",
                           fk.TeaCacheConfig.preset(tea, num_calls=n, forecast_order=k)) for k in (1, 2)]
+    # AdaCache with forecasting (section 11): the 30-call fast codebook, and one a call slower to refresh at every
+    # distance (each rate + 1), forecast at order 1 and 2, with the metric on the forecast's error ("metric")
+    ada = settings._adacache(n)
+    faster = ada.replace(codebook=tuple((t, r + 1) for t, r in ada.codebook))
+    for label, cfg in (("30-call fast codebook", ada), ("fast codebook, rates + 1", faster)):
+        if label != "30-call fast codebook":
+            out.append(fk_method(f"fk AdaCache ({label})", cfg))
+        out += [fk_method(f"fk AdaCache ({label}) forecast {k}" + (" metric" if m else ""),
+                          cfg.replace(forecast_order=k, forecast_metric=m)) for k in (1, 2) for m in (False, True)]
     # MagCache (section 12) at diffusers' thresholds, with ratios from fk's calibration on this model and step count
     mag = lambda thr, k=0: fk_method(  # noqa: E731
         f"fk MagCache {thr}" + (f" forecast {k}" if k else ""),
