@@ -5,7 +5,8 @@ the generic adapter, one host read per call."""
 
 import pytest
 import torch
-from adaptive_reference import Recorder, assert_reuse_adds_last_residual, close, decisions, forecast_residuals, run_patched
+from adaptive_reference import Recorder, assert_reuse_adds_last_residual, close, decisions, forecast_residuals
+from adaptive_reference import run_patched
 from adaptive_reference import adacache as reference
 from dit_models import COG_FRAMES, LATTE_FRAMES, clone, cog_inputs, latte_inputs, one_thread, sample_loop  # noqa: F401
 from dit_models import tiny_cogvideox, tiny_latte

@@ -588,10 +588,10 @@ def _reuse(policy: FasterCachePolicy, cache: AttentionCache):
     outs = []
     two = policy.full and policy.split
     for i in range(len(cache.store)):
+        r = ops.forecast(cache.store[i], cache.fw)
         if policy.push_on_reuse:  # diffusers: the approximation becomes the newest cache entry
-            r = ops.forecast(cache.store[i], cache.fw, out=cache.dst[i])
-        else:
-            r = ops.forecast(cache.store[i], cache.fw)
+            # (a copy: out= a row of the store it reads would make the op copy the whole store first)
+            cache.dst[i].copy_(r)
         if two:
             o = ops.forecast(cache.store[i], cache.o_fw)
             r = torch.cat([r, o] if policy.computed_index == 0 else [o, r])
