@@ -1001,7 +1001,7 @@ class AdaCacheRuntime(ForecastReuse, AdaptiveRuntime):
                 outs = _dense(b.outs(out), xs[:k])
                 p = [m - x for m, x in zip(mids, xs[:k])]
                 qr = [o - m for o, m in zip(outs, mids)]
-                ref = ops.forecast(xs[3 * k + nr], xs[-2]) if mring else None  # a reuse's value of the metric
+                ref = ops.forecast(xs[3 * k + nr], xs[-2]) if mring else None  # what a reuse would have added
                 extra = (self._partials(p[j], qr[j], xs[k + j], xs[2 * k + j], ref),) if metric else ()
                 if fc:  # the values pushed into the rings
                     extra += (*(o - x for o, x in zip(outs, xs[:k])),

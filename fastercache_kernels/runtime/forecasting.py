@@ -88,8 +88,10 @@ class ForecastReuse:
         return out
 
     def push(self, rings: list, values: list) -> None:
-        """Host decisions, a computed call: each value (this call's rows) into its ring at the clock's write index;
-        on a CFG-skip call the other half's slot gets that half's own forecast (see `step`)."""
+        """Host decisions, a computed call: each value (this call's rows) into its ring at the clock's write index.
+        A CFG-skip call computes one half: the other half's slot gets that half's own forecast at this step, so the
+        clock's stamp holds for both halves and the other half keeps extrapolating the polynomial of its computed
+        residuals."""
         at = self.clock.index.reshape(1)
         for h, v in zip(rings, values):
             if self.half is not None:
@@ -158,14 +160,7 @@ class ForecastReuse:
                 b.held = [x.detach() for x in ins]
             out = b.call(args, kwargs)
             if b.tail is b:
-                for h, o, x in zip(b.bufs["res"], b.outs(out), b.head.held):
-                    if self.half is not None:
-                        # a CFG-skip call computes one half: the other half's slot gets that half's own forecast
-                        # at this step, so the clock's stamp holds for both halves and the other half keeps
-                        # extrapolating the polynomial of its computed residuals
-                        other = h.chunk(2, dim=1)[1 - self.half]
-                        other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
-                    self.rows(h).index_copy_(0, at, (o.detach() - x).unsqueeze(0))
+                self.push(b.bufs["res"], [o.detach() - x for o, x in zip(b.outs(out), b.head.held)])
                 b.head.held = None
             return out
         if b.head is not b:
