@@ -56,21 +56,10 @@ class ForecastReuse:
         super()._allocate(batch, frames, device)
         if self.clock.buf.device != self.device:
             self.clock = self._new_clock()
-        k = self.fc_order + 1
         for b in self.blocks:
             res = b.bufs.get("res")
-            if not res:
-                continue
-            prev = old[id(b)] if old[id(b)] and len(old[id(b)]) == len(res) else [None] * len(res)
-            hist = []
-            for p, r in zip(prev, res):
-                if p is not None and p.shape == (k, *r.shape) and p.dtype == r.dtype and p.device == r.device:
-                    hist.append(p)
-                else:
-                    h = torch.zeros((k, *r.shape), dtype=r.dtype, device=r.device)
-                    h._fk_ring = True  # `rows` splits the batch on dim 1
-                    hist.append(h)
-            b.bufs["res"] = hist
+            if res:
+                b.bufs["res"] = self.rings(old[id(b)], res)
 
     def rings(self, old: list | None, like: list) -> list:
         """One [n + 1, *shape] ring per tensor of `like` (a block's residual buffers), the old ones kept where they
