@@ -20,6 +20,10 @@ CASES = {
                                                                                         threshold=0.3)),
     "cogvideox-adacache": (tiny_cogvideox, cog_inputs, lambda: fk.AdaCacheConfig(
         codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27))),
+    # forecasting reuse (docs/algorithms.md section 11): the rings, the clock and the forecast metric in the graph
+    "cogvideox-adacache-forecast": (tiny_cogvideox, cog_inputs, lambda: fk.AdaCacheConfig(
+        codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27), forecast_order=2,
+        forecast_metric=True)),
     # Latte's Attention modules are called through their processors inside torch.cond (blocks.traceable_attention)
     "latte-adacache": (tiny_latte, latte_inputs, lambda: fk.AdaCacheConfig(
         codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27))),

@@ -275,6 +275,19 @@ def fk_methods(target) -> list[Method]:
         tea = demo_settings.TEACACHE[target.family]
         out += [fk_method(f"fk TeaCache preset {tea} forecast {k}",
                           fk.TeaCacheConfig.preset(tea, num_calls=n, forecast_order=k)) for k in (1, 2)]
+    # AdaCache with forecasting (section 11): the 30-call fast codebook, and one a call slower to refresh at every
+    # distance (each rate + 1), forecast at order 1 and 2, with the metric on the forecast's error ("metric")
+    # (configs built when applied: the preset's window does not fit a few-step --quick run's step count)
+    def ada(slower: int, **kw):
+        cfg = settings._adacache(n)
+        return cfg.replace(codebook=tuple((t, r + slower) for t, r in cfg.codebook), **kw)
+
+    for label, slower in (("30-call fast codebook", 0), ("fast codebook, rates + 1", 1)):
+        if slower:
+            out.append(fk_method(f"fk AdaCache ({label})", lambda s=slower: ada(s)))
+        out += [fk_method(f"fk AdaCache ({label}) forecast {k}" + (" metric" if m else ""),
+                          lambda s=slower, k=k, m=m: ada(s, forecast_order=k, forecast_metric=m))
+                for k in (1, 2) for m in (False, True)]
     # MagCache (section 12) at diffusers' thresholds, with ratios from fk's calibration on this model and step count
     mag = lambda thr, k=0: fk_method(  # noqa: E731
         f"fk MagCache {thr}" + (f" forecast {k}" if k else ""),

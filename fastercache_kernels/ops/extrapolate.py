@@ -1,4 +1,6 @@
-"""fastercache::extrapolate: the FasterCache attention reuse F = newer + w * (newer - older)."""
+"""fastercache::extrapolate: the FasterCache attention reuse F = newer + w * (newer - older) as a standalone op. The
+FasterCache policy computes it with fastercache::forecast over its slot store (weights (1 + w, -w): the same up to
+fp32 rounding, docs/algorithms.md section 9); this op stays for callers holding two separate tensors."""
 
 from __future__ import annotations
 

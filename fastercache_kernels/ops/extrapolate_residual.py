@@ -1,5 +1,6 @@
 """fastercache::extrapolate_residual: Open-Sora's attention reuse path `x = x + gate * F` in one in-place pass, where
-F = newer + w * (newer - older) is FasterCache's extrapolated attention output."""
+F = newer + w * (newer - older) is FasterCache's extrapolated attention output. No policy calls it (the FasterCache
+policy reuses through fastercache::forecast, docs/algorithms.md section 9); it stays as a standalone op."""
 
 from __future__ import annotations
 

@@ -823,7 +823,7 @@ class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
         return out
 
 
-class AdaCacheRuntime(AdaptiveRuntime):
+class AdaCacheRuntime(ForecastReuse, AdaptiveRuntime):
     policy = "adacache"
     forced_tail = 1  # calls N-1 and N
 
@@ -881,6 +881,7 @@ class AdaCacheRuntime(AdaptiveRuntime):
     def begin_policy(self) -> None:
         self.pred.copy_(self.decide(self.c >= self.across(self.next_call, "next_call", torch.minimum)))
         self._read()
+        super().begin_policy()  # forecast_order > 0: this call's forecast weights (ForecastReuse)
 
     def observe_run(self, b, args, kwargs):
         out, mids = b.call_capture(args, kwargs, strict=False)
@@ -908,6 +909,12 @@ class AdaCacheRuntime(AdaptiveRuntime):
             for key in ("p", "qr"):
                 for buf, t in zip(map(self.rows, b.bufs[key]), seen[b][key]):
                     buf.copy_(t)
+            if self.fc_order:  # every slot (only the first counts: the clock has one value after this call)
+                for ring, p, q in zip(map(self.rows, b.bufs["ring"]), seen[b]["p"], seen[b]["qr"]):
+                    ring.copy_(p + q)
+                if "mring" in b.bufs:
+                    self.rows(b.bufs["mring"][0]).copy_(self._metric_residual(seen[b]["p"][b.primary],
+                                                                               seen[b]["qr"][b.primary]))
         zero = torch.zeros(3, dtype=_F32, device=self.device)  # no earlier p: the first call's metric is not valid
         for b in self.metric_blocks:
             self.table[b.metric_slot].copy_(torch.cat([zero, self._motion(b, self.rows(b.bufs["p"][b.primary]))]))
@@ -943,6 +950,12 @@ class AdaCacheRuntime(AdaptiveRuntime):
                 raise ValueError(f"AdaCache: MoReg cannot find {T} frames (stride {cfg.moreg_stride}) in the residual "
                                  f"of {b.name!r} (shape {list(s)}, batch {B}); use moreg=False")
         self._last_metric = max(self.metric_blocks, key=lambda b: b.order)
+        if self.fc_order:  # section 11: the rings of the block residuals (and of the metric's residual)
+            for b in self.blocks:
+                if "p" in b.bufs:
+                    b.bufs["ring"] = self.rings(b.bufs.get("ring"), b.bufs["p"])
+                    if self.config.forecast_metric and b.metric_slot >= 0:
+                        b.bufs["mring"] = self.rings(b.bufs.get("mring"), b.bufs["p"][b.primary:b.primary + 1])
 
     def _motion(self, b: BlockInfo, p: torch.Tensor) -> torch.Tensor:
         if not self.config.moreg:
@@ -956,52 +969,93 @@ class AdaCacheRuntime(AdaptiveRuntime):
             T = b.motion[1]
         return ops.motion_score(p, T, [self.config.moreg_stride], "BNC", partials=True).reshape(2)
 
-    def _partials(self, p, qr, p_old, qr_old) -> torch.Tensor:
+    def _partials(self, p, qr, p_old, qr_old, ref=None) -> torch.Tensor:
+        """The metric's partial sums: this call's residual against the last computed one, or against `ref` (its
+        forecast, with forecast_metric)."""
         metric = self.config.metric
+        if ref is not None:
+            return ops.feature_diff_partials(self._metric_residual(p, qr), ref, metric)
         if self.config.residual == "attention":
             return ops.feature_diff_partials(p, p_old, metric)
         return ops.feature_diff_partials(p + qr, p_old + qr_old, metric)
 
+    def _metric_residual(self, p, qr):
+        return p if self.config.residual == "attention" else p + qr
+
     def run(self, b, args, kwargs):
         ins = b.inputs(args, kwargs)
         ps, qrs = b.bufs["p"], b.bufs["qr"]
+        fc = self.fc_order > 0
+        rings = b.bufs["ring"] if fc else []
+        mring = b.bufs.get("mring", [])  # forecast_metric, on a metric block: the ring of the metric's residual
         if self.half is not None:  # a composed CFG-skip call: its half of the batch
             ps, qrs = [self.rows(t) for t in ps], [self.rows(t) for t in qrs]
         k = len(ins)
         j = b.primary  # the image / video stream: the metric's
         metric = b.metric_slot >= 0
         if self.device_mode:
+            if fc:
+                at = self.clock.index.reshape(1)
+                hs = [self.rows(h) for h in (*rings, *mring)]
+                fc_in = (*hs, self.fc_w, at)
+            else:
+                fc_in = ()
+            nr = len(rings)
+
             def compute(*xs):
                 out, mids = b.call_capture(args, kwargs, xs[:k])
                 outs = _dense(b.outs(out), xs[:k])
                 p = [m - x for m, x in zip(mids, xs[:k])]
                 qr = [o - m for o, m in zip(outs, mids)]
-                extra = (self._partials(p[j], qr[j], xs[k + j], xs[2 * k + j]),) if metric else ()
+                ref = ops.forecast(xs[3 * k + nr], xs[-2]) if mring else None  # what a reuse would have added
+                extra = (self._partials(p[j], qr[j], xs[k + j], xs[2 * k + j], ref),) if metric else ()
+                if fc:  # the values pushed into the rings
+                    extra += (*(o - x for o, x in zip(outs, xs[:k])),
+                              *((self._metric_residual(p[j], qr[j]).clone(),) if mring else ()))  # no output aliasing p
                 return (*outs, *p, *qr, *extra)
 
             def reuse(*xs):
-                outs = [ops.residual_sum(x, [p, q]) for x, p, q in zip(xs[:k], xs[k:2 * k], xs[2 * k:])]
+                if fc:  # section 11: x + the forecast residual; the rings' slots at `at` returned unchanged
+                    w, i = xs[-2], xs[-1]
+                    hs = xs[3 * k:-2]
+                    outs = [ops.forecast(h, w, x) for x, h in zip(xs[:k], hs)]
+                    kept = tuple(h.index_select(0, i).squeeze(0) for h in hs)
+                else:
+                    outs = [ops.residual_sum(x, [p, q]) for x, p, q in zip(xs[:k], xs[k:2 * k], xs[2 * k:3 * k])]
+                    kept = ()
                 extra = (torch.zeros(3, dtype=_F32, device=xs[0].device),) if metric else ()
-                return (*outs, *(t.clone() for t in xs[k:]), *extra)
+                return (*outs, *(t.clone() for t in xs[k:3 * k]), *extra, *kept)
 
             go = self.eager_go()
+            operands = (*_operands(ins), *ps, *qrs, *fc_in)
             if go is None:
-                got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *ps, *qrs))
+                got = torch.cond(self.pred, compute, reuse, operands)
             else:  # an eager call: the chosen branch itself
-                got = (compute if go else reuse)(*_operands(ins), *ps, *qrs)
+                got = (compute if go else reuse)(*operands)
             for buf, t in zip((*ps, *qrs), got[k:3 * k]):
                 buf.copy_(t)
+            if fc:
+                for h, t in zip(hs, got[3 * k + metric:]):
+                    h.index_copy_(0, at, t.unsqueeze(0))
             if metric:  # the motion sums outside the cond: p is now in the buffer (stale on reuse calls, unused)
                 self.table[b.metric_slot].copy_(torch.cat([got[3 * k], self._motion(b, ps[j])]))
                 if b is self._last_metric:
                     self._update()
             return b.pack(list(got[:k]))
         if not self.go:
+            if fc:  # section 11: x + the forecast residual, one fused op per stream
+                return b.pack([ops.forecast(self.rows(h), self.fc_w, x) for x, h in zip(ins, rings)])
             return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
         out, mids = b.call_capture(args, kwargs)
         outs = b.outs(out)
         done = None
-        if metric and self.config.residual == "attention":
+        if metric and mring:
+            p0, qr0 = mids[j] - ins[j], outs[j] - mids[j]
+            ref = ops.forecast(self.rows(mring[0]), self.fc_w)  # what a reuse would have used at this call
+            self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, None, None, ref),
+                                                       self._motion(b, p0)]))
+            self.push(mring, [self._metric_residual(p0, qr0)])
+        elif metric and self.config.residual == "attention":
             # one pass: p = mid - x, its distance to the cached p, and the cache refreshed (residual_diff_update)
             d = ops.residual_diff_update(mids[j].detach(), ins[j].detach(), ps[j], self.config.metric, partials=True)
             self.table[b.metric_slot].copy_(torch.cat([d, self._motion(b, ps[j])]))
@@ -1014,6 +1068,8 @@ class AdaCacheRuntime(AdaptiveRuntime):
             if i != done:
                 torch.sub(mids[i], ins[i], out=ps[i])
                 torch.sub(outs[i], mids[i], out=qrs[i])
+        if fc:
+            self.push(rings, [o - x for o, x in zip(outs, ins)])
         if metric and b is self._last_metric:
             self._update()
         return out
