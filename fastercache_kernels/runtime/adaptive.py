@@ -35,6 +35,8 @@ import warnings
 import torch
 import torch.utils._python_dispatch as _python_dispatch
 
+from torch._dynamo.utils import counters as _dynamo_counters
+
 from .. import ops
 from . import parallel
 from .blocks import BlockInfo, traceable_attention
@@ -46,13 +48,27 @@ _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
 # (measured: acc.copy_(...) on a float64 0-d tensor left it 0 under aot_eager; float32 works).
 
 
+def _several_ranks(group) -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
 def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
     """Sums `t` over the ranks of `group` when torch.distributed is initialised (identity otherwise)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+    if _several_ranks(group):
         t = t.clone()
+        dist = torch.distributed
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t
+
+
+def metric_value(a: torch.Tensor, b: torch.Tensor, metric: str, group=None) -> torch.Tensor:
+    """feature_diff(a, b, metric) over every rank of `group` (partial sums all-reduced before dividing,
+    docs/algorithms.md §5); on one rank the one op itself, bit-identical to the metric of its partials (two op
+    calls and the division: about 0.1 ms of host time per call on the tiny model, docs/results.md)."""
+    if _several_ranks(group):
+        return ops.feature_diff_from_partials(all_reduce_sum(ops.feature_diff_partials(a, b, metric), group), metric)
+    return ops.feature_diff(a, b, metric)
 
 
 def _operands(ins: list) -> list:
@@ -65,7 +81,10 @@ def under_torch_compile() -> bool:
     """Whether this (eager, compiler-disabled) hook runs inside a call of a torch.compile'd function: a frame of
     dynamo's eval_frame.py whose `self` is an OptimizeContext is then on the Python stack (torch 2.13; the
     compiler.disable wrapper around the hook itself is a DisableContext). Checked only by the policies that
-    refuse compilation."""
+    refuse compilation. Nothing compiled yet in this process (dynamo's frame counter at 0): no stack walk, which
+    cost about 15 us per call in a model call (docs/results.md "Host time per call")."""
+    if not _dynamo_counters["frames"]["total"]:
+        return False
     f = sys._getframe(1)
     while f is not None:
         if f.f_code.co_filename.endswith("eval_frame.py") and type(f.f_locals.get("self")).__name__ in (
@@ -266,7 +285,8 @@ class AdaptiveRuntime(Policy):
 
     # decide="host": `c` and `prev_t` mirrored on the host (`_hc`, `_hprev_t`, None when not known), so `begin`
     # decides a new video and the forced calls in Python and writes the 0-d tensors with a few fills instead of a
-    # dozen tensor ops per call; the tensors stay exact (the policies' device arithmetic reads them)
+    # dozen tensor ops per call; `c` stays exact (the policies' device arithmetic reads it), `prev_t` is written
+    # when the tensor path of `begin`, which alone reads it, takes over
     _hc: int | None = None
     _hprev_t: float | None = None
 
@@ -289,6 +309,7 @@ class AdaptiveRuntime(Policy):
         self.active = not call.skips_model
         if not self.active:
             return
+        self._go_read = False
         if self.reads_in_forward and not self.device_mode and under_torch_compile():
             # a host read inside a compiled forward: fullgraph cannot trace it, and without fullgraph the graph
             # breaks around it gave wrong videos (First-Block-Cache on the trained demo CogVideoX: 38.3 dB eager,
@@ -310,6 +331,8 @@ class AdaptiveRuntime(Policy):
             self._begin_host(call, by_steps)
             self.begin_policy()
             return
+        if self._hc is not None and self._hprev_t is not None:  # leaving the mirrors: prev_t as they kept it
+            self.prev_t.fill_(self._hprev_t)
         self._hc = None  # the mirrors are not kept on this path
         new = self.c == 0
         if n is not None and not by_steps:
@@ -340,8 +363,7 @@ class AdaptiveRuntime(Policy):
         if call.t_tensor is not None:
             t = _f32(call.t)
             new = new or t > self._hprev_t
-            self._hprev_t = t
-            self.prev_t.fill_(t)
+            self._hprev_t = t  # prev_t itself is written when the tensor path takes over (begin), its only reader
         if new:
             for name, (v, _, per_video) in self.scalars().items():
                 if per_video:
@@ -456,14 +478,24 @@ class AdaptiveRuntime(Policy):
                     "inside the model's forward, which torch.compile cannot trace correctly; apply it with "
                     "decide='device' (one graph, no host read) to compile the model, or run it eagerly")
             self.go = bool(self.pred)
+            self._go_read = True
             self.host_reads += 1
+
+    _go_read = False  # this call's pred was read into `go` (decide="host"): `end` updates the counters by it
 
     def end(self, call: Call) -> None:
         if not self.active:
             self.active = True
             return
-        self.computed.add_(self.pred)
-        self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
+        if self._go_read:  # the same updates, one op instead of three (each costs microseconds in a call)
+            if self.go:
+                self.computed.add_(1)
+                self.streak.zero_()
+            else:
+                self.streak.add_(1)  # reused calls in a row
+        else:
+            self.computed.add_(self.pred)
+            self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
         if self.record:
             self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
         self.half = None
@@ -750,8 +782,7 @@ class TeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
     def run(self, b, args, kwargs):
         if b.order == 0:
             u = self._indicator(b, args, kwargs)
-            parts = all_reduce_sum(ops.feature_diff_partials(u, self.rows(self.u_prev), "rel_l1"), self.group)
-            rel = ops.feature_diff_from_partials(parts, "rel_l1")
+            rel = metric_value(u, self.rows(self.u_prev), "rel_l1", self.group)
             # a rescaled distance below 0 counts as 0 (the reference lets it go negative: threshold 0 could reuse)
             acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).clamp(min=0).to(_F32)
             pred = self.decide(~(self.across(acc, "acc") < self.config.threshold))  # NaN computes
@@ -803,8 +834,7 @@ class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
         out = b.call(args, kwargs)
         r1 = b.outs(out)[b.primary] - x0
         metric = self.config.metric
-        parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
-        diff = ops.feature_diff_from_partials(parts, metric)
+        diff = metric_value(r1, self.rows(self.r1_ref), metric, self.group)
         pred = self.decide(~(self.across(diff, "metric", reused_only=True) < self.config.threshold))  # NaN computes
         self.metric.copy_(diff)
         self.pred.copy_(pred)
@@ -961,6 +991,8 @@ class AdaCacheRuntime(AdaptiveRuntime):
         ps, qrs = b.bufs["p"], b.bufs["qr"]
         if self.half is not None:  # a composed CFG-skip call: its half of the batch
             ps, qrs = [self.rows(t) for t in ps], [self.rows(t) for t in qrs]
+        if not self.go and not self.device_mode:  # a reused block (host decision): first, it is the most common
+            return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
         k = len(ins)
         j = b.primary  # the image / video stream: the metric's
         metric = b.metric_slot >= 0
@@ -990,8 +1022,6 @@ class AdaCacheRuntime(AdaptiveRuntime):
                 if b is self._last_metric:
                     self._update()
             return b.pack(list(got[:k]))
-        if not self.go:
-            return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
         out, mids = b.call_capture(args, kwargs)
         outs = b.outs(out)
         done = None
