@@ -7,8 +7,9 @@ engine's own host-side detection resets it too); the block forwards compute the 
 `pred`. With per-branch calls (diffusers' `cache_context("cond" | "uncond")`) every tensor below is kept per
 branch by the engine (`save`/`load`), so one branch never reuses the other's residuals.
 
-Two ways to act on `pred`:
-- decide="host" (default): one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
+Two ways to act on `pred` (decide="auto", the default, takes "host" for eager calls and "device" for calls under
+torch.compile: the engine observes the first call of each kind, and that call lays out the buffers):
+- decide="host": one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
   known before the call; in the first block for TeaCache and First-Block-Cache, whose metric comes from this call),
   then plain Python branches.
 - decide="device": no host read while traced or captured; every block is `torch.cond(pred, compute, reuse,
@@ -34,8 +35,6 @@ import warnings
 
 import torch
 import torch.utils._python_dispatch as _python_dispatch
-
-from torch._dynamo.utils import counters as _dynamo_counters
 
 from .. import ops
 from . import parallel
@@ -80,18 +79,29 @@ def _operands(ins: list) -> list:
 def under_torch_compile() -> bool:
     """Whether this (eager, compiler-disabled) hook runs inside a call of a torch.compile'd function: a frame of
     dynamo's eval_frame.py whose `self` is an OptimizeContext is then on the Python stack (torch 2.13; the
-    compiler.disable wrapper around the hook itself is a DisableContext). Checked only by the policies that
-    refuse compilation. Nothing compiled yet in this process (dynamo's frame counter at 0): no stack walk, which
-    cost about 15 us per call in a model call (docs/results.md "Host time per call")."""
-    if not _dynamo_counters["frames"]["total"]:
-        return False
+    compiler.disable wrapper around the hook itself is a DisableContext). Checked by the policies that
+    refuse compilation, and by the engine for decide="auto" (once per call)."""
     f = sys._getframe(1)
+    name = _EVAL_FRAME
     while f is not None:
-        if f.f_code.co_filename.endswith("eval_frame.py") and type(f.f_locals.get("self")).__name__ in (
+        # one string comparison per frame, no method call (the walk runs on every call under decide="auto")
+        if f.f_code.co_filename == name and type(f.f_locals.get("self")).__name__ in (
                 "OptimizeContext", "OptimizedModule"):
             return True
         f = f.f_back
     return False
+
+
+def _eval_frame_file() -> str:
+    try:
+        from torch._dynamo import eval_frame
+
+        return eval_frame._TorchDynamoContext.__call__.__code__.co_filename
+    except (ImportError, AttributeError):  # pragma: no cover (another torch): the file name alone
+        return "eval_frame.py"
+
+
+_EVAL_FRAME = _eval_frame_file()
 
 
 def _dense(outs: list, ins) -> list:
@@ -131,12 +141,15 @@ class AdaptiveRuntime(Policy):
     forced_tail = 0  # calls N - forced_tail .. N always compute (with num_calls)
     follows_first_branch = True  # the later CFG branches of a step take the first branch's decision
 
-    def __init__(self, config, adapter, blocks: list[BlockInfo], decide: str = "host", process_group=None,
+    def __init__(self, config, adapter, blocks: list[BlockInfo], decide: str = "auto", process_group=None,
                  record: bool = False):
-        if decide not in ("host", "device"):
-            raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
+        if decide not in ("auto", "host", "device"):
+            raise ValueError(f"fk.apply: `decide` must be 'auto', 'host' or 'device', got {decide!r}")
         self.name = self.policy
         self.config, self.adapter, self.blocks = config, adapter, blocks
+        # "auto": host decisions, or device decisions when the observed call that lays out the buffers runs under
+        # torch.compile (the engine observes again when that changes: see `start_observing`)
+        self.auto = decide == "auto"
         self.device_mode = decide == "device"
         self.group = self.user_group = process_group
         self.cp = None  # the context-parallel group, when the model is sharded and its metric sums go over it
@@ -220,6 +233,10 @@ class AdaptiveRuntime(Policy):
         return forward
 
     def start_observing(self) -> None:
+        if self.auto:  # the buffer layout follows the calls to come: chains for host decisions, one per block else
+            self.device_mode = bool(self.engine.compiled)
+            if self.device_mode:
+                self.engine.static_shapes = True  # as decide="device" (see the engine's `_begin`)
         for b in self.blocks:
             b.order = -1
         self.order = []
@@ -310,14 +327,15 @@ class AdaptiveRuntime(Policy):
         if not self.active:
             return
         self._go_read = False
-        if self.reads_in_forward and not self.device_mode and under_torch_compile():
+        if self.reads_in_forward and not self.device_mode and (
+                self.engine.compiled if self.auto else under_torch_compile()):  # "auto": the engine looked
             # a host read inside a compiled forward: fullgraph cannot trace it, and without fullgraph the graph
             # breaks around it gave wrong videos (First-Block-Cache on the trained demo CogVideoX: 38.3 dB eager,
             # 33.9 dB under aot_eager), so refuse instead
             raise RuntimeError(
                 f"fastercache: {type(self.config).__name__} with decide='host' reads its decision on the host inside "
                 "the model's forward, which torch.compile cannot run correctly; apply it with decide='device' (one "
-                "graph, no host read) to compile the model, or run it eagerly")
+                "graph, no host read) or the default decide='auto' to compile the model, or run it eagerly")
         self.half = call.half
         self.calls += 1
         t = call.t_tensor
@@ -458,12 +476,14 @@ class AdaptiveRuntime(Policy):
         directly instead of eager torch.cond (about 0.5 ms per block, docs/results.md "Host time per call");
         None where the call is traced or captured (or `cond_in_eager` is set), which then makes no host read and
         runs torch.cond."""
+        go = self._eager_go
+        if go is not None:  # read by an earlier block of this eager call (begin clears it each call)
+            return go
         if (self.cond_in_eager or torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
                 or (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
             return None
-        if self._eager_go is None:
-            self._eager_go = bool(self.pred)
-            self.host_reads += 1
+        self._eager_go = bool(self.pred)
+        self.host_reads += 1
         return self._eager_go
 
     def _read(self) -> None:
@@ -476,7 +496,8 @@ class AdaptiveRuntime(Policy):
                 raise RuntimeError(
                     f"fastercache: {type(self.config).__name__} with decide='host' reads its decision on the host "
                     "inside the model's forward, which torch.compile cannot trace correctly; apply it with "
-                    "decide='device' (one graph, no host read) to compile the model, or run it eagerly")
+                    "decide='device' (one graph, no host read) or the default decide='auto' to compile the model, "
+                    "or run it eagerly")
             self.go = bool(self.pred)
             self._go_read = True
             self.host_reads += 1

@@ -195,6 +195,10 @@ class Engine:
         self._params = tuple(self._sig.parameters)  # the forward's parameter names, in order (read per call)
         self.host_time = any(p.host_time for p in self.policies)
         self.static_shapes = any(getattr(p, "device_mode", False) for p in self.policies)
+        # decide="auto": whether a call runs under torch.compile is part of its input signature, so the first call
+        # of each kind is observed and lays out the buffers for it (the policies read `compiled` then)
+        self.auto = any(getattr(p, "auto", False) for p in self.policies)
+        self.compiled = False
         self.timestep_fn = None  # optional callback giving the timestep (diffusers' current_timestep_callback)
         self.context = None  # the diffusers CacheContext (or any object with .name) of the call in progress
         self.key: str | None = None  # the key whose state the policies hold now
@@ -535,6 +539,11 @@ class Engine:
         leader = self._step_keys[0] if pos and self._step_keys[0] != key else None
         clock = self._clocks.setdefault(key, {"c": 0, "prev_t": None, "step": None, "in_call": False})
         signature = self.signature(args, kwargs)
+        if self.auto:
+            from .adaptive import under_torch_compile
+
+            self.compiled = under_torch_compile()
+            signature += (("torch.compile", self.compiled),)
         sig_changed = signature != self._signatures.get(key)
         changed = sig_changed and key in self._signatures
         jumped = t is not None and clock["prev_t"] is not None and t > clock["prev_t"]  # a new video anyway
