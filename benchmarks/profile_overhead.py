@@ -52,7 +52,7 @@ def wrap(obj, name, label):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("method", nargs="?", default="fbc", choices=["fbc", "fbc-device", "ada", "none"])
+    p.add_argument("method", nargs="?", default="fbc", choices=["fbc", "fbc-device", "fbc-auto", "ada", "none"])
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--calls", type=int, default=50)
     args = p.parse_args(argv)
@@ -68,9 +68,10 @@ def main(argv=None) -> int:
     torch.manual_seed(1)
     x, ctx = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8)
     ts = [t.view(1) for t in torch.linspace(999, 0, args.calls)]
-    config = {"fbc": fk.FirstBlockCacheConfig(threshold=0.2), "fbc-device": fk.FirstBlockCacheConfig(threshold=0.2),
-              "ada": settings._adacache(args.calls)}.get(args.method)
-    kw = {"decide": "device"} if args.method == "fbc-device" else {"decide": "host"} if config is not None else {}
+    fbc = fk.FirstBlockCacheConfig(threshold=0.2)
+    config = {"fbc": fbc, "fbc-device": fbc, "fbc-auto": fbc, "ada": settings._adacache(args.calls)}.get(args.method)
+    kw = ({} if config is None or args.method == "fbc-auto" else
+          {"decide": "device"} if args.method == "fbc-device" else {"decide": "host"})
     handle = fk.apply(model, config, **kw) if config is not None else None
     if handle is not None:
         e = handle.engine
@@ -103,7 +104,8 @@ def main(argv=None) -> int:
     for _ in range(3):
         video()
     calls = CNT["model call"]
-    print(f"{args.method} ({kw or 'no cache'}), {args.blocks} blocks: thread CPU us per model call (mean of {calls} "
+    what = kw or ("default decide" if config is not None else "no cache")
+    print(f"{args.method} ({what}), {args.blocks} blocks: thread CPU us per model call (mean of {calls} "
           f"calls), calls per model call; load average {os.getloadavg()[0]:.1f}")
     for k in sorted(ACC, key=lambda k: -ACC[k]):
         print(f"  {k:34s} {ACC[k] / 1e3 / calls:9.1f} us  x{CNT[k] / calls:.2f}")
