@@ -19,7 +19,7 @@ from .policies.fastercache import BRANCHES, FasterCacheConfig
 from .runtime import parallel
 from .runtime.engine import Engine
 
-DECIDE_MODES = ("host", "device")
+DECIDE_MODES = ("auto", "host", "device")
 
 
 class Handle:
@@ -198,7 +198,7 @@ def _transformers(pipe) -> dict[str, torch.nn.Module]:
 
 
 def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: torch.dtype | None = None,
-          decide: str = "host", process_group=None, record: bool = False):
+          decide: str = "auto", process_group=None, record: bool = False):
     """Patches `model` in place and returns a handle (`handle.remove()` undoes it).
 
     Args:
@@ -220,9 +220,10 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
             and text encoders are refused (fk targets diffusion transformers) unless `adapter` is given.
         adapter: overrides the adapter chosen from the model's class.
         storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
-        decide: adaptive policies only: "host" (one host read per call) or "device" (torch.cond, no host read: for
-            `torch.compile(model, fullgraph=True)` and CUDA graphs; an eager call reads the decision once, as
-            "host" does, and runs the chosen branch). Composed with FasterCache: "host".
+        decide: adaptive policies only: "auto" (the default: "host" in eager calls, "device" in calls under
+            `torch.compile`, chosen by the first call of each kind), "host" (one host read per call) or "device"
+            (torch.cond, no host read: for `torch.compile(model, fullgraph=True)` and CUDA graphs; an eager call
+            reads the decision once, as "host" does, and runs the chosen branch). Composed with FasterCache: "host".
         process_group: adaptive policies: all-reduce group of the metric sums (default the world).
         record: adaptive policies: keep per-call decision tensors in `handle.history`.
 
@@ -264,7 +265,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
         if refused:
             raise TypeError(refused)
     if decide not in DECIDE_MODES:
-        raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
+        raise ValueError(f"fk.apply: `decide` must be 'auto', 'host' or 'device', got {decide!r}")
 
     if config is None and adapter is None and for_model(model) is None:
         config = default_config()
@@ -274,7 +275,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
     if len(adaptive) > 1 or len(faster) > 1 or not configs:
         raise ValueError(f"fk.apply: compose at most one FasterCache config and one adaptive config (AdaCache, "
                          f"TeaCache or First-Block-Cache), got {[type(c).__name__ for c in configs]}")
-    if not adaptive and (decide != "host" or process_group is not None or record):
+    if not adaptive and (decide == "device" or process_group is not None or record):
         raise TypeError("fk.apply: `decide`, `process_group` and `record` apply to the adaptive policies only")
     if adaptive and faster and decide == "device":
         raise ValueError("fk.apply: FasterCache composed with an adaptive policy needs decide='host' (its attention "
@@ -290,6 +291,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
         policies.append(fc_policy)
         configs = [config_used if c is faster[0] else c for c in configs]
     if adaptive:
+        decide = "host" if faster and decide == "auto" else decide  # FasterCache composed: host decisions
         policies.append(_adaptive(model, adaptive[0], base, decide, process_group, record,
                                   observe=unknown and adapter is None))
     if len(policies) == 2:

@@ -1,4 +1,5 @@
-"""The eager fast path of `ops._common.call`: plain eager calls skip torch's dispatcher, everything else keeps it."""
+"""The eager fast paths: plain eager calls skip torch's dispatcher (`ops._common.call`), and the per-call ops of the
+cache runtimes run their CPU launcher straight away (`OpDef.cpu_direct`); everything else keeps the dispatcher."""
 
 import importlib
 
@@ -11,6 +12,7 @@ import fastercache_kernels as fk
 extrapolate_mod = importlib.import_module("fastercache_kernels.ops.extrapolate")
 residual_sum_mod = importlib.import_module("fastercache_kernels.ops.residual_sum")
 diff_mod = importlib.import_module("fastercache_kernels.ops.residual_diff_update")
+feature_diff_mod = importlib.import_module("fastercache_kernels.ops.feature_diff")
 
 
 @pytest.fixture
@@ -25,6 +27,13 @@ def direct_calls(monkeypatch):
             return _impl(*args)
 
         monkeypatch.setattr(op, "fk_impl", counting)
+    for d in (residual_sum_mod.OP, feature_diff_mod.OP_PARTIALS):
+        if d.cpu_direct is not None:
+            def direct(*args, _run=d.cpu_direct, _name=d.name):
+                seen.append(_name)
+                return _run(*args)
+
+            monkeypatch.setattr(d, "cpu_direct", direct)
     return seen
 
 
@@ -120,3 +129,25 @@ def test_bad_input_errors_are_the_same_on_both_paths():
         fk.ops.extrapolate(a, torch.randn(5), 0.3)
     with pytest.raises(ValueError, match="`older` has shape"), FakeTensorMode():
         fk.ops.extrapolate(torch.empty(4), torch.empty(5), torch.tensor(0.3))
+
+
+def test_cpu_direct_path_only_for_plain_cpu_calls(direct_calls):
+    """The launcher-direct path of the runtime's per-call ops: taken by a plain eager CPU call (same result as the
+    dispatcher's), not under a forced backend, a fake-tensor mode or the profiler; its argument check still runs."""
+    from fastercache_kernels import _ext
+
+    a, b = _pair()
+    direct = fk.ops.feature_diff_partials(a, b, "rel_l2")
+    expected = [] if _ext.why_not("_cpu") is not None else ["feature_diff_partials"]
+    assert direct_calls == expected
+    with fk.use_backend("reference"):
+        ref = fk.ops.feature_diff_partials(a, b, "rel_l2")
+    assert direct_calls == expected  # the reference backend went through the op layers
+    torch.testing.assert_close(direct, ref)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        fk.ops.residual_sum(a, [b])
+    with FakeTensorMode():
+        fk.ops.residual_sum(torch.empty(7, 5), [torch.empty(7, 5)])
+    assert direct_calls == expected
+    with pytest.raises(ValueError, match="`residuals\\[0\\]` has shape"):
+        fk.ops.residual_sum(a, [torch.randn(5, 7)])

@@ -7,8 +7,9 @@ engine's own host-side detection resets it too); the block forwards compute the 
 `pred`. With per-branch calls (diffusers' `cache_context("cond" | "uncond")`) every tensor below is kept per
 branch by the engine (`save`/`load`), so one branch never reuses the other's residuals.
 
-Two ways to act on `pred`:
-- decide="host" (default): one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
+Two ways to act on `pred` (decide="auto", the default, takes "host" for eager calls and "device" for calls under
+torch.compile: the engine observes the first call of each kind, and that call lays out the buffers):
+- decide="host": one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
   known before the call; in the first block for TeaCache and First-Block-Cache, whose metric comes from this call),
   then plain Python branches.
 - decide="device": no host read while traced or captured; every block is `torch.cond(pred, compute, reuse,
@@ -46,13 +47,27 @@ _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
 # (measured: acc.copy_(...) on a float64 0-d tensor left it 0 under aot_eager; float32 works).
 
 
+def _several_ranks(group) -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
 def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
     """Sums `t` over the ranks of `group` when torch.distributed is initialised (identity otherwise)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+    if _several_ranks(group):
         t = t.clone()
+        dist = torch.distributed
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t
+
+
+def metric_value(a: torch.Tensor, b: torch.Tensor, metric: str, group=None) -> torch.Tensor:
+    """feature_diff(a, b, metric) over every rank of `group` (partial sums all-reduced before dividing,
+    docs/algorithms.md §5); on one rank the one op itself, bit-identical to the metric of its partials (two op
+    calls and the division: about 0.1 ms of host time per call on the tiny model, docs/results.md)."""
+    if _several_ranks(group):
+        return ops.feature_diff_from_partials(all_reduce_sum(ops.feature_diff_partials(a, b, metric), group), metric)
+    return ops.feature_diff(a, b, metric)
 
 
 def _operands(ins: list) -> list:
@@ -64,15 +79,29 @@ def _operands(ins: list) -> list:
 def under_torch_compile() -> bool:
     """Whether this (eager, compiler-disabled) hook runs inside a call of a torch.compile'd function: a frame of
     dynamo's eval_frame.py whose `self` is an OptimizeContext is then on the Python stack (torch 2.13; the
-    compiler.disable wrapper around the hook itself is a DisableContext). Checked only by the policies that
-    refuse compilation."""
+    compiler.disable wrapper around the hook itself is a DisableContext). Checked by the policies that
+    refuse compilation, and by the engine for decide="auto" (once per call)."""
     f = sys._getframe(1)
+    name = _EVAL_FRAME
     while f is not None:
-        if f.f_code.co_filename.endswith("eval_frame.py") and type(f.f_locals.get("self")).__name__ in (
+        # one string comparison per frame, no method call (the walk runs on every call under decide="auto")
+        if f.f_code.co_filename == name and type(f.f_locals.get("self")).__name__ in (
                 "OptimizeContext", "OptimizedModule"):
             return True
         f = f.f_back
     return False
+
+
+def _eval_frame_file() -> str:
+    try:
+        from torch._dynamo import eval_frame
+
+        return eval_frame._TorchDynamoContext.__call__.__code__.co_filename
+    except (ImportError, AttributeError):  # pragma: no cover (another torch): the file name alone
+        return "eval_frame.py"
+
+
+_EVAL_FRAME = _eval_frame_file()
 
 
 def _dense(outs: list, ins) -> list:
@@ -112,12 +141,15 @@ class AdaptiveRuntime(Policy):
     forced_tail = 0  # calls N - forced_tail .. N always compute (with num_calls)
     follows_first_branch = True  # the later CFG branches of a step take the first branch's decision
 
-    def __init__(self, config, adapter, blocks: list[BlockInfo], decide: str = "host", process_group=None,
+    def __init__(self, config, adapter, blocks: list[BlockInfo], decide: str = "auto", process_group=None,
                  record: bool = False):
-        if decide not in ("host", "device"):
-            raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
+        if decide not in ("auto", "host", "device"):
+            raise ValueError(f"fk.apply: `decide` must be 'auto', 'host' or 'device', got {decide!r}")
         self.name = self.policy
         self.config, self.adapter, self.blocks = config, adapter, blocks
+        # "auto": host decisions, or device decisions when the observed call that lays out the buffers runs under
+        # torch.compile (the engine observes again when that changes: see `start_observing`)
+        self.auto = decide == "auto"
         self.device_mode = decide == "device"
         self.group = self.user_group = process_group
         self.cp = None  # the context-parallel group, when the model is sharded and its metric sums go over it
@@ -201,6 +233,10 @@ class AdaptiveRuntime(Policy):
         return forward
 
     def start_observing(self) -> None:
+        if self.auto:  # the buffer layout follows the calls to come: chains for host decisions, one per block else
+            self.device_mode = bool(self.engine.compiled)
+            if self.device_mode:
+                self.engine.static_shapes = True  # as decide="device" (see the engine's `_begin`)
         for b in self.blocks:
             b.order = -1
         self.order = []
@@ -266,7 +302,8 @@ class AdaptiveRuntime(Policy):
 
     # decide="host": `c` and `prev_t` mirrored on the host (`_hc`, `_hprev_t`, None when not known), so `begin`
     # decides a new video and the forced calls in Python and writes the 0-d tensors with a few fills instead of a
-    # dozen tensor ops per call; the tensors stay exact (the policies' device arithmetic reads them)
+    # dozen tensor ops per call; `c` stays exact (the policies' device arithmetic reads it), `prev_t` is written
+    # when the tensor path of `begin`, which alone reads it, takes over
     _hc: int | None = None
     _hprev_t: float | None = None
 
@@ -289,14 +326,16 @@ class AdaptiveRuntime(Policy):
         self.active = not call.skips_model
         if not self.active:
             return
-        if self.reads_in_forward and not self.device_mode and under_torch_compile():
+        self._go_read = False
+        if self.reads_in_forward and not self.device_mode and (
+                self.engine.compiled if self.auto else under_torch_compile()):  # "auto": the engine looked
             # a host read inside a compiled forward: fullgraph cannot trace it, and without fullgraph the graph
             # breaks around it gave wrong videos (First-Block-Cache on the trained demo CogVideoX: 38.3 dB eager,
             # 33.9 dB under aot_eager), so refuse instead
             raise RuntimeError(
                 f"fastercache: {type(self.config).__name__} with decide='host' reads its decision on the host inside "
                 "the model's forward, which torch.compile cannot run correctly; apply it with decide='device' (one "
-                "graph, no host read) to compile the model, or run it eagerly")
+                "graph, no host read) or the default decide='auto' to compile the model, or run it eagerly")
         self.half = call.half
         self.calls += 1
         t = call.t_tensor
@@ -310,6 +349,8 @@ class AdaptiveRuntime(Policy):
             self._begin_host(call, by_steps)
             self.begin_policy()
             return
+        if self._hc is not None and self._hprev_t is not None:  # leaving the mirrors: prev_t as they kept it
+            self.prev_t.fill_(self._hprev_t)
         self._hc = None  # the mirrors are not kept on this path
         new = self.c == 0
         if n is not None and not by_steps:
@@ -340,8 +381,7 @@ class AdaptiveRuntime(Policy):
         if call.t_tensor is not None:
             t = _f32(call.t)
             new = new or t > self._hprev_t
-            self._hprev_t = t
-            self.prev_t.fill_(t)
+            self._hprev_t = t  # prev_t itself is written when the tensor path takes over (begin), its only reader
         if new:
             for name, (v, _, per_video) in self.scalars().items():
                 if per_video:
@@ -441,12 +481,14 @@ class AdaptiveRuntime(Policy):
         directly instead of eager torch.cond (about 0.5 ms per block, docs/results.md "Host time per call");
         None where the call is traced or captured (or `cond_in_eager` is set), which then makes no host read and
         runs torch.cond."""
+        go = self._eager_go
+        if go is not None:  # read by an earlier block of this eager call (begin clears it each call)
+            return go
         if (self.cond_in_eager or torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
                 or (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
             return None
-        if self._eager_go is None:
-            self._eager_go = bool(self.pred)
-            self.host_reads += 1
+        self._eager_go = bool(self.pred)
+        self.host_reads += 1
         return self._eager_go
 
     def _read(self) -> None:
@@ -459,16 +501,27 @@ class AdaptiveRuntime(Policy):
                 raise RuntimeError(
                     f"fastercache: {type(self.config).__name__} with decide='host' reads its decision on the host "
                     "inside the model's forward, which torch.compile cannot trace correctly; apply it with "
-                    "decide='device' (one graph, no host read) to compile the model, or run it eagerly")
+                    "decide='device' (one graph, no host read) or the default decide='auto' to compile the model, "
+                    "or run it eagerly")
             self.go = bool(self.pred)
+            self._go_read = True
             self.host_reads += 1
+
+    _go_read = False  # this call's pred was read into `go` (decide="host"): `end` updates the counters by it
 
     def end(self, call: Call) -> None:
         if not self.active:
             self.active = True
             return
-        self.computed.add_(self.pred)
-        self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
+        if self._go_read:  # the same updates, one op instead of three (each costs microseconds in a call)
+            if self.go:
+                self.computed.add_(1)
+                self.streak.zero_()
+            else:
+                self.streak.add_(1)  # reused calls in a row
+        else:
+            self.computed.add_(self.pred)
+            self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
         if self.record:
             self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
         self.half = None
@@ -755,8 +808,7 @@ class TeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
     def run(self, b, args, kwargs):
         if b.order == 0:
             u = self._indicator(b, args, kwargs)
-            parts = all_reduce_sum(ops.feature_diff_partials(u, self.rows(self.u_prev), "rel_l1"), self.group)
-            rel = ops.feature_diff_from_partials(parts, "rel_l1")
+            rel = metric_value(u, self.rows(self.u_prev), "rel_l1", self.group)
             # a rescaled distance below 0 counts as 0 (the reference lets it go negative: threshold 0 could reuse)
             acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).clamp(min=0).to(_F32)
             pred = self.decide(~(self.across(acc, "acc") < self.config.threshold))  # NaN computes
@@ -808,8 +860,7 @@ class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
         out = b.call(args, kwargs)
         r1 = b.outs(out)[b.primary] - x0
         metric = self.config.metric
-        parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
-        diff = ops.feature_diff_from_partials(parts, metric)
+        diff = metric_value(r1, self.rows(self.r1_ref), metric, self.group)
         ahead = self.across(diff, "metric", reused_only=True, since=self.metric)  # self.metric: still the last call's
         pred = self.decide(~(ahead < self.config.threshold))  # NaN computes
         self.metric.copy_(diff)
@@ -990,6 +1041,10 @@ class AdaCacheRuntime(ForecastReuse, AdaptiveRuntime):
         mring = b.bufs.get("mring", [])  # forecast_metric, on a metric block: the ring of the metric's residual
         if self.half is not None:  # a composed CFG-skip call: its half of the batch
             ps, qrs = [self.rows(t) for t in ps], [self.rows(t) for t in qrs]
+        if not self.go and not self.device_mode:  # a reused block (host decision): first, it is the most common
+            if fc:  # section 11: x + the forecast residual, one fused op per stream
+                return b.pack([ops.forecast(self.rows(h), self.fc_w, x) for x, h in zip(ins, rings)])
+            return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
         k = len(ins)
         j = b.primary  # the image / video stream: the metric's
         metric = b.metric_slot >= 0
@@ -1042,10 +1097,6 @@ class AdaCacheRuntime(ForecastReuse, AdaptiveRuntime):
                 if b is self._last_metric:
                     self._update()
             return b.pack(list(got[:k]))
-        if not self.go:
-            if fc:  # section 11: x + the forecast residual, one fused op per stream
-                return b.pack([ops.forecast(self.rows(h), self.fc_w, x) for x, h in zip(ins, rings)])
-            return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
         out, mids = b.call_capture(args, kwargs)
         outs = b.outs(out)
         done = None

@@ -195,6 +195,10 @@ class Engine:
         self._params = tuple(self._sig.parameters)  # the forward's parameter names, in order (read per call)
         self.host_time = any(p.host_time for p in self.policies)
         self.static_shapes = any(getattr(p, "device_mode", False) for p in self.policies)
+        # decide="auto": whether a call runs under torch.compile is part of its input signature, so the first call
+        # of each kind is observed and lays out the buffers for it (the policies read `compiled` then)
+        self.auto = any(getattr(p, "auto", False) for p in self.policies)
+        self.compiled = False
         self.timestep_fn = None  # optional callback giving the timestep (diffusers' current_timestep_callback)
         self.context = None  # the diffusers CacheContext (or any object with .name) of the call in progress
         self.key: str | None = None  # the key whose state the policies hold now
@@ -213,7 +217,7 @@ class Engine:
         self._last_t = None  # the previous call's timestep, as passed
         self._last_sample = None  # the previous call's sample input
         self._last_version = None  # and its version counter then (an in-place update makes it a new step)
-        self._pending_step = (None, None, None)  # the same of the call in progress
+        self._pending_step = (None, None, None, None)  # the same of the call in progress (and its host timestep)
         self._step_keys: list[str] = []  # the keys of the current step's calls, in call order
         self.per_branch = False  # calls without cache_context come once per branch (seen: two calls at a timestep)
         self.branch_keys: set = set()  # the keys of the later branches of a step (they follow the first one's)
@@ -407,7 +411,19 @@ class Engine:
         scale = getattr(pipe, "_guidance_scale", None)
         return None if scale is None else float(scale) > 1.0
 
-    def _same_step(self, t_raw, sample) -> bool:
+    def _sample(self, args: tuple, kwargs: dict):
+        """first_tensor of the positional inputs, then the keyword inputs in the forward's order, then the others
+        (without building their list: this runs on every call)."""
+        for v in args:
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return v
+        for n in self._params:
+            v = kwargs.get(n)
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return v
+        return first_tensor(kwargs.values())
+
+    def _same_step(self, t_raw, sample, t=None) -> bool:
         """Whether this call is another CFG branch of the previous call's sampler step: the same sample input, not
         modified in place since (the same tensor or storage at the same version, or equal values on the CPU),
         at the same timestep where the timestep is known (the same tensor or storage, equal values of a CPU tensor
@@ -415,9 +431,11 @@ class Engine:
         for this alone; a loop whose timesteps repeat has new latents."""
         # compared with the last call that finished (an interrupted call starts nothing), kept when this one does
         prev, prev_sample, version = self._last_t, self._last_sample, self._last_version
-        self._pending_step = (t_raw, sample, _version(sample))
+        self._pending_step = (t_raw, sample, _version(sample), t)
         if sample is None or prev_sample is None:
             return False
+        if t is not None and prev is not None and self._last_host_t is not None and t != self._last_host_t:
+            return False  # the timesteps' host values (read anyway) differ: no need to compare the samples
         if sample is prev_sample or (sample.data_ptr() == prev_sample.data_ptr() and sample.shape == prev_sample.shape
                                      and sample.stride() == prev_sample.stride()):
             if _version(sample) != version:
@@ -454,6 +472,8 @@ class Engine:
         sig = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor))
         return sig + tuple((i, tuple(v.shape), v.dtype, v.device) for i, v in enumerate(args)
                            if isinstance(v, torch.Tensor))
+
+    _last_host_t = None  # the previous call's timestep on the host, where it was read (with `_last_t`)
 
     # -- per call (outside compiled graphs) ----------------------------------------------------------------------
     def bind(self, args: tuple, kwargs: dict, sig=None) -> tuple[tuple, dict]:
@@ -500,8 +520,7 @@ class Engine:
         # tensor or a number): a new video when it jumps up
         t = timestep_value(t_raw) if self.host_time or not isinstance(t_raw, torch.Tensor) or \
             t_raw.device.type == "cpu" else None
-        ordered = [kwargs[n] for n in self._params if n in kwargs]
-        same = self._same_step(t_raw, first_tensor((*args, *ordered, *kwargs.values()))) and getattr(
+        same = self._same_step(t_raw, self._sample(args, kwargs), t) and getattr(
             self.adapter, "branches_by_timestep", True)
         pos = len(self._step_keys) if same else 0
         if ctx is None:
@@ -520,6 +539,11 @@ class Engine:
         leader = self._step_keys[0] if pos and self._step_keys[0] != key else None
         clock = self._clocks.setdefault(key, {"c": 0, "prev_t": None, "step": None, "in_call": False})
         signature = self.signature(args, kwargs)
+        if self.auto:
+            from .adaptive import under_torch_compile
+
+            self.compiled = under_torch_compile()
+            signature += (("torch.compile", self.compiled),)
         sig_changed = signature != self._signatures.get(key)
         changed = sig_changed and key in self._signatures
         jumped = t is not None and clock["prev_t"] is not None and t > clock["prev_t"]  # a new video anyway
@@ -576,8 +600,8 @@ class Engine:
             return None
         call, self.call = self.call, None
         observed, self.observing = self.observing, False
-        finished = self._pending_step if output is not None else (None, None, None)
-        self._last_t, self._last_sample, self._last_version = finished
+        finished = self._pending_step if output is not None else (None, None, None, None)
+        self._last_t, self._last_sample, self._last_version, self._last_host_t = finished
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.__exit__(None, None, None)
