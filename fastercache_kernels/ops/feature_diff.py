@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from ..reference.feature_diff import feature_diff_partials as reference_partials
