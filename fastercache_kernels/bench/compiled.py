@@ -1,7 +1,7 @@
 """`compare --compile`: the trained demo CogVideoX and Latte under torch.compile, fk's demo settings (adaptive ones
 with decide="device", `fullgraph=True`) next to diffusers' best cache hooks (`fullgraph=False`: their hooks read
-their decisions on the host behind `torch.compiler.disable`, so dynamo breaks the graph there), in one process,
-from the same noise.
+their decisions on the host behind `torch.compiler.disable`, so dynamo breaks the graph there), from the same
+noise: fk's rows in one process, diffusers' in another (GROUPS), each with its own uncached references.
 
 Each method compiles its own patched copy of the model and samples one untimed video (compiling; its wall and CPU
 time are reported as the compile cost; fk's first call of a model is its probe, run eagerly by design); then
@@ -28,7 +28,8 @@ MODELS = ("cogvideox", "latte")
 # Each owner's methods run in a process of their own, each with its own compiled and eager uncached references:
 # compiling a model with diffusers' hooks (graph breaks inside the model's forward) made dynamo stop compiling that
 # forward as a whole for every model of the class in the process (measured on the demo CogVideoX: the compiled
-# uncached model went from 1 to 8 graphs per call and ran 4x slower than eager), which must not reach fk's rows.
+# uncached model went from 1 to 8 graphs per call and ran 4x slower than eager, with dynamo's eager backend), which
+# must not reach fk's rows.
 GROUPS = ("fk", "diffusers")
 
 
