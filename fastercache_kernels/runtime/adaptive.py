@@ -72,7 +72,13 @@ def metric_value(a: torch.Tensor, b: torch.Tensor, metric: str, group=None) -> t
 
 def _operands(ins: list) -> list:
     """torch.cond rejects operands that alias each other; CogVideoX's first block gets video and text as two
-    strided views of one tensor: copy strided inputs (later blocks get fresh contiguous outputs)."""
+    strided views of one tensor: copy strided inputs (later blocks get fresh contiguous outputs). Under
+    torch.compile every operand is copied by an fk op: inductor may lay out a reshaped block input (Latte's
+    temporal blocks) with other strides than the ones the cond's branches were traced with, and the branch then
+    fails its stride assertion (torch 2.13 inductor, also with x.clone(memory_format=torch.contiguous_format), whose
+    layout inductor re-plans); a custom op's output keeps the strides its fake gives."""
+    if torch.compiler.is_compiling():
+        return [ops.residual_sum(x, []) for x in ins]
     return [x if x.is_contiguous() else x.contiguous() for x in ins]
 
 
