@@ -182,3 +182,20 @@ def find_blocks(model, adapter) -> list[BlockInfo]:
         found.append(BlockInfo(name, mod, kind, count[kind]))
         count[kind] += 1
     return found
+
+
+def candidate_blocks(model) -> list[BlockInfo]:
+    """Every child of every torch.nn.ModuleList that is not inside another one (module order): the modules the first
+    call's observation chooses the blocks from (runtime/structure.py; nested lists, such as an attention's `to_out`,
+    run inside a block). Kind "temporal" when the list's attribute name contains "temporal", as the observer labels
+    it."""
+    lists = {name for name, mod in model.named_modules() if isinstance(mod, torch.nn.ModuleList)}
+    found, count = [], {"spatial": 0, "temporal": 0}
+    for name, mod in model.named_modules():
+        parent = name.rpartition(".")[0]
+        if not name or parent not in lists or any(name.startswith(b.name + ".") for b in found):
+            continue
+        kind = "temporal" if "temporal" in parent.rpartition(".")[2] else "spatial"
+        found.append(BlockInfo(name, mod, kind, count[kind]))
+        count[kind] += 1
+    return found
