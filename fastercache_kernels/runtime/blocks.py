@@ -195,6 +195,8 @@ def candidate_blocks(model) -> list[BlockInfo]:
         parent = name.rpartition(".")[0]
         if not name or parent not in lists or any(name.startswith(b.name + ".") for b in found):
             continue
+        if isinstance(mod, (torch.nn.ModuleList, torch.nn.ModuleDict)):  # a container is never called: its children
+            continue
         kind = "temporal" if "temporal" in parent.rpartition(".")[2] else "spatial"
         found.append(BlockInfo(name, mod, kind, count[kind]))
         count[kind] += 1

@@ -19,8 +19,10 @@ keyed by that name ("" without one).
 Buffers: the first real call of each new input signature is *observed*: it runs in full (as the first call of a
 video always does), every policy's module forwards record what they see (which blocks run, in which order, their
 output shapes, which tensor each block hands to the next) and keep the values the call computed that a cache
-holds (attention outputs, block residuals, indicators); after the call, `Policy.allocate` sizes the buffers from
-the real output and `Policy.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
+holds (attention outputs, block residuals, indicators). Where a policy takes the block structure from the data
+flow (the adaptive ones, for every class), the same call is watched by `structure.Observer`; after the call the
+policies take the structure (`Policy.structure_known`), `Policy.allocate` sizes the buffers from the real output
+and `Policy.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
 call is made. The observed call always runs eagerly, also inside `torch.compile` (see `_model_forward`).
 """
 
