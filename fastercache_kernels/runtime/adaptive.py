@@ -893,6 +893,11 @@ class AdaCacheRuntime(AdaptiveRuntime):
     policy = "adacache"
     forced_tail = 1  # calls N-1 and N
 
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.metric_blocks: list[BlockInfo] = []  # chosen once the blocks are observed (`_setup_blocks`)
+        self.table = torch.zeros(0, 5, dtype=_F32)
+
     def _setup_blocks(self) -> None:
         cfg = self.config
         for b in self.blocks:
