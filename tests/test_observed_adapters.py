@@ -118,28 +118,6 @@ def test_observed_structure_is_what_the_adapter_declared(which):
     handle.remove()
 
 
-def test_override_wins_and_contradiction_names_the_field():
-    x, kw = cog_inputs()
-    # `blocks` set: only those are the policy's blocks
-    model = tiny_cogvideox()
-    h = fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.05),
-                 adapter=fk.adapters.generic_adapter(blocks=r"^transformer_blocks\.0$", tensor_format="BFCHW"))
-    sample_loop([model], x, kw, calls=2)
-    assert [b.name for b in h.runtime.blocks] == ["transformer_blocks.0"] and h.stats()["observed_calls"] == 1
-    # `block_io` that agrees with the data flow is taken
-    model = tiny_cogvideox()
-    h = fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.05), adapter=fk.adapters.generic_adapter(
-        block_io=("hidden_states", "encoder_hidden_states"), tensor_format="BFCHW"))
-    sample_loop([model], x, kw, calls=2)
-    assert {b.io_names for b in h.runtime.blocks} == {("hidden_states", "encoder_hidden_states")}
-    # swapped streams: refused, naming the field
-    model = tiny_cogvideox()
-    fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.05), adapter=fk.adapters.generic_adapter(
-        block_io=("encoder_hidden_states", "hidden_states"), tensor_format="BFCHW"))
-    with pytest.raises(ValueError, match="block_io"):
-        sample_loop([model], x, kw, calls=1)
-
-
 class _Block(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -180,3 +158,61 @@ def test_adapterless_class_one_observed_call_and_same_video():
     assert st["observed_calls"] == 1 and st["calls"] == 3 and st["computed"] == 3
     assert [b.name for b in h.runtime.blocks] == ["blocks.0", "blocks.1", "blocks.2"]  # not the `proj` list
     assert all(torch.equal(a, b) for a, b in outs)
+
+
+class _Twice(torch.nn.Module):
+    def forward(self, a, b):
+        return a + 0.5 * b, a - 0.5 * b
+
+
+class _Shared(torch.nn.Module):
+    """Passes one output on as both inputs of the next block: which input each output continues is ambiguous."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_Twice() for _ in range(3)])
+
+    def forward(self, x, y):
+        for blk in self.blocks:
+            p, _ = blk(x, y)
+            x, y = p, p
+        return x
+
+
+def test_overrides_win_settle_ambiguity_and_contradiction_names_the_field():
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 5, 8), torch.full((2,), 900.0)
+    # `blocks`: only those are the policy's blocks
+    model = _NoAdapterDiT().eval()
+    with torch.no_grad():
+        ref = model(x, t)
+    h = fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.0), adapter=fk.adapters.generic_adapter(
+        blocks=r"^blocks\.[12]$"))
+    with torch.no_grad():
+        assert torch.equal(model(x, t), ref)
+    assert [b.name for b in h.runtime.blocks] == ["blocks.1", "blocks.2"] and h.stats()["observed_calls"] == 1
+    h.remove()
+    # `block_io` settles a pairing the data flow leaves ambiguous; without it the first call names the field
+    y = torch.randn(2, 5, 8)
+    for io in ((), ("a", "b")):
+        model = _Shared()
+        h = fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.0), adapter=fk.adapters.generic_adapter(block_io=io))
+        if not io:
+            with pytest.raises(ValueError, match="block_io"):
+                model(x, y)
+            continue
+        with torch.no_grad():
+            assert torch.equal(model(x, y), _Shared()(x, y))
+        assert {b.io_names for b in h.runtime.blocks} == {("a", "b")}
+    # `block_io` that contradicts the data flow (swapped streams): refused, naming the field
+    lat, kw = cog_inputs()
+    model = tiny_cogvideox()
+    fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.05), adapter=fk.adapters.generic_adapter(
+        block_io=("encoder_hidden_states", "hidden_states"), tensor_format="BFCHW"))
+    with pytest.raises(ValueError, match="block_io"):
+        sample_loop([model], lat, kw, calls=1)
+    model = tiny_cogvideox()  # the agreeing one is taken
+    h = fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.05), adapter=fk.adapters.generic_adapter(
+        block_io=("hidden_states", "encoder_hidden_states"), tensor_format="BFCHW"))
+    sample_loop([model], lat, kw, calls=2)
+    assert {b.io_names for b in h.runtime.blocks} == {("hidden_states", "encoder_hidden_states")}
