@@ -161,7 +161,7 @@ class AdaptiveRuntime(Policy):
         names `blocks`) become the policy's blocks, in execution order, with the observed pairing (the adapter's
         `block_io` where it sets one: it must agree); what the call kept for their caches becomes what `adopt`
         fills the buffers with."""
-        rec, self._rec = self._rec, {}
+        rec, self._rec, self._run = self._rec, {}, []  # (the kept tensors go with `rec` when this returns)
         name = type(self.engine.model).__name__
         specs = {sp.module: sp for sp in structure.blocks}
         declared = bool(self.adapter.blocks or self.adapter.temporal_blocks)
