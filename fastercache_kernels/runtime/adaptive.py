@@ -612,7 +612,10 @@ class AdaptiveRuntime(Policy):
         rec[b] = r
         if self._chaining():
             run = self._run
-            if run and all(i in r["in_ids"].values() for i in run[-1]["out_ids"] if i is not None):
+            shapes = [m for m in r["out_meta"] if m is not None]
+            # a run continues as `_chains` links blocks: the previous one's outputs, as they are, of equal shapes
+            if run and shapes == [m for m in run[-1]["out_meta"] if m is not None] and all(
+                    i in r["in_ids"].values() for i in run[-1]["out_ids"] if i is not None):
                 run.append(r)
                 if len(run) >= 5:  # neither end of the run: its tensors are the neighbours' (dropped)
                     run[-3]["ins"] = run[-3]["outs"] = None
