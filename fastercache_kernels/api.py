@@ -292,13 +292,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
         configs = [config_used if c is faster[0] else c for c in configs]
     if adaptive:
         decide = "host" if faster and decide == "auto" else decide  # FasterCache composed: host decisions
-        policies.append(_adaptive(model, adaptive[0], base, decide, process_group, record,
-                                  observe=unknown and adapter is None))
-    if len(policies) == 2:
-        fc, ad = policies
-        for cache in fc.caches:
-            cache.block = next((b.module for b in ad.blocks if cache.name.startswith(b.name + ".")), None)
-        fc.engine_block_ran = ad.block_ran
+        policies.append(_adaptive(model, adaptive[0], base, decide, process_group, record))
     engine = Engine(model, base, policies)
     if faster and diffusers_compat.is_diffusers_config(faster[0]) and faster[0].current_timestep_callback:
         engine.timestep_fn = faster[0].current_timestep_callback
@@ -390,18 +384,22 @@ def _is_adaptive(config) -> bool:
     return _runtime_class(config) is not None
 
 
-def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool, observe: bool = False):
-    from .runtime.blocks import find_blocks
+def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool):
+    """The adaptive runtime. Its blocks are observed from the first call (runtime/structure.py), chosen among the
+    children of the model's torch.nn.ModuleLists, or among the modules the adapter's `blocks` / `temporal_blocks`
+    name where it sets them."""
+    from .runtime.blocks import candidate_blocks, find_blocks
 
-    if observe:  # a class without an adapter: the blocks come from its first call (runtime/structure.py)
-        runtime = _runtime_class(config)(config, adapter, [], decide=decide, process_group=process_group,
-                                         record=record)
-        runtime.discover = True
-        return runtime
-    blocks = find_blocks(model, adapter)
-    if not blocks:
-        raise ValueError(f"fk.apply: no transformer block of {type(model).__name__} matches the patterns tried: "
-                         f"blocks {list(adapter.blocks)}, temporal_blocks {list(adapter.temporal_blocks)} (set the "
-                         "adapter's `blocks` / `temporal_blocks`)")
+    if adapter.blocks or adapter.temporal_blocks:
+        blocks = find_blocks(model, adapter)
+        if not blocks:
+            raise ValueError(f"fk.apply: no transformer block of {type(model).__name__} matches the patterns tried: "
+                             f"blocks {list(adapter.blocks)}, temporal_blocks {list(adapter.temporal_blocks)} (set "
+                             "the adapter's `blocks` / `temporal_blocks`)")
+    else:
+        blocks = candidate_blocks(model)
+        if not blocks:
+            raise ValueError(f"fk.apply: {type(model).__name__} has no torch.nn.ModuleList of blocks; name its "
+                             "transformer blocks with adapter=fk.adapters.generic_adapter(blocks=...)")
     return _runtime_class(config)(config, adapter, blocks, decide=decide, process_group=process_group,
                                   record=record)

@@ -164,10 +164,13 @@ def test_config_errors():
             fk.AdaCacheConfig(**kw)
     with pytest.raises(ValueError, match="unknown AdaCache preset"):
         fk.AdaCacheConfig.preset("opensora-50")
-    with pytest.raises(ValueError, match="out of range"):
-        fk.apply(tiny_cogvideox(), _cfg(metric_layers=(7,)))
-    with pytest.raises(ValueError, match="capture"):
-        fk.apply(tiny_cogvideox(), _cfg(), adapter=fk.adapters.generic_adapter(attn_capture="nothing"))
+    # the blocks are observed in the first call: what is wrong with them is said there
+    for cfg, adapter, match in [(_cfg(metric_layers=(7,)), None, "out of range"),
+                                (_cfg(), fk.adapters.generic_adapter(attn_capture="nothing"), "capture")]:
+        model = tiny_cogvideox()
+        fk.apply(model, cfg, adapter=adapter)
+        with pytest.raises(ValueError, match=match):
+            sample_loop([model], *cog_inputs(), calls=1)
 
 
 def test_block_residual_metric_runs():

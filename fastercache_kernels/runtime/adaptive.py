@@ -38,7 +38,7 @@ import torch.utils._python_dispatch as _python_dispatch
 
 from .. import ops
 from . import parallel
-from .blocks import BlockInfo, traceable_attention
+from .blocks import BlockInfo, View, traceable_attention
 from .engine import Call, Policy, Probe, fitting_buffer
 from .forecasting import ForecastReuse  # forecast_order > 0 (runtime/forecasting.py)
 
@@ -152,7 +152,9 @@ class AdaptiveRuntime(Policy):
         if decide not in ("auto", "host", "device"):
             raise ValueError(f"fk.apply: `decide` must be 'auto', 'host' or 'device', got {decide!r}")
         self.name = self.policy
-        self.config, self.adapter, self.blocks = config, adapter, blocks
+        self.config, self.adapter = config, adapter
+        self.candidates = list(blocks)  # the modules the observed call chooses the blocks from (fk.apply's)
+        self.blocks: list[BlockInfo] = []  # the blocks, once a call was observed (module order)
         # "auto": host decisions, or device decisions when the observed call that lays out the buffers runs under
         # torch.compile (the engine observes again when that changes: see `start_observing`)
         self.auto = decide == "auto"
@@ -182,41 +184,127 @@ class AdaptiveRuntime(Policy):
         self.engine = engine
         self._install_blocks()
 
-    # -- a model without an adapter: its blocks are observed ------------------------------------------------------
-    discover = False  # set by fk.apply: the blocks come from the first call's data flow (runtime/structure.py)
-
+    # -- the block stack: observed in the first call of each input signature (runtime/structure.py) -------------
     def needs_structure(self) -> bool:
-        return self.discover and not self.blocks
+        return True
+
+    def observer_overrides(self) -> dict:
+        """The adapter's `blocks` / `temporal_blocks` (the observer then takes them as the blocks) and `block_io`
+        (used where the observed pairing is ambiguous, and checked against it otherwise)."""
+        a = self.adapter
+        return {"blocks": (*a.blocks, *a.temporal_blocks) or None, "block_io": tuple(a.block_io) or None}
 
     def structure_known(self, structure) -> None:
-        """The observed block stack (the image-carrying stacks' blocks, in execution order) becomes the policy's."""
-        from .blocks import BlockInfo
-
-        specs = [sp for sp in structure.blocks if sp.image >= 0]
-        if not specs:
-            raise ValueError(f"fastercache: no block stack carrying the image was found in "
-                             f"{type(self.engine.model).__name__} (stacks seen: {structure.stacks}); name the blocks "
-                             "with adapter=fk.adapters.generic_adapter(blocks=..., block_io=...)")
+        """After the observed call: the candidates that carry the image stream (all that ran, where the adapter
+        names `blocks`) become the policy's blocks, in execution order, with the observed pairing (the adapter's
+        `block_io` where it sets one: it must agree); what the call kept for their caches becomes what `adopt`
+        fills the buffers with."""
+        rec, self._rec, self._run = self._rec, {}, []  # (the kept tensors go with `rec` when this returns)
+        name = type(self.engine.model).__name__
+        specs = {sp.module: sp for sp in structure.blocks}
+        declared = bool(self.adapter.blocks or self.adapter.temporal_blocks)
+        ours = {b.module for b in self.candidates}
+        stray = [sp.name for sp in structure.blocks if sp.image >= 0 and sp.module not in ours]
+        if stray:
+            raise ValueError(f"fastercache: the observed call shows {stray} carrying the image stream, but they are "
+                             f"not children of a torch.nn.ModuleList of {name}; name the blocks with the adapter's "
+                             "`blocks`")
+        chosen = [b for b in self.candidates if b in rec and (
+            declared or (b.module in specs and specs[b.module].image >= 0))]
+        if not chosen:
+            raise ValueError(f"fastercache: no block stack carrying the image was found in {name} (stacks seen: "
+                             f"{structure.stacks}); name the blocks with adapter=fk.adapters.generic_adapter("
+                             "blocks=..., block_io=...)")
+        twice = [b.name for b in chosen if rec[b].get("twice")]
+        if twice:
+            raise RuntimeError(f"fastercache: blocks {twice} ran twice in one model call; each patched block must run "
+                               "once per call")
+        chosen.sort(key=lambda b: rec[b]["n"])
+        io = tuple(self.adapter.block_io)
+        for b in self.candidates:
+            b.order = -1
         count = {"spatial": 0, "temporal": 0}
-        blocks = []
-        for sp in specs:
-            b = BlockInfo(sp.name, sp.module, sp.kind, count[sp.kind])
-            count[sp.kind] += 1
-            b.block_io, b.image_name = tuple(sp.io), sp.io[sp.image]
-            blocks.append(b)
-        self.blocks = blocks
+        for k, b in enumerate(chosen):
+            sp = specs.get(b.module)
+            if sp is None and not io:
+                raise ValueError(f"fastercache: block {b.name!r} (the adapter's `blocks`) is not a block of the "
+                                 f"observed stacks {structure.stacks}; set the adapter's `block_io` for it")
+            if sp is not None and not declared:
+                b.kind = sp.kind
+            b.index = count[b.kind]
+            count[b.kind] += 1
+            seen_io = tuple(sp.io) if sp is not None else io
+            wrong = [j for j, n in enumerate(seen_io) if n is not None and j < len(io) and io[j] != n]
+            if wrong:
+                raise ValueError(f"fastercache: the adapter's `block_io` {list(io)} pairs output {wrong[0]} of block "
+                                 f"{b.name!r} with {io[wrong[0]]!r}, but the observed call passes it on as "
+                                 f"{seen_io[wrong[0]]!r} (pairing {list(seen_io)}): drop `block_io` from the adapter "
+                                 "(the observation gives it) or correct it")
+            b.block_io = io or seen_io
+            b.image_name = sp.io[sp.image] if sp is not None and sp.image >= 0 else None
+            b.order = k
+            self._pair_seen(b, rec[b])
+        self.order = chosen
+        self.blocks = [b for b in self.candidates if b.order >= 0]  # module order
         self.structure = structure
         self._setup_blocks()
-        self._install_blocks()
-        self.calls += 1  # the call that showed the structure ran in full
-        self.computed.add_(1)
+        self._chains()
+        seen = {}
+        if self.residual_names() == ("res",):
+            for b in self.order:
+                if b.tail is b and self.reuses(b):
+                    ins, outs = rec[b.head].get("ins"), rec[b].get("outs")
+                    if ins is None or outs is None:
+                        raise RuntimeError(f"fastercache: the observed call did not keep the ends of the chain "
+                                           f"{b.head.name!r} .. {b.name!r} (it keeps the first two and last two "
+                                           "blocks of each run); name the blocks with the adapter's `blocks`")
+                    seen[b] = [outs[i] - ins[n] for i, n in zip(b.slots, b.head.io_names)]
+        self._seen = seen
+        for b in self.order:
+            self.observe_policy(b, rec[b])
+
+    def _pair_seen(self, b: BlockInfo, r: dict) -> None:
+        """Output i continues input `b.block_io[i]`, by position (never by shape: dual-stream blocks may return two
+        streams of one shape, in either order); None outputs (SD3's last block drops its text stream) are skipped."""
+        io = b.block_io
+        bad = [k for k in r["kinds"] if k not in ("t", None)]
+        if bad or all(k is None for k in r["kinds"]):
+            raise TypeError(f"fastercache: block {b.name!r} returned {bad or 'None'}; expected a tensor or a tuple "
+                            "of tensors")
+        b.tuple_out = r["tuple_out"]
+        b.n_out = len(r["kinds"])
+        b.slots = tuple(i for i, k in enumerate(r["kinds"]) if k is not None)
+        if len(io) < b.n_out:
+            raise ValueError(f"fastercache: block {b.name!r} returns {b.n_out} outputs but `block_io` names "
+                             f"{list(io)}: set `block_io` to the inputs its outputs mirror, in output order")
+        names = [io[i] for i in b.slots]
+        missing = [n for n in names if n not in r["in_ids"]]
+        if missing:
+            raise ValueError(f"fastercache: block {b.name!r}: its outputs mirror {names} (`block_io`, in output "
+                             f"order) but {missing} is not a tensor input of the block; set the adapter's `block_io` "
+                             "to the inputs its outputs mirror, in output order")
+        for n, i in zip(names, b.slots):
+            if r["in_shapes"][n] != r["out_meta"][i][0]:
+                raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(r['in_shapes'][n])} to "
+                                 f"{list(r['out_meta'][i][0])}; residual reuse needs equal shapes (check the "
+                                 "adapter's `block_io`: the inputs its outputs mirror, in output order)")
+        b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
+        image = b.image_name or "hidden_states"  # observed, else diffusers' name
+        b.primary = names.index(image) if image in names else 0
+        b.shapes = [r["out_meta"][i] for i in b.slots]
+        b.in_ids = tuple(r["in_ids"][n] for n in names)
+        b.out_ids = tuple(r["out_ids"][i] for i in b.slots)
 
     def _setup_blocks(self) -> None:
         pass
 
+    def _candidate(self, b: BlockInfo) -> None:
+        """Before install: what the policy needs of a candidate block to observe it (AdaCache: its capture)."""
+
     def _install_blocks(self) -> None:
         engine = self.engine
-        for b in self.blocks:
+        for b in self.candidates:
+            self._candidate(b)
             b.orig = engine.inner_forward(b.module)
             if b.capture is not None and getattr(b.orig, "__self__", None) is not b.module:
                 raise ValueError(f"fastercache: block {b.name!r} has a replaced forward; AdaCache needs the block's "
@@ -236,6 +324,8 @@ class AdaptiveRuntime(Policy):
             with torch.no_grad():  # cache reuse is inference-only (the fused ops define no backward)
                 return rt.run(b, args, kwargs)
 
+        # the block's own signature (inspect.signature follows __wrapped__): the observer names inputs by it
+        forward.__wrapped__ = b.orig
         return forward
 
     def start_observing(self) -> None:
@@ -243,10 +333,13 @@ class AdaptiveRuntime(Policy):
             self.device_mode = bool(self.engine.compiled)
             if self.device_mode:
                 self.engine.static_shapes = True  # as decide="device" (see the engine's `_begin`)
-        for b in self.blocks:
+        for b in self.candidates:
             b.order = -1
         self.order = []
-        self._chain = None  # the chain of blocks the observed call is in (see `observe`)
+        self._rec: dict = {}  # candidate -> what its run in the observed call showed (see `observe`)
+        self._run: list = []  # the records of the run of candidates each taking the previous one's outputs
+        self._firsts: set = set()  # the lists whose first child ran
+        self._depth = 0
         self._seen: dict = {}  # block -> what its cache holds after the observed call (adopted after)
 
     def allocate(self, call: Call, probe: Probe) -> None:
@@ -546,59 +639,62 @@ class AdaptiveRuntime(Policy):
         return t if self.half is None else t.chunk(2)[self.half]
 
     def observe(self, b: BlockInfo, args, kwargs):
-        """The block's run in an observed call: it runs as it is; what it shows is recorded (its place in the call,
-        its input/output pairing, shapes, which tensors it hands on) and what a cache would hold is kept."""
-        if b.order >= 0:
-            raise RuntimeError(f"fastercache: block {b.name!r} ran twice in one model call; each patched block must "
-                               "run once per call")
-        b.order = len(self.order)
-        self.order.append(b)
+        """A candidate's run in an observed call: it runs as it is; what it shows is recorded (its place in the
+        call, its tensor inputs and outputs by identity, their shapes), and the tensors a cache could need are kept
+        until the structure is known (`structure_known`): with one residual per chain (decide="host"), only the
+        first two and the last two records of each run of candidates that take the previous one's outputs as they
+        are (a chain's ends: the first block may not reuse, the last may drop a stream); every record otherwise
+        (one residual per block: as much as the cache holds). A candidate running inside another one, or again, is
+        not a block (the observer's rule) and runs as it is."""
+        rec = self._rec
+        if self._depth or b in rec:
+            if b in rec:
+                rec[b]["twice"] = True
+            return b.orig(*args, **kwargs)
         b.locate(args, kwargs)
-        self._pair(b, args, kwargs)
-        with torch.no_grad():
-            out = self.observe_run(b, args, kwargs)
-        self._pair(b, args, kwargs, out)
-        outs = b.outs(out)
-        ins = b.inputs(args, kwargs)
-        for x, o in zip(ins, outs):
-            if x.shape != o.shape:
-                raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(x.shape)} to "
-                                 f"{list(o.shape)}; residual reuse needs equal shapes (check the adapter's "
-                                 "`block_io`: the inputs its outputs mirror, in output order)")
-        b.shapes = [(tuple(o.shape), o.dtype) for o in outs]
-        b.in_ids = tuple(id(x) for x in ins)
-        b.out_ids = tuple(id(o) for o in outs)
-        with torch.no_grad():
-            self._observe_residual(b, [x.detach() for x in ins], [o.detach() for o in outs])
-            self.observe_policy(b, args, kwargs, out)
+        ins = {n: v for n in b.locs if isinstance(v := b.get(args, kwargs, n), torch.Tensor)}
+        self._depth += 1
+        try:
+            with torch.no_grad():
+                out = self.observe_run(b, args, kwargs)
+        finally:
+            self._depth -= 1
+        tuple_out = isinstance(out, tuple)
+        outs = out if tuple_out else (out,)
+        is_t = [isinstance(o, torch.Tensor) for o in outs]
+        r = {"n": len(rec), "tuple_out": tuple_out,
+             "kinds": tuple("t" if t else None if o is None else type(o).__name__ for o, t in zip(outs, is_t)),
+             "in_ids": {n: id(v) for n, v in ins.items()}, "in_shapes": {n: tuple(v.shape) for n, v in ins.items()},
+             "out_ids": tuple(id(o) if t else None for o, t in zip(outs, is_t)),
+             "out_meta": tuple((tuple(o.shape), o.dtype) if t else None for o, t in zip(outs, is_t)),
+             "ins": {n: v.detach() for n, v in ins.items()},
+             "outs": [o.detach() if t else None for o, t in zip(outs, is_t)], "mids": self._take_mids()}
+        parent = b.name.rpartition(".")[0]
+        if parent not in self._firsts:  # a list's first child: the policies' indicators read its call
+            self._firsts.add(parent)
+            r["call"] = (args, kwargs, out)
+        rec[b] = r
+        if self._chaining():
+            run = self._run
+            shapes = [m for m in r["out_meta"] if m is not None]
+            # a run continues as `_chains` links blocks: the previous one's outputs, as they are, of equal shapes
+            if run and shapes == [m for m in run[-1]["out_meta"] if m is not None] and all(
+                    i in r["in_ids"].values() for i in run[-1]["out_ids"] if i is not None):
+                run.append(r)
+                if len(run) >= 5:  # neither end of the run: its tensors are the neighbours' (dropped)
+                    run[-3]["ins"] = run[-3]["outs"] = None
+            else:
+                self._run = [r]
         return out
 
-    def _observe_residual(self, b: BlockInfo, ins: list, outs: list) -> None:
-        """One residual per chain (see `_chains`, same rule): only the chain's first inputs and its latest outputs
-        are held while the call runs, so observing costs no more memory than the cache itself."""
-        if self.residual_names() != ("res",):
-            return
-        prev = self.order[-2] if len(self.order) > 1 else None
-        chain = self._chain
-        if (chain is not None and self._chaining() and prev is chain["tail"] and self.reuses(b)
-                and b.in_ids == prev.out_ids and b.shapes == prev.shapes):
-            chain.update(tail=b, outs=outs)
-            return
-        self._close_chain()
-        if self.reuses(b):
-            self._chain = {"tail": b, "ins": ins, "outs": outs}
-
-    def _close_chain(self) -> None:
-        chain, self._chain = getattr(self, "_chain", None), None
-        if chain is not None:
-            self._seen[chain["tail"]] = [o - x for o, x in zip(chain["outs"], chain["ins"])]
+    def _take_mids(self):
+        return None
 
     def _chaining(self) -> bool:
         return not self.device_mode and self.residual_names() == ("res",)
 
     def adopt(self, call: Call, output) -> None:
         """The observed call computed every block: its residuals (and the policy's own state) fill the buffers."""
-        self._close_chain()
         seen, self._seen = self._seen, {}
         if not self.active:
             return
@@ -612,43 +708,19 @@ class AdaptiveRuntime(Policy):
     def adopt_policy(self, seen: dict) -> None:
         pass
 
-    def _pair(self, b: BlockInfo, args, kwargs, out=None) -> None:
-        """Output i mirrors input `block_io[i]`, by position (never by shape: dual-stream blocks may return two
-        streams of one shape, in either order); None outputs (SD3's last block drops its text stream) are skipped.
-        Before the block has run (`out` None), every block_io input that is a tensor is paired."""
-        io = b.block_io or tuple(self.adapter.block_io)
-        if out is None:
-            names = [n for n in io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
-            b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
-            return
-        b.tuple_out = isinstance(out, tuple)
-        outs = out if b.tuple_out else (out,)
-        bad = [type(o).__name__ for o in outs if o is not None and not isinstance(o, torch.Tensor)]
-        if bad or all(o is None for o in outs):
-            raise TypeError(f"fastercache: block {b.name!r} returned {type(out).__name__} ({bad}); expected a tensor "
-                            "or a tuple of tensors")
-        b.n_out = len(outs)
-        b.slots = tuple(i for i, o in enumerate(outs) if o is not None)
-        if len(io) < len(outs):
-            raise ValueError(f"fastercache: block {b.name!r} returns {len(outs)} outputs but the adapter's "
-                             f"`block_io` names {list(io)}: set `block_io` to the inputs its outputs mirror, in "
-                             "output order")
-        names = [io[i] for i in b.slots]
-        missing = [n for n in names if not isinstance(b.get(args, kwargs, n), torch.Tensor)]
-        if missing:
-            raise ValueError(f"fastercache: block {b.name!r}: its outputs mirror {names} (the adapter's `block_io`, "
-                             f"in output order) but {missing} is not a tensor input of the block; set `block_io` "
-                             "to the inputs its outputs mirror, in output order")
-        b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
-        image = b.image_name or "hidden_states"  # observed (a class without an adapter), else diffusers' name
-        b.primary = names.index(image) if image in names else 0
+    def _first_call(self, b: BlockInfo, r: dict) -> tuple:
+        """(args, kwargs, output) of the first block's run in the observed call."""
+        if "call" not in r:
+            raise RuntimeError(f"fastercache: the first block {b.name!r} is not the first child of its list that ran "
+                               "in the observed call; name the blocks with the adapter's `blocks`")
+        return r["call"]
 
     def observe_run(self, b, args, kwargs):
         """The block's one run in an observed call (each module must run once per call)."""
         return b.orig(*args, **kwargs)
 
-    def observe_policy(self, b, args, kwargs, out) -> None:
-        pass
+    def observe_policy(self, b: BlockInfo, r: dict) -> None:
+        """After the observed call, per block (execution order): the policy's own state from its record."""
 
     def residual_names(self) -> tuple:
         return ("res",)
@@ -795,9 +867,11 @@ class TeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
             return fn(b.module, lambda name: b.get(args, kwargs, name))
         return b.inputs(args, kwargs)[b.primary]
 
-    def observe_policy(self, b, args, kwargs, out) -> None:
+    def observe_policy(self, b, r) -> None:
         if b.order == 0:
-            u = self._indicator(b, args, kwargs).detach()
+            args, kwargs, _ = self._first_call(b, r)
+            with torch.no_grad():
+                u = self._indicator(b, args, kwargs).detach()
             self._u_shape = (tuple(u.shape), u.dtype)
             self._seen["u"] = u
 
@@ -852,8 +926,9 @@ class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
     def buffers(self) -> list:
         return super().buffers() + ([self.r1_ref] if self.r1_ref is not None else [])
 
-    def observe_policy(self, b, args, kwargs, out) -> None:
+    def observe_policy(self, b, r) -> None:
         if b.order == 0:
+            args, kwargs, out = self._first_call(b, r)
             self._seen["r1"] = b.outs(out)[b.primary].detach() - b.inputs(args, kwargs)[b.primary].detach()
 
     def adopt_policy(self, seen: dict) -> None:
@@ -886,8 +961,8 @@ class AdaCacheRuntime(ForecastReuse, AdaptiveRuntime):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        if self.blocks:
-            self._setup_blocks()
+        self.metric_blocks: list[BlockInfo] = []  # chosen once the blocks are observed (`_setup_blocks`)
+        self.table = torch.zeros(0, 5, dtype=_F32)
 
     def _setup_blocks(self) -> None:
         cfg = self.config
@@ -940,24 +1015,54 @@ class AdaCacheRuntime(ForecastReuse, AdaptiveRuntime):
         self._read()
         super().begin_policy()  # forecast_order > 0: this call's forecast weights (ForecastReuse)
 
+    def _candidate(self, b) -> None:
+        b.capture = next((n for n in self.adapter.attn_capture
+                          if isinstance(getattr(b.module, n, None), torch.nn.Module)), None)
+
     def observe_run(self, b, args, kwargs):
-        out, mids = b.call_capture(args, kwargs, strict=False)
-        for x, m in zip(b.inputs(args, kwargs), mids):
-            if x.shape != m.shape:
-                raise ValueError(f"AdaCache: block {b.name!r}: the input of {b.capture!r} has shape "
-                                 f"{list(m.shape)}, the block input {list(x.shape)} (set the adapter's "
-                                 "`attn_capture` to a submodule whose first input is x + p, and `capture_io` to "
-                                 "the streams its inputs carry)")
-        self._mids = dict(zip(b.io_names, mids))  # by stream: the pairing after the run may drop a stream
+        """The block runs with its capture submodule recording its positional inputs (x + p per stream): which
+        streams they are is known after the call."""
+        self._mids = None
+        if b.capture is None:
+            return b.orig(*args, **kwargs)
+        seen, sub = [], getattr(b.module, b.capture)
+
+        def capture(*a, **kw):
+            seen.append(a)
+            return sub(*a, **kw)
+
+        out = b.orig.__func__(View(b.module, {b.capture: capture}), *args, **kwargs)
+        self._mids = seen
         return out
 
-    def observe_policy(self, b, args, kwargs, out) -> None:
-        """p = mid - x and qr = out - mid of every stream: what the block's buffers hold after a compute call."""
+    def _take_mids(self):
         mids, self._mids = self._mids, None
-        ins, outs = b.inputs(args, kwargs), b.outs(out)
-        ms = [mids[n].detach() for n in b.io_names]
-        self._seen[b] = {"p": [m - x.detach() for m, x in zip(ms, ins)],
-                         "qr": [o.detach() - m for o, m in zip(outs, ms)]}
+        return mids
+
+    def observe_policy(self, b, r) -> None:
+        """p = mid - x and qr = out - mid of every stream: what the block's buffers hold after a compute call."""
+        ins = [r["ins"][n] for n in b.io_names]
+        outs = [r["outs"][i] for i in b.slots]
+        mids = ins
+        if b.capture is not None:
+            got = r["mids"] or []
+            cap = b.capture_io or b.io_names
+            k = sum(n in cap for n in b.io_names)
+            if len(got) != 1 or len(got[0]) < k:
+                raise RuntimeError(f"fastercache: block {b.name!r}: its {b.capture!r} ran {len(got)} times with "
+                                   f"{[len(s) for s in got]} positional inputs; AdaCache needs it once with {k} (set "
+                                   "the adapter's `attn_capture` / `capture_io`)")
+            got = got[0]
+            # a stream the capture does not see keeps p = 0 (its mid is its input)
+            mids = [got[cap.index(n)] if n in cap and cap.index(n) < len(got) else x for n, x in zip(b.io_names, ins)]
+        for x, m in zip(ins, mids):
+            if not isinstance(m, torch.Tensor) or x.shape != m.shape:
+                raise ValueError(f"AdaCache: block {b.name!r}: the input of {b.capture!r} has shape "
+                                 f"{list(getattr(m, 'shape', ()))}, the block input {list(x.shape)} (set the "
+                                 "adapter's `attn_capture` to a submodule whose first input is x + p, and `capture_io` "
+                                 "to the streams its inputs carry)")
+        ms = [m.detach() for m in mids]
+        self._seen[b] = {"p": [m - x for m, x in zip(ms, ins)], "qr": [o - m for o, m in zip(outs, ms)]}
 
     def adopt_policy(self, seen: dict) -> None:
         for b in self.order:

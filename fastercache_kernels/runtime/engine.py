@@ -19,8 +19,10 @@ keyed by that name ("" without one).
 Buffers: the first real call of each new input signature is *observed*: it runs in full (as the first call of a
 video always does), every policy's module forwards record what they see (which blocks run, in which order, their
 output shapes, which tensor each block hands to the next) and keep the values the call computed that a cache
-holds (attention outputs, block residuals, indicators); after the call, `Policy.allocate` sizes the buffers from
-the real output and `Policy.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
+holds (attention outputs, block residuals, indicators). Where a policy takes the block structure from the data
+flow (the adaptive ones, for every class), the same call is watched by `structure.Observer`; after the call the
+policies take the structure (`Policy.structure_known`), `Policy.allocate` sizes the buffers from the real output
+and `Policy.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
 call is made. The observed call always runs eagerly, also inside `torch.compile` (see `_model_forward`).
 """
 
@@ -114,11 +116,15 @@ class Policy:
         """A video of this many calls (of the key in progress) ended: a new one starts."""
 
     def needs_structure(self) -> bool:
-        """Whether the policy waits for the model's observed structure (a class without an adapter)."""
+        """Whether the policy takes the model's block structure from the observed call (runtime/structure.py)."""
         return False
 
+    def observer_overrides(self) -> dict:
+        """What the adapter states instead of observing (`blocks`, `block_io`): the Observer's keyword arguments."""
+        return {}
+
     def structure_known(self, structure) -> None:
-        pass
+        """After an observed call, before `allocate`: the structure it showed."""
 
     def drop_buffers(self) -> None:
         pass
@@ -577,15 +583,17 @@ class Engine:
             self._states.clear()
             self.key = None
             self.observing = True
-            if any(p.needs_structure() for p in self.policies):
-                # a class without an adapter: this call shows the block stack (data flow, runtime/structure.py);
-                # the policies take it, and the next call (observed as well) sizes and fills their buffers
-                from .structure import Observer
-
-                self._observer = Observer(self.model).__enter__()
-                return args, kwargs
             for p in self.policies:
                 p.start_observing()
+            wants = [p for p in self.policies if p.needs_structure()]
+            if wants:
+                # the same call shows the block stack (data flow, runtime/structure.py): the policies' observing
+                # forwards keep what their caches hold meanwhile, and take the stack after the call (`_post`)
+                from .structure import Observer
+
+                over = wants[0].observer_overrides()
+                self._observer = Observer(self.model, blocks=over.get("blocks")).__enter__()
+                self._observer.declared_io = over.get("block_io")
             return args, kwargs
         self._switch(key)
         if sig_changed:  # a key seen with the shapes of the last observed call: its buffers follow them
@@ -611,13 +619,20 @@ class Engine:
             from ..adapters.base import get_sample
 
             get_sample(output)  # a model fk cannot cache says so now
-            structure = observer.structure(call.args, call.kwargs, output)
-            for p in sorted(self.policies, key=lambda p: p.name == "fastercache"):  # the block owners first
-                p.structure_known(structure)
+            try:
+                try:
+                    structure = observer.structure(call.args, call.kwargs, output)
+                except ValueError:
+                    if not observer.declared_io:  # the data flow is ambiguous and no `block_io` states it
+                        raise
+                    observer.block_io = observer.declared_io
+                    structure = observer.structure(call.args, call.kwargs, output)
+                for p in sorted(self.policies, key=lambda p: p.name == "fastercache"):  # the block owners first
+                    p.structure_known(structure)
+            except Exception:  # (the next call is observed again: nothing was adopted)
+                self._clocks[call.key]["in_call"] = False
+                raise
             self.structure = structure
-            self._clocks[call.key]["in_call"] = False
-            self._probed = None  # the next call is observed by the policies
-            return None
         if observed:
             self._adopt(call, output)
         else:

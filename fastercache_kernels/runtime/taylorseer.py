@@ -136,16 +136,19 @@ class TaylorSeerRuntime(AdaptiveRuntime):
             raise ValueError(f"fk.apply: TaylorSeerConfig(mode={cfg.mode!r}): no module of "
                              f"{type(engine.model).__name__} matches {list(pats)} (re.fullmatch on the module names); "
                              "name the modules to forecast with TaylorSeerConfig(modules=[...])")
-        if self.lite:
-            inside = [f.name for f in found for b in self.blocks
-                      if f.name == b.name or f.name.startswith(b.name + ".")]
-            if inside:
-                raise ValueError(f"fk.apply: TaylorSeerConfig(mode='lite') skips the blocks on forecast steps, so it "
-                                 f"cannot forecast them or modules inside them ({inside[:3]}); use mode='attention'")
         self.forecasts = found
         for f in found:
             f.orig = engine.inner_forward(f.module)
             engine.replace_forward(f.module, self._module_forward(f))
+
+    def structure_known(self, structure) -> None:
+        super().structure_known(structure)  # the blocks, observed in the first call
+        if self.lite:
+            inside = [f.name for f in self.forecasts for b in self.blocks
+                      if f.name == b.name or f.name.startswith(b.name + ".")]
+            if inside:
+                raise ValueError(f"fk.apply: TaylorSeerConfig(mode='lite') skips the blocks on forecast steps, so it "
+                                 f"cannot forecast them or modules inside them ({inside[:3]}); use mode='attention'")
 
     # -- state ------------------------------------------------------------------------------------------------
     def _new_clock(self) -> History:
