@@ -153,8 +153,10 @@ def test_errors_name_the_fix():
         fk.TaylorSeerConfig(modules=["("])
     with pytest.raises(ValueError, match="modules="):
         fk.apply(tiny_cogvideox(layers=1), fk.TaylorSeerConfig(modules=["nothing_here"]))
-    with pytest.raises(ValueError, match="mode='attention'"):
-        fk.apply(tiny_cogvideox(layers=1), fk.TaylorSeerConfig(modules=[ATTENTION]))  # inside the skipped blocks
+    model = tiny_cogvideox(layers=1)
+    fk.apply(model, fk.TaylorSeerConfig(modules=[ATTENTION]))  # inside the skipped blocks: refused at the first
+    with pytest.raises(ValueError, match="mode='attention'"):  # call, whose data flow shows the blocks
+        sample_loop([model], *cog_inputs(), calls=4, first=1)
     with pytest.raises(ValueError, match="mode='lite'"):
         fk.apply(tiny_cogvideox(layers=1), fk.TaylorSeerConfig(mode="attention"), decide="device")
     with pytest.raises(ValueError, match="mode='lite'"):
