@@ -266,7 +266,7 @@ def _quality(args) -> None:
     print("\nfused ops against the eager formula (median of a few runs; 4M elements; all ops: "
           "python -m fastercache_kernels bench):")
     rows = []
-    for name in ("extrapolate", "feature_diff", "residual_diff_update", "motion_score"):
+    for name in ("forecast", "feature_diff", "residual_diff_update", "motion_score"):
         rows += BENCHES[name](numel=1 << 22, dtype=torch.float32, device="cpu", repeat=7)
     print(format_table(rows))
 

@@ -47,7 +47,7 @@ def use_backend(name: str):
     or one build of the CPU module, "cpu-baseline" or "cpu-avx2" (FASTERCACHE_CPU_ISA for the block).
 
     >>> with fk.use_backend("reference"):
-    ...     y = fk.ops.extrapolate(a, b, 0.3)
+    ...     y = fk.ops.forecast(history, weights)
 
     The backend is a context variable (it holds in the thread that entered the block, not in threads started
     inside it); the CPU build choice is process-wide while the block runs.

@@ -66,7 +66,8 @@ _USE = textwrap.dedent(
     import torch, fastercache_kernels as fk
     from fastercache_kernels import _backend, _ext, reference
     a, b = torch.randn(100), torch.randn(100)
-    assert torch.equal(fk.ops.extrapolate(a, b, 0.5), reference.extrapolate(a, b, 0.5))
+    h, w = torch.stack([a, b]), fk.ops.extrapolation_weights(0.5)
+    assert torch.equal(fk.ops.forecast(h, w), reference.forecast(h, w))
     print(_backend.select(torch.device("cpu")), "|", _ext.why_not("_cpu"), "|", _ext.why_not("_cuda"))
     """
 )

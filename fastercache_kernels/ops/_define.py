@@ -148,7 +148,7 @@ def define(name: str, **kw) -> OpDef:
 def unaliased(args, written: list[int], elementwise: bool):
     """`args` with every read-only tensor that overlaps a written one replaced by a copy (an exact alias of a
     written tensor is kept for elementwise ops), so a kernel never reads what it has already overwritten (e.g.
-    extrapolate_residual's gate as a view of x). Real tensors only: the fakes never write."""
+    forecast's x as a shifted view of out). Real tensors only: the fakes never write."""
     outs = [args[i] for i in written if isinstance(args[i], torch.Tensor)]
     if not outs:
         return args
