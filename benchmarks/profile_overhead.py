@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     handle = fk.apply(model, config, **kw) if config is not None else None
     if handle is not None:
         e = handle.engine
-        rt = handle.runtime
+        rt = handle.adaptive
         for n in ("_begin", "_same_step", "signature", "_new_video", "_pipeline_step", "_switch"):
             wrap(e, n, "engine." + n)
         for n in ("begin", "end", "_begin_host", "_branch_links", "_read", "run", "step", "_update", "begin_policy"):

@@ -15,7 +15,7 @@ from .adapters import for_model, unknown_model_message
 from .adapters.base import Adapter, OutputLayout
 from .adapters.generic import generic_adapter
 from .policies import diffusers_compat
-from .policies.fastercache import BRANCHES, FasterCacheConfig
+from .policies.fastercache.config import BRANCHES, FasterCacheConfig
 from .runtime import parallel
 from .runtime.engine import Engine
 
@@ -37,8 +37,8 @@ class Handle:
         self.model, self.engine, self.config, self.adapter = model, engine, config, adapter
         self._active = True
         self._final: dict | None = None  # stats() at removal
-        self.state = next((p for p in engine.policies if p.name == "fastercache"), None)
-        self.runtime = next((p for p in engine.policies if p.name != "fastercache"), None)
+        self.fastercache = next((p for p in engine.policies if p.name == "fastercache"), None)
+        self.adaptive = next((p for p in engine.policies if p.name != "fastercache"), None)
 
     @property
     def policies(self) -> list:
@@ -46,22 +46,22 @@ class Handle:
 
     @property
     def schedule(self):
-        return None if self.state is None else self.state.schedule
+        return None if self.fastercache is None else self.fastercache.schedule
 
     @property
     def modules(self) -> list[tuple[str, str]]:
         """(name, kind) of every cached attention module, then every patched block (in execution order once the
         model has run)."""
         out = []
-        if self.state is not None:
-            out += [(c.name, c.kind) for c in self.state.caches]
-        if self.runtime is not None:
-            out += [(b.name, b.kind) for b in (self.runtime.order or self.runtime.blocks)]
+        if self.fastercache is not None:
+            out += [(c.name, c.kind) for c in self.fastercache.caches]
+        if self.adaptive is not None:
+            out += [(b.name, b.kind) for b in (self.adaptive.order or self.adaptive.blocks)]
         return out
 
     @property
     def history(self) -> list[dict]:
-        return [] if self.runtime is None else self.runtime.history
+        return [] if self.adaptive is None else self.adaptive.history
 
     def reset(self) -> None:
         self.engine.reset()
@@ -308,7 +308,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
 
 
 def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, composed: bool):
-    from .runtime.fastercache import AttentionCache, FasterCachePolicy
+    from .policies.fastercache.hooks import AttentionCache, FasterCacheHooks
 
     if diffusers_compat.is_diffusers_config(config):
         tensor_format = diffusers_compat.check_format(config)
@@ -357,17 +357,15 @@ def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, 
     assert schedule.computed_branch in BRANCHES
     caches = [AttentionCache(name, mod, kind, shared_weight if shared_weight is not None else torch.zeros(()))
               for name, mod, kind in found]
-    return FasterCachePolicy(schedule, caches, adapter, computed_index), adapter, config
+    return FasterCacheHooks(schedule, caches, adapter, computed_index), adapter, config
 
 
-def _runtime_class(config):
+def _hooks_class(config):
     """The adaptive runtime of an fk config (a config class may name its own: diffusers_compat), else None."""
-    from .runtime.adaptive import RUNTIMES
-
     if not type(config).__module__.startswith("fastercache_kernels."):
         return None
-    own = getattr(config, "runtime_class", None)
-    return own() if own is not None else RUNTIMES.get(type(config).__name__)
+    own = getattr(config, "hooks_class", None)
+    return own() if own is not None else None
 
 
 def default_config():
@@ -375,13 +373,13 @@ def default_config():
     defaults (threshold 0.08 on the relative L1 change of the first block's residual, 8 computed warm-up calls):
     its rule is relative to the model's own residual, so it needs no number fitted per model, and its warm-up keeps
     the first calls (where the video takes shape) exact. The blocks it reuses are observed from the first call."""
-    from .policies.fbcache import FirstBlockCacheConfig
+    from .policies.fbcache.config import FirstBlockCacheConfig
 
     return FirstBlockCacheConfig.preset("cache-dit")
 
 
 def _is_adaptive(config) -> bool:
-    return _runtime_class(config) is not None
+    return _hooks_class(config) is not None
 
 
 def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool):
@@ -401,5 +399,5 @@ def _adaptive(model, config, adapter: Adapter, decide: str, process_group, recor
         if not blocks:
             raise ValueError(f"fk.apply: {type(model).__name__} has no torch.nn.ModuleList of blocks; name its "
                              "transformer blocks with adapter=fk.adapters.generic_adapter(blocks=...)")
-    return _runtime_class(config)(config, adapter, blocks, decide=decide, process_group=process_group,
+    return _hooks_class(config)(config, adapter, blocks, decide=decide, process_group=process_group,
                                   record=record)

@@ -140,7 +140,7 @@ def test_auto_decides_on_the_device_when_compiled():
     r = _compiled_and_eager(*CASES["cogvideox-fbcache"], backend="aot_eager", decide="auto")
     handle, eager_handle = r["handle"], r["eager_handle"]
     assert r["breaks"] == {} and r["cnt"].frame_count == 1
-    assert handle.runtime.device_mode and not eager_handle.runtime.device_mode
+    assert handle.adaptive.device_mode and not eager_handle.adaptive.device_mode
     assert handle.stats()["host_reads"] == 0 and eager_handle.stats()["host_reads"] == 59
     assert [g["pred"] for g in decisions(handle)] == [g["pred"] for g in decisions(eager_handle)]
     assert 0 < handle.stats()["computed"] < 60
@@ -148,7 +148,7 @@ def test_auto_decides_on_the_device_when_compiled():
     # the same patched model run eagerly afterwards: observed again, host decisions from then on
     lat, extra = cog_inputs()
     sample_loop([r["model"]], lat, extra, calls=30)
-    assert not handle.runtime.device_mode and handle.stats()["host_reads"] > 0
+    assert not handle.adaptive.device_mode and handle.stats()["host_reads"] > 0
     handle.remove()
     torch._dynamo.reset()
 

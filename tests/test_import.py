@@ -35,7 +35,8 @@ def _run(code: str, path: Path | None = None) -> str:
     if path is not None:
         code = (
             "import sys\n"
-            "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in (getattr(f, '__module__', '') or '')]\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path\n"
+            "                    if '__editable__' not in (getattr(f, '__module__', '') or '')]\n"
             f"sys.path.insert(0, {str(path)!r})\n" + code
         )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")

@@ -62,7 +62,7 @@ def test_equal_stream_shapes_pair_by_identity(cases):
     with fk.apply(case.model, fk.FirstBlockCacheConfig(threshold=0.5)) as h:
         out = case.run(case.model, False)
         assert h.stats()["reused"] > 0
-        assert {b.io_names for b in h.runtime.blocks} == {("encoder_hidden_states", "hidden_states")}
+        assert {b.io_names for b in h.adaptive.blocks} == {("encoder_hidden_states", "hidden_states")}
     assert float((out - plain).abs().max() / plain.abs().max()) < 0.1
     adapter = generic_adapter(r"^transformer_blocks\.\d+\.attn$",
                               blocks=(r"^transformer_blocks\.\d+$", r"^single_transformer_blocks\.\d+$"),

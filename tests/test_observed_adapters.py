@@ -98,7 +98,7 @@ def test_observed_structure_is_what_the_adapter_declared(which):
         model(*args, **kwargs)
     st = handle.stats()
     assert st["observed_calls"] == 1 and st["calls"] == 2
-    rt = handle.runtime
+    rt = handle.adaptive
     names = [n for n, _ in model.named_modules()]
     if blocks or temporal:
         want = [n for n in names if any(re.search(p, n) for p in blocks + temporal)]
@@ -156,7 +156,7 @@ def test_adapterless_class_one_observed_call_and_same_video():
             outs.append((model(x, tt), ref(x, tt)))
     st = h.stats()
     assert st["observed_calls"] == 1 and st["calls"] == 3 and st["computed"] == 3
-    assert [b.name for b in h.runtime.blocks] == ["blocks.0", "blocks.1", "blocks.2"]  # not the `proj` list
+    assert [b.name for b in h.adaptive.blocks] == ["blocks.0", "blocks.1", "blocks.2"]  # not the `proj` list
     assert all(torch.equal(a, b) for a, b in outs)
 
 
@@ -190,7 +190,7 @@ def test_overrides_win_settle_ambiguity_and_contradiction_names_the_field():
         blocks=r"^blocks\.[12]$"))
     with torch.no_grad():
         assert torch.equal(model(x, t), ref)
-    assert [b.name for b in h.runtime.blocks] == ["blocks.1", "blocks.2"] and h.stats()["observed_calls"] == 1
+    assert [b.name for b in h.adaptive.blocks] == ["blocks.1", "blocks.2"] and h.stats()["observed_calls"] == 1
     h.remove()
     # `block_io` settles a pairing the data flow leaves ambiguous; without it the first call names the field
     y = torch.randn(2, 5, 8)
@@ -203,7 +203,7 @@ def test_overrides_win_settle_ambiguity_and_contradiction_names_the_field():
             continue
         with torch.no_grad():
             assert torch.equal(model(x, y), _Shared()(x, y))
-        assert {b.io_names for b in h.runtime.blocks} == {("a", "b")}
+        assert {b.io_names for b in h.adaptive.blocks} == {("a", "b")}
     # `block_io` that contradicts the data flow (swapped streams): refused, naming the field
     lat, kw = cog_inputs()
     model = tiny_cogvideox()
@@ -215,4 +215,4 @@ def test_overrides_win_settle_ambiguity_and_contradiction_names_the_field():
     h = fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.05), adapter=fk.adapters.generic_adapter(
         block_io=("hidden_states", "encoder_hidden_states"), tensor_format="BFCHW"))
     sample_loop([model], lat, kw, calls=2)
-    assert {b.io_names for b in h.runtime.blocks} == {("hidden_states", "encoder_hidden_states")}
+    assert {b.io_names for b in h.adaptive.blocks} == {("hidden_states", "encoder_hidden_states")}

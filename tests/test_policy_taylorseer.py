@@ -50,10 +50,10 @@ def test_schedule_is_diffusers():
 
 
 def test_host_weights_are_the_history_weights():
-    """decide="host" computes the weights in Python (runtime/taylorseer.py, taylor_weights): the same as the
+    """decide="host" computes the weights in Python (policies/taylorseer/hooks.py, taylor_weights): the same as the
     device-side History.weights(rule="taylorseer") for every fill, write index and order."""
     from fastercache_kernels.runtime.forecast import History
-    from fastercache_kernels.runtime.taylorseer import taylor_weights
+    from fastercache_kernels.policies.taylorseer.hooks import taylor_weights
 
     g = torch.Generator().manual_seed(0)
     for order in (0, 1, 2):

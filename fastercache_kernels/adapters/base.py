@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..policies.fastercache import FasterCacheSchedule
 
 BRANCH_ORDERS = (("uncond", "cond"), ("cond", "uncond"))
 _FORMAT = re.compile(r"^B[A-Z]*HW$")
@@ -97,8 +96,10 @@ class Adapter:
         up, which every adapter detects); Open-Sora restarts at t = 1000."""
         return False
 
-    def make_schedule(self, config, kinds) -> FasterCacheSchedule:
+    def make_schedule(self, config, kinds):
         """The call-kind schedule of a fk.FasterCacheConfig (Vchitect counts pipeline steps instead of calls)."""
+        from ..policies.fastercache.config import FasterCacheSchedule
+
         return FasterCacheSchedule(config, kinds=kinds)
 
     def latent_frames(self, model, hidden: torch.Tensor, kwargs: dict) -> int:

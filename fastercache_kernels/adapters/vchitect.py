@@ -18,7 +18,7 @@ The block stack, each block's output/input pairing and the CFG-carrying argument
 
 from __future__ import annotations
 
-from ..policies.fastercache import KINDS, CallPlan, FasterCacheConfig, FasterCacheSchedule
+from ..policies.fastercache.config import KINDS, CallPlan, FasterCacheConfig, FasterCacheSchedule
 from ._structure import named
 from .base import Adapter, OutputLayout
 

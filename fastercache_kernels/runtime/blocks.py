@@ -5,9 +5,9 @@ adapter's `blocks` name) gets a forward; once the first call showed which of the
 each output continues (runtime/structure.py; the adapter's `block_io` where it sets one), the blocks' forwards ask
 the policy runtime whether to run the block or to return its inputs plus cached residuals (one residual per output
 tensor), and the others run as they are. AdaCache also splits the residual at the attention: a block is called
-through a `View` of itself whose capture submodule (`adapter.attn_capture`, e.g. CogVideoX `norm2`, Latte `attn2` or `norm2`)
-records its inputs, which are `x + p` (p = gated self-attention residual). The View is created inside the call,
-so the capture is a local list: no outside state is mutated and the call traces inside `torch.cond`.
+through a `View` of itself whose capture submodule (`adapter.attn_capture`, e.g. CogVideoX `norm2`, Latte `attn2`
+or `norm2`) records its inputs, which are `x + p` (p = gated self-attention residual). The View is created inside
+the call, so the capture is a local list: no outside state is mutated and the call traces inside `torch.cond`.
 
 The engine's hooks (outside compiled graphs) do the per-call bookkeeping; the block forwards read only Python flags
 that never change after allocation, and tensors.

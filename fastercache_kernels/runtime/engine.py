@@ -6,7 +6,7 @@ compiled graphs), the wrappers of extra entry points an adapter names (Vchitect'
 the clock (per state key: calls in the video, the timestep, new-video detection, the step index and step count a
 diffusers `cache_context` carries), decides which state a call uses, and observes the first call of new input shapes.
 
-Policies plug in with a small protocol (see `Policy`): `install`, `allocate` and `adopt` after an observed call,
+Policies plug in with a small protocol (see `Hooks`): `install`, `allocate` and `adopt` after an observed call,
 `begin`/`end` around each call, `reset` for a new video, `save`/`load`/`fresh` to keep their state per key, `stats`,
 `buffers`, `drop_buffers`.
 
@@ -21,8 +21,8 @@ video always does), every policy's module forwards record what they see (which b
 output shapes, which tensor each block hands to the next) and keep the values the call computed that a cache
 holds (attention outputs, block residuals, indicators). Where a policy takes the block structure from the data
 flow (the adaptive ones, for every class), the same call is watched by `structure.Observer`; after the call the
-policies take the structure (`Policy.structure_known`), `Policy.allocate` sizes the buffers from the real output
-and `Policy.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
+policies take the structure (`Hooks.structure_known`), `Hooks.allocate` sizes the buffers from the real output
+and `Hooks.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
 call is made. The observed call always runs eagerly, also inside `torch.compile` (see `_model_forward`).
 """
 
@@ -61,7 +61,7 @@ class Call:
 
 
 @dataclass
-class Probe:
+class Observation:
     """What an observed call showed: the model's output sample, the batch and frame count of its first batched
     input."""
 
@@ -72,7 +72,7 @@ class Probe:
     device: torch.device
 
 
-class Policy:
+class Hooks:
     """The protocol every policy implements (methods are no-ops by default)."""
 
     name = "policy"
@@ -82,7 +82,7 @@ class Policy:
     def install(self, engine: Engine) -> None:
         pass
 
-    def allocate(self, call: Call, probe: Probe) -> None:
+    def allocate(self, call: Call, probe: Observation) -> None:
         pass
 
     def adopt(self, call: Call, output) -> None:
@@ -192,7 +192,7 @@ class Engine:
     """Hooks one model; `remove()` restores it exactly. `policies` run in order (FasterCache before an adaptive
     policy: its CFG decision tells the adaptive policy which half of the batch a skip call runs)."""
 
-    def __init__(self, model: torch.nn.Module, adapter, policies: list[Policy]):
+    def __init__(self, model: torch.nn.Module, adapter, policies: list[Hooks]):
         self.model, self.adapter, self.policies = model, adapter, list(policies)
         self._saved: list[tuple[object, str, bool, object, object]] = []
         self._hooks = []
@@ -211,12 +211,12 @@ class Engine:
         self._states: dict[str, list] = {}  # key -> saved policy states (of keys not active now)
         self._clocks: dict[str, dict] = {}
         self._signatures: dict[str, tuple] = {}
-        self._probed = None  # the input signature of the last observed call
+        self._observed_sig = None  # the input signature of the last observed call
         self.observing = False  # the call in progress is observed (the first of a new input signature)
         self._observer = None  # the data-flow observer of a call showing the block stack (runtime/structure.py)
         self.structure = None  # what it showed
         self.adopting = False  # the policies' bookkeeping of an observed call (a full call: nothing to decide)
-        self.probe_result: Probe | None = None
+        self.observation: Observation | None = None
         self.in_entry = False
         self._entry_sigs: dict = {}  # entry point -> its signature (binding positional inputs)
         # The call pattern, from the calls: two or more calls at one timestep are the CFG branches of one step
@@ -469,7 +469,7 @@ class Engine:
         if self.key == old:
             self.key = new
 
-    def peek(self, key: str, policy: Policy):
+    def peek(self, key: str, policy: Hooks):
         """`policy`'s saved state of `key` (another branch of this step), or None."""
         saved = self._states.get(key)
         return None if saved is None else saved[self.policies.index(policy)]
@@ -577,7 +577,7 @@ class Engine:
         call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs, pos=pos, leader=leader)
         self.call = call
         self._signatures[key] = signature
-        if signature != self._probed:
+        if signature != self._observed_sig:
             # new shapes: this call is observed (it runs in full); every key's state is dropped, and this key's
             # buffers are allocated and filled from it in `_post`
             self._states.clear()
@@ -598,7 +598,7 @@ class Engine:
         self._switch(key)
         if sig_changed:  # a key seen with the shapes of the last observed call: its buffers follow them
             for p in self.policies:
-                p.allocate(call, self.probe_result)
+                p.allocate(call, self.observation)
         for p in self.policies:
             p.begin(call)
         return args, kwargs
@@ -663,12 +663,12 @@ class Engine:
             if hidden is None:
                 raise ValueError("fastercache: the model was called without a batched tensor argument")
             frames = self.adapter.latent_frames(self.model, hidden, kwargs)
-            self.probe_result = Probe(tuple(sample.shape), sample.dtype, hidden.shape[0], frames, hidden.device)
-            self._probed = self._signatures[call.key]
+            self.observation = Observation(tuple(sample.shape), sample.dtype, hidden.shape[0], frames, hidden.device)
+            self._observed_sig = self._signatures[call.key]
             self.observed += 1
             self._switch(call.key)
             for p in self.policies:
-                p.allocate(call, self.probe_result)
+                p.allocate(call, self.observation)
             self.adopting = True
             try:
                 for p in self.policies:

@@ -28,7 +28,7 @@ def _dense(outs: list, ins) -> list:
 
 
 class ForecastReuse:
-    """Mixin before AdaptiveRuntime in a policy's bases. `step` forecasts the "res" residuals of the stack policies;
+    """Mixin before AdaptiveHooks in a policy's bases. `step` forecasts the "res" residuals of the stack policies;
     AdaCache, whose residuals are p and qr, keeps its own rings (`rings`, `push`) and forecasts in its `run`."""
 
     fc_rule = "lagrange"  # History.weights' rule (TaylorSeer's runtime: "taylorseer")

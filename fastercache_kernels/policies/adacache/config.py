@@ -1,5 +1,5 @@
 """AdaCache + MoReg (docs/algorithms.md §4): configuration, codebook validation and the published Open-Sora presets.
-The runtime (device-side decisions) is in _adaptive.py."""
+Its hooks on the engine: hooks.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .teacache import METRICS, check_forecast_order, check_guards
+from .._common import METRICS, check_forecast_order, check_guards
 
 RESIDUALS = ("attention", "block")
 METRIC_KINDS = ("auto", "spatial", "temporal")
@@ -97,6 +97,12 @@ class AdaCacheConfig:
     forecast_order: int = 0
     forecast_metric: bool = False
     name: str = field(default="custom", compare=False)
+
+    @staticmethod
+    def hooks_class():
+        from .hooks import AdaCacheHooks
+
+        return AdaCacheHooks
 
     def __post_init__(self):
         owner = "AdaCacheConfig"

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
-from ..adapters.base import get_sample, put_sample
-from ..policies.fastercache import CallPlan
+from ... import ops
+from ...adapters.base import get_sample, put_sample
+from .config import CallPlan
 from .cfg import CFGResidual
-from .engine import Call, Policy, Probe, fitting_buffer
+from ...runtime.engine import Call, Hooks, Observation, fitting_buffer
 
 
 class AttentionCache:
@@ -64,7 +64,7 @@ class AttentionCache:
         self.o_dst: list[torch.Tensor] = []
         self.src_slots = (0, 1)  # the rows of `store` that src_newer and src_older are
         self.o_slots = (2, 3)  # those of o_newer and o_older
-        self.fw = self.o_fw = None  # the forecast weights of a reuse call (FasterCachePolicy._weights)
+        self.fw = self.o_fw = None  # the forecast weights of a reuse call (FasterCacheHooks._weights)
         self.pending = None  # (slot, has_other) that this call's store makes the newest, applied in `end`
 
     def reset(self) -> None:
@@ -91,7 +91,7 @@ class AttentionCache:
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
 
-class FasterCachePolicy(Policy):
+class FasterCacheHooks(Hooks):
     """Attention reuse and CFG-Cache of one schedule (`FasterCacheSchedule`, `DiffusersSchedule` or Vchitect's
     `StepSchedule`) over the attention modules `caches`; `computed_index` is the computed branch's half."""
 
@@ -157,9 +157,9 @@ class FasterCachePolicy(Policy):
         for c in self.caches:
             c._init_local()
         engine = self.engine
-        if engine is not None and engine.probe_result is not None and engine.call is not None \
+        if engine is not None and engine.observation is not None and engine.call is not None \
                 and self._records is None:
-            self._allocate_buffers(engine.call, engine.probe_result)
+            self._allocate_buffers(engine.call, engine.observation)
 
     def reset(self) -> None:
         """Start a new video (buffers are kept and reused)."""
@@ -185,7 +185,7 @@ class FasterCachePolicy(Policy):
         self._records = {}
         self._kept = {}
 
-    def allocate(self, call: Call, probe: Probe) -> None:
+    def allocate(self, call: Call, probe: Observation) -> None:
         if self._records is not None:  # a call was just observed
             self._shapes, self._records = self._records, None
         self._allocate_buffers(call, probe)
@@ -204,7 +204,7 @@ class FasterCachePolicy(Policy):
         elif self.split:
             self._after_full(output)
 
-    def _allocate_buffers(self, call: Call, probe: Probe) -> None:
+    def _allocate_buffers(self, call: Call, probe: Observation) -> None:
         records = self._shapes or {}
         split = self._splits(call)
         self.split = split
@@ -266,7 +266,7 @@ class FasterCachePolicy(Policy):
                 for b in list(self.step_sample):
                     self._sample_buffer(b)
 
-    def _token_grid(self, call: Call, probe: Probe) -> tuple:
+    def _token_grid(self, call: Call, probe: Observation) -> tuple:
         fn = self.adapter.token_grid
         n = probe.sample_shape[1]
         grid = tuple(int(v) for v in fn(self.engine.model, call.kwargs)) if fn is not None else None
@@ -299,7 +299,7 @@ class FasterCachePolicy(Policy):
     def begin(self, call: Call) -> None:
         if call.c == 1 and call.branch is None and self._splits(call) != self.split:
             # the pipeline's guidance changed between videos (same input shapes): buffers for the other layout
-            self._allocate_buffers(call, self.engine.probe_result)
+            self._allocate_buffers(call, self.engine.observation)
         self.total_calls += 1
         plan = self.schedule.plan(call.c, call.t)
         self.plan = plan
@@ -327,7 +327,7 @@ class FasterCachePolicy(Policy):
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
     def _sample_buffer(self, branch: str) -> torch.Tensor:
-        p = self.engine.probe_result
+        p = self.engine.observation
         buf = fitting_buffer(self.step_sample.get(branch), p.sample_shape, p.sample_dtype, p.device)
         self.step_sample[branch] = buf
         return buf
@@ -537,7 +537,7 @@ class FasterCachePolicy(Policy):
                         raise
                     raise RuntimeError(f"fastercache: {_unsliced(kept, b, batched)}") from e
             computed = get_sample(out)
-            want = (policy.engine.probe_result.sample_shape[0] // 2, *policy.engine.probe_result.sample_shape[1:])
+            want = (policy.engine.observation.sample_shape[0] // 2, *policy.engine.observation.sample_shape[1:])
             if tuple(computed.shape) != want:  # the model broadcast an unsliced input into the output
                 why = _unsliced(kept, b, batched) if kept else "check the adapter's `batched_args`"
                 raise RuntimeError(f"fastercache: the skip call's output has shape {list(computed.shape)}, not "
@@ -582,7 +582,7 @@ def _batched(v, batch: int) -> bool:
     return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch
 
 
-def _reuse(policy: FasterCachePolicy, cache: AttentionCache):
+def _reuse(policy: FasterCacheHooks, cache: AttentionCache):
     """Section 1's extrapolation newer + w * (newer - older) as the forecast op over the module's store (section 9);
     the same up to fp32 rounding (a few ulps) as the formula in that order."""
     outs = []
@@ -599,7 +599,7 @@ def _reuse(policy: FasterCachePolicy, cache: AttentionCache):
     return tuple(outs) if cache.tuple_out else outs[0]
 
 
-def _store(policy: FasterCachePolicy, cache: AttentionCache, out) -> None:
+def _store(policy: FasterCacheHooks, cache: AttentionCache, out) -> None:
     outs = out if isinstance(out, tuple) else (out,)
     two = policy.full and policy.split
     ci = policy.computed_index
