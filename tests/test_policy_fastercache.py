@@ -85,8 +85,8 @@ def test_cfg_weights_compound_and_reset():
     model = tiny_cogvideox(layers=1)
     handle = fk.apply(model, "cogvideox-2b")
     seen = []
-    cfg = handle.fastercache.cfg
-    model.register_forward_hook(lambda *_: seen.append((cfg.a.item(), cfg.b.item())))
+    fc = handle.fastercache  # its `cfg` is replaced when the buffers are laid out: read it per call
+    model.register_forward_hook(lambda *_: seen.append((fc.cfg.a.item(), fc.cfg.b.item())))
     latents, extra = cog_inputs()
     sample_loop([model], latents, extra, calls=59)
     spec = SPEC["cogvideox-2b"]

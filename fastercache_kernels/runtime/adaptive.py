@@ -634,8 +634,11 @@ class AdaptiveHooks(Hooks):
 
     # -- probing and buffers -----------------------------------------------------------------------------------
     def rows(self, t: torch.Tensor) -> torch.Tensor:
-        """A buffer as this call sees it: the computed half of the batch on a composed CFG-skip call."""
-        return t if self.half is None else t.chunk(2)[self.half]
+        """A buffer as this call sees it: the computed half of the batch on a composed CFG-skip call (a forecast ring,
+        marked `_fk_ring`, holds its slots on dim 0 and the batch on dim 1)."""
+        if self.half is None:
+            return t
+        return t.chunk(2, dim=1 if getattr(t, "_fk_ring", False) else 0)[self.half]
 
     def observe(self, b: BlockInfo, args, kwargs):
         """A candidate's run in an observed call: it runs as it is; what it shows is recorded (its place in the

@@ -90,11 +90,6 @@ class ForecastReuse:
                 other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
             self.rows(h).index_copy_(0, at, v.unsqueeze(0))
 
-    def rows(self, t: torch.Tensor) -> torch.Tensor:
-        if self.half is not None and getattr(t, "_fk_ring", False):
-            return t.chunk(2, dim=1)[self.half]
-        return super().rows(t)
-
     # -- per call ------------------------------------------------------------------------------------------------
     def begin_policy(self) -> None:
         super().begin_policy()

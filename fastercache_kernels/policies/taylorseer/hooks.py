@@ -194,11 +194,6 @@ class TaylorSeerHooks(AdaptiveHooks):
     def buffers(self) -> list:
         return super().buffers() + [t for ts in self.rings.values() for t in ts]
 
-    def rows(self, t: torch.Tensor) -> torch.Tensor:
-        if self.half is not None and getattr(t, "_fk_ring", False):
-            return t.chunk(2, dim=1)[self.half]
-        return super().rows(t)
-
     def start_observing(self) -> None:
         super().start_observing()
         self._seen_mod = {}
