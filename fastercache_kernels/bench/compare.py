@@ -341,6 +341,12 @@ def fk_methods(target) -> list[Method]:
                       fk.TaylorSeerConfig(cache_interval=k, max_order=2, disable_cache_before_step=1,
                                           disable_cache_after_step=n - e if e else None, mode=mode))
             for mode, k, e in (("residual", 4, 0), ("lite", 5, 0), ("lite", 5, 3))]
+    if target.family == "wan":  # the tiny random Wan's own: the residual at interval 6, attention at 5 with order 2
+        out += [fk_method("fk TaylorSeer residual interval 6 warm-up 1",
+                          fk.TaylorSeerConfig(cache_interval=6, disable_cache_before_step=1, mode="residual")),
+                fk_method("fk TaylorSeer (attention) interval 5 order 2 warm-up 1",
+                          fk.TaylorSeerConfig(cache_interval=5, max_order=2, disable_cache_before_step=1,
+                                              mode="attention", modules=(ATTENTION_NAMES,)))]
     # SeaCache (docs/algorithms.md section 14): diffusers' rule and defaults (order-1 forecast), at its thresholds
     # "max m": at most m reused steps in a row (diffusers' default cap is 2; higher caps reach higher speeds); at
     # 2.0 with the cap of 2 the cap decides alone on the demo CogVideoX (one step in three computed), at 10.0 on
