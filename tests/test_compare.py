@@ -71,20 +71,30 @@ def test_same_decisions_are_neither_a_win_nor_a_loss():
     assert "same decisions" in table and "not dominated" in table
 
 
-def test_mark_same_decisions_matches_samples_within_same_db():
+def test_mark_same_decisions_matches_samples_that_differ_by_rounding():
     import torch
+
+    from fastercache_kernels.demo import metrics
 
     g = torch.Generator().manual_seed(0)
     ref = torch.rand(1, 3, 2, 8, 8, generator=g) * 2 - 1
     peer = ref + 0.05 * torch.randn(ref.shape, generator=g)
-    rounding = peer + 1e-5 * torch.randn(ref.shape, generator=g)  # ~ 100 dB from the peer: rounding only
-    other = peer + 0.02 * torch.randn(ref.shape, generator=g)  # ~ 40 dB from it: other decisions
-    points = [_p("no cache", "none", 1.0, 100.0), _p("fk same", "fk", 2.0, 30.0), _p("fk other", "fk", 2.0, 30.0),
-              _p("fk failed", "fk", None, None, error="E"), _p("fk elsewhere", "fk", 2.0, 30.0, model="x"),
-              _p("peer", "diffusers", 2.0, 30.0)]
-    compare.mark_same_decisions(points, [ref, rounding, other, None, peer, peer])
-    assert points[5].same_as == ["fk same"]
-    assert all(p.same_as == [] for p in points[:5])
+    rounding = peer + 1e-5 * torch.randn(ref.shape, generator=g)  # ~100 dB from the peer: rounding only
+    other = peer + 0.02 * torch.randn(ref.shape, generator=g)  # ~40 dB from it: other decisions
+    near = ref + 1e-4 * torch.randn(ref.shape, generator=g)  # a peer ~86 dB from the uncached sample
+    near_other = ref + 1e-4 * torch.randn(ref.shape, generator=g)  # ~83 dB from `near`, but as far from ref
+    videos = [ref, rounding, other, None, peer, peer.clone(), peer, near, near_other]
+    points = [_p("no cache", "none", 1.0, 100.0), _p("fk same", "fk", 2.0, 0), _p("fk other", "fk", 2.0, 0),
+              _p("fk failed", "fk", None, None, error="E"), _p("fk elsewhere", "fk", 2.0, 0, model="x"),
+              _p("fk equal", "fk", 2.0, 0), _p("peer", "diffusers", 2.0, 0), _p("near peer", "diffusers", 2.0, 0),
+              _p("fk near", "fk", 2.0, 0)]
+    for p, v in zip(points, videos):
+        p.psnr = v is not None and metrics.psnr(v, ref)
+    assert metrics.psnr(near_other, near) > compare.SAME_DB  # close, yet not the same decisions: the margin says so
+    compare.mark_same_decisions(points, videos)
+    assert points[6].same_as == ["fk same", "fk equal"]
+    assert points[7].same_as == []
+    assert all(p.same_as == [] for p in points[:6])
 
 
 def test_fk_frontier_keeps_the_points_no_faster_point_beats():
