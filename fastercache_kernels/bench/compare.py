@@ -295,8 +295,9 @@ class _CacheDitHandle:
 
 def fk_methods(target) -> list[Method]:
     """fk's settings: the demo's own list (FasterCache presets, diffusers' FasterCache config on fk's backend,
-    TeaCache, First-Block-Cache, AdaCache, compositions) plus First-Block-Cache at more thresholds; for Wan its
-    adapter's presets and the same adaptive policies."""
+    TeaCache, First-Block-Cache, AdaCache, compositions; for Wan its adapter's presets and the same adaptive
+    policies), the points that make diffusers' decisions (First-Block-Cache, MagCache, TaylorSeer, SeaCache at
+    diffusers' settings) and fk's own points past them (forecasting reuse, TaylorSeer order 2, SeaCache caps)."""
     import fastercache_kernels as fk
 
     from ..demo import settings
@@ -349,12 +350,11 @@ def fk_methods(target) -> list[Method]:
                       fk.TaylorSeerConfig(cache_interval=k, max_order=2, disable_cache_before_step=1,
                                           disable_cache_after_step=n - e if e else None, mode=mode))
             for mode, k, e in (("residual", 4, 0), ("lite", 5, 0), ("lite", 5, 3))]
-    if target.family == "wan":  # the tiny random Wan's own: the residual at interval 6, attention at 5 with order 2
+    if target.family == "wan":  # the tiny random Wan's own: TaylorSeer's residual at interval 6, AdaCache forecast
         out += [fk_method("fk TaylorSeer residual interval 6 warm-up 1",
                           fk.TaylorSeerConfig(cache_interval=6, disable_cache_before_step=1, mode="residual")),
-                fk_method("fk TaylorSeer (attention) interval 5 order 2 warm-up 1",
-                          fk.TaylorSeerConfig(cache_interval=5, max_order=2, disable_cache_before_step=1,
-                                              mode="attention", modules=(ATTENTION_NAMES,)))]
+                fk_method("fk AdaCache (30-call fast codebook) forecast 1",
+                          lambda: settings._adacache(n).replace(forecast_order=1))]
     # SeaCache (docs/algorithms.md section 14): diffusers' rule and defaults (order-1 forecast), at its thresholds
     # "max m": at most m reused steps in a row (diffusers' default cap is 2; higher caps reach higher speeds); at
     # 2.0 with the cap of 2 the cap decides alone on the demo CogVideoX (one step in three computed), at 10.0 on
