@@ -1,7 +1,7 @@
 """Every declared op's benchmark cases, generated from the declarations (`bench=` in fastercache_kernels/ops/<op>.py):
 one pytest-benchmark test per (op, dtype, case, implementation), plus the device copy each case is held to.
 
-Run: make bench  (or .venv/bin/python -m pytest benchmarks/bench_ops.py --benchmark-only -k extrapolate)
+Run: make bench  (or .venv/bin/python -m pytest benchmarks/bench_ops.py --benchmark-only -k forecast)
 Compare medians within one group; each timed call ends with a device synchronise (CUDA work is not just launched).
 The CLI gives the same cases with GB/s and ratios: python -m fastercache_kernels bench.
 """

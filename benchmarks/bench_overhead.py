@@ -7,7 +7,8 @@ blocks do almost no work and a call's time is host time) at 4 and 16 blocks runs
 - no cache: the unpatched model;
 - diffusers FirstBlockCache (`model.enable_cache(FirstBlockCacheConfig(threshold))`);
 - fk First-Block-Cache, same threshold and rule, `decide="host"` and `decide="device"` (eager: one host read per call,
-  then the chosen branch; torch.cond only when traced or captured);
+  then the chosen branch; torch.cond only when traced or captured), and the default `decide="auto"` (host decisions
+  in eager calls, after a look at the stack for torch.compile);
 - fk AdaCache (30-call fast codebook, calls = --calls): its per-block cost.
 
 Every method runs its own copy of the model, patched once; a first video per method is not timed (first-call set-up,
@@ -139,9 +140,10 @@ def methods(threshold: float, calls: int):
     return [
         ("no cache", None),
         ("diffusers FirstBlockCache", lambda m: DiffusersFBC(m, threshold)),
-        ("fk First-Block-Cache host", lambda m: fk.apply(m, fbc)),
+        ("fk First-Block-Cache host", lambda m: fk.apply(m, fbc, decide="host")),
         ("fk First-Block-Cache device", lambda m: fk.apply(m, fbc, decide="device")),
-        ("fk AdaCache host", lambda m: fk.apply(m, settings._adacache(calls))),
+        ("fk AdaCache host", lambda m: fk.apply(m, settings._adacache(calls), decide="host")),
+        ("fk First-Block-Cache auto", lambda m: fk.apply(m, fbc)),  # the default: host decisions in eager calls
     ]
 
 
@@ -164,7 +166,7 @@ def profile_fk(blocks: int, calls: int, threshold: float) -> str:
     torch.manual_seed(1)
     x, ctx = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8)
     ts = [t.view(1) for t in torch.linspace(999, 0, calls)]
-    handle = fk.apply(model, fk.FirstBlockCacheConfig(threshold=threshold))
+    handle = fk.apply(model, fk.FirstBlockCacheConfig(threshold=threshold), decide="host")
 
     @torch.no_grad()
     def video():
@@ -246,11 +248,12 @@ def main(argv=None) -> int:
     match = True
     for n, runners in results.items():
         d, f = runners[1], runners[2]
-        same = d.kinds == f.kinds and d.kinds == runners[3].kinds
+        same = d.kinds == f.kinds and d.kinds == runners[3].kinds and d.kinds == runners[5].kinds
         match &= same
         print(f"\n{n} blocks, decisions of the first timed video (C computed, r reused):\n"
               f"  diffusers FirstBlockCache   {d.strip}\n  fk First-Block-Cache host   {f.strip}\n"
-              f"  fk First-Block-Cache device {runners[3].strip}\n  fk AdaCache host            {runners[4].strip}\n"
+              f"  fk First-Block-Cache device {runners[3].strip}\n  fk First-Block-Cache auto   {runners[5].strip}\n"
+              f"  fk AdaCache host            {runners[4].strip}\n"
               f"  every timed call: {'the same decisions' if same else 'DECISIONS DIFFER'}")
     load_after = os.getloadavg()
     print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} CPUs. "

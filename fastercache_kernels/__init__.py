@@ -8,13 +8,13 @@ from ._backend import BackendUnavailableError, available_backends, use_backend
 from ._version import __version__
 from .api import Handle, PipelineHandle, apply
 from .conventions import is_applied, remove
-from .policies.adacache import AdaCacheConfig
-from .policies.fastercache import FasterCacheConfig
-from .policies.fbcache import FirstBlockCacheConfig
-from .policies.magcache import MagCacheConfig
-from .policies.seacache import SeaCacheConfig
-from .policies.taylorseer import TaylorSeerConfig
-from .policies.teacache import TeaCacheConfig
+from .policies.adacache.config import AdaCacheConfig
+from .policies.fastercache.config import FasterCacheConfig
+from .policies.fbcache.config import FirstBlockCacheConfig
+from .policies.magcache.config import MagCacheConfig
+from .policies.seacache.config import SeaCacheConfig
+from .policies.taylorseer.config import TaylorSeerConfig
+from .policies.teacache.config import TeaCacheConfig
 
 __all__ = ["ops", "adapters", "pipeline", "runtime", "apply", "remove", "is_applied", "Handle", "PipelineHandle",
            "FasterCacheConfig", "AdaCacheConfig", "TeaCacheConfig", "FirstBlockCacheConfig", "MagCacheConfig",

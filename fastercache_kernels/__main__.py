@@ -266,7 +266,7 @@ def _quality(args) -> None:
     print("\nfused ops against the eager formula (median of a few runs; 4M elements; all ops: "
           "python -m fastercache_kernels bench):")
     rows = []
-    for name in ("extrapolate", "feature_diff", "residual_diff_update", "motion_score"):
+    for name in ("forecast", "feature_diff", "residual_diff_update", "motion_score"):
         rows += BENCHES[name](numel=1 << 22, dtype=torch.float32, device="cpu", repeat=7)
     print(format_table(rows))
 
@@ -337,6 +337,11 @@ def main(argv=None) -> None:
     f.add_argument("--quick", action="store_true", help="1 clip, 10 steps, 1 round: checks that it runs")
     f.add_argument("--out", help="write compare.json, compare.md and compare.png (speedup vs PSNR) here")
     f.add_argument("--verbose", action="store_true", help="print each round and each failure as it happens")
+    f.add_argument("--compile", action="store_true", help="the demo models under torch.compile: fk's demo settings "
+                   "(fullgraph, decide='device') against diffusers' best hooks, with graph counts (exit 1 when an fk "
+                   "row runs other than one graph per call); --models cogvideox,latte only")
+    f.add_argument("--backend", default="inductor", help="torch.compile backend with --compile (default inductor; "
+                   "eager / aot_eager skip code generation)")
     args = p.parse_args(argv)
     args.argv = argv[1:]
     if args.cmd == "calibrate":
@@ -349,6 +354,13 @@ def main(argv=None) -> None:
 
         if args.quick:
             args.clips, args.steps, args.rounds = 1, 10, 1
+        if args.compile:
+            from .bench import compiled
+
+            if args.models == "cogvideox,latte,wan":  # compare's default: Wan's pipeline is not compiled here
+                args.models = "cogvideox,latte"
+            compiled.main(args)
+            return None
         compare.main(args)
         return None
     try:

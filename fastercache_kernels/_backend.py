@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib.util
 import os
 
@@ -36,8 +37,8 @@ def forced_backend() -> str | None:
     name = _forced.get()
     if name is not None:
         return name
-    env = os.environ.get("FASTERCACHE_BACKEND", "").strip().lower()
-    return _check_name(env, "FASTERCACHE_BACKEND") if env and env != "auto" else None
+    env_name = _ext.env("FASTERCACHE_BACKEND").strip().lower()
+    return _check_name(env_name, "FASTERCACHE_BACKEND") if env_name and env_name != "auto" else None
 
 
 @contextlib.contextmanager
@@ -46,7 +47,7 @@ def use_backend(name: str):
     or one build of the CPU module, "cpu-baseline" or "cpu-avx2" (FASTERCACHE_CPU_ISA for the block).
 
     >>> with fk.use_backend("reference"):
-    ...     y = fk.ops.extrapolate(a, b, 0.3)
+    ...     y = fk.ops.forecast(history, weights)
 
     The backend is a context variable (it holds in the thread that entered the block, not in threads started
     inside it); the CPU build choice is process-wide while the block runs.
@@ -108,9 +109,14 @@ def select(device: torch.device) -> str:
         if reason:
             raise BackendUnavailableError(f"backend {forced!r} is unavailable for {device.type} tensors: {reason}")
         return forced
-    order = ("cuda", "triton") if device.type == "cuda" else ("cpu",)
+    return _automatic(device.type)
+
+
+@functools.cache  # what is built and installed does not change in a process (the modules load once)
+def _automatic(device_type: str) -> str:
+    order = ("cuda", "triton") if device_type == "cuda" else ("cpu",)
     for name in order:
-        if why_unavailable(name, device.type) is None:
+        if why_unavailable(name, device_type) is None:
             return name
     return "reference"
 

@@ -42,6 +42,19 @@ def _load(name: str) -> tuple[ModuleType | None, str | None]:
 
 CPU_VARIANTS = {"baseline": "_cpu", "avx2": "_cpu_avx2"}
 
+# os.environ.get runs four Python frames: about 19 us when cold inside a model call, and every op call read one or
+# two (docs/results.md "Host time per call"); on POSIX its bytes-keyed dict, which os.environ (and
+# monkeypatch.setenv) writes through, is read directly
+_ENV = os.environ._data if os.name == "posix" and isinstance(getattr(os.environ, "_data", None), dict) else None
+
+
+def env(name: str) -> str:
+    """os.environ.get(name, "") for the settings read on every op call (FASTERCACHE_BACKEND, FASTERCACHE_CPU_ISA)."""
+    if _ENV is None:
+        return os.environ.get(name, "")
+    v = _ENV.get(name.encode())
+    return "" if v is None else os.fsdecode(v)
+
 
 @functools.cache  # the CPU's capability is fixed for the process (torch reads ATEN_CPU_CAPABILITY at start-up)
 def _has_avx2() -> bool:
@@ -53,7 +66,7 @@ def _has_avx2() -> bool:
 def cpu_variant() -> str:
     """Which build of the CPU module runs: FASTERCACHE_CPU_ISA=baseline|avx2 forces one, else the fastest
     built one this CPU supports."""
-    want = os.environ.get("FASTERCACHE_CPU_ISA", "auto").strip().lower() or "auto"
+    want = env("FASTERCACHE_CPU_ISA").strip().lower() or "auto"
     if want == "auto":
         return "avx2" if _has_avx2() and _load("_cpu_avx2")[0] is not None else "baseline"
     if want not in CPU_VARIANTS:

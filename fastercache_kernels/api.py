@@ -15,11 +15,11 @@ from .adapters import for_model, unknown_model_message
 from .adapters.base import Adapter, OutputLayout
 from .adapters.generic import generic_adapter
 from .policies import diffusers_compat
-from .policies.fastercache import BRANCHES, FasterCacheConfig
+from .policies.fastercache.config import BRANCHES, FasterCacheConfig
 from .runtime import parallel
 from .runtime.engine import Engine
 
-DECIDE_MODES = ("host", "device")
+DECIDE_MODES = ("auto", "host", "device")
 
 
 class Handle:
@@ -37,8 +37,8 @@ class Handle:
         self.model, self.engine, self.config, self.adapter = model, engine, config, adapter
         self._active = True
         self._final: dict | None = None  # stats() at removal
-        self.state = next((p for p in engine.policies if p.name == "fastercache"), None)
-        self.runtime = next((p for p in engine.policies if p.name != "fastercache"), None)
+        self.fastercache = next((p for p in engine.policies if p.name == "fastercache"), None)
+        self.adaptive = next((p for p in engine.policies if p.name != "fastercache"), None)
 
     @property
     def policies(self) -> list:
@@ -46,22 +46,22 @@ class Handle:
 
     @property
     def schedule(self):
-        return None if self.state is None else self.state.schedule
+        return None if self.fastercache is None else self.fastercache.schedule
 
     @property
     def modules(self) -> list[tuple[str, str]]:
         """(name, kind) of every cached attention module, then every patched block (in execution order once the
         model has run)."""
         out = []
-        if self.state is not None:
-            out += [(c.name, c.kind) for c in self.state.caches]
-        if self.runtime is not None:
-            out += [(b.name, b.kind) for b in (self.runtime.order or self.runtime.blocks)]
+        if self.fastercache is not None:
+            out += [(c.name, c.kind) for c in self.fastercache.caches]
+        if self.adaptive is not None:
+            out += [(b.name, b.kind) for b in (self.adaptive.order or self.adaptive.blocks)]
         return out
 
     @property
     def history(self) -> list[dict]:
-        return [] if self.runtime is None else self.runtime.history
+        return [] if self.adaptive is None else self.adaptive.history
 
     def reset(self) -> None:
         self.engine.reset()
@@ -198,7 +198,7 @@ def _transformers(pipe) -> dict[str, torch.nn.Module]:
 
 
 def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: torch.dtype | None = None,
-          decide: str = "host", process_group=None, record: bool = False):
+          decide: str = "auto", process_group=None, record: bool = False):
     """Patches `model` in place and returns a handle (`handle.remove()` undoes it).
 
     Args:
@@ -220,9 +220,10 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
             and text encoders are refused (fk targets diffusion transformers) unless `adapter` is given.
         adapter: overrides the adapter chosen from the model's class.
         storage_dtype: cache dtype for a diffusers config (a fk.FasterCacheConfig carries its own).
-        decide: adaptive policies only: "host" (one host read per call) or "device" (torch.cond, no host read: for
-            `torch.compile(model, fullgraph=True)` and CUDA graphs; an eager call reads the decision once, as
-            "host" does, and runs the chosen branch). Composed with FasterCache: "host".
+        decide: adaptive policies only: "auto" (the default: "host" in eager calls, "device" in calls under
+            `torch.compile`, chosen by the first call of each kind), "host" (one host read per call) or "device"
+            (torch.cond, no host read: for `torch.compile(model, fullgraph=True)` and CUDA graphs; an eager call
+            reads the decision once, as "host" does, and runs the chosen branch). Composed with FasterCache: "host".
         process_group: adaptive policies: all-reduce group of the metric sums (default the world).
         record: adaptive policies: keep per-call decision tensors in `handle.history`.
 
@@ -264,7 +265,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
         if refused:
             raise TypeError(refused)
     if decide not in DECIDE_MODES:
-        raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
+        raise ValueError(f"fk.apply: `decide` must be 'auto', 'host' or 'device', got {decide!r}")
 
     if config is None and adapter is None and for_model(model) is None:
         config = default_config()
@@ -274,7 +275,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
     if len(adaptive) > 1 or len(faster) > 1 or not configs:
         raise ValueError(f"fk.apply: compose at most one FasterCache config and one adaptive config (AdaCache, "
                          f"TeaCache or First-Block-Cache), got {[type(c).__name__ for c in configs]}")
-    if not adaptive and (decide != "host" or process_group is not None or record):
+    if not adaptive and (decide == "device" or process_group is not None or record):
         raise TypeError("fk.apply: `decide`, `process_group` and `record` apply to the adaptive policies only")
     if adaptive and faster and decide == "device":
         raise ValueError("fk.apply: FasterCache composed with an adaptive policy needs decide='host' (its attention "
@@ -290,13 +291,8 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
         policies.append(fc_policy)
         configs = [config_used if c is faster[0] else c for c in configs]
     if adaptive:
-        policies.append(_adaptive(model, adaptive[0], base, decide, process_group, record,
-                                  observe=unknown and adapter is None))
-    if len(policies) == 2:
-        fc, ad = policies
-        for cache in fc.caches:
-            cache.block = next((b.module for b in ad.blocks if cache.name.startswith(b.name + ".")), None)
-        fc.engine_block_ran = ad.block_ran
+        decide = "host" if faster and decide == "auto" else decide  # FasterCache composed: host decisions
+        policies.append(_adaptive(model, adaptive[0], base, decide, process_group, record))
     engine = Engine(model, base, policies)
     if faster and diffusers_compat.is_diffusers_config(faster[0]) and faster[0].current_timestep_callback:
         engine.timestep_fn = faster[0].current_timestep_callback
@@ -312,7 +308,7 @@ def apply(model, config=None, *, adapter: Adapter | None = None, storage_dtype: 
 
 
 def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, composed: bool):
-    from .runtime.fastercache import AttentionCache, FasterCachePolicy
+    from .policies.fastercache.hooks import AttentionCache, FasterCacheHooks
 
     if diffusers_compat.is_diffusers_config(config):
         tensor_format = diffusers_compat.check_format(config)
@@ -361,17 +357,15 @@ def _fastercache(model, config, adapter: Adapter, unknown: bool, storage_dtype, 
     assert schedule.computed_branch in BRANCHES
     caches = [AttentionCache(name, mod, kind, shared_weight if shared_weight is not None else torch.zeros(()))
               for name, mod, kind in found]
-    return FasterCachePolicy(schedule, caches, adapter, computed_index), adapter, config
+    return FasterCacheHooks(schedule, caches, adapter, computed_index), adapter, config
 
 
-def _runtime_class(config):
+def _hooks_class(config):
     """The adaptive runtime of an fk config (a config class may name its own: diffusers_compat), else None."""
-    from .runtime.adaptive import RUNTIMES
-
     if not type(config).__module__.startswith("fastercache_kernels."):
         return None
-    own = getattr(config, "runtime_class", None)
-    return own() if own is not None else RUNTIMES.get(type(config).__name__)
+    own = getattr(config, "hooks_class", None)
+    return own() if own is not None else None
 
 
 def default_config():
@@ -379,27 +373,31 @@ def default_config():
     defaults (threshold 0.08 on the relative L1 change of the first block's residual, 8 computed warm-up calls):
     its rule is relative to the model's own residual, so it needs no number fitted per model, and its warm-up keeps
     the first calls (where the video takes shape) exact. The blocks it reuses are observed from the first call."""
-    from .policies.fbcache import FirstBlockCacheConfig
+    from .policies.fbcache.config import FirstBlockCacheConfig
 
     return FirstBlockCacheConfig.preset("cache-dit")
 
 
 def _is_adaptive(config) -> bool:
-    return _runtime_class(config) is not None
+    return _hooks_class(config) is not None
 
 
-def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool, observe: bool = False):
-    from .runtime.blocks import find_blocks
+def _adaptive(model, config, adapter: Adapter, decide: str, process_group, record: bool):
+    """The adaptive runtime. Its blocks are observed from the first call (runtime/structure.py), chosen among the
+    children of the model's torch.nn.ModuleLists, or among the modules the adapter's `blocks` / `temporal_blocks`
+    name where it sets them."""
+    from .runtime.blocks import candidate_blocks, find_blocks
 
-    if observe:  # a class without an adapter: the blocks come from its first call (runtime/structure.py)
-        runtime = _runtime_class(config)(config, adapter, [], decide=decide, process_group=process_group,
-                                         record=record)
-        runtime.discover = True
-        return runtime
-    blocks = find_blocks(model, adapter)
-    if not blocks:
-        raise ValueError(f"fk.apply: no transformer block of {type(model).__name__} matches the patterns tried: "
-                         f"blocks {list(adapter.blocks)}, temporal_blocks {list(adapter.temporal_blocks)} (set the "
-                         "adapter's `blocks` / `temporal_blocks`)")
-    return _runtime_class(config)(config, adapter, blocks, decide=decide, process_group=process_group,
+    if adapter.blocks or adapter.temporal_blocks:
+        blocks = find_blocks(model, adapter)
+        if not blocks:
+            raise ValueError(f"fk.apply: no transformer block of {type(model).__name__} matches the patterns tried: "
+                             f"blocks {list(adapter.blocks)}, temporal_blocks {list(adapter.temporal_blocks)} (set "
+                             "the adapter's `blocks` / `temporal_blocks`)")
+    else:
+        blocks = candidate_blocks(model)
+        if not blocks:
+            raise ValueError(f"fk.apply: {type(model).__name__} has no torch.nn.ModuleList of blocks; name its "
+                             "transformer blocks with adapter=fk.adapters.generic_adapter(blocks=...)")
+    return _hooks_class(config)(config, adapter, blocks, decide=decide, process_group=process_group,
                                   record=record)

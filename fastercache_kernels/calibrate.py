@@ -41,7 +41,7 @@ def fit_teacache(model, run, *, indicator: str = "auto", degree: int = 4) -> tup
     import numpy as np
 
     from . import api
-    from .policies.teacache import TeaCacheConfig
+    from .policies.teacache.config import TeaCacheConfig
 
     handle = api.apply(model, TeaCacheConfig(threshold=0.0, indicator=indicator), record=True)
     prev: dict = {}
@@ -49,7 +49,7 @@ def fit_teacache(model, run, *, indicator: str = "auto", degree: int = 4) -> tup
     metrics: list = []
 
     def on_output(module, args, out):
-        rt = handle.runtime
+        rt = handle.adaptive
         if not rt.history:
             return
         sample = out if isinstance(out, torch.Tensor) else (out[0] if isinstance(out, tuple) else out.sample)
@@ -75,7 +75,7 @@ def fit_magcache(model, run) -> tuple[tuple, dict]:
     input to the last block's output for CogVideoX, Wan, Flux; a model whose blocks change the token layout, such
     as Latte's spatial/temporal pairs, has several runs, and their per-token norms are pooled)."""
     from . import api
-    from .policies.magcache import MagCacheConfig
+    from .policies.magcache.config import MagCacheConfig
 
     # max_skip_steps 0: no step can skip; the runtime's residual buffers then hold each call's stack residual
     handle = api.apply(model, MagCacheConfig(mag_ratios=(1.0,), max_skip_steps=0), record=True)
@@ -83,7 +83,7 @@ def fit_magcache(model, run) -> tuple[tuple, dict]:
     series: dict = {}
 
     def on_output(module, args, out):
-        rt = handle.runtime
+        rt = handle.adaptive
         if not rt.history:
             return
         row = rt.history[-1]  # this call's (the engine's hook, registered first, has just recorded it)

@@ -29,8 +29,8 @@ from collections.abc import Callable
 import torch
 
 from . import ops
-from .policies.fastercache import FasterCacheConfig, FasterCacheSchedule
-from .runtime.cfg import CFGResidual
+from .policies.fastercache.config import FasterCacheConfig, FasterCacheSchedule
+from .policies.fastercache.cfg import CFGResidual
 
 
 class CFGCache:

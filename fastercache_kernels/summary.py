@@ -56,13 +56,16 @@ class CallLog:
         self.cap = cap
         self.entries: dict[str, deque] = {}  # key -> (c, step, branch, char, decided on the host, device values)
         self.videos: dict[str, int] = {}
+        self._engine, self._policies = None, (None, None)
 
     def record(self, engine, call) -> None:
         key = call.key
         if call.c == 1 or key not in self.entries:
             self.entries[key] = deque(maxlen=self.cap)
             self.videos[key] = self.videos.get(key, 0) + 1
-        fc, ad = _policies(engine)
+        if self._engine is not engine:  # the policies of a patched model do not change: found once
+            self._engine, self._policies = engine, _policies(engine)
+        fc, ad = self._policies
         char = _fc_char(fc, call) if fc is not None else "C"
         go, values = None, None
         if ad is not None and not call.skips_model:
@@ -71,7 +74,7 @@ class CallLog:
                 values = torch.stack([ad.pred.detach().to(ind.dtype), ind.detach()])
             else:
                 go = bool(ad.go)  # already on the host: read once per call by the policy itself
-                values = ind.detach().clone()
+                values = ind.clone() if not ind.requires_grad else ind.detach().clone()  # state: never tracked
         self.entries[key].append((call.c, call.step, call.branch, char, go, values))
 
     def read(self) -> dict:

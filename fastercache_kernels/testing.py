@@ -76,12 +76,13 @@ def reduction_rtol(n: int) -> float:
 
 def assert_reduction_close(out: Tensor, truth: Tensor, n: int, *, absolute: bool = False, what: str = "") -> None:
     """`out` (fp32) against `truth` (float64): NaN where truth is NaN, equal infinities, and elsewhere
-    |out - truth| <= reduction_rtol(n) * |truth| (or * max(|truth|, 1) when `absolute`, for quantities such as 1 - cos whose
-    error is bounded by the magnitudes of the sums rather than by the result)."""
+    |out - truth| <= reduction_rtol(n) * |truth| (or * max(|truth|, 1) when `absolute`, for quantities such as
+    1 - cos whose error is bounded by the magnitudes of the sums rather than by the result)."""
     assert out.dtype == torch.float32, f"{what}: dtype {out.dtype}, expected float32"
     assert out.shape == truth.shape, f"{what}: shape {tuple(out.shape)} != truth {tuple(truth.shape)}"
     o, t = out.double().cpu(), truth.double().cpu()
-    assert torch.equal(o.isnan(), t.isnan()), f"{what}: NaN pattern {o.flatten().tolist()[:8]} vs truth {t.flatten().tolist()[:8]}"
+    assert torch.equal(o.isnan(), t.isnan()), \
+        f"{what}: NaN pattern {o.flatten().tolist()[:8]} vs truth {t.flatten().tolist()[:8]}"
     inf = t.isinf()
     assert torch.equal(o[inf], t[inf]), f"{what}: infinities {o[inf].tolist()} vs {t[inf].tolist()}"
     fin = t.isfinite()

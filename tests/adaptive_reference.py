@@ -57,19 +57,33 @@ def motion(p: torch.Tensor, frames: int, stride: int = 1) -> float:
     return float((a - b).abs().sum() / (a.abs().sum() + b.abs().sum()))
 
 
+def lagrange(points: list, at: float) -> torch.Tensor:
+    """docs/algorithms.md §9: the polynomial through the (position, value) `points`, evaluated at `at` (fp64)."""
+    total = 0.0
+    for j, (xj, fj) in enumerate(points):
+        w = 1.0
+        for i, (xi, _) in enumerate(points):
+            if i != j:
+                w *= (at - xi) / (xj - xi)
+        total = total + w * fj.double()
+    return total
+
+
 def adacache(p_at, num_calls: int, codebook, window, frames: int, *, moreg: bool = True, scale: float = 0.385,
-             power: float = 8.0, gain: float = 10.0, compare_dtype=None) -> list[dict]:
+             power: float = 8.0, gain: float = 10.0, compare_dtype=None, forecast_metric: int = 0) -> list[dict]:
     """docs/algorithms.md §4. `p_at(c)`: the metric layer's attention residual p ([B, T*S, C]) on compute call c.
     Compute calls:
     1, N-1, N and prev + rate; d = sum|p_prev - p| / sum|p_prev| / rate_in, times the MoReg factor; the rate is the
-    first whose threshold is strictly greater than d (the last one beyond). The first call has no p_prev: rate 1."""
+    first whose threshold is strictly greater than d (the last one beyond). The first call has no p_prev: rate 1.
+    `forecast_metric` n > 0 (§11): p_prev is instead the polynomial through the p of the last n + 1 computed calls
+    (fewer at the start of the video) over the call index, at this call."""
     pairs = sorted(codebook.items()) if isinstance(codebook, dict) else list(codebook)
 
     def rnd(v: float) -> float:  # the reference runs compare in bf16
         return v if compare_dtype is None else float(torch.tensor(v).to(compare_dtype).float())
 
     pairs = [(rnd(t), r) for t, r in pairs]
-    nxt, rate_in, m_prev, prev, out = 1, 1.0, 1.0, None, []
+    nxt, rate_in, m_prev, prev, out, done = 1, 1.0, 1.0, None, [], []
     for c in range(1, num_calls + 1):
         if not (c == nxt or c >= num_calls - 1):
             out.append({"c": c, "compute": False})
@@ -79,7 +93,8 @@ def adacache(p_at, num_calls: int, codebook, window, frames: int, *, moreg: bool
         if prev is None:
             rate = 1
         else:
-            d = rel_l1(p, prev) / rate_in
+            ref = lagrange(done[-(forecast_metric + 1):], c) if forecast_metric else prev
+            d = rel_l1(p, ref) / rate_in
             if moreg:
                 m = (motion(p, frames) / scale) ** power if window[0] <= c <= window[1] else 1.0
                 g = gain * (m - m_prev) / rate_in
@@ -89,6 +104,20 @@ def adacache(p_at, num_calls: int, codebook, window, frames: int, *, moreg: bool
             rate = next((r for t, r in pairs if t > d), pairs[-1][1])
         out.append({"c": c, "compute": True, "d": d, "rate": rate})
         nxt, rate_in, prev = c + rate, float(rate), p
+        done.append((c, p))
+    return out
+
+
+def forecast_residuals(schedule: list[dict], residual_at, order: int) -> dict:
+    """docs/algorithms.md §11: on each reused call c of `schedule` (rows with "c" and "compute"), the residual a block
+    adds to its input: the polynomial through its residuals `residual_at(c')` on the last order + 1 computed calls
+    c' (fewer at the start of the video), over the call index, evaluated at c."""
+    done, out = [], {}
+    for row in schedule:
+        if row["compute"]:
+            done.append((row["c"], residual_at(row["c"])))
+        else:
+            out[row["c"]] = lagrange(done[-(order + 1):], row["c"])
     return out
 
 

@@ -161,7 +161,7 @@ def test_buffers_allocated_once_and_reused_in_place(model):
     handle = fk.apply(m, "cogvideox-2b")
     lat, extra = cog_inputs()
     sample_loop([m], lat, extra, first=30)
-    state = handle.state
+    state = handle.fastercache
     ptrs = sorted(t.data_ptr() for c in state.caches for s in c.comp for t in s) + [state.cfg.low.data_ptr()]
     sample_loop([m], lat, extra, calls=50)  # a second video with the same shapes
     assert sorted(t.data_ptr() for c in state.caches for s in c.comp for t in s) + [state.cfg.low.data_ptr()] == ptrs

@@ -218,7 +218,7 @@ def run(seed: Seed, model, videos=(None,)):
                 a = _sample(ref(**ref_kwargs))
                 b = _sample(ours(*args, **kwargs))
             entry = {n: log[-1].get(n, "reuse") for n in names}
-            rows.append((a, b, entry, {n: ref.log[-1][n] for n in names}, handle.state.plan, i + 1))
+            rows.append((a, b, entry, {n: ref.log[-1][n] for n in names}, handle.fastercache.plan, i + 1))
             guided = _guide(seed, a)
             z = z - 0.02 * guided
     return handle, rows

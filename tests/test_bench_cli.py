@@ -62,8 +62,8 @@ def test_plot_is_a_png(run):
 
 
 def test_bad_names_say_which_and_list_choices():
-    with pytest.raises(SystemExit, match="unknown op.*extrapolat_typo.*choose from .*extrapolate"):
-        main(["bench", "--ops", "extrapolate,extrapolat_typo"])
+    with pytest.raises(SystemExit, match="unknown op.*forecst_typo.*choose from .*forecast"):
+        main(["bench", "--ops", "forecast,forecst_typo"])
     with pytest.raises(SystemExit, match="unknown shape.*cogvideo.*choose from .*cogvideox-2b-latent"):
         main(["bench", "--shapes", "cogvideo"])
     with pytest.raises(SystemExit, match="unknown dtype.*fp64"):
@@ -71,7 +71,7 @@ def test_bad_names_say_which_and_list_choices():
 
 
 def test_named_shape_over_the_memory_budget_is_skipped_and_recorded(tmp_path):
-    main(["bench", "--ops", "extrapolate", "--shapes", "opensora-hidden", "--max-gb", "0.01",
+    main(["bench", "--ops", "forecast", "--shapes", "opensora-hidden", "--max-gb", "0.01",
           "--json", str(tmp_path / "r.json")])
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["rows"] == [] and len(record["skipped"]) == 2
@@ -99,7 +99,7 @@ def test_merge_takes_the_median_of_runs(tmp_path):
 
     paths = []
     for i in range(2):
-        main(["bench", "--ops", "extrapolate,cfg_residual_split", "--numel", "2048", "--repeat", "1", "--dtypes",
+        main(["bench", "--ops", "forecast,cfg_residual_split", "--numel", "2048", "--repeat", "1", "--dtypes",
               "fp32", "--json", str(tmp_path / f"{i}.json")])
         paths.append(tmp_path / f"{i}.json")
     main(["bench", "--merge", *map(str, paths), "--json", str(tmp_path / "m.json"), "--plot", str(tmp_path / "m.png")])

@@ -87,7 +87,7 @@ def test_cuda_module_sm90_uses_vector_loads():
 def test_cuda_launcher_without_driver_raises_clearly():
     mod = _ext.cuda()
     with pytest.raises(RuntimeError, match="no usable CUDA driver or device"):
-        mod.extrapolate(0, 0, 0, 0, 0, 16, 0)
+        mod.forecast(0, 0, [0, 0], 0, 0, 16, 0)
 
 
 @pytest.mark.skipif(NVCC is None, reason="no nvcc")
@@ -121,7 +121,7 @@ def test_elementwise_launchers_without_driver_raise_clearly():
         "cfg_recombine": lambda: mod.cfg_recombine(0, 2, 0, 0, 0, 0, 0, 0, 16, 0),
         "cfg_recombine_guided": lambda: mod.cfg_recombine_guided(0, 2, 0, 0, 0, 0, 0, 0, 0, 16, 0),
         "cfg_residual_split": lambda: mod.cfg_residual_split_diff(0, 1, 0, 0, 0, 16, 0),
-        "extrapolate_residual": lambda: mod.extrapolate_residual(2, 2, 0, 0, 0, 0, 0, 8, 64, 8, 64, 0),
+        "forecast": lambda: mod.forecast(2, 0, [0, 0, 0], 0, 0, 64, 0),
         "residual_sum": lambda: mod.residual_sum(1, 0, 0, [0] * 3, 16, 0, 0),
     }
     for name, call in calls.items():

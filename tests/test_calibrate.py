@@ -49,7 +49,7 @@ def test_fit_on_the_trained_demo_model_beats_the_published_polynomial():
     recorded output changes better than TeaCache's published CogVideoX-2B one, on the same points."""
     from fastercache_kernels.demo import run as demo_run
     from fastercache_kernels.demo import sampling
-    from fastercache_kernels.policies.teacache import COGVIDEOX_2B_COEFFICIENTS
+    from fastercache_kernels.policies.teacache.config import COGVIDEOX_2B_COEFFICIENTS
 
     model, _ = demo_run.load("cogvideox")
     cond, null, noise, _ = demo_run.inputs(2, 0)

@@ -8,39 +8,42 @@ import fastercache_kernels as fk
 from fastercache_kernels import reference as R
 
 
-def test_extrapolate_fullgraph_no_recompile():
+def test_forecast_extrapolation_fullgraph_no_recompile():
+    # FasterCache's reuse: newer + w * (newer - older) as the forecast with weights (1 + w, -w), built in the graph
     torch._dynamo.reset()
     counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
 
     @torch.compile(backend=counter, fullgraph=True)
-    def step(newer, older, w):
-        return fk.ops.extrapolate(newer, older, w) * 2.0
+    def step(store, w):
+        return fk.ops.forecast(store, fk.ops.extrapolation_weights(w)) * 2.0
 
-    newer, older = torch.randn(64, 33), torch.randn(64, 33)
+    store = torch.randn(2, 64, 33)
     w = torch.tensor(0.0)
     for i in range(10):
         w.fill_(0.1 * i)  # the weight changes every call; the graph must not care
-        torch.testing.assert_close(step(newer, older, w), 2 * R.extrapolate(newer, older, 0.1 * i))
+        expected = 2 * R.forecast(store, fk.ops.extrapolation_weights(0.1 * i))
+        torch.testing.assert_close(step(store, w), expected)
     assert counter.frame_count == 1, f"{counter.frame_count} graphs"
     # a fresh 0-d tensor each call (as a policy computing weights would pass) must not recompile either
     for i in range(3):
-        step(newer, older, torch.tensor(0.05 * i))
+        step(store, torch.tensor(0.05 * i))
     assert counter.frame_count == 1
 
 
-def test_extrapolate_out_compiles():
+def test_forecast_out_compiles():
     torch._dynamo.reset()
     counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
 
     @torch.compile(backend=counter, fullgraph=True)
-    def step(newer, older, w, buf):
-        fk.ops.extrapolate(newer, older, w, out=buf)
+    def step(store, weights, buf):
+        fk.ops.forecast(store, weights, out=buf)
         return buf + 1
 
-    newer, older, buf = torch.randn(10), torch.randn(10), torch.empty(10)
+    store, buf = torch.randn(2, 10), torch.empty(10)
     for i in range(4):
-        res = step(newer, older, torch.tensor(float(i)), buf)
-        torch.testing.assert_close(buf, R.extrapolate(newer, older, float(i)))
+        weights = fk.ops.extrapolation_weights(float(i))
+        res = step(store, weights, buf)
+        torch.testing.assert_close(buf, R.forecast(store, weights))
         torch.testing.assert_close(res, buf + 1)
     assert counter.frame_count == 1
 
@@ -158,33 +161,34 @@ def test_cfg_residual_split_and_recombine_compile():
     assert counter.frame_count == 1, f"{counter.frame_count} graphs"
 
 
-def test_extrapolate_residual_in_place_compiles():
+def test_forecast_in_place_compiles():
+    # x += the forecast, written into x itself (out=x): a graph-internal tensor, then a graph input, mutated
     torch._dynamo.reset()
     counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
 
     @torch.compile(backend=counter, fullgraph=True)
-    def reuse_block(x, gate, newer, older, w):
+    def reuse_block(x, store, w):
         x = x * 1.0  # a graph-internal tensor mutated in place, then used
-        fk.ops.extrapolate_residual(x, gate, newer, older, w)
+        fk.ops.forecast(store, fk.ops.extrapolation_weights(w), x, out=x)
         return x + 1
 
-    x, gate = torch.randn(2, 33, 16), torch.randn(2, 1, 16)
-    newer, older = torch.randn(2, 33, 16), torch.randn(2, 33, 16)
+    x, store = torch.randn(2, 33, 16), torch.randn(2, 2, 33, 16)
     for i in range(4):
         w = torch.tensor((i - 7) / 20 * 0.9)
-        expected = R.extrapolate_residual(x, gate, newer, older, w) + 1
-        torch.testing.assert_close(reuse_block(x, gate, newer, older, w), expected)
+        expected = R.forecast(store, fk.ops.extrapolation_weights(w), x) + 1
+        torch.testing.assert_close(reuse_block(x, store, w), expected)
     assert counter.frame_count == 1
 
     counter2 = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
 
     @torch.compile(backend=counter2, fullgraph=True)
-    def on_input(x, newer, older, w):
-        fk.ops.extrapolate_residual(x, None, newer, older, w)  # mutates a graph input
+    def on_input(x, store, weights):
+        fk.ops.forecast(store, weights, x, out=x)  # mutates a graph input
 
     y = x.clone()
-    on_input(y, newer, older, torch.tensor(0.3))
-    torch.testing.assert_close(y, R.extrapolate_residual(x, None, newer, older, 0.3))
+    weights = fk.ops.extrapolation_weights(0.3)
+    on_input(y, store, weights)
+    torch.testing.assert_close(y, R.forecast(store, weights, x))
     assert counter2.frame_count == 1
 
 

@@ -20,6 +20,10 @@ CASES = {
                                                                                         threshold=0.3)),
     "cogvideox-adacache": (tiny_cogvideox, cog_inputs, lambda: fk.AdaCacheConfig(
         codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27))),
+    # forecasting reuse (docs/algorithms.md section 11): the rings, the clock and the forecast metric in the graph
+    "cogvideox-adacache-forecast": (tiny_cogvideox, cog_inputs, lambda: fk.AdaCacheConfig(
+        codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27), forecast_order=2,
+        forecast_metric=True)),
     # Latte's Attention modules are called through their processors inside torch.cond (blocks.traceable_attention)
     "latte-adacache": (tiny_latte, latte_inputs, lambda: fk.AdaCacheConfig(
         codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30, moreg_window=(3, 27))),
@@ -27,14 +31,14 @@ CASES = {
 }
 
 
-def _compiled_and_eager(make, inputs, config, backend: str) -> dict:
-    """Two copies of one model: one patched with decide="device" and compiled fullgraph with `backend`, one
-    eager with host decisions; two 30-call videos through both."""
+def _compiled_and_eager(make, inputs, config, backend: str, decide: str = "device") -> dict:
+    """Two copies of one model: one patched with `decide` and compiled fullgraph with `backend`, one eager with
+    the default decide="auto" (host decisions in eager calls); two 30-call videos through both."""
     torch._dynamo.reset()
     counters.clear()
     model = make(layers=1)
     eager = clone(model)
-    handle = fk.apply(model, config(), decide="device", record=True)
+    handle = fk.apply(model, config(), decide=decide, record=True)
     eager_handle = fk.apply(eager, config(), record=True)
     cnt = torch._dynamo.testing.CompileCounterWithBackend(backend)
     compiled = torch.compile(model, backend=cnt, fullgraph=True)
@@ -42,7 +46,7 @@ def _compiled_and_eager(make, inputs, config, backend: str) -> dict:
     first = sample_loop([compiled, eager], lat, extra, calls=30)
     frames_first = cnt.frame_count
     second = sample_loop([compiled, eager], lat, extra, calls=30)
-    return dict(cnt=cnt, frames_first=frames_first, first=first, second=second, handle=handle,
+    return dict(cnt=cnt, frames_first=frames_first, first=first, second=second, handle=handle, model=model,
                 eager_handle=eager_handle, breaks=dict(counters["graph_break"]))
 
 
@@ -96,7 +100,7 @@ def test_adacache_host_decisions_compile_to_two_graphs():
     counters.clear()
     model = tiny_cogvideox(layers=1)
     handle = fk.apply(model, fk.AdaCacheConfig(codebook={0.05: 4, 0.1: 3, 0.2: 2, 1.0: 1}, num_calls=30,
-                                               moreg_window=(3, 27)))
+                                               moreg_window=(3, 27)), decide="host")
     cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(model, backend=cnt, fullgraph=True)
     lat, extra = cog_inputs()
@@ -118,7 +122,7 @@ def test_host_decisions_in_the_forward_refuse_compile(policy):
     for fullgraph in (True, False):
         torch._dynamo.reset()
         model = tiny_cogvideox(layers=2)
-        handle = fk.apply(model, make())
+        handle = fk.apply(model, make(), decide="host")
         compiled = torch.compile(model, backend="aot_eager", fullgraph=fullgraph)
         lat, extra = cog_inputs()
         with pytest.raises(Exception, match="decide='device'"):
@@ -126,6 +130,26 @@ def test_host_decisions_in_the_forward_refuse_compile(policy):
         with pytest.warns(UserWarning, match="did not finish"):  # the refused call left its video unfinished
             outs = sample_loop([model], lat, extra, calls=30)  # the same patched model, eagerly
         assert len(outs) == 30 and handle.stats()["calls"] >= 30
+    torch._dynamo.reset()
+
+
+def test_auto_decides_on_the_device_when_compiled():
+    """decide="auto" (the default): compiled, the model lays out its buffers for device decisions at its observed
+    first call and builds one graph with no host read (as decide="device"); its eager twin, patched the same way,
+    decides on the host (one read per call, chained residuals); both make the same decisions."""
+    r = _compiled_and_eager(*CASES["cogvideox-fbcache"], backend="aot_eager", decide="auto")
+    handle, eager_handle = r["handle"], r["eager_handle"]
+    assert r["breaks"] == {} and r["cnt"].frame_count == 1
+    assert handle.adaptive.device_mode and not eager_handle.adaptive.device_mode
+    assert handle.stats()["host_reads"] == 0 and eager_handle.stats()["host_reads"] == 59
+    assert [g["pred"] for g in decisions(handle)] == [g["pred"] for g in decisions(eager_handle)]
+    assert 0 < handle.stats()["computed"] < 60
+    assert max(rel_err(c, e) for c, e in r["first"] + r["second"]) <= 1e-5
+    # the same patched model run eagerly afterwards: observed again, host decisions from then on
+    lat, extra = cog_inputs()
+    sample_loop([r["model"]], lat, extra, calls=30)
+    assert not handle.adaptive.device_mode and handle.stats()["host_reads"] > 0
+    handle.remove()
     torch._dynamo.reset()
 
 

@@ -27,7 +27,7 @@ TIMEOUT = 150
 
 def _decisions(handle) -> dict:
     out = {"kinds": handle.stats().get("calls_per_kind")}
-    if handle.runtime is not None:
+    if handle.adaptive is not None:
         out["pred"] = [(r["key"], bool(r["pred"])) for r in handle.history]
     return out
 
@@ -64,7 +64,7 @@ def _patched(model, family: str, adapter, x, text) -> dict:
         with fk.apply(model, configs, **kw) as h:
             y = run(model, x, text, mode == "per_branch")
             stats = h.stats()
-            paths = sorted({str(b.motion[0]) for b in getattr(h.runtime, "metric_blocks", ()) if b.motion})
+            paths = sorted({str(b.motion[0]) for b in getattr(h.adaptive, "metric_blocks", ()) if b.motion})
             out[name, mode, decide] = {"y": y, "decisions": _decisions(h), "bytes": _bytes(h), "motion": _motion(h),
                                        "paths": paths, "cp": stats.get("context_parallel"),
                                        "reused": stats.get("reused", stats.get("cfg", {}).get("skip", 0))}

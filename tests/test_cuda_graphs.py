@@ -29,11 +29,12 @@ CALLS = 12
 
 def cache_buffers(handle) -> list[torch.Tensor]:
     """Every cache buffer of a patched model. The only use of internals in this file: adaptive handles keep
-    theirs in handle.runtime.blocks[i].bufs, FasterCache handles in handle.state.caches (slots, both branches)."""
-    runtime = getattr(handle, "runtime", None)
-    if runtime is not None:
-        return [t for b in runtime.blocks for ts in b.bufs.values() for t in ts]
-    slots = [s for c in handle.state.caches for s in (*c.comp, *(c.other or []))]
+    theirs in handle.adaptive.blocks[i].bufs, FasterCache handles in handle.fastercache.caches (slots, both
+    branches)."""
+    adaptive = handle.adaptive
+    if adaptive is not None:
+        return [t for b in adaptive.blocks for ts in b.bufs.values() for t in ts]
+    slots = [s for c in handle.fastercache.caches for s in (*c.comp, *(c.other or []))]
     return [t for s in slots for t in s]
 
 
@@ -112,7 +113,7 @@ def test_device_decisions_make_no_host_read_and_buffers_keep_their_addresses(nam
     cfg = adacache() if device_mode else fastercache()
     handle = fk.apply(model, cfg, decide="device") if device_mode else fk.apply(model, cfg)
     if device_mode:  # torch.cond in eager calls too, as while a graph is captured (no host read)
-        handle.runtime.cond_in_eager = True
+        handle.adaptive.cond_in_eager = True
     latents, text = _inputs(name, "cpu", torch.float32)
     for _video in range(2):
         first = None

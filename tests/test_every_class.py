@@ -156,6 +156,8 @@ def test_first_block_cache(cases, name, mode):
         out = getattr(case, mode)()
         st = handle.stats()
     assert torch.equal(out, plain), rel(out, plain)
+    # adapter or not, the blocks come from the data flow of one call, which also fills the buffers
+    assert st["observed_calls"] == 1 and st["block_stack"][0] == "observed", st
     if mode == "per_branch" and fk.adapters.for_model(model) is None:
         assert set(st["keys"]) == {"#0", "#1"}, st["keys"]  # the branches were told apart from the calls
     with fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.3)) as handle:

@@ -1,14 +1,15 @@
-"""fk.ops.forecast, x + sum_k weights[k] * history[k], on every (device, backend) pair against the fp32 reference."""
+"""fk.ops.forecast, x + sum_k weights[k] * history[k], on every (device, backend) pair against the fp32 reference;
+and FasterCache's attention extrapolation as the forecast with weights (1 + w, -w)."""
 
 import pytest
 import torch
-from conftest import FAST_CPU_BACKENDS, backend_context, device
+from conftest import FAST_CPU_BACKENDS, backend_context, device, strided_layouts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastercache_kernels as fk
 from fastercache_kernels import reference as R
-from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps
+from fastercache_kernels.testing import assert_matches_reference, noncontiguous, quirk_ulps, strided_randn
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # slot shapes: empty, one element, odd sizes not a multiple of any vector width, a 3-d one
@@ -114,16 +115,120 @@ def test_weight_forms(backend, weights):
     assert_matches_reference(fk.ops.forecast(history, weights, x), R.forecast(history, w.float(), x))
 
 
-def test_fastercache_extrapolation_is_a_case(backend):
-    # newer + w * (newer - older) = (1 + w) * newer - w * older: the same up to fp32 rounding
+# FasterCache's attention reuse (docs/algorithms.md sections 1 and 9): F = newer + w * (newer - older) is the
+# forecast over (newer, older) with weights (1 + w, -w), the same up to fp32 rounding (a few ulps).
+EXTRAPOLATION_SHAPES = [(0,), (1,), (7,), (111,), (123, 77), (2, 5, 33)]
+
+
+def _w32(w) -> float:
+    """w as the fp32 value extrapolation_weights computes with."""
+    return float(torch.as_tensor(w).to(torch.float32))
+
+
+def _extrapolated(newer, older, w, x=None):
+    """Section 1's formula in fp32 in its own order, rounded once to newer's dtype (plus x when given)."""
+    n, o = newer.float(), older.float()
+    f = n + _w32(w) * (n - o)
+    return (f if x is None else x.float() + f).to(newer.dtype)
+
+
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
+@pytest.mark.parametrize("shape", EXTRAPOLATION_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_fastercache_extrapolation(backend, dtype, shape, contiguous):
+    g = torch.Generator().manual_seed(3)
+    store = torch.randn((2, *shape), generator=g).to(device(), dtype)
+    if not contiguous:
+        store = noncontiguous(store)  # strided slots: copied to dense ones first
+    newer, older = store[0], store[1]
+    for w in (0.3, torch.tensor(-0.2, device=device())):
+        y = fk.ops.forecast(store, fk.ops.extrapolation_weights(w))
+        assert y.dtype == dtype and y.shape == newer.shape and y.device == newer.device
+        eager = newer + _w32(w) * (newer - older)  # the reference code's three ops in the model's dtype
+        assert_matches_reference(y, _extrapolated(newer, older, w), eager, what=f"{backend} {dtype} {shape} {w}",
+                                 ulps=1 + quirk_ulps(backend, dtype))
+
+
+@pytest.mark.parametrize(
+    "weight", [0.0, 1, -0.25, 0.9 * 13 / 20, torch.tensor(0.3), torch.tensor(0.3, dtype=torch.float64),
+               torch.tensor(0.5).half()]
+)
+def test_fastercache_extrapolation_weight_forms(backend, weight):
+    weights = fk.ops.extrapolation_weights(weight)
+    w = _w32(weight)
+    assert weights.dtype == torch.float32 and weights.shape == (2,)
+    assert weights.tolist() == [_w32(1 + w), -w]
+    g = torch.Generator().manual_seed(5)
+    store = torch.randn(2, 33, generator=g).to(device())
+    y = fk.ops.forecast(store, weights.to(device()))
+    assert_matches_reference(y, _extrapolated(store[0], store[1], weight), ulps=1)
+    if w == 0:  # Vchitect's w = 0: a plain copy of the newer slot, bit for bit (the older one is left out)
+        store[1, 0] = float("nan")
+        assert torch.equal(fk.ops.forecast(store, weights.to(device())), store[0])
+
+
+def test_fastercache_store_rows_and_aliasing(backend):
+    # The policy's store: comp rows 0 and 1 and the other branch's rows 2 and 3; the rotation decides which row is
+    # newer, so the weights name the rows (1 + w on the newer, -w on the older, 0 elsewhere).
+    w = 0.45
+    g = torch.Generator().manual_seed(6)
+    store = torch.randn(4, 3, 29, generator=g).to(device())
+    store[2:] = float("nan")  # rows the weights leave out: never written, or stale
+    weights = torch.zeros(4, device=device())
+    weights[1], weights[0] = 1 + w, -w  # newer row 1, older row 0
+    expected = _extrapolated(store[1], store[0], w)
+    y = fk.ops.forecast(store, weights)
+    assert bool(y.isfinite().all())
+    assert_matches_reference(y, expected, ulps=1)
+    # x + F in place (the reuse path's residual add, out=x)
+    x = torch.randn(3, 29, generator=g).to(device())
+    xs = x.clone()
+    fk.ops.forecast(store, weights, xs, out=xs)
+    assert_matches_reference(xs, _extrapolated(store[1], store[0], w, x), ulps=1)
+    # the extrapolation pushed over the newer row it reads (diffusers pushes it as the newest entry)
+    s = store.clone()
+    fk.ops.forecast(s, weights, out=s[1])
+    assert_matches_reference(s[1], expected, ulps=1)
+    assert torch.equal(s[0], store[0])
+    # out partly overlapping both rows read: must not read what it already wrote
+    buf = torch.randn(2 * 40 + 7, generator=g).to(device())
+    two, out = buf[:80].view(2, 40), buf[7:47]
+    expected = _extrapolated(two[0].clone(), two[1].clone(), w)
+    fk.ops.forecast(two, fk.ops.extrapolation_weights(w).to(device()), out=out)
+    assert_matches_reference(out, expected, ulps=1)
+
+
+def test_fastercache_extrapolation_nan_and_inf(backend):
+    nan, inf = float("nan"), float("inf")
+    newer = torch.tensor([nan, 1.0, inf, 2.0, 3.0], device=device())
+    older = torch.tensor([0.0, nan, 0.0, -inf, 1.0], device=device())
     for dtype in DTYPES:
-        g = torch.Generator().manual_seed(3)
-        newer, older = (torch.randn(5, 77, generator=g).to(device(), dtype) for _ in range(2))
-        for w in (0.3, torch.tensor(-0.2, device=device())):
-            weights = fk.ops.extrapolation_weights(w)
-            y = fk.ops.forecast(torch.stack([newer, older]), weights)
-            assert_matches_reference(y, R.extrapolate(newer, older, w), what=f"{backend} {dtype} {w}",
-                                     ulps=1 + quirk_ulps(backend, dtype))
+        out = fk.ops.forecast(torch.stack([newer, older]).to(dtype), fk.ops.extrapolation_weights(0.5)).float()
+        assert out[0].isnan() and out[1].isnan(), (backend, dtype)
+        assert out[2] == inf and out[3] == inf, (backend, dtype)
+        assert out[4] == 4.0, (backend, dtype)
+
+
+@st.composite
+def _extrapolation_cases(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    shape, perm, step = draw(strided_layouts())
+    weight = draw(st.floats(-2, 2, allow_nan=False, width=32))
+    return dtype, shape, perm, step, weight, draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=_extrapolation_cases())
+def test_property_fastercache_extrapolation_layouts(case):
+    # any dim order and gaps in the slots (the slot dim stays first), every fast CPU backend
+    dtype, shape, perm, step, weight, seed = case
+    g = torch.Generator().manual_seed(seed)
+    store = strided_randn((2, *shape), step, (0, *(p + 1 for p in perm)), dtype, g)
+    ref = _extrapolated(store[0], store[1], weight)
+    for b in FAST_CPU_BACKENDS:
+        with backend_context(b):
+            y = fk.ops.forecast(store, fk.ops.extrapolation_weights(weight))
+            assert_matches_reference(y, ref, what=b, ulps=1 + quirk_ulps(b, dtype))
 
 
 def test_cpu_rounds_exactly_like_the_reference():

@@ -170,7 +170,7 @@ def test_cfg_skip_call_extends_the_other_half_by_its_forecast():
     model = tiny_cogvideox(layers=1)
     handle = fk.apply(model, [fk.FasterCacheConfig.preset("cogvideox-2b"),
                               fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3, forecast_order=1)])
-    rt = handle.runtime
+    rt = handle.adaptive
     seen = []
     end = rt.end
 

@@ -35,7 +35,8 @@ def _run(code: str, path: Path | None = None) -> str:
     if path is not None:
         code = (
             "import sys\n"
-            "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in (getattr(f, '__module__', '') or '')]\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path\n"
+            "                    if '__editable__' not in (getattr(f, '__module__', '') or '')]\n"
             f"sys.path.insert(0, {str(path)!r})\n" + code
         )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
@@ -66,7 +67,8 @@ _USE = textwrap.dedent(
     import torch, fastercache_kernels as fk
     from fastercache_kernels import _backend, _ext, reference
     a, b = torch.randn(100), torch.randn(100)
-    assert torch.equal(fk.ops.extrapolate(a, b, 0.5), reference.extrapolate(a, b, 0.5))
+    h, w = torch.stack([a, b]), fk.ops.extrapolation_weights(0.5)
+    assert torch.equal(fk.ops.forecast(h, w), reference.forecast(h, w))
     print(_backend.select(torch.device("cpu")), "|", _ext.why_not("_cpu"), "|", _ext.why_not("_cuda"))
     """
 )

@@ -205,7 +205,8 @@ import json, torch, fastercache_kernels as fk
 from fastercache_kernels import _ext, reference
 a, b = torch.randn(1000), torch.randn(1000)
 with fk.use_backend("cpu"):
-    ok = torch.equal(fk.ops.extrapolate(a, b, 0.5), reference.extrapolate(a, b, 0.5))
+    h, w = torch.stack([a, b]), fk.ops.extrapolation_weights(0.5)
+    ok = torch.equal(fk.ops.forecast(h, w), reference.forecast(h, w))
 print(json.dumps({"file": fk.__file__, "cpu": _ext.why_not("_cpu"), "cuda": _ext.why_not("_cuda"),
                   "cuda_for": _ext.cuda_built_for(), "equal": ok,
                   "cuda_so": [str(p) for p in _ext._PKG.glob("_cuda.*so")]}))

@@ -24,7 +24,7 @@ NAMES = list(OPS)
 def test_every_op_module_is_declared():
     modules = {p.stem for p in (ROOT / "fastercache_kernels/ops").glob("[!_]*.py")}
     assert modules == {d.module for d in OPS.values()}, "an ops/ module declares no op, or an op has no module"
-    assert len(NAMES) >= 10
+    assert len(NAMES) >= 9
 
 
 @pytest.mark.parametrize("name", NAMES)

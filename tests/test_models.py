@@ -113,7 +113,7 @@ def test_device_decisions(case):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with fk.apply(case.model, fk.FirstBlockCacheConfig(threshold=0.3), decide=run.split("-")[0]) as h:
-                h.runtime.cond_in_eager = run == "device"  # torch.cond as under torch.compile or graph capture
+                h.adaptive.cond_in_eager = run == "device"  # torch.cond as under torch.compile or graph capture
                 outs[run] = case.run(case.model, False, calls=6)
                 stats[run] = h.stats()
     assert stats["device"]["host_reads"] == 0 and stats["device"]["reused"] == stats["host"]["reused"]

@@ -1,6 +1,6 @@
 """Every declared op against hostile inputs, on every (device, backend) pair: autograd-tracked inputs raise naming
-the argument; a read-only input that overlaps what an op writes (extrapolate_residual's gate as a view of x, an
-out= tensor that is one of the inputs) gives the result of unaliased inputs; and a bounded hypothesis fuzz over
+the argument; a read-only input that overlaps what an op writes (forecast's x or history as a shifted view of
+out, an out= tensor that is one of the inputs) gives the result of unaliased inputs; and a bounded hypothesis fuzz over
 dtype, layout, out= aliasing and special values compares each backend with the reference backend."""
 
 from __future__ import annotations
@@ -50,18 +50,20 @@ def test_inputs_that_require_grad_raise_naming_the_argument(name):
         d(*args)  # fine without grad mode
 
 
-def test_gate_that_is_a_view_of_x(backend):
-    """x += gate * F with the gate a row of x itself (one gate shared by the samples, [C], and one per sample,
-    [B, C]): the result of an unaliased gate (the shared one was silently wrong on the CPU modules)."""
+def test_inputs_that_partly_overlap_out(backend):
+    """forecast's x and history as views of the buffer out is in, shifted by a few elements (a kernel writing out
+    in order would read values it already overwrote): the result of unaliased inputs."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 7, 8, generator=g).to(device())
-    newer, older = (torch.randn(2, 7, 8, generator=g).to(device()) for _ in range(2))
-    for view in (lambda t: t[0, 0], lambda t: t[:, 0, :]):
-        mine, want = x.clone(), x.clone()
+    weights = torch.tensor([0.5, -1.5], device=device())
+    for shift in (-3, 5):
+        buf = torch.randn(400, generator=g).to(device())
+        out = buf[100:164].view(8, 8)
+        x = buf[100 + shift : 164 + shift].view(8, 8)
+        history = buf[68 - shift : 196 - shift].view(2, 8, 8)  # slot 0 over out's first half, slot 1 its second
         with backend_context("reference"):
-            fk.ops.extrapolate_residual(want, view(x).clone(), newer, older, 0.3)
-        fk.ops.extrapolate_residual(mine, view(mine), newer, older, 0.3)
-        torch.testing.assert_close(mine, want, rtol=1e-6, atol=1e-6)
+            want = fk.ops.forecast(history.clone(), weights, x.clone())
+        fk.ops.forecast(history, weights, x, out=out)
+        torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
 
 
 def _special(t: torch.Tensor, kind: str) -> torch.Tensor:

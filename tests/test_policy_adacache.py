@@ -5,7 +5,8 @@ the generic adapter, one host read per call."""
 
 import pytest
 import torch
-from adaptive_reference import Recorder, assert_reuse_adds_last_residual, close, decisions, run_patched
+from adaptive_reference import Recorder, assert_reuse_adds_last_residual, close, decisions, forecast_residuals
+from adaptive_reference import run_patched
 from adaptive_reference import adacache as reference
 from dit_models import COG_FRAMES, LATTE_FRAMES, clone, cog_inputs, latte_inputs, one_thread, sample_loop  # noqa: F401
 from dit_models import tiny_cogvideox, tiny_latte
@@ -163,10 +164,13 @@ def test_config_errors():
             fk.AdaCacheConfig(**kw)
     with pytest.raises(ValueError, match="unknown AdaCache preset"):
         fk.AdaCacheConfig.preset("opensora-50")
-    with pytest.raises(ValueError, match="out of range"):
-        fk.apply(tiny_cogvideox(), _cfg(metric_layers=(7,)))
-    with pytest.raises(ValueError, match="capture"):
-        fk.apply(tiny_cogvideox(), _cfg(), adapter=fk.adapters.generic_adapter(attn_capture="nothing"))
+    # the blocks are observed in the first call: what is wrong with them is said there
+    for cfg, adapter, match in [(_cfg(metric_layers=(7,)), None, "out of range"),
+                                (_cfg(), fk.adapters.generic_adapter(attn_capture="nothing"), "capture")]:
+        model = tiny_cogvideox()
+        fk.apply(model, cfg, adapter=adapter)
+        with pytest.raises(ValueError, match=match):
+            sample_loop([model], *cog_inputs(), calls=1)
 
 
 def test_block_residual_metric_runs():
@@ -229,3 +233,126 @@ def test_stdit3_schedule_and_metric_match_reference():
         if w["compute"] and w["d"] is not None:
             assert close(g_["metric"], w["d"]), (g_, w)
     assert handle.stats()["blocks"] == 4
+
+
+@pytest.mark.parametrize("order, decide, forecast_metric", [(1, "host", False), (2, "device", False),
+                                                            (2, "host", True)])
+def test_forecast_matches_reference(order, decide, forecast_metric):
+    """docs/algorithms.md section 11: with forecast_order n, each block of a reused call adds the polynomial through
+    its residuals (output - input) on the last n + 1 computed calls, over the call index (the rates space those calls
+    unevenly); the schedule is the reference rule's on the same residuals, whose metric with forecast_metric is the
+    distance of p to its own forecast. Plain reuse (the last residual) is far from what the policy adds."""
+    cfg = _cfg(metric_layers=(0,), forecast_order=order, forecast_metric=forecast_metric)
+    model = tiny_cogvideox(layers=2)
+
+    def hooks(m, rec):
+        for i, blk in enumerate(m.transformer_blocks):
+            rec.block(blk, f"b{i}")
+        rec.sub_input(m.transformer_blocks[0].norm2, "mid")
+
+    handle, rec, _ = run_patched(model, cfg, cog_inputs, hooks=hooks, decide=decide)
+    calls = {i + 1: c for i, c in enumerate(rec.calls)}
+    ps = {c: v["mid"] - v["b0.in"] for c, v in calls.items() if "mid" in v}
+    want = reference(lambda c: ps[c], 50, CODEBOOK, cfg.window(), COG_FRAMES,
+                     forecast_metric=order if forecast_metric else 0)
+    got = decisions(handle)
+    assert [g["pred"] for g in got] == [w["compute"] for w in want]
+    rates = [w["rate"] for w in want if w["compute"]]
+    assert len(set(rates[1:-2])) > 1, "the test needs uneven spacing of the computed calls"
+    for g, w in zip(got, want):
+        if w["compute"] and w["d"] is not None:
+            assert close(g["metric"], w["d"], 1e-4), (g, w)
+    far = 0.0
+    for i in range(2):
+        key = f"b{i}"
+        res = forecast_residuals(want, lambda c: calls[c][key + ".out"] - calls[c][key + ".in"], order)
+        assert len(res) > 10
+        last = None
+        for c, v in calls.items():
+            if c not in res:
+                last = v[key + ".out"] - v[key + ".in"]
+                continue
+            expect = (v[key + ".in"].double() + res[c]).float()
+            torch.testing.assert_close(v[key + ".out"], expect, rtol=1e-4, atol=1e-4 * float(expect.abs().max()))
+            far = max(far, float((v[key + ".in"] + last - expect).abs().max() / expect.abs().max()))
+    assert far > 1e-2, far
+    st = handle.stats()
+    assert st["forecast_order"] == order and st["computed"] == len(rates)
+
+
+def test_forecast_config_errors():
+    for kw in [{"forecast_order": 3}, {"forecast_order": True}, {"forecast_metric": True},
+               {"forecast_order": 1, "forecast_metric": 1}]:
+        with pytest.raises(ValueError, match="forecast_"):
+            fk.AdaCacheConfig(**kw)
+
+
+class _PolyBlock(torch.nn.Module):
+    """p = temb * v1 (the input of norm2, the capture point, minus x) and qr = temb * v2: the residuals depend only
+    on the timestep, through temb."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.v1, self.v2 = torch.nn.Parameter(torch.randn(dim)), torch.nn.Parameter(torch.randn(dim))
+        self.norm2 = torch.nn.Identity()
+
+    def forward(self, hidden_states, temb):
+        h = self.norm2(hidden_states + temb.unsqueeze(1) * self.v1)
+        return h + temb.unsqueeze(1) * self.v2
+
+
+class _PolyDiT(torch.nn.Module):
+    """temb quadratic in t / 1000, with t linear in the call index: every block residual is a parabola in it."""
+
+    def __init__(self, ch: int = 4, dim: int = 8):
+        super().__init__()
+        self.inp, self.outp = torch.nn.Linear(ch, dim), torch.nn.Linear(dim, ch)
+        self.coef = torch.nn.Parameter(torch.randn(3, dim))
+        self.transformer_blocks = torch.nn.ModuleList(_PolyBlock(dim) for _ in range(2))
+
+    def forward(self, x, timestep):
+        b, c, f, h, w = x.shape
+        s = timestep.float().reshape(-1, 1) / 1000
+        temb = self.coef[0] + self.coef[1] * s + self.coef[2] * s * s
+        z = self.inp(x.permute(0, 2, 3, 4, 1).reshape(b, f * h * w, c))
+        for blk in self.transformer_blocks:
+            z = blk(z, temb)
+        return self.outp(z).reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+def _poly_errors(order: int, decide: str = "host"):
+    torch.manual_seed(2)
+    model = _PolyDiT().eval()
+    ref = clone(model)
+    adapter = fk.adapters.generic_adapter(spatial=(), temporal=(), blocks=r"^transformer_blocks\.\d+$",
+                                          block_io=("hidden_states",), timestep_arg="timestep",
+                                          batched_args=("x", "timestep"), attn_capture="norm2")
+    # warmup 3: three points before the first reuse; the codebook spaces the computed calls unevenly here
+    cfg = fk.AdaCacheConfig(codebook={0.045: 5, 0.055: 4, 0.065: 3, 0.075: 2, 1.0: 1}, num_calls=20, warmup=3,
+                            moreg=False, forecast_order=order)
+    handle = fk.apply(model, cfg, adapter=adapter, decide=decide, record=True)
+    x = torch.randn(1, 4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    errs, outs = [], []
+    for i in range(20):
+        t = torch.tensor([999 - 40 * i])
+        with torch.no_grad():
+            a, b = ref(x, t), model(x, t)
+        errs.append(float((b - a).abs().max() / a.abs().max()))
+        outs.append(b)
+        x = x - 0.01 * a
+    computed = [i + 1 for i, g in enumerate(decisions(handle)) if g["pred"]]
+    return computed, errs, outs
+
+
+def test_forecast_is_exact_for_a_parabola_at_uneven_spacing():
+    """Order 2 through the last three computed calls, however far apart (the Lagrange weights take the spacing):
+    exact for residuals quadratic in the call index; order 1 and plain reuse miss; device decisions agree."""
+    computed, errs, host = _poly_errors(2)
+    gaps = {b - a for a, b in zip(computed, computed[1:])}
+    assert len(gaps - {1}) >= 2, computed  # at least two different distances between computed calls
+    assert max(errs) < 1e-4, errs
+    assert max(_poly_errors(1)[1]) > 1e-2 and max(_poly_errors(0)[1]) > 1e-1
+    dev_computed, dev_errs, dev = _poly_errors(2, decide="device")
+    assert dev_computed == computed and max(dev_errs) < 1e-4
+    for a, b in zip(host, dev):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

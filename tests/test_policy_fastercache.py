@@ -9,7 +9,7 @@ from dit_models import one_thread  # noqa: F401
 from fastercache_reference import SPEC, fft_split
 
 import fastercache_kernels as fk
-from fastercache_kernels.policies import PRESETS, FasterCacheSchedule
+from fastercache_kernels.policies.fastercache.config import PRESETS, FasterCacheSchedule
 from fastercache_kernels.policies.diffusers_compat import DiffusersSchedule
 
 N = 200
@@ -85,7 +85,8 @@ def test_cfg_weights_compound_and_reset():
     model = tiny_cogvideox(layers=1)
     handle = fk.apply(model, "cogvideox-2b")
     seen = []
-    model.register_forward_hook(lambda *_: seen.append((handle.state.cfg.a.item(), handle.state.cfg.b.item())))
+    cfg = handle.fastercache.cfg
+    model.register_forward_hook(lambda *_: seen.append((cfg.a.item(), cfg.b.item())))
     latents, extra = cog_inputs()
     sample_loop([model], latents, extra, calls=59)
     spec = SPEC["cogvideox-2b"]

@@ -101,7 +101,7 @@ def test_new_video_and_reset():
     handle.reset()
     lat, extra = latte_inputs()
     sample_loop([model], lat, extra, calls=50, first=1)
-    assert int(handle.runtime.c) == 1 and bool(handle.runtime.pred)
+    assert int(handle.adaptive.c) == 1 and bool(handle.adaptive.pred)
     assert handle.stats()["videos"] == 3
 
 

@@ -72,13 +72,13 @@ def test_host_mirrors_decide_as_the_tensor_path(model, policy, monkeypatch):
     """decide="host" keeps the call count and previous timestep on the host (`_hc`, `_hprev_t`) to skip tensor ops
     in `begin`; with the mirrors disabled (the tensor path, as when the timestep is not on the host) every recorded
     decision, call count and metric is the same, two videos in a row, with the guards on."""
-    from fastercache_kernels.runtime.adaptive import AdaptiveRuntime
+    from fastercache_kernels.runtime.adaptive import AdaptiveHooks
 
     config = CONFIGS[policy](max_consecutive_reuse=2, warmup=2)
     runs = []
     for mirrors in (True, False):
         if not mirrors:  # reads None, ignores writes: begin always takes the tensor path
-            monkeypatch.setattr(AdaptiveRuntime, "_hc", property(lambda self: None, lambda self, v: None),
+            monkeypatch.setattr(AdaptiveHooks, "_hc", property(lambda self: None, lambda self, v: None),
                                 raising=False)
         handle, _, outs = run_patched(model, config, cog_inputs, calls=CALLS, videos=2)
         runs.append((decisions(handle), outs, handle.stats()))

@@ -10,7 +10,7 @@ from dit_models import one_thread  # noqa: F401
 from dit_models import clone, cog_inputs, latte_inputs, sample_loop, tiny_cogvideox, tiny_latte
 
 import fastercache_kernels as fk
-from fastercache_kernels.policies.magcache import nearest
+from fastercache_kernels.policies.magcache.config import nearest
 
 pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,7 @@ from dit_models import clone, cog_inputs, latte_inputs, sample_loop, timesteps, 
 from torch._dynamo.utils import counters
 
 import fastercache_kernels as fk
-from fastercache_kernels.runtime.seacache import sea_filter
+from fastercache_kernels.policies.seacache.hooks import sea_filter
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")

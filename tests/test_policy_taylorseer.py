@@ -50,10 +50,10 @@ def test_schedule_is_diffusers():
 
 
 def test_host_weights_are_the_history_weights():
-    """decide="host" computes the weights in Python (runtime/taylorseer.py, taylor_weights): the same as the
+    """decide="host" computes the weights in Python (policies/taylorseer/hooks.py, taylor_weights): the same as the
     device-side History.weights(rule="taylorseer") for every fill, write index and order."""
     from fastercache_kernels.runtime.forecast import History
-    from fastercache_kernels.runtime.taylorseer import taylor_weights
+    from fastercache_kernels.policies.taylorseer.hooks import taylor_weights
 
     g = torch.Generator().manual_seed(0)
     for order in (0, 1, 2):
@@ -153,8 +153,10 @@ def test_errors_name_the_fix():
         fk.TaylorSeerConfig(modules=["("])
     with pytest.raises(ValueError, match="modules="):
         fk.apply(tiny_cogvideox(layers=1), fk.TaylorSeerConfig(modules=["nothing_here"]))
-    with pytest.raises(ValueError, match="mode='attention'"):
-        fk.apply(tiny_cogvideox(layers=1), fk.TaylorSeerConfig(modules=[ATTENTION]))  # inside the skipped blocks
+    model = tiny_cogvideox(layers=1)
+    fk.apply(model, fk.TaylorSeerConfig(modules=[ATTENTION]))  # inside the skipped blocks: refused at the first
+    with pytest.raises(ValueError, match="mode='attention'"):  # call, whose data flow shows the blocks
+        sample_loop([model], *cog_inputs(), calls=4, first=1)
     with pytest.raises(ValueError, match="mode='lite'"):
         fk.apply(tiny_cogvideox(layers=1), fk.TaylorSeerConfig(mode="attention"), decide="device")
     with pytest.raises(ValueError, match="mode='lite'"):

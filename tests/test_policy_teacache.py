@@ -8,7 +8,7 @@ from adaptive_reference import assert_reuse_adds_last_residual, close, decisions
 from dit_models import clone, cog_inputs, latte_inputs, one_thread, sample_loop, tiny_cogvideox, tiny_latte  # noqa: F401
 
 import fastercache_kernels as fk
-from fastercache_kernels.policies.teacache import COGVIDEOX_2B_COEFFICIENTS, OPENSORA_COEFFICIENTS
+from fastercache_kernels.policies.teacache.config import COGVIDEOX_2B_COEFFICIENTS, OPENSORA_COEFFICIENTS
 
 pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,7 +136,7 @@ def test_chained_blocks_share_one_residual():
         h = fk.apply(model, fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3), decide=decide)
         lat, extra = cog_inputs()
         sample_loop([model], lat, extra, calls=50, first=1)
-        rt = h.runtime
+        rt = h.adaptive
         sizes[decide] = rt.cache_bytes() - rt.u_prev.numel() * rt.u_prev.element_size()
         heads = {b.head.name for b in rt.order}
         assert heads == ({"transformer_blocks.0"} if decide == "host" else {b.name for b in rt.order})
@@ -145,4 +145,4 @@ def test_chained_blocks_share_one_residual():
     h = fk.apply(model, fk.TeaCacheConfig.preset("opensora", threshold=0.3))
     lat, extra = latte_inputs()
     sample_loop([model], lat, extra, calls=50, first=1)
-    assert all(b.head is b and b.tail is b for b in h.runtime.order)
+    assert all(b.head is b and b.tail is b for b in h.adaptive.order)

@@ -168,7 +168,7 @@ def test_property_random_layouts(case):
 
 def test_int64_indexing_past_2_pow_31():
     # One large buffer pair serves this op set's CPU loops past 2^31 elements: residual_sum's blocked sum,
-    # the mixed-dtype map (cfg_recombine_guided) and the channel-gated map (extrapolate_residual's row walk).
+    # the mixed-dtype map (cfg_recombine_guided) and forecast's map over history slots and x.
     n = (1 << 31) + 77
     need = 2 * n * 2 + (2 << 30)  # two bf16 tensors and some headroom
     skip_unless_memory(need)
@@ -183,10 +183,8 @@ def test_int64_indexing_past_2_pow_31():
     fk.ops.cfg_recombine_guided(x, x, x, 0.5, 0.5, 3.0, out=out)
     assert out[mid].float().tolist() == [-3.0, -5.0, -7.0] and out[-3:].float().tolist() == [-2.0, 4.0, -8.0]
     assert out[(1 << 31) + 2 : -3].eq(-1.0).all()
-    # extrapolate_residual, x viewed as [1, n / 25, 25] (n = 25 * 85899349) and a per-channel gate of 2:
-    # in place out += 2 * (x + 0 * (x - x)) = -x + 2x = x
-    gate = torch.full((25,), 2.0)
-    fk.ops.extrapolate_residual(out.view(1, -1, 25), gate, x.view(1, -1, 25), x.view(1, -1, 25), 0.0)
+    # forecast with x as its one history slot, in place: out += 2 * x, so -x + 2x = x
+    fk.ops.forecast(x[None], torch.tensor([2.0]), out, out=out)
     assert out[mid].float().tolist() == [3.0, 5.0, 7.0] and out[-3:].float().tolist() == [2.0, -4.0, 8.0]
     assert out[(1 << 31) + 2 : -3].eq(1.0).all()
     del x, out

@@ -1,5 +1,6 @@
 """runtime/structure.py: the block stacks, stream pairing, image stream and CFG arguments observed from one call,
-against the known truth: the adapters of tests/model_zoo.py's classes, and the truth fields of the diffusers zoo
+against the known truth: what the adapters of tests/model_zoo.py's classes declared by hand
+(test_observed_adapters.DECLARED), and the truth fields of the diffusers zoo
 (tests/zoo_a.py, tests/zoo_b.py). The observer must leave the model exactly as it was and make no call itself."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastercache_kernels.runtime.structure import Observer
 
 from dit_models import one_thread  # noqa: F401
 from model_zoo import SPECS, Case
+from test_observed_adapters import DECLARED
 
 try:
     from zoo_a import ENTRIES as _A
@@ -110,14 +112,13 @@ def test_model_zoo_against_adapters(key):
     x = torch.cat([case.x0] * 2)
     kwargs = case.kwargs(x, torch.tensor(500.0), torch.cat([case.neg, case.pos]), 2)
     st = _observe(model, kwargs)
-    adapter = for_model(model)
+    blocks, temporal, block_io, _ = DECLARED[for_model(model).name]  # what the adapter declared by hand
     names = [n for n, _ in model.named_modules()]
-    patterns = adapter.blocks + adapter.temporal_blocks
-    truth = [n.rpartition(".")[0] for n in names if any(re.search(p, n) for p in patterns)]
+    truth = [n.rpartition(".")[0] for n in names if any(re.search(p, n) for p in blocks + temporal)]
     assert st.stacks == list(dict.fromkeys(truth))
-    assert [b.name for b in st.blocks] == [n for n in names if any(re.search(p, n) for p in adapter.blocks)]
+    assert [b.name for b in st.blocks] == [n for n in names if any(re.search(p, n) for p in blocks)]
     for b in st.blocks:
-        assert b.io == tuple(adapter.block_io[j] if n is not None else None for j, n in enumerate(b.io)), b.name
+        assert b.io == tuple(block_io[j] if n is not None else None for j, n in enumerate(b.io)), b.name
         assert b.io[b.image] == "hidden_states"
     assert st.image_stream == "hidden_states"
     assert st.batch == 2

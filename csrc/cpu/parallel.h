@@ -51,8 +51,9 @@ template <class Fn> void parallel_chunks(int64_t n, int nthreads, Fn&& fn) {
 
 // Outputs at least this large bypass the cache with streaming stores: they will not be read back before
 // they are evicted anyway, and a normal store first reads the line (read-for-ownership). Measured on the
-// 2-core EPYC dev machine (32 MB L3), extrapolate fp32 at 16M elements with out=: 3.1 ms (61 GB/s) with
-// normal stores, 1.8 ms (107 GB/s, the speed of torch's copy_) with streaming stores.
+// 2-core EPYC dev machine (32 MB L3), a two-input fp32 map (newer + w * (newer - older), the extrapolate op since
+// replaced by forecast) at 16M elements with out=: 3.1 ms (61 GB/s) with normal stores, 1.8 ms (107 GB/s, the
+// speed of torch's copy_) with streaming stores.
 constexpr int64_t kStreamBytes = 8 << 20;
 
 // Stores `bytes` (a multiple of 16) from an L1-resident buffer to 16-byte aligned `dst`, bypassing the cache.
@@ -202,13 +203,10 @@ constexpr bool kVecRuns = false;
 template <class F> struct vector_apply : std::false_type {};
 #endif
 
-// Gate modes of apply_run: no gate input, the gate read from a run of fp32 values, or a gate of 1.
-enum class Gate { none, run, one };
-
-// dst[j] = F::apply({a[k][i + j]..., b[k][i + j]...[, g[j]]}, s) for j in [0, m).
-template <class F, Gate kGate, class TO, class TA, class TB>
-inline void apply_run(TO* dst, const TA* const* a_in, const TB* const* b_in, const float* g, const float* s_in,
-                      int64_t i, int64_t m) {
+// dst[j] = F::apply({a[k][i + j]..., b[k][i + j]...}, s) for j in [0, m).
+template <class F, class TO, class TA, class TB>
+inline void apply_run(TO* dst, const TA* const* a_in, const TB* const* b_in, const float* s_in, int64_t i,
+                      int64_t m) {
   constexpr int kB = second_inputs<F>::value;
   constexpr int kA = F::kIn - kB;
   // Local copies: the compiler cannot prove the stores to dst leave the caller's arrays alone, and would reload
@@ -220,11 +218,9 @@ inline void apply_run(TO* dst, const TA* const* a_in, const TB* const* b_in, con
   for (int k = 0; k < kB; ++k) b[k] = b_in[k] + i;
   for (int k = 0; k < F::kScalars; ++k) s[k] = s_in[k];
   auto scalar = [&](int64_t j) {
-    float x[F::kIn + 1];
+    float x[F::kIn];
     for (int k = 0; k < kA; ++k) x[k] = to_float(a[k][j]);
     for (int k = 0; k < kB; ++k) x[kA + k] = to_float(b[k][j]);
-    if constexpr (kGate == Gate::run) x[F::kIn] = g[j];
-    if constexpr (kGate == Gate::one) x[F::kIn] = 1.0f;
     dst[j] = from_float<TO>(F::apply(x, s));
   };
   auto is16 = [](auto t) { return std::is_same_v<decltype(t), f16> || std::is_same_v<decltype(t), bf16>; };
@@ -235,14 +231,11 @@ inline void apply_run(TO* dst, const TA* const* a_in, const TB* const* b_in, con
     constexpr bool kMixed = isb(TO{}) || (kA > 0 && isb(TA{})) || (kB > 0 && isb(TB{}));
     int64_t j = 0;
     for (; j + 16 <= m; j += 16) {
-      V16 in[F::kIn + 1];
+      V16 in[F::kIn];
       for (int k = 0; k < kA; ++k) in[k] = load16<kMixed>(a[k] + j);
       for (int k = 0; k < kB; ++k) in[kA + k] = load16<kMixed>(b[k] + j);
-      if constexpr (kGate == Gate::run) in[F::kIn] = load16<kMixed>(g + j);
-      if constexpr (kGate == Gate::one) in[F::kIn] = V16{v8f{} + 1.0f, v8f{} + 1.0f};
-      constexpr int kVals = F::kIn + (kGate == Gate::none ? 0 : 1);
-      v8f lo[F::kIn + 1], hi[F::kIn + 1];
-      for (int k = 0; k < kVals; ++k) {
+      v8f lo[F::kIn], hi[F::kIn];
+      for (int k = 0; k < F::kIn; ++k) {
         lo[k] = in[k].lo;
         hi[k] = in[k].hi;
       }
@@ -262,10 +255,8 @@ inline void apply_run(TO* dst, const TA* const* a_in, const TB* const* b_in, con
       for (int k = 0; k < kA; ++k) load_run(in[k], a[k] + p, pm);
       for (int k = 0; k < kB; ++k) load_run(in[kA + k], b[k] + p, pm);
       for (int64_t j = 0; j < pm; ++j) {
-        float x[F::kIn + 1];
+        float x[F::kIn];
         for (int k = 0; k < F::kIn; ++k) x[k] = in[k][j];
-        if constexpr (kGate == Gate::run) x[F::kIn] = g[p + j];
-        if constexpr (kGate == Gate::one) x[F::kIn] = 1.0f;
         y[j] = F::apply(x, s);
       }
       store_run(dst + p, y, pm);
@@ -295,7 +286,7 @@ template <class F, class TO, class TA, class TB>
 void map_mixed(TO* out, const TA* const* a, const TB* const* b, const float* const* scalars, int64_t n) {
   const MapArgs<F, TA, TB> m(a, b, scalars);
   map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
-    apply_run<F, Gate::none>(dst, m.a, m.b, nullptr, m.s, lo, hi - lo);
+    apply_run<F>(dst, m.a, m.b, m.s, lo, hi - lo);
   });
 }
 
@@ -339,28 +330,6 @@ void map_cast_dtype(DType out_dt, DType in_dt, void* out, const void* const* in,
       for (int k = 0; k < F::kIn; ++k) typed[k] = static_cast<const T*>(in[k]);
       map_mixed<F, TO, T, T>(static_cast<TO*>(out), typed, typed + kA, scalars, n);
     });
-  });
-}
-
-// map_mixed with a gate: out[i] = F::apply({inputs at i..., g}, s) where the inputs are viewed as
-// [samples, rows, channels] and g = gate[(i / sample_numel) * gate_stride + i % channels] (gate_stride 0: one
-// gate row for every sample). Without a gate (nullptr) g = 1. Rows are walked whole so the inner loop over
-// channels stays a plain vectorisable loop.
-template <class F, class TO, class TA, class TB>
-void map_channels(TO* out, const TA* const* a, const TB* const* b, const float* gate, int64_t channels,
-                  int64_t sample_numel, int64_t gate_stride, const float* const* scalars, int64_t n) {
-  const MapArgs<F, TA, TB> m(a, b, scalars);
-  map_driver(out, n, [&](TO* dst, int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi;) {
-      const int64_t c0 = i % channels;
-      const int64_t end = std::min<int64_t>(hi, i + (channels - c0));
-      if (gate)
-        apply_run<F, Gate::run>(dst + (i - lo), m.a, m.b, gate + (i / sample_numel) * gate_stride + c0, m.s, i,
-                                end - i);
-      else
-        apply_run<F, Gate::one>(dst + (i - lo), m.a, m.b, nullptr, m.s, i, end - i);
-      i = end;
-    }
   });
 }
 

@@ -1,8 +1,10 @@
 """What an adapter knows about a model family: it describes the model and holds no cache logic (that is the hook
 engine's, runtime/). An adapter names the attention modules to cache (regular expressions over module names, one
-list per kind), the transformer blocks and how their outputs pair with their inputs, the layout of the model
-output, the call argument holding the timestep, the arguments batched over the CFG halves, and extra entry points
-a pipeline calls instead of `__call__`.
+list per kind), the layout of the model output, the call argument holding the timestep, the fitted presets, the
+family's quirks (AdaCache's capture point, TeaCache's modulated input, the token grid of packed outputs) and extra
+entry points a pipeline calls instead of `__call__`. The block stacks, how each block's outputs pair with its
+inputs, and the arguments batched over the CFG halves are observed from the first call (runtime/structure.py);
+`blocks`, `temporal_blocks`, `block_io` and `batched_args` remain as optional overrides.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..policies.fastercache import FasterCacheSchedule
 
 BRANCH_ORDERS = (("uncond", "cond"), ("cond", "uncond"))
 _FORMAT = re.compile(r"^B[A-Z]*HW$")
@@ -52,18 +53,21 @@ class Adapter:
     temporal: tuple = ()
     layout: OutputLayout = field(default_factory=OutputLayout)
     timestep_arg: str = "timestep"
-    batched_args: tuple = ("hidden_states", "encoder_hidden_states", "timestep", "timestep_cond", "attention_mask",
-                           "encoder_attention_mask")
+    # Optional overrides of what the first call shows (runtime/structure.py, docs/models.md "How fk observes a
+    # model"): `batched_args`, the arguments sliced on a CFG-Cache skip call (None: every tensor argument whose
+    # leading dim is the call's batch); `blocks`/`temporal_blocks`, regular expressions over module names of the
+    # transformer blocks (empty: the children of the model's ModuleLists that carry the image stream); `block_io`,
+    # the block inputs its outputs continue, in output order (empty: paired by tensor identity; set, it must agree
+    # with the observed pairing, and is used where the data flow is ambiguous).
+    batched_args: tuple | None = None
     skip_cross_attention: bool = True
     default_preset: str | None = None
-    # Adaptive policies (block-level reuse; see runtime/blocks.py). `blocks`/`temporal_blocks`: regular
-    # expressions over module names of the transformer blocks; `block_io`: the block inputs its outputs mirror, in
-    # output order; `attn_capture`: submodules whose first inputs are x + p (p = gated self-attention residual), the
-    # first one present is used; `teacache_indicator`: what TeaCache's indicator "auto" means;
-    # `modulated_input(block, get)`: the first block's modulated norm output from its inputs (`get(name)`).
     blocks: tuple = ()
     temporal_blocks: tuple = ()
-    block_io: tuple = ("hidden_states", "encoder_hidden_states")
+    block_io: tuple = ()
+    # What cannot be observed. `attn_capture`: submodules whose first inputs are x + p (p = gated self-attention
+    # residual: AdaCache), the first one present is used; `teacache_indicator`: what TeaCache's indicator "auto"
+    # means; `modulated_input(block, get)`: the first block's modulated norm output from its inputs (`get(name)`).
     attn_capture: tuple = ()
     teacache_indicator: str = "block_input"
     modulated_input: object = None
@@ -92,8 +96,10 @@ class Adapter:
         up, which every adapter detects); Open-Sora restarts at t = 1000."""
         return False
 
-    def make_schedule(self, config, kinds) -> FasterCacheSchedule:
+    def make_schedule(self, config, kinds):
         """The call-kind schedule of a fk.FasterCacheConfig (Vchitect counts pipeline steps instead of calls)."""
+        from ..policies.fastercache.config import FasterCacheSchedule
+
         return FasterCacheSchedule(config, kinds=kinds)
 
     def latent_frames(self, model, hidden: torch.Tensor, kwargs: dict) -> int:

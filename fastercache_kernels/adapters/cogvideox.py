@@ -1,7 +1,11 @@
 """diffusers CogVideoXTransformer3DModel: joint text+video attention `transformer_blocks.i.attn1` (its output is
 the pair (video, text), both cached), output [B, F, C, H, W], batch [uncond, cond].
 Adaptive policies reuse `transformer_blocks.i` (outputs (video, text) mirror its inputs); AdaCache's p is the
-input of the block's norm2 minus the block input, per stream: exactly gate_msa * attn1(...) for video and text."""
+input of the block's norm2 minus the block input, per stream: exactly gate_msa * attn1(...) for video and text.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules, the output layout, the presets
+per checkpoint (told apart by the config), AdaCache's capture point `norm2` and TeaCache's indicator (the timestep
+embedding, or norm1's modulated video input)."""
 
 from __future__ import annotations
 
@@ -36,9 +40,7 @@ ADAPTER = CogVideoXAdapter(
     name="cogvideox",
     spatial=(r"^transformer_blocks\.\d+\.attn1$",),
     layout=OutputLayout("BFCHW", ("uncond", "cond")),
-    batched_args=("hidden_states", "encoder_hidden_states", "timestep", "timestep_cond"),
     default_preset="cogvideox-2b",
-    blocks=(r"^transformer_blocks\.\d+$",),
     attn_capture=("norm2",),  # norm2(x + gate_msa * attn, text + enc_gate_msa * attn_text, temb)
     teacache_indicator="timestep_embedding",
     modulated_input=_modulated_input,

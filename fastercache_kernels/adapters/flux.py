@@ -1,11 +1,15 @@
 """diffusers FluxTransformer2DModel: dual-stream blocks `transformer_blocks.i` then single-stream blocks
-`single_transformer_blocks.i`, all called with keywords and all returning **(text, image)**: `block_io` lists
-encoder_hidden_states first, so the two streams pair by position even when their shapes are equal. Attention
+`single_transformer_blocks.i`, all called with keywords and all returning **(text, image)**: the two streams pair by
+tensor identity, even when their shapes are equal. Attention
 `*.attn` is cached. FLUX.1 is guidance-distilled (guidance is an input, one call per step): its default FasterCache
 preset has no CFG-Cache; with true CFG (diffusers' `true_cfg_scale`, one call per branch inside `cache_context`)
 the split runs over the packed tokens' grid, read from `img_ids`. Output [B, N, C] packed 2 x 2 patches.
 AdaCache's p is read at `norm2` of dual-stream blocks (image stream); single-stream blocks keep their whole
-residual. TeaCache's indicator is the first block's modulated input, as TeaCache4FLUX's."""
+residual. TeaCache's indicator is the first block's modulated input, as TeaCache4FLUX's.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules, the packed output's token grid
+(from `img_ids`), the presets, AdaCache's capture point and TeaCache's modulated input; the observed pairing is
+(encoder_hidden_states, hidden_states) for both stacks."""
 
 from __future__ import annotations
 
@@ -34,10 +38,7 @@ ADAPTER = FluxAdapter(
     name="flux",
     spatial=(r"^transformer_blocks\.\d+\.attn$", r"^single_transformer_blocks\.\d+\.attn$"),
     layout=OutputLayout("BNC", ("uncond", "cond")),
-    batched_args=("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "guidance"),
     default_preset="attention-only",
-    blocks=(r"^transformer_blocks\.\d+$", r"^single_transformer_blocks\.\d+$"),
-    block_io=("encoder_hidden_states", "hidden_states"),
     attn_capture=("norm2",),
     capture_io=("hidden_states",),
     teacache_indicator="modulated_input",

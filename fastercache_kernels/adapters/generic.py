@@ -9,16 +9,14 @@ DEFAULT_SPATIAL = (
     r"(^|\.)(transformer_blocks|blocks|spatial_blocks|single_transformer_blocks)\.\d+\.(attn1?|attention)$",
 )
 DEFAULT_TEMPORAL = (r"(^|\.)(temporal_transformer_blocks|temporal_blocks)\.\d+\.(attn1?|attention)$",)
-# Blocks for the adaptive policies (block-level reuse), and where x + p can be read (AdaCache).
-DEFAULT_BLOCKS = (r"(^|\.)(transformer_blocks|blocks|spatial_blocks)\.\d+$",)
-DEFAULT_TEMPORAL_BLOCKS = (r"(^|\.)(temporal_transformer_blocks|temporal_blocks)\.\d+$",)
+# Where x + p can be read (AdaCache). The blocks of the adaptive policies are observed from the first call.
 DEFAULT_ATTN_CAPTURE = ("attn2", "norm2")
 
 
 def generic_adapter(spatial=DEFAULT_SPATIAL, temporal=DEFAULT_TEMPORAL, *, tensor_format: str = "BCFHW",
                     batch_order=("uncond", "cond"), timestep_arg: str = "timestep", batched_args=None,
-                    skip_cross_attention: bool = True, blocks=DEFAULT_BLOCKS, temporal_blocks=DEFAULT_TEMPORAL_BLOCKS,
-                    block_io=("hidden_states", "encoder_hidden_states"), attn_capture=DEFAULT_ATTN_CAPTURE,
+                    skip_cross_attention: bool = True, blocks=(), temporal_blocks=(), block_io=(),
+                    attn_capture=DEFAULT_ATTN_CAPTURE,
                     modulated_input=None) -> Adapter:
     """An adapter from module-name patterns and the output layout.
 
@@ -30,8 +28,12 @@ def generic_adapter(spatial=DEFAULT_SPATIAL, temporal=DEFAULT_TEMPORAL, *, tenso
         batched_args: forward arguments batched over the CFG halves (sliced on skip calls); default: every tensor
             argument whose leading dim is the call's batch, as the call shows it.
         skip_cross_attention: leave modules with `is_cross_attention = True` alone.
-        blocks, temporal_blocks: regular expressions naming the transformer blocks (adaptive policies reuse them).
-        block_io: the block inputs its outputs mirror, in output order (a block returns them plus its residuals).
+        blocks, temporal_blocks: regular expressions naming the transformer blocks (adaptive policies reuse them);
+            default: observed from the first call (the children of the model's ModuleLists that carry the image
+            stream, docs/models.md "How fk observes a model").
+        block_io: the block inputs its outputs continue, in output order (a block returns them plus its residuals);
+            default: observed (paired by tensor identity). When set, it must agree with the observed pairing (a
+            ValueError names the disagreement) and is used where the data flow is ambiguous.
         attn_capture: block submodules whose first inputs are x + p (AdaCache's attention residual p); the first
             one a block has is used.
         modulated_input: optional `fn(block, get)` forming TeaCache's modulated-input indicator (`get(name)`

@@ -6,7 +6,11 @@ HunyuanVideo 1.0 is guidance-distilled (guidance is an input; diffusers' pipelin
 CFG-Cache. The CFG batch, when a caller batches it, also carries pooled_projections, guidance and the text mask.
 Adaptive policies reuse the whole stack of blocks; AdaCache's p is read at `norm2` of dual-stream blocks (video
 stream: x + gate * attn); the text stream and single-stream blocks (no point where x + p exists) keep their whole
-residual. TeaCache's indicator is the first block's modulated input, as TeaCache4HunyuanVideo's."""
+residual. TeaCache's indicator is the first block's modulated input, as TeaCache4HunyuanVideo's.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules, the layout, the presets
+(HunyuanVideo 1.0 is guidance-distilled), AdaCache's capture point and TeaCache's modulated input; the text
+refiner's blocks are observed as a stack off the image stream and left alone."""
 
 from __future__ import annotations
 
@@ -29,18 +33,12 @@ class HunyuanVideoAdapter(Adapter):
         return type(model).__name__ in self.classes and has_module(model, r"transformer_blocks\.0\.attn")
 
 
-BATCHED = ("hidden_states", "timestep", "encoder_hidden_states", "encoder_attention_mask", "pooled_projections",
-           "guidance", "encoder_hidden_states_2", "encoder_attention_mask_2", "image_embeds")
-
 ADAPTER = HunyuanVideoAdapter(
     classes=("HunyuanVideoTransformer3DModel",),
     name="hunyuanvideo",
     spatial=(r"^transformer_blocks\.\d+\.attn$", r"^single_transformer_blocks\.\d+\.attn$"),
     layout=OutputLayout("BCFHW", ("uncond", "cond")),
-    batched_args=BATCHED,
     default_preset="attention-only",
-    blocks=(r"^transformer_blocks\.\d+$", r"^single_transformer_blocks\.\d+$"),
-    block_io=("hidden_states", "encoder_hidden_states"),
     attn_capture=("norm2",),
     capture_io=("hidden_states",),
     teacache_indicator="modulated_input",

@@ -5,7 +5,10 @@ two halves of their batch; cross-attention `attn2` is always recomputed. Output 
 Adaptive policies reuse `transformer_blocks.i` and `temporal_transformer_blocks.i` (the reshapes between them are
 permutations, so per-block reuse equals reusing the whole stack's residual). AdaCache's p (= gate_msa * attn1):
 spatial blocks, the input of attn2 (hidden_states after self-attention; ada_norm_single feeds it unnormalised)
-minus the block input; temporal blocks (no attn2), the input of norm2 minus the block input."""
+minus the block input; temporal blocks (no attn2), the input of norm2 minus the block input.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules per kind, the layout, the preset,
+AdaCache's capture points and TeaCache's modulated input."""
 
 from __future__ import annotations
 
@@ -33,11 +36,7 @@ ADAPTER = LatteAdapter(
     spatial=(r"^transformer_blocks\.\d+\.attn1$",),
     temporal=(r"^temporal_transformer_blocks\.\d+\.attn1$",),
     layout=OutputLayout("BCFHW", ("uncond", "cond")),
-    batched_args=("hidden_states", "timestep", "encoder_hidden_states", "encoder_attention_mask"),
     default_preset="latte",
-    blocks=(r"^transformer_blocks\.\d+$",),
-    temporal_blocks=(r"^temporal_transformer_blocks\.\d+$",),
-    block_io=("hidden_states",),
     attn_capture=("attn2", "norm2"),  # spatial: attn2's query input; temporal (no attn2): norm2's input
     teacache_indicator="modulated_input",
     modulated_input=_modulated_input,

@@ -10,6 +10,9 @@ Telling them apart (only the default preset differs): Open-Sora-Plan 1.1 added r
 LatteT2V is taken for Open-Sora-Plan when the model or one of its modules has a true `use_rope` attribute or a
 submodule whose class name starts with "RoPE" or "PositionGetter"; otherwise it is Latte. Pass the preset name to
 `fk.apply` to choose explicitly.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules per kind, the layout, the preset
+per variant (told apart by RoPE) and the timestep argument.
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ _COMMON = dict(
     temporal=(rf"^{_TEMPORAL}$",),
     layout=OutputLayout("BCFHW", ("uncond", "cond")),
     timestep_arg="timestep",
-    batched_args=("hidden_states", "timestep", "encoder_hidden_states", "encoder_attention_mask", "attention_mask"),
 )
 LATTE = LatteT2VAdapter(name="latte-t2v", default_preset="latte", **_COMMON)
 OPENSORA_PLAN = OpenSoraPlanAdapter(name="opensora-plan", default_preset="opensora-plan-1.1", **_COMMON)

@@ -3,7 +3,10 @@ the call names (`num_frames`, `height`, `width`, divided by the patch sizes), so
 that token grid for CFG-Cache's frequency split. Self-attention `transformer_blocks.i.attn1` is cached; the
 pipeline batches CFG as [uncond, cond] (text mask included). Blocks return hidden_states only; AdaCache's p is the
 input of `attn2` minus the block input (attn2 takes x + gate * attn1 directly); TeaCache's indicator is the first
-block's modulated input, as TeaCache4LTX-Video's."""
+block's modulated input, as TeaCache4LTX-Video's.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules, the packed output's token grid
+(from the call's num_frames, height, width), the presets, AdaCache's capture point and TeaCache's modulated input."""
 
 from __future__ import annotations
 
@@ -34,10 +37,7 @@ ADAPTER = LTXAdapter(
     name="ltx-video",
     spatial=(r"^transformer_blocks\.\d+\.attn1$",),
     layout=OutputLayout("BNC", ("uncond", "cond")),
-    batched_args=("hidden_states", "encoder_hidden_states", "timestep", "encoder_attention_mask"),
     default_preset="latte",
-    blocks=(r"^transformer_blocks\.\d+$",),
-    block_io=("hidden_states",),
     attn_capture=("attn2",),
     teacache_indicator="modulated_input",
     modulated_input=_modulated_input,

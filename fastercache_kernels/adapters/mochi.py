@@ -2,7 +2,10 @@
 [B, C, F, H, W], CFG batched as [uncond, cond] by its pipeline (text mask included). Blocks return (video, text)
 (the last one passes text through unchanged); AdaCache's p is the input of `norm3` minus the block input (the video
 stream after the gated attention); the text stream keeps its whole residual. TeaCache's indicator is the first
-block's modulated input, as TeaCache4Mochi's."""
+block's modulated input, as TeaCache4Mochi's.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules, the layout, the presets,
+AdaCache's capture point and TeaCache's modulated input."""
 
 from __future__ import annotations
 
@@ -24,10 +27,7 @@ ADAPTER = MochiAdapter(
     name="mochi",
     spatial=(r"^transformer_blocks\.\d+\.attn1$",),
     layout=OutputLayout("BCFHW", ("uncond", "cond")),
-    batched_args=("hidden_states", "encoder_hidden_states", "timestep", "encoder_attention_mask"),
     default_preset="latte",
-    blocks=(r"^transformer_blocks\.\d+$",),
-    block_io=("hidden_states", "encoder_hidden_states"),
     attn_capture=("norm3",),
     capture_io=("hidden_states",),
     teacache_indicator="modulated_input",

@@ -6,7 +6,10 @@ calls compute cond. `mask` ([1, L]) and fps/height/width are not batched: the mo
 The reference restarts its counter when `timestep[0] == 1000` (the first step of rectified flow).
 Adaptive policies (AdaCache's reference model) reuse `spatial_blocks.i` and `temporal_blocks.i`, which take and
 return x [B, T*S, C] (frame-major); AdaCache's p (= gate_msa * attn) is the input of `cross_attn` minus the block
-input."""
+input.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules per kind, the layout and its
+[cond, uncond] order, the preset, the video restart at t = 1000 and AdaCache's capture point `cross_attn`."""
 
 from __future__ import annotations
 
@@ -28,10 +31,6 @@ ADAPTER = OpenSoraAdapter(
     temporal=(r"^temporal_blocks\.\d+\.attn$",),
     layout=OutputLayout("BCFHW", ("cond", "uncond")),
     timestep_arg="timestep",
-    batched_args=("x", "timestep", "y", "x_mask"),
     default_preset="opensora-1.2",
-    blocks=(r"^spatial_blocks\.\d+$",),
-    temporal_blocks=(r"^temporal_blocks\.\d+$",),
-    block_io=("x",),
     attn_capture=("cross_attn",),
 )

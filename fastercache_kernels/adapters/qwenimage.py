@@ -1,8 +1,12 @@
 """diffusers QwenImageTransformer2DModel: dual-stream blocks `transformer_blocks.i` returning **(text, image)**
-(`block_io` lists encoder_hidden_states first), joint attention `*.attn` cached. Output [B, N, C] packed 2 x 2
+(paired by tensor identity), joint attention `*.attn` cached. Output [B, N, C] packed 2 x 2
 patches on the grid the call's `img_shapes` names ((F, H, W) per sample). diffusers' pipeline calls it once per CFG
 branch inside `cache_context`. AdaCache's p is the input of `img_norm2` minus the block input (image stream); the
-text stream keeps its whole residual. TeaCache's indicator is the first block's modulated image input."""
+text stream keeps its whole residual. TeaCache's indicator is the first block's modulated image input.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules, the packed output's token grid
+(from `img_shapes`), the preset, AdaCache's capture point and TeaCache's modulated input; the observed pairing is
+(encoder_hidden_states, hidden_states)."""
 
 from __future__ import annotations
 
@@ -33,10 +37,7 @@ ADAPTER = QwenImageAdapter(
     name="qwen-image",
     spatial=(r"^transformer_blocks\.\d+\.attn$",),
     layout=OutputLayout("BNC", ("uncond", "cond")),
-    batched_args=("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask", "timestep"),
     default_preset="latte",
-    blocks=(r"^transformer_blocks\.\d+$",),
-    block_io=("encoder_hidden_states", "hidden_states"),
     attn_capture=("img_norm2",),
     capture_io=("hidden_states",),
     teacache_indicator="modulated_input",

@@ -11,11 +11,14 @@ count; `StepSchedule` counts a step each time the timestep changes (both calls o
 the same rule holds whether the pipeline makes two calls per step or, on CFG-Cache skip steps, one. Because the
 cache belongs to the module, not to a branch, a call reuses whatever was computed last: on a full step after a
 skip step the uncond call reuses the previous cond call's attention, as in the reference.
+The block stack, each block's output/input pairing and the CFG-carrying arguments are observed from the first call
+(docs/models.md, "How fk observes a model"). Declared here: the attention modules, the step-keyed schedule, the
+`my_forward` entry point and the one state across a step's branch calls (none of which the data flow shows).
 """
 
 from __future__ import annotations
 
-from ..policies.fastercache import KINDS, CallPlan, FasterCacheConfig, FasterCacheSchedule
+from ..policies.fastercache.config import KINDS, CallPlan, FasterCacheConfig, FasterCacheSchedule
 from ._structure import named
 from .base import Adapter, OutputLayout
 
@@ -52,7 +55,6 @@ ADAPTER = VchitectAdapter(
     # The sample has no batch dim: its frames [F, C, H, W] take the batch's place (calls are never split here).
     layout=OutputLayout("BCHW", ("uncond", "cond")),
     timestep_arg="timestep",
-    batched_args=("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep"),
     default_preset="vchitect-2.0",
     entry_points=("my_forward",),  # the reference pipeline's accelerated loop calls my_forward(..., counter=k)
     # its reference keeps one attention cache across the uncond and cond calls of a step (docs/seed-models.md)

@@ -13,9 +13,9 @@ import copy
 import torch
 
 from .. import api, ops
-from ..policies.adacache import AdaCacheConfig
-from ..policies.fbcache import FirstBlockCacheConfig
-from ..policies.teacache import TeaCacheConfig
+from ..policies.adacache.config import AdaCacheConfig
+from ..policies.fbcache.config import FirstBlockCacheConfig
+from ..policies.teacache.config import TeaCacheConfig
 from .core import median_seconds, timed
 from .e2e import small_cogvideox
 
@@ -110,8 +110,8 @@ def bench_adaptive(calls: int = 50, *, threads: int | None = 1, full_size: bool 
         if compile:
             video(dict.fromkeys(models, 0.0))
             for h in handles.values():  # count the timed video only
-                h.runtime.computed.zero_()
-                h.runtime.calls = h.runtime.host_reads = 0
+                h.adaptive.computed.zero_()
+                h.adaptive.calls = h.adaptive.host_reads = 0
         video(total)
         rows = {}
         for name, m in models.items():

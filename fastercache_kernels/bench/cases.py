@@ -14,8 +14,6 @@ import torch
 
 from ..ops.cfg_recombine import cfg_recombine, cfg_recombine_guided
 from ..ops.cfg_residual_split import cfg_residual_split
-from ..ops.extrapolate import extrapolate
-from ..ops.extrapolate_residual import extrapolate_residual
 from ..ops.feature_diff import feature_diff
 from ..ops.forecast import forecast
 from ..ops.motion_score import motion_score
@@ -109,45 +107,6 @@ def _cfg_residual_split(dtype, device, shape, numel):
         label = f"{name} {dtype_name(dtype)}" if shape is not None else \
             f"{name} {'x'.join(map(str, dims))} {dtype_name(dtype)}"
         yield Case(label, impls, 4 * other.numel() * other.element_size(), None, eager="spec full call")
-
-
-def _extrapolate(dtype, device, shape, numel):
-    from .ops import Case, case_label, fk_variants
-
-    dims = shape.dims if shape is not None else (numel,)
-    newer = torch.randn(dims, device=device).to(dtype)
-    older = torch.randn(dims, device=device).to(dtype)
-    out = torch.empty_like(newer)
-    tmp = torch.empty_like(newer)
-    w = torch.tensor(0.3, device=device)
-
-    def eager_out():  # the same formula without temporaries
-        torch.sub(newer, older, out=tmp)
-        tmp.mul_(w)
-        tmp.add_(newer)
-
-    impls = {"eager": lambda: newer + w * (newer - older), "eager (in place)": eager_out}
-    impls.update(fk_variants(device, {"": lambda: extrapolate(newer, older, w),
-                                      " out=": lambda: extrapolate(newer, older, w, out=out)}))
-    n = newer.numel()
-    yield Case(case_label(shape, n, dtype), impls, 3 * n * newer.element_size(), n)
-
-
-def _extrapolate_residual(dtype, device, shape, numel):
-    """x += gate * (newer + w * (newer - older)) in place, x [B, N, C] (default [2, N, 1152] with about `numel`
-    elements) and a per-sample gate [B, 1, C], against the same in eager PyTorch (in place on x)."""
-    from .ops import Case, case_label, dtype_name, fk_variants
-
-    dims = shape.dims if shape is not None else (2, max(1, numel // (2 * 1152)), 1152)
-    x = torch.randn(dims, device=device).to(dtype)
-    newer, older = (torch.randn(dims, device=device).to(dtype) for _ in range(2))
-    gate = torch.randn(dims[0], 1, dims[-1], device=device).to(dtype)
-    w = torch.tensor(0.3, device=device)
-    impls = {"eager": lambda: x.add_(gate * (newer + w * (newer - older)))}
-    impls.update(fk_variants(device, {"": lambda: extrapolate_residual(x, gate, newer, older, w)}))
-    n = x.numel()
-    label = case_label(shape, n, dtype) if shape is not None else f"{'x'.join(map(str, dims))} {dtype_name(dtype)}"
-    yield Case(label, impls, 4 * n * x.element_size(), n)
 
 
 def _feature_diff(dtype, device, shape, numel):
@@ -273,8 +232,6 @@ CASES = {
     "cfg_recombine": Cases(_cfg_recombine, "latent", 9),
     "cfg_recombine_guided": Cases(_cfg_recombine_guided, "latent", 16),
     "cfg_residual_split": Cases(_cfg_residual_split, "latent", 16),
-    "extrapolate": Cases(_extrapolate, "hidden", 9),
-    "extrapolate_residual": Cases(_extrapolate_residual, "hidden", 10),
     "feature_diff": Cases(_feature_diff, "hidden", 7),
     "forecast": Cases(_forecast, "hidden", 9),
     "motion_score": Cases(_motion_score, "hidden", 6),

@@ -127,7 +127,7 @@ def _bench(calls, compile, cudagraphs, repeat, device, model_kw, log):
                                                return_dict=False)[0], device)
                 if name == "no cache":
                     y_plain = y
-            kind = handle.state.plan.kind
+            kind = handle.fastercache.plan.kind
             kinds[kind] = kinds.get(kind, 0) + 1
             for name, (full_m, stub_m) in ideal_models.items():
                 if kind.startswith("full"):  # the ideal full call is the uncached call itself

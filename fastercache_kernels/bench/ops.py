@@ -47,8 +47,8 @@ def _hidden(name: str, batch: int, frames: int, tokens_per_frame: int, width: in
     return Shape(name, (batch, frames * tokens_per_frame, width), "hidden", frames, note)
 
 
-# Latents of the reference runs (docs/algorithms.md section 3) and the token tensors their transformer blocks see: the CFG batch
-# of 2, latent frames x (H/2 x W/2) patches, the model width.
+# Latents of the reference runs (docs/algorithms.md section 3) and the token tensors their transformer blocks see:
+# the CFG batch of 2, latent frames x (H/2 x W/2) patches, the model width.
 SHAPES = {s.name: s for s in (
     Shape("cogvideox-2b-latent", (13, 16, 60, 90), "latent", note="CogVideoX-2B 49 frames 480x720: (T, C, H, W)"),
     Shape("latte-latent", (2, 4, 16, 64, 64), "latent", note="Latte-1 16 frames 512x512: (B, C, T, H, W)"),
@@ -149,8 +149,8 @@ class Case:
     ratio_to: tuple[str, str] | None = None
 
 
-# Latents of the reference runs (docs/algorithms.md section 3): CogVideoX-2B [13, 16, 60, 90] (frames, channels, H, W) and
-# Open-Sora 1.2 at 192 frames 480p [57, 4, 60, 106] (as given in the task; 4 channels x 57 latent frames).
+# Latents of the reference runs (docs/algorithms.md section 3): CogVideoX-2B [13, 16, 60, 90] (frames, channels, H,
+# W) and Open-Sora 1.2 at 192 frames 480p [57, 4, 60, 106] (as given in the task; 4 channels x 57 latent frames).
 LATENTS = {"CogVideoX-2B": (13, 16, 60, 90), "Open-Sora": (57, 4, 60, 106)}
 
 

@@ -12,20 +12,22 @@ import torch
 import torch.utils._python_dispatch as _python_dispatch
 from torch import Tensor
 
-from .. import _ext
+from .. import _backend, _ext
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Same table as fastercache::DType in csrc/include/fastercache/common.h.
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
-def custom_op(name: str, *, mutates_args=(), schema: str | None = None):
-    """`torch.library.custom_op`, keeping the Python implementation so `call` can run it without the dispatcher."""
+def custom_op(name: str, *, mutates_args=(), schema: str | None = None, checked=None):
+    """`torch.library.custom_op`, keeping the Python implementation so `call` can run it without the dispatcher
+    (`checked`: the same without its argument check, for callers that ran it)."""
 
     def register(fn):
         op = torch.library.custom_op(name, mutates_args=mutates_args, schema=schema)(fn)
         params = [a.name for a in op._opoverload._schema.arguments]
         op.fk_impl = fn
+        op.fk_checked = checked or fn
         op.fk_mutated = tuple(params.index(a) for a in mutates_args)
         return op
 
@@ -64,21 +66,58 @@ def check_no_grad(op, args) -> None:
                                    "torch.inference_mode()), or pass detached tensors")
 
 
-def call(op, *args):
+def call(op, *args, checked: bool = False):
     """Runs a custom op. A plain eager call (no compile, no tracing or dispatch mode, no functorch transform, no
     profiler, no autograd-tracked input) runs the implementation directly: the dispatcher round trip costs ~20 us
     per call here (cfg_recombine_guided on [2, 4, 8, 8]: 31 us through torch.ops, 9 us direct, medians of 200),
     a fifth of a 0.1 ms fused op. Everything else goes through torch.ops, so fakes, compile and autograd's
-    errors behave as registered. Mutated arguments get their version bumped, as the dispatcher would."""
-    check_no_grad(op, args)
-    if (torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
+    errors behave as registered. Mutated arguments get their version bumped, as the dispatcher would.
+    `checked`: the caller ran the op's own argument check already (the public functions do, so an error names the
+    argument before the schema is parsed); the direct path then skips the second one."""
+    if (torch.compiler.is_compiling() or not _plain_tensors(args) or _python_dispatch._is_in_torch_dispatch_mode
             or torch._C._are_functorch_transforms_active() or torch._C._is_torch_function_mode_enabled()
-            or torch.autograd.profiler._is_profiler_enabled or not _plain_tensors(args)):
+            or torch.autograd.profiler._is_profiler_enabled):
+        check_no_grad(op, args)
         return op(*args)
-    out = op.fk_impl(*args)
+    out = (op.fk_checked if checked else op.fk_impl)(*args)
     for i in op.fk_mutated:
         torch.autograd.graph.increment_version(args[i])
     return out
+
+
+_CPU = torch.device("cpu")
+
+
+def direct_cpu(args):
+    """The CPU module when an op call may run its launcher straight away (an op's `cpu_direct`), else None: as
+    `call`'s direct path (eager, no mode or transform, no profiler, no tracked input), every tensor on the CPU, and
+    the cpu backend selected. Inside a model call each Python layer skipped saves microseconds: the op layers cost
+    about 90 us for a feature_diff that takes 12 us in a tight loop (docs/results.md "Host time per call")."""
+    if (torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
+            or torch._C._are_functorch_transforms_active() or torch._C._is_torch_function_mode_enabled()
+            or torch.autograd.profiler._is_profiler_enabled):
+        return None
+    grad = torch.is_grad_enabled()
+    for a in args:
+        for t in a if isinstance(a, (list, tuple)) else (a,):
+            if isinstance(t, Tensor) and (type(t) is not Tensor or not t.is_cpu or (grad and t.requires_grad)):
+                return None
+    env = _ext._ENV
+    # the selection depends on use_backend and two environment variables only (what is built does not change)
+    key = None if env is None else (_backend._forced.get(), env.get(b"FASTERCACHE_BACKEND"),
+                                    env.get(b"FASTERCACHE_CPU_ISA"))
+    mod = _direct_modules.get(key)
+    if mod is None:
+        mod = _ext.cpu() if _backend.select(_CPU) == "cpu" else False
+        if key is not None:
+            _direct_modules[key] = mod
+    if mod is False:
+        return None
+    mod.set_num_threads(torch.get_num_threads())  # follow torch's thread setting
+    return mod
+
+
+_direct_modules: dict = {}  # (use_backend's, FASTERCACHE_BACKEND, FASTERCACHE_CPU_ISA) -> CPU module, or False
 
 
 def _shape(t: Tensor) -> tuple:

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from .. import _backend, _ext
-from ._common import call, cpu_module, cuda_stream, custom_op, same_view, shares_memory
+from ._common import call, cpu_module, cuda_stream, custom_op, direct_cpu, same_view, shares_memory
 
 OPS: dict[str, OpDef] = {}  # every declared op by name, in declaration order
 _seeds = itertools.count(1)
@@ -69,11 +69,21 @@ class OpDef:
     op: object = field(default=None, repr=False)
     op_out: object = field(default=None, repr=False)
     out_keep: tuple[int, ...] = ()  # positions of the functional arguments the out twin takes
+    # cpu_direct(module, *args): the functional form on the CPU module, for a call `direct_cpu` lets through (the
+    # per-call ops of the cache runtimes: no dispatch, backend ladder or second check in between)
+    cpu_direct: Callable | None = None
 
-    def __call__(self, *args, out=None):
-        """Runs the op (its out twin when `out` is given: a tensor, or a tuple for several outs)."""
+    def __call__(self, *args, out=None, checked: bool = False):
+        """Runs the op (its out twin when `out` is given: a tensor, or a tuple for several outs); `checked`: the
+        caller ran `check(*args)` already (see `_common.call`)."""
         if out is None:
-            return call(self.op, *args)
+            if self.cpu_direct is not None:
+                mod = direct_cpu(args)
+                if mod is not None:
+                    if not checked:
+                        self.check(*args)
+                    return self.cpu_direct(mod, *args)
+            return call(self.op, *args, checked=checked)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         call(self.op_out, *(args if not self.out_drop else [args[i] for i in self.out_keep]), *outs)
         return out
@@ -95,18 +105,22 @@ def define(name: str, **kw) -> OpDef:
     check, fake, compute, run_out = d.check, d.fake, d.compute, d.run_out
     written = [i for i, p in enumerate(params) if "!)" in p.split()[0]]
     if compute is None:  # the functional form: empty results, written by the out form's body
-        def impl(*args):
-            check(*args)
-            args = unaliased(args, written, d.elementwise)
+        def body(*args):
+            if written:
+                args = unaliased(args, written, d.elementwise)
             res = fake(*args)
             run_out(*args, *(res if isinstance(res, tuple) else (res,)))
             return res
     else:
-        def impl(*args):
-            check(*args)
-            return compute(*unaliased(args, written, d.elementwise))
+        def body(*args):
+            return compute(*unaliased(args, written, d.elementwise)) if written else compute(*args)
 
-    d.op = custom_op(f"fastercache::{name}", mutates_args=_written(params), schema=_schema(params, returns))(impl)
+    def impl(*args):
+        check(*args)
+        return body(*args)
+
+    d.op = custom_op(f"fastercache::{name}", mutates_args=_written(params), schema=_schema(params, returns),
+                     checked=body)(impl)
 
     @d.op.register_fake
     def _(*args):
@@ -134,7 +148,7 @@ def define(name: str, **kw) -> OpDef:
 def unaliased(args, written: list[int], elementwise: bool):
     """`args` with every read-only tensor that overlaps a written one replaced by a copy (an exact alias of a
     written tensor is kept for elementwise ops), so a kernel never reads what it has already overwritten (e.g.
-    extrapolate_residual's gate as a view of x). Real tensors only: the fakes never write."""
+    forecast's x as a shifted view of out). Real tensors only: the fakes never write."""
     outs = [args[i] for i in written if isinstance(args[i], torch.Tensor)]
     if not outs:
         return args

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from ..reference.feature_diff import feature_diff_partials as reference_partials
@@ -51,6 +52,21 @@ def _compute(d, a: Tensor, b: Tensor, metric: str, per_sample: bool, partials: b
     return out
 
 
+def _direct(partials: bool):
+    """`_compute` on the CPU module, called by the op layer for a plain eager CPU call (see OpDef.cpu_direct)."""
+
+    def run(mod, a: Tensor, b: Tensor, metric: str, per_sample: bool) -> Tensor:
+        out = torch.empty(_shape(a, per_sample, partials), dtype=torch.float32)
+        if out.numel():
+            rows, cols = (a.shape[0], math.prod(a.shape[1:])) if per_sample else (1, a.numel())
+            a, b = dense(a), dense(b)
+            mod.feature_diff(DTYPE_CODES[a.dtype], out.data_ptr(), a.data_ptr(), b.data_ptr(), METRIC_CODES[metric],
+                             partials, rows, cols)
+        return out
+
+    return run
+
+
 _SCHEMA = "(Tensor a, Tensor b, str metric, bool per_sample) -> Tensor"
 OP = define(
     "feature_diff",
@@ -62,6 +78,7 @@ OP = define(
     triton="feature_diff",
     example=lambda dev: (_randn(dev, 3, 40001), _randn(dev, 3, 40001), "rel_l1", True),
     launcher="feature_diff",
+    cpu_direct=_direct(partials=False),
 )
 OP_PARTIALS = define(
     "feature_diff_partials",
@@ -73,6 +90,7 @@ OP_PARTIALS = define(
     triton="feature_diff",
     example=lambda dev: (_randn(dev, 3, 40001), _randn(dev, 3, 40001), "cosine", False),
     launcher="feature_diff",
+    cpu_direct=_direct(partials=True),
 )
 
 
@@ -96,7 +114,7 @@ def feature_diff(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool 
         fp32 0-d tensor, or [B] with per_sample=True. Empty inputs give NaN (0 / 0), as torch's mean does.
     """
     _check("feature_diff", a, b, metric, per_sample)  # here too: schema errors would not name the argument
-    return OP(a, b, metric, per_sample)
+    return OP(a, b, metric, per_sample, checked=True)
 
 
 def feature_diff_partials(a: Tensor, b: Tensor, metric: str = "rel_l1", per_sample: bool = False) -> Tensor:
@@ -109,7 +127,7 @@ def feature_diff_partials(a: Tensor, b: Tensor, metric: str = "rel_l1", per_samp
     feature_diff_from_partials(feature_diff_partials(a, b, m), m) equals feature_diff(a, b, m) bit for bit.
     """
     _check("feature_diff_partials", a, b, metric, per_sample)
-    return OP_PARTIALS(a, b, metric, per_sample)
+    return OP_PARTIALS(a, b, metric, per_sample, checked=True)
 
 
 def feature_diff_from_partials(partials: Tensor, metric: str = "rel_l1") -> Tensor:

@@ -126,4 +126,4 @@ def motion_score(residual: Tensor, num_frames: int, strides=(1,), layout: str = 
     """
     strides = [strides] if isinstance(strides, numbers.Integral) else list(strides)
     _check(residual, num_frames, strides, layout, partials)  # here too: schema errors would not name the argument
-    return OP(residual, num_frames, strides, layout, partials)
+    return OP(residual, num_frames, strides, layout, partials, checked=True)

@@ -94,4 +94,4 @@ def residual_diff_update(output: Tensor, input: Tensor, cache: Tensor, metric: s
         fp32 0-d tensor (or [3] sums).
     """
     _check(output, input, cache, metric, partials)  # here too: schema errors would not name the argument
-    return OP(output, input, cache, metric, partials)
+    return OP(output, input, cache, metric, partials, checked=True)

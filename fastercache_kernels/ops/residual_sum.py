@@ -47,6 +47,16 @@ def _run(x: Tensor, residuals: list[Tensor], out: Tensor) -> None:
         launch(DTYPE_CODES[o.dtype], o.data_ptr(), xs.data_ptr(), [r.data_ptr() for r in rs], o.numel(), cuda=cuda)
 
 
+def _direct(mod, x: Tensor, residuals: list[Tensor]) -> Tensor:
+    """The functional form on the CPU module, called by the op layer for a plain eager CPU call (see
+    OpDef.cpu_direct; a fresh output overlaps nothing)."""
+    out = torch.empty(x.shape, dtype=x.dtype)
+    if out.numel():
+        xs, rs = dense(x), [dense(r) for r in residuals]  # alive until the launcher returns
+        mod.residual_sum(DTYPE_CODES[x.dtype], out.data_ptr(), xs.data_ptr(), [r.data_ptr() for r in rs], out.numel())
+    return out
+
+
 def _empty(x: Tensor, residuals: list[Tensor]) -> Tensor:
     return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
@@ -68,6 +78,7 @@ OP = define(
     triton="residual_sum",
     example=lambda dev: (_randn(dev, 2, 77, 24), [_randn(dev, 2, 77, 24) for _ in range(5)]),
     launcher="residual_sum",
+    cpu_direct=_direct,
 )
 
 

@@ -1,5 +1,2 @@
-"""Cache policies: schedule, state and decision of each method."""
-
-from .fastercache import PRESETS, CallPlan, FasterCacheConfig, FasterCacheSchedule
-
-__all__ = ["FasterCacheConfig", "FasterCacheSchedule", "CallPlan", "PRESETS"]
+"""One package per policy: policies/<name>/ holds its config (config.py), its hooks on the engine (hooks.py) and
+names the rule and the kernels it uses (its __init__ docstring). runtime/ holds what they share."""

@@ -140,7 +140,8 @@ class DiffusersSchedule:
 
 
 # diffusers' cache configs fk has no policy for (diffusers 0.42 hooks/): refused with the way out.
-_NO_POLICY = {"PyramidAttentionBroadcastConfig": "Pyramid Attention Broadcast", "TextKVCacheConfig": "the text KV cache"}
+_NO_POLICY = {"PyramidAttentionBroadcastConfig": "Pyramid Attention Broadcast",
+              "TextKVCacheConfig": "the text KV cache"}
 
 
 def is_diffusers_cache_config(obj) -> bool:
@@ -159,10 +160,10 @@ class DiffusersFirstBlockCacheConfig(FirstBlockCacheConfig):
     source: object = field(default=None, compare=False, repr=False)
 
     @staticmethod
-    def runtime_class():
-        from ..runtime.diffusers_fbcache import DiffusersFirstBlockCacheRuntime
+    def hooks_class():
+        from .fbcache.diffusers import DiffusersFirstBlockCacheHooks
 
-        return DiffusersFirstBlockCacheRuntime
+        return DiffusersFirstBlockCacheHooks
 
 
 def _float32_above(x: float) -> float:

@@ -1,3 +1,4 @@
-"""The hook engine (engine.py) and the policies that plug into it: FasterCache attention reuse and CFG-Cache
-(fastercache.py, cfg.py) and the adaptive block policies AdaCache, TeaCache and First-Block-Cache (adaptive.py,
-blocks.py). Importing it imports no model package."""
+"""What every policy shares: the hook engine (engine.py), the block stack observed from a call's data flow
+(structure.py), the adaptive policies' block machinery (adaptive.py, blocks.py), forecasting (forecast.py,
+forecasting.py) and context parallelism (parallel.py). Each policy's own config and hooks are in policies/<name>/.
+Importing it imports no model package."""

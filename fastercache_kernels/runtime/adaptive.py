@@ -7,8 +7,9 @@ engine's own host-side detection resets it too); the block forwards compute the 
 `pred`. With per-branch calls (diffusers' `cache_context("cond" | "uncond")`) every tensor below is kept per
 branch by the engine (`save`/`load`), so one branch never reuses the other's residuals.
 
-Two ways to act on `pred`:
-- decide="host" (default): one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
+Two ways to act on `pred` (decide="auto", the default, takes "host" for eager calls and "device" for calls under
+torch.compile: the engine observes the first call of each kind, and that call lays out the buffers):
+- decide="host": one host read per call (`bool(pred)`: in the pre-hook for AdaCache, whose decision is
   known before the call; in the first block for TeaCache and First-Block-Cache, whose metric comes from this call),
   then plain Python branches.
 - decide="device": no host read while traced or captured; every block is `torch.cond(pred, compute, reuse,
@@ -38,41 +39,74 @@ import torch.utils._python_dispatch as _python_dispatch
 from .. import ops
 from . import parallel
 from .blocks import BlockInfo, traceable_attention
-from .engine import Call, Policy, Probe, fitting_buffer
-from .forecasting import ForecastReuse  # forecast_order > 0 (runtime/forecasting.py)
+from .engine import Call, Hooks, Observation, fitting_buffer
 
 _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
 # State stays int64/fp32: torch 2.13 drops in-place writes to fp64 0-d tensors inside torch.compile graphs
 # (measured: acc.copy_(...) on a float64 0-d tensor left it 0 under aot_eager; float32 works).
 
 
+def _several_ranks(group) -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
 def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
     """Sums `t` over the ranks of `group` when torch.distributed is initialised (identity otherwise)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+    if _several_ranks(group):
         t = t.clone()
+        dist = torch.distributed
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t
 
 
+def metric_value(a: torch.Tensor, b: torch.Tensor, metric: str, group=None) -> torch.Tensor:
+    """feature_diff(a, b, metric) over every rank of `group` (partial sums all-reduced before dividing,
+    docs/algorithms.md §5); on one rank the one op itself, bit-identical to the metric of its partials (two op
+    calls and the division: about 0.1 ms of host time per call on the tiny model, docs/results.md)."""
+    if _several_ranks(group):
+        return ops.feature_diff_from_partials(all_reduce_sum(ops.feature_diff_partials(a, b, metric), group), metric)
+    return ops.feature_diff(a, b, metric)
+
+
 def _operands(ins: list) -> list:
     """torch.cond rejects operands that alias each other; CogVideoX's first block gets video and text as two
-    strided views of one tensor: copy strided inputs (later blocks get fresh contiguous outputs)."""
+    strided views of one tensor: copy strided inputs (later blocks get fresh contiguous outputs). Under
+    torch.compile every operand is copied by an fk op: inductor may lay out a reshaped block input (Latte's
+    temporal blocks) with other strides than the ones the cond's branches were traced with, and the branch then
+    fails its stride assertion (torch 2.13 inductor, also with x.clone(memory_format=torch.contiguous_format), whose
+    layout inductor re-plans); a custom op's output keeps the strides its fake gives."""
+    if torch.compiler.is_compiling():
+        return [ops.residual_sum(x, []) for x in ins]
     return [x if x.is_contiguous() else x.contiguous() for x in ins]
 
 
 def under_torch_compile() -> bool:
     """Whether this (eager, compiler-disabled) hook runs inside a call of a torch.compile'd function: a frame of
     dynamo's eval_frame.py whose `self` is an OptimizeContext is then on the Python stack (torch 2.13; the
-    compiler.disable wrapper around the hook itself is a DisableContext). Checked only by the policies that
-    refuse compilation."""
+    compiler.disable wrapper around the hook itself is a DisableContext). Checked by the policies that
+    refuse compilation, and by the engine for decide="auto" (once per call)."""
     f = sys._getframe(1)
+    name = _EVAL_FRAME
     while f is not None:
-        if f.f_code.co_filename.endswith("eval_frame.py") and type(f.f_locals.get("self")).__name__ in (
+        # one string comparison per frame, no method call (the walk runs on every call under decide="auto")
+        if f.f_code.co_filename == name and type(f.f_locals.get("self")).__name__ in (
                 "OptimizeContext", "OptimizedModule"):
             return True
         f = f.f_back
     return False
+
+
+def _eval_frame_file() -> str:
+    try:
+        from torch._dynamo import eval_frame
+
+        return eval_frame._TorchDynamoContext.__call__.__code__.co_filename
+    except (ImportError, AttributeError):  # pragma: no cover (another torch): the file name alone
+        return "eval_frame.py"
+
+
+_EVAL_FRAME = _eval_frame_file()
 
 
 def _dense(outs: list, ins) -> list:
@@ -105,19 +139,24 @@ def _poly(coefficients, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-class AdaptiveRuntime(Policy):
+class AdaptiveHooks(Hooks):
     """What the three policies share: lifecycle, the call count on the device, plain residual reuse."""
 
     policy = "adaptive"
     forced_tail = 0  # calls N - forced_tail .. N always compute (with num_calls)
     follows_first_branch = True  # the later CFG branches of a step take the first branch's decision
 
-    def __init__(self, config, adapter, blocks: list[BlockInfo], decide: str = "host", process_group=None,
+    def __init__(self, config, adapter, blocks: list[BlockInfo], decide: str = "auto", process_group=None,
                  record: bool = False):
-        if decide not in ("host", "device"):
-            raise ValueError(f"fk.apply: `decide` must be 'host' or 'device', got {decide!r}")
+        if decide not in ("auto", "host", "device"):
+            raise ValueError(f"fk.apply: `decide` must be 'auto', 'host' or 'device', got {decide!r}")
         self.name = self.policy
-        self.config, self.adapter, self.blocks = config, adapter, blocks
+        self.config, self.adapter = config, adapter
+        self.candidates = list(blocks)  # the modules the observed call chooses the blocks from (fk.apply's)
+        self.blocks: list[BlockInfo] = []  # the blocks, once a call was observed (module order)
+        # "auto": host decisions, or device decisions when the observed call that lays out the buffers runs under
+        # torch.compile (the engine observes again when that changes: see `start_observing`)
+        self.auto = decide == "auto"
         self.device_mode = decide == "device"
         self.group = self.user_group = process_group
         self.cp = None  # the context-parallel group, when the model is sharded and its metric sums go over it
@@ -144,41 +183,127 @@ class AdaptiveRuntime(Policy):
         self.engine = engine
         self._install_blocks()
 
-    # -- a model without an adapter: its blocks are observed ------------------------------------------------------
-    discover = False  # set by fk.apply: the blocks come from the first call's data flow (runtime/structure.py)
-
+    # -- the block stack: observed in the first call of each input signature (runtime/structure.py) -------------
     def needs_structure(self) -> bool:
-        return self.discover and not self.blocks
+        return True
+
+    def observer_overrides(self) -> dict:
+        """The adapter's `blocks` / `temporal_blocks` (the observer then takes them as the blocks) and `block_io`
+        (used where the observed pairing is ambiguous, and checked against it otherwise)."""
+        a = self.adapter
+        return {"blocks": (*a.blocks, *a.temporal_blocks) or None, "block_io": tuple(a.block_io) or None}
 
     def structure_known(self, structure) -> None:
-        """The observed block stack (the image-carrying stacks' blocks, in execution order) becomes the policy's."""
-        from .blocks import BlockInfo
-
-        specs = [sp for sp in structure.blocks if sp.image >= 0]
-        if not specs:
-            raise ValueError(f"fastercache: no block stack carrying the image was found in "
-                             f"{type(self.engine.model).__name__} (stacks seen: {structure.stacks}); name the blocks "
-                             "with adapter=fk.adapters.generic_adapter(blocks=..., block_io=...)")
+        """After the observed call: the candidates that carry the image stream (all that ran, where the adapter
+        names `blocks`) become the policy's blocks, in execution order, with the observed pairing (the adapter's
+        `block_io` where it sets one: it must agree); what the call kept for their caches becomes what `adopt`
+        fills the buffers with."""
+        rec, self._rec, self._run = self._rec, {}, []  # (the kept tensors go with `rec` when this returns)
+        name = type(self.engine.model).__name__
+        specs = {sp.module: sp for sp in structure.blocks}
+        declared = bool(self.adapter.blocks or self.adapter.temporal_blocks)
+        ours = {b.module for b in self.candidates}
+        stray = [sp.name for sp in structure.blocks if sp.image >= 0 and sp.module not in ours]
+        if stray:
+            raise ValueError(f"fastercache: the observed call shows {stray} carrying the image stream, but they are "
+                             f"not children of a torch.nn.ModuleList of {name}; name the blocks with the adapter's "
+                             "`blocks`")
+        chosen = [b for b in self.candidates if b in rec and (
+            declared or (b.module in specs and specs[b.module].image >= 0))]
+        if not chosen:
+            raise ValueError(f"fastercache: no block stack carrying the image was found in {name} (stacks seen: "
+                             f"{structure.stacks}); name the blocks with adapter=fk.adapters.generic_adapter("
+                             "blocks=..., block_io=...)")
+        twice = [b.name for b in chosen if rec[b].get("twice")]
+        if twice:
+            raise RuntimeError(f"fastercache: blocks {twice} ran twice in one model call; each patched block must run "
+                               "once per call")
+        chosen.sort(key=lambda b: rec[b]["n"])
+        io = tuple(self.adapter.block_io)
+        for b in self.candidates:
+            b.order = -1
         count = {"spatial": 0, "temporal": 0}
-        blocks = []
-        for sp in specs:
-            b = BlockInfo(sp.name, sp.module, sp.kind, count[sp.kind])
-            count[sp.kind] += 1
-            b.block_io, b.image_name = tuple(sp.io), sp.io[sp.image]
-            blocks.append(b)
-        self.blocks = blocks
+        for k, b in enumerate(chosen):
+            sp = specs.get(b.module)
+            if sp is None and not io:
+                raise ValueError(f"fastercache: block {b.name!r} (the adapter's `blocks`) is not a block of the "
+                                 f"observed stacks {structure.stacks}; set the adapter's `block_io` for it")
+            if sp is not None and not declared:
+                b.kind = sp.kind
+            b.index = count[b.kind]
+            count[b.kind] += 1
+            seen_io = tuple(sp.io) if sp is not None else io
+            wrong = [j for j, n in enumerate(seen_io) if n is not None and j < len(io) and io[j] != n]
+            if wrong:
+                raise ValueError(f"fastercache: the adapter's `block_io` {list(io)} pairs output {wrong[0]} of block "
+                                 f"{b.name!r} with {io[wrong[0]]!r}, but the observed call passes it on as "
+                                 f"{seen_io[wrong[0]]!r} (pairing {list(seen_io)}): drop `block_io` from the adapter "
+                                 "(the observation gives it) or correct it")
+            b.block_io = io or seen_io
+            b.image_name = sp.io[sp.image] if sp is not None and sp.image >= 0 else None
+            b.order = k
+            self._pair_seen(b, rec[b])
+        self.order = chosen
+        self.blocks = [b for b in self.candidates if b.order >= 0]  # module order
         self.structure = structure
         self._setup_blocks()
-        self._install_blocks()
-        self.calls += 1  # the call that showed the structure ran in full
-        self.computed.add_(1)
+        self._chains()
+        seen = {}
+        if self.residual_names() == ("res",):
+            for b in self.order:
+                if b.tail is b and self.reuses(b):
+                    ins, outs = rec[b.head].get("ins"), rec[b].get("outs")
+                    if ins is None or outs is None:
+                        raise RuntimeError(f"fastercache: the observed call did not keep the ends of the chain "
+                                           f"{b.head.name!r} .. {b.name!r} (it keeps the first two and last two "
+                                           "blocks of each run); name the blocks with the adapter's `blocks`")
+                    seen[b] = [outs[i] - ins[n] for i, n in zip(b.slots, b.head.io_names)]
+        self._seen = seen
+        for b in self.order:
+            self.observe_policy(b, rec[b])
+
+    def _pair_seen(self, b: BlockInfo, r: dict) -> None:
+        """Output i continues input `b.block_io[i]`, by position (never by shape: dual-stream blocks may return two
+        streams of one shape, in either order); None outputs (SD3's last block drops its text stream) are skipped."""
+        io = b.block_io
+        bad = [k for k in r["kinds"] if k not in ("t", None)]
+        if bad or all(k is None for k in r["kinds"]):
+            raise TypeError(f"fastercache: block {b.name!r} returned {bad or 'None'}; expected a tensor or a tuple "
+                            "of tensors")
+        b.tuple_out = r["tuple_out"]
+        b.n_out = len(r["kinds"])
+        b.slots = tuple(i for i, k in enumerate(r["kinds"]) if k is not None)
+        if len(io) < b.n_out:
+            raise ValueError(f"fastercache: block {b.name!r} returns {b.n_out} outputs but `block_io` names "
+                             f"{list(io)}: set `block_io` to the inputs its outputs mirror, in output order")
+        names = [io[i] for i in b.slots]
+        missing = [n for n in names if n not in r["in_ids"]]
+        if missing:
+            raise ValueError(f"fastercache: block {b.name!r}: its outputs mirror {names} (`block_io`, in output "
+                             f"order) but {missing} is not a tensor input of the block; set the adapter's `block_io` "
+                             "to the inputs its outputs mirror, in output order")
+        for n, i in zip(names, b.slots):
+            if r["in_shapes"][n] != r["out_meta"][i][0]:
+                raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(r['in_shapes'][n])} to "
+                                 f"{list(r['out_meta'][i][0])}; residual reuse needs equal shapes (check the "
+                                 "adapter's `block_io`: the inputs its outputs mirror, in output order)")
+        b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
+        image = b.image_name or "hidden_states"  # observed, else diffusers' name
+        b.primary = names.index(image) if image in names else 0
+        b.shapes = [r["out_meta"][i] for i in b.slots]
+        b.in_ids = tuple(r["in_ids"][n] for n in names)
+        b.out_ids = tuple(r["out_ids"][i] for i in b.slots)
 
     def _setup_blocks(self) -> None:
         pass
 
+    def _candidate(self, b: BlockInfo) -> None:
+        """Before install: what the policy needs of a candidate block to observe it (AdaCache: its capture)."""
+
     def _install_blocks(self) -> None:
         engine = self.engine
-        for b in self.blocks:
+        for b in self.candidates:
+            self._candidate(b)
             b.orig = engine.inner_forward(b.module)
             if b.capture is not None and getattr(b.orig, "__self__", None) is not b.module:
                 raise ValueError(f"fastercache: block {b.name!r} has a replaced forward; AdaCache needs the block's "
@@ -198,16 +323,25 @@ class AdaptiveRuntime(Policy):
             with torch.no_grad():  # cache reuse is inference-only (the fused ops define no backward)
                 return rt.run(b, args, kwargs)
 
+        # the block's own signature (inspect.signature follows __wrapped__): the observer names inputs by it
+        forward.__wrapped__ = b.orig
         return forward
 
     def start_observing(self) -> None:
-        for b in self.blocks:
+        if self.auto:  # the buffer layout follows the calls to come: chains for host decisions, one per block else
+            self.device_mode = bool(self.engine.compiled)
+            if self.device_mode:
+                self.engine.static_shapes = True  # as decide="device" (see the engine's `_begin`)
+        for b in self.candidates:
             b.order = -1
         self.order = []
-        self._chain = None  # the chain of blocks the observed call is in (see `observe`)
+        self._rec: dict = {}  # candidate -> what its run in the observed call showed (see `observe`)
+        self._run: list = []  # the records of the run of candidates each taking the previous one's outputs
+        self._firsts: set = set()  # the lists whose first child ran
+        self._depth = 0
         self._seen: dict = {}  # block -> what its cache holds after the observed call (adopted after)
 
-    def allocate(self, call: Call, probe: Probe) -> None:
+    def allocate(self, call: Call, probe: Observation) -> None:
         if not self.order:
             raise ValueError(f"fastercache: no block of {type(self.engine.model).__name__} ran in a model call; "
                              f"blocks found: {[b.name for b in self.blocks][:4]}...")
@@ -240,8 +374,8 @@ class AdaptiveRuntime(Policy):
         for b in self.blocks:
             b.bufs, b.held = {}, None
         self._fresh_policy()
-        if self.ready and self.engine is not None and self.engine.probe_result is not None:
-            p = self.engine.probe_result
+        if self.ready and self.engine is not None and self.engine.observation is not None:
+            p = self.engine.observation
             self._allocate(p.batch, p.frames, p.device)
 
     def _fresh_policy(self) -> None:
@@ -266,7 +400,8 @@ class AdaptiveRuntime(Policy):
 
     # decide="host": `c` and `prev_t` mirrored on the host (`_hc`, `_hprev_t`, None when not known), so `begin`
     # decides a new video and the forced calls in Python and writes the 0-d tensors with a few fills instead of a
-    # dozen tensor ops per call; the tensors stay exact (the policies' device arithmetic reads them)
+    # dozen tensor ops per call; `c` stays exact (the policies' device arithmetic reads it), `prev_t` is written
+    # when the tensor path of `begin`, which alone reads it, takes over
     _hc: int | None = None
     _hprev_t: float | None = None
 
@@ -289,14 +424,16 @@ class AdaptiveRuntime(Policy):
         self.active = not call.skips_model
         if not self.active:
             return
-        if self.reads_in_forward and not self.device_mode and under_torch_compile():
+        self._go_read = False
+        if self.reads_in_forward and not self.device_mode and (
+                self.engine.compiled if self.auto else under_torch_compile()):  # "auto": the engine looked
             # a host read inside a compiled forward: fullgraph cannot trace it, and without fullgraph the graph
             # breaks around it gave wrong videos (First-Block-Cache on the trained demo CogVideoX: 38.3 dB eager,
             # 33.9 dB under aot_eager), so refuse instead
             raise RuntimeError(
                 f"fastercache: {type(self.config).__name__} with decide='host' reads its decision on the host inside "
                 "the model's forward, which torch.compile cannot run correctly; apply it with decide='device' (one "
-                "graph, no host read) to compile the model, or run it eagerly")
+                "graph, no host read) or the default decide='auto' to compile the model, or run it eagerly")
         self.half = call.half
         self.calls += 1
         t = call.t_tensor
@@ -310,6 +447,8 @@ class AdaptiveRuntime(Policy):
             self._begin_host(call, by_steps)
             self.begin_policy()
             return
+        if self._hc is not None and self._hprev_t is not None:  # leaving the mirrors: prev_t as they kept it
+            self.prev_t.fill_(self._hprev_t)
         self._hc = None  # the mirrors are not kept on this path
         new = self.c == 0
         if n is not None and not by_steps:
@@ -340,8 +479,7 @@ class AdaptiveRuntime(Policy):
         if call.t_tensor is not None:
             t = _f32(call.t)
             new = new or t > self._hprev_t
-            self._hprev_t = t
-            self.prev_t.fill_(t)
+            self._hprev_t = t  # prev_t itself is written when the tensor path takes over (begin), its only reader
         if new:
             for name, (v, _, per_video) in self.scalars().items():
                 if per_video:
@@ -441,12 +579,14 @@ class AdaptiveRuntime(Policy):
         directly instead of eager torch.cond (about 0.5 ms per block, docs/results.md "Host time per call");
         None where the call is traced or captured (or `cond_in_eager` is set), which then makes no host read and
         runs torch.cond."""
+        go = self._eager_go
+        if go is not None:  # read by an earlier block of this eager call (begin clears it each call)
+            return go
         if (self.cond_in_eager or torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
                 or (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
             return None
-        if self._eager_go is None:
-            self._eager_go = bool(self.pred)
-            self.host_reads += 1
+        self._eager_go = bool(self.pred)
+        self.host_reads += 1
         return self._eager_go
 
     def _read(self) -> None:
@@ -459,16 +599,27 @@ class AdaptiveRuntime(Policy):
                 raise RuntimeError(
                     f"fastercache: {type(self.config).__name__} with decide='host' reads its decision on the host "
                     "inside the model's forward, which torch.compile cannot trace correctly; apply it with "
-                    "decide='device' (one graph, no host read) to compile the model, or run it eagerly")
+                    "decide='device' (one graph, no host read) or the default decide='auto' to compile the model, "
+                    "or run it eagerly")
             self.go = bool(self.pred)
+            self._go_read = True
             self.host_reads += 1
+
+    _go_read = False  # this call's pred was read into `go` (decide="host"): `end` updates the counters by it
 
     def end(self, call: Call) -> None:
         if not self.active:
             self.active = True
             return
-        self.computed.add_(self.pred)
-        self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
+        if self._go_read:  # the same updates, one op instead of three (each costs microseconds in a call)
+            if self.go:
+                self.computed.add_(1)
+                self.streak.zero_()
+            else:
+                self.streak.add_(1)  # reused calls in a row
+        else:
+            self.computed.add_(self.pred)
+            self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
         if self.record:
             self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
         self.half = None
@@ -487,59 +638,62 @@ class AdaptiveRuntime(Policy):
         return t if self.half is None else t.chunk(2)[self.half]
 
     def observe(self, b: BlockInfo, args, kwargs):
-        """The block's run in an observed call: it runs as it is; what it shows is recorded (its place in the call,
-        its input/output pairing, shapes, which tensors it hands on) and what a cache would hold is kept."""
-        if b.order >= 0:
-            raise RuntimeError(f"fastercache: block {b.name!r} ran twice in one model call; each patched block must "
-                               "run once per call")
-        b.order = len(self.order)
-        self.order.append(b)
+        """A candidate's run in an observed call: it runs as it is; what it shows is recorded (its place in the
+        call, its tensor inputs and outputs by identity, their shapes), and the tensors a cache could need are kept
+        until the structure is known (`structure_known`): with one residual per chain (decide="host"), only the
+        first two and the last two records of each run of candidates that take the previous one's outputs as they
+        are (a chain's ends: the first block may not reuse, the last may drop a stream); every record otherwise
+        (one residual per block: as much as the cache holds). A candidate running inside another one, or again, is
+        not a block (the observer's rule) and runs as it is."""
+        rec = self._rec
+        if self._depth or b in rec:
+            if b in rec:
+                rec[b]["twice"] = True
+            return b.orig(*args, **kwargs)
         b.locate(args, kwargs)
-        self._pair(b, args, kwargs)
-        with torch.no_grad():
-            out = self.observe_run(b, args, kwargs)
-        self._pair(b, args, kwargs, out)
-        outs = b.outs(out)
-        ins = b.inputs(args, kwargs)
-        for x, o in zip(ins, outs):
-            if x.shape != o.shape:
-                raise ValueError(f"fastercache: block {b.name!r} maps an input of shape {list(x.shape)} to "
-                                 f"{list(o.shape)}; residual reuse needs equal shapes (check the adapter's "
-                                 "`block_io`: the inputs its outputs mirror, in output order)")
-        b.shapes = [(tuple(o.shape), o.dtype) for o in outs]
-        b.in_ids = tuple(id(x) for x in ins)
-        b.out_ids = tuple(id(o) for o in outs)
-        with torch.no_grad():
-            self._observe_residual(b, [x.detach() for x in ins], [o.detach() for o in outs])
-            self.observe_policy(b, args, kwargs, out)
+        ins = {n: v for n in b.locs if isinstance(v := b.get(args, kwargs, n), torch.Tensor)}
+        self._depth += 1
+        try:
+            with torch.no_grad():
+                out = self.observe_run(b, args, kwargs)
+        finally:
+            self._depth -= 1
+        tuple_out = isinstance(out, tuple)
+        outs = out if tuple_out else (out,)
+        is_t = [isinstance(o, torch.Tensor) for o in outs]
+        r = {"n": len(rec), "tuple_out": tuple_out,
+             "kinds": tuple("t" if t else None if o is None else type(o).__name__ for o, t in zip(outs, is_t)),
+             "in_ids": {n: id(v) for n, v in ins.items()}, "in_shapes": {n: tuple(v.shape) for n, v in ins.items()},
+             "out_ids": tuple(id(o) if t else None for o, t in zip(outs, is_t)),
+             "out_meta": tuple((tuple(o.shape), o.dtype) if t else None for o, t in zip(outs, is_t)),
+             "ins": {n: v.detach() for n, v in ins.items()},
+             "outs": [o.detach() if t else None for o, t in zip(outs, is_t)], "mids": self._take_mids()}
+        parent = b.name.rpartition(".")[0]
+        if parent not in self._firsts:  # a list's first child: the policies' indicators read its call
+            self._firsts.add(parent)
+            r["call"] = (args, kwargs, out)
+        rec[b] = r
+        if self._chaining():
+            run = self._run
+            shapes = [m for m in r["out_meta"] if m is not None]
+            # a run continues as `_chains` links blocks: the previous one's outputs, as they are, of equal shapes
+            if run and shapes == [m for m in run[-1]["out_meta"] if m is not None] and all(
+                    i in r["in_ids"].values() for i in run[-1]["out_ids"] if i is not None):
+                run.append(r)
+                if len(run) >= 5:  # neither end of the run: its tensors are the neighbours' (dropped)
+                    run[-3]["ins"] = run[-3]["outs"] = None
+            else:
+                self._run = [r]
         return out
 
-    def _observe_residual(self, b: BlockInfo, ins: list, outs: list) -> None:
-        """One residual per chain (see `_chains`, same rule): only the chain's first inputs and its latest outputs
-        are held while the call runs, so observing costs no more memory than the cache itself."""
-        if self.residual_names() != ("res",):
-            return
-        prev = self.order[-2] if len(self.order) > 1 else None
-        chain = self._chain
-        if (chain is not None and self._chaining() and prev is chain["tail"] and self.reuses(b)
-                and b.in_ids == prev.out_ids and b.shapes == prev.shapes):
-            chain.update(tail=b, outs=outs)
-            return
-        self._close_chain()
-        if self.reuses(b):
-            self._chain = {"tail": b, "ins": ins, "outs": outs}
-
-    def _close_chain(self) -> None:
-        chain, self._chain = getattr(self, "_chain", None), None
-        if chain is not None:
-            self._seen[chain["tail"]] = [o - x for o, x in zip(chain["outs"], chain["ins"])]
+    def _take_mids(self):
+        return None
 
     def _chaining(self) -> bool:
         return not self.device_mode and self.residual_names() == ("res",)
 
     def adopt(self, call: Call, output) -> None:
         """The observed call computed every block: its residuals (and the policy's own state) fill the buffers."""
-        self._close_chain()
         seen, self._seen = self._seen, {}
         if not self.active:
             return
@@ -553,43 +707,19 @@ class AdaptiveRuntime(Policy):
     def adopt_policy(self, seen: dict) -> None:
         pass
 
-    def _pair(self, b: BlockInfo, args, kwargs, out=None) -> None:
-        """Output i mirrors input `block_io[i]`, by position (never by shape: dual-stream blocks may return two
-        streams of one shape, in either order); None outputs (SD3's last block drops its text stream) are skipped.
-        Before the block has run (`out` None), every block_io input that is a tensor is paired."""
-        io = b.block_io or tuple(self.adapter.block_io)
-        if out is None:
-            names = [n for n in io if isinstance(b.get(args, kwargs, n), torch.Tensor)]
-            b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
-            return
-        b.tuple_out = isinstance(out, tuple)
-        outs = out if b.tuple_out else (out,)
-        bad = [type(o).__name__ for o in outs if o is not None and not isinstance(o, torch.Tensor)]
-        if bad or all(o is None for o in outs):
-            raise TypeError(f"fastercache: block {b.name!r} returned {type(out).__name__} ({bad}); expected a tensor "
-                            "or a tuple of tensors")
-        b.n_out = len(outs)
-        b.slots = tuple(i for i, o in enumerate(outs) if o is not None)
-        if len(io) < len(outs):
-            raise ValueError(f"fastercache: block {b.name!r} returns {len(outs)} outputs but the adapter's "
-                             f"`block_io` names {list(io)}: set `block_io` to the inputs its outputs mirror, in "
-                             "output order")
-        names = [io[i] for i in b.slots]
-        missing = [n for n in names if not isinstance(b.get(args, kwargs, n), torch.Tensor)]
-        if missing:
-            raise ValueError(f"fastercache: block {b.name!r}: its outputs mirror {names} (the adapter's `block_io`, "
-                             f"in output order) but {missing} is not a tensor input of the block; set `block_io` "
-                             "to the inputs its outputs mirror, in output order")
-        b.io, b.io_names = [b.locs[n] for n in names], tuple(names)
-        image = b.image_name or "hidden_states"  # observed (a class without an adapter), else diffusers' name
-        b.primary = names.index(image) if image in names else 0
+    def _first_call(self, b: BlockInfo, r: dict) -> tuple:
+        """(args, kwargs, output) of the first block's run in the observed call."""
+        if "call" not in r:
+            raise RuntimeError(f"fastercache: the first block {b.name!r} is not the first child of its list that ran "
+                               "in the observed call; name the blocks with the adapter's `blocks`")
+        return r["call"]
 
     def observe_run(self, b, args, kwargs):
         """The block's one run in an observed call (each module must run once per call)."""
         return b.orig(*args, **kwargs)
 
-    def observe_policy(self, b, args, kwargs, out) -> None:
-        pass
+    def observe_policy(self, b: BlockInfo, r: dict) -> None:
+        """After the observed call, per block (execution order): the policy's own state from its record."""
 
     def residual_names(self) -> tuple:
         return ("res",)
@@ -697,361 +827,3 @@ class AdaptiveRuntime(Policy):
                 "blocks": len(self.order), "cache_bytes": self.cache_bytes(),
                 "block_stack": ("observed", self.structure.describe()) if self.structure is not None else
                 ("adapter", sorted({b.name.rsplit(".", 1)[0] for b in self.blocks}))}
-
-
-class TeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
-    policy = "teacache"
-    reads_in_forward = True
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.u_prev: torch.Tensor | None = None
-        ind = self.config.indicator
-        self.indicator = self.adapter.teacache_indicator if ind == "auto" else ind
-
-    def scalars(self) -> dict:
-        return {**super().scalars(), "acc": (0.0, _F32, True), "acc_seen": (0.0, _F32, True)}
-
-    def local_names(self) -> tuple:
-        return (*super().local_names(), "u_prev")
-
-    def _fresh_policy(self) -> None:
-        self.u_prev = None
-
-    def recorded(self) -> tuple:
-        return (*super().recorded(), "acc_seen")
-
-    def _indicator(self, b: BlockInfo, args, kwargs) -> torch.Tensor:
-        kind = self.indicator
-        if kind == "timestep_embedding":
-            u = b.get(args, kwargs, "temb")
-            if not isinstance(u, torch.Tensor):
-                raise ValueError(f"TeaCache: indicator 'timestep_embedding' needs a `temb` input of block {b.name!r}")
-            return u
-        if kind == "modulated_input":
-            fn = self.adapter.modulated_input
-            if fn is None:
-                raise ValueError(f"TeaCache: the {self.adapter.name} adapter cannot form the modulated input; use "
-                                 "indicator='block_input' or 'timestep_embedding'")
-            return fn(b.module, lambda name: b.get(args, kwargs, name))
-        return b.inputs(args, kwargs)[b.primary]
-
-    def observe_policy(self, b, args, kwargs, out) -> None:
-        if b.order == 0:
-            u = self._indicator(b, args, kwargs).detach()
-            self._u_shape = (tuple(u.shape), u.dtype)
-            self._seen["u"] = u
-
-    def adopt_policy(self, seen: dict) -> None:
-        self.rows(self.u_prev).copy_(seen["u"])
-
-    def allocate_policy(self) -> None:
-        s, d = self._u_shape
-        self.u_prev = self._buffer(self.u_prev, s, d)
-
-    def buffers(self) -> list:
-        return super().buffers() + ([self.u_prev] if self.u_prev is not None else [])
-
-    def run(self, b, args, kwargs):
-        if b.order == 0:
-            u = self._indicator(b, args, kwargs)
-            parts = all_reduce_sum(ops.feature_diff_partials(u, self.rows(self.u_prev), "rel_l1"), self.group)
-            rel = ops.feature_diff_from_partials(parts, "rel_l1")
-            # a rescaled distance below 0 counts as 0 (the reference lets it go negative: threshold 0 could reuse)
-            acc = self.acc + _poly(self.config.coefficients, rel.to(_F64)).clamp(min=0).to(_F32)
-            pred = self.decide(~(self.across(acc, "acc") < self.config.threshold))  # NaN computes
-            self.acc.copy_(torch.where(pred, torch.zeros_like(acc), acc))
-            self.acc_seen.copy_(acc)
-            self.metric.copy_(rel)
-            self.pred.copy_(pred)
-            self.rows(self.u_prev).copy_(u)
-            self._read()
-        return self.step(b, args, kwargs)
-
-
-class FirstBlockCacheRuntime(ForecastReuse, AdaptiveRuntime):
-    policy = "fbcache"
-    reads_in_forward = True
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.r1_ref: torch.Tensor | None = None
-
-    def reuses(self, b) -> bool:
-        return b.order > 0
-
-    def local_names(self) -> tuple:
-        return (*super().local_names(), "r1_ref")
-
-    def _fresh_policy(self) -> None:
-        self.r1_ref = None
-
-    def allocate_policy(self) -> None:
-        first = self.order[0]
-        s, d = first.shapes[first.primary]
-        self.r1_ref = self._buffer(self.r1_ref, s, d)
-
-    def buffers(self) -> list:
-        return super().buffers() + ([self.r1_ref] if self.r1_ref is not None else [])
-
-    def observe_policy(self, b, args, kwargs, out) -> None:
-        if b.order == 0:
-            self._seen["r1"] = b.outs(out)[b.primary].detach() - b.inputs(args, kwargs)[b.primary].detach()
-
-    def adopt_policy(self, seen: dict) -> None:
-        self.rows(self.r1_ref).copy_(seen["r1"])
-
-    def run(self, b, args, kwargs):
-        if b.order > 0:
-            return self.step(b, args, kwargs)
-        x0 = b.inputs(args, kwargs)[b.primary]  # the image / video stream, not a text stream
-        out = b.call(args, kwargs)
-        r1 = b.outs(out)[b.primary] - x0
-        metric = self.config.metric
-        parts = all_reduce_sum(ops.feature_diff_partials(r1, self.rows(self.r1_ref), metric), self.group)
-        diff = ops.feature_diff_from_partials(parts, metric)
-        ahead = self.across(diff, "metric", reused_only=True, since=self.metric)  # self.metric: still the last call's
-        pred = self.decide(~(ahead < self.config.threshold))  # NaN computes
-        self.metric.copy_(diff)
-        self.pred.copy_(pred)
-        if self.device_mode:
-            self.r1_ref.copy_(torch.where(pred, r1, self.r1_ref))
-        else:
-            self._read()
-            if self.go:
-                self.rows(self.r1_ref).copy_(r1)
-        return out
-
-
-class AdaCacheRuntime(AdaptiveRuntime):
-    policy = "adacache"
-    forced_tail = 1  # calls N-1 and N
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        if self.blocks:
-            self._setup_blocks()
-
-    def _setup_blocks(self) -> None:
-        cfg = self.config
-        for b in self.blocks:
-            b.capture = next((n for n in self.adapter.attn_capture
-                              if isinstance(getattr(b.module, n, None), torch.nn.Module)), None)
-            b.capture_io = tuple(self.adapter.capture_io)
-        if all(b.capture is None for b in self.blocks):
-            raise ValueError(f"AdaCache: block {self.blocks[0].name!r} has none of the capture submodules "
-                             f"{list(self.adapter.attn_capture)} whose input is x + p (the adapter's "
-                             "`attn_capture`)")
-        kinds = {b.kind for b in self.blocks}
-        kind = cfg.metric_kind if cfg.metric_kind != "auto" else ("temporal" if "temporal" in kinds else "spatial")
-        # the metric reads p: only blocks with a capture point (single-stream blocks reuse their whole residual)
-        pool = [b for b in self.blocks if b.kind == kind and b.capture is not None]
-        if not pool:
-            raise ValueError(f"AdaCache: the model has no {kind} blocks with a capture point for the metric")
-        layers = cfg.metric_layers if cfg.metric_layers is not None else ((len(pool) - 1) // 2,)
-        for i in layers:
-            if not -len(pool) <= i < len(pool):
-                raise ValueError(f"AdaCache: metric layer {i} is out of range for {len(pool)} {kind} blocks")
-        self.metric_blocks = [pool[i] for i in layers]
-        for slot, b in enumerate(self.metric_blocks):
-            b.metric_slot = slot
-        thr = torch.tensor([t for t, _ in cfg.codebook], dtype=_F32)
-        if cfg.decision_dtype is not None:
-            thr = thr.to(cfg.decision_dtype).float()
-        self.thresholds = thr
-        self.rates = torch.tensor([r for _, r in cfg.codebook], dtype=_I64)
-        self.table = torch.zeros(len(self.metric_blocks), 5, dtype=_F32)  # per metric block: 3 metric + 2 motion
-
-    def scalars(self) -> dict:
-        return {**super().scalars(), "next_call": (0, _I64, True), "rate_in": (1.0, _F32, True),
-                "m_prev": (1.0, _F32, True), "motion": (math.nan, _F32, True)}
-
-    def recorded(self) -> tuple:
-        return (*super().recorded(), "rate_in", "next_call", "motion")
-
-    def local_names(self) -> tuple:
-        return (*super().local_names(), "table")
-
-    def _fresh_policy(self) -> None:
-        self.table = torch.zeros_like(self.table)
-
-    def residual_names(self) -> tuple:
-        return ("p", "qr")
-
-    def begin_policy(self) -> None:
-        self.pred.copy_(self.decide(self.c >= self.across(self.next_call, "next_call", torch.minimum)))
-        self._read()
-
-    def observe_run(self, b, args, kwargs):
-        out, mids = b.call_capture(args, kwargs, strict=False)
-        for x, m in zip(b.inputs(args, kwargs), mids):
-            if x.shape != m.shape:
-                raise ValueError(f"AdaCache: block {b.name!r}: the input of {b.capture!r} has shape "
-                                 f"{list(m.shape)}, the block input {list(x.shape)} (set the adapter's "
-                                 "`attn_capture` to a submodule whose first input is x + p, and `capture_io` to "
-                                 "the streams its inputs carry)")
-        self._mids = dict(zip(b.io_names, mids))  # by stream: the pairing after the run may drop a stream
-        return out
-
-    def observe_policy(self, b, args, kwargs, out) -> None:
-        """p = mid - x and qr = out - mid of every stream: what the block's buffers hold after a compute call."""
-        mids, self._mids = self._mids, None
-        ins, outs = b.inputs(args, kwargs), b.outs(out)
-        ms = [mids[n].detach() for n in b.io_names]
-        self._seen[b] = {"p": [m - x.detach() for m, x in zip(ms, ins)],
-                         "qr": [o.detach() - m for o, m in zip(outs, ms)]}
-
-    def adopt_policy(self, seen: dict) -> None:
-        for b in self.order:
-            if b not in seen or "p" not in b.bufs:
-                continue
-            for key in ("p", "qr"):
-                for buf, t in zip(map(self.rows, b.bufs[key]), seen[b][key]):
-                    buf.copy_(t)
-        zero = torch.zeros(3, dtype=_F32, device=self.device)  # no earlier p: the first call's metric is not valid
-        for b in self.metric_blocks:
-            self.table[b.metric_slot].copy_(torch.cat([zero, self._motion(b, self.rows(b.bufs["p"][b.primary]))]))
-        self._update()
-
-    def allocate_policy(self) -> None:
-        cfg = self.config
-        self.thresholds = self.thresholds.to(self.device)
-        self.rates = self.rates.to(self.device)
-        self.table = self.table.to(self.device)
-        self._slots = torch.arange(len(cfg.codebook), device=self.device)
-        for b in self.metric_blocks:
-            if b.order < 0:
-                raise ValueError(f"AdaCache: metric block {b.name!r} did not run in a model call")
-            s = b.shapes[b.primary][0]
-            B, T = self.batch, self.frames
-            # sharded tokens (context parallelism): frames are found in the whole sequence, not in the shard
-            shard = parallel.sequence_shard(self.cp, s[1], self.device) if self.cp is not None and len(s) == 3 \
-                and s[0] == B else None
-            if len(s) != 3:
-                b.motion = None
-            elif shard is not None and shard.total % T == 0:
-                b.motion = ("shard", T, shard)
-            elif s[0] == B and s[1] % T == 0:
-                b.motion = ("bnc", T)
-            elif s[0] == B * T:
-                b.motion = ("fold", B, T)
-            elif s[1] == T:
-                b.motion = ("bnc", T)
-            else:
-                b.motion = None
-            if cfg.moreg and (b.motion is None or T <= cfg.moreg_stride):
-                raise ValueError(f"AdaCache: MoReg cannot find {T} frames (stride {cfg.moreg_stride}) in the residual "
-                                 f"of {b.name!r} (shape {list(s)}, batch {B}); use moreg=False")
-        self._last_metric = max(self.metric_blocks, key=lambda b: b.order)
-
-    def _motion(self, b: BlockInfo, p: torch.Tensor) -> torch.Tensor:
-        if not self.config.moreg:
-            return torch.zeros(2, dtype=_F32, device=p.device)
-        if b.motion[0] == "shard":  # frame pairs across the shard boundary: a halo from the next ranks
-            return parallel.motion_partials(p, b.motion[1], self.config.moreg_stride, b.motion[2])
-        if b.motion[0] == "fold":  # [B*T, S, C], batch-major (a composed skip call has half the batch)
-            T = b.motion[2]
-            p = p.reshape(p.shape[0] // T, -1, p.shape[-1])
-        else:
-            T = b.motion[1]
-        return ops.motion_score(p, T, [self.config.moreg_stride], "BNC", partials=True).reshape(2)
-
-    def _partials(self, p, qr, p_old, qr_old) -> torch.Tensor:
-        metric = self.config.metric
-        if self.config.residual == "attention":
-            return ops.feature_diff_partials(p, p_old, metric)
-        return ops.feature_diff_partials(p + qr, p_old + qr_old, metric)
-
-    def run(self, b, args, kwargs):
-        ins = b.inputs(args, kwargs)
-        ps, qrs = b.bufs["p"], b.bufs["qr"]
-        if self.half is not None:  # a composed CFG-skip call: its half of the batch
-            ps, qrs = [self.rows(t) for t in ps], [self.rows(t) for t in qrs]
-        k = len(ins)
-        j = b.primary  # the image / video stream: the metric's
-        metric = b.metric_slot >= 0
-        if self.device_mode:
-            def compute(*xs):
-                out, mids = b.call_capture(args, kwargs, xs[:k])
-                outs = _dense(b.outs(out), xs[:k])
-                p = [m - x for m, x in zip(mids, xs[:k])]
-                qr = [o - m for o, m in zip(outs, mids)]
-                extra = (self._partials(p[j], qr[j], xs[k + j], xs[2 * k + j]),) if metric else ()
-                return (*outs, *p, *qr, *extra)
-
-            def reuse(*xs):
-                outs = [ops.residual_sum(x, [p, q]) for x, p, q in zip(xs[:k], xs[k:2 * k], xs[2 * k:])]
-                extra = (torch.zeros(3, dtype=_F32, device=xs[0].device),) if metric else ()
-                return (*outs, *(t.clone() for t in xs[k:]), *extra)
-
-            go = self.eager_go()
-            if go is None:
-                got = torch.cond(self.pred, compute, reuse, (*_operands(ins), *ps, *qrs))
-            else:  # an eager call: the chosen branch itself
-                got = (compute if go else reuse)(*_operands(ins), *ps, *qrs)
-            for buf, t in zip((*ps, *qrs), got[k:3 * k]):
-                buf.copy_(t)
-            if metric:  # the motion sums outside the cond: p is now in the buffer (stale on reuse calls, unused)
-                self.table[b.metric_slot].copy_(torch.cat([got[3 * k], self._motion(b, ps[j])]))
-                if b is self._last_metric:
-                    self._update()
-            return b.pack(list(got[:k]))
-        if not self.go:
-            return b.pack([ops.residual_sum(x, [p, q]) for x, p, q in zip(ins, ps, qrs)])
-        out, mids = b.call_capture(args, kwargs)
-        outs = b.outs(out)
-        done = None
-        if metric and self.config.residual == "attention":
-            # one pass: p = mid - x, its distance to the cached p, and the cache refreshed (residual_diff_update)
-            d = ops.residual_diff_update(mids[j].detach(), ins[j].detach(), ps[j], self.config.metric, partials=True)
-            self.table[b.metric_slot].copy_(torch.cat([d, self._motion(b, ps[j])]))
-            torch.sub(outs[j].detach(), mids[j].detach(), out=qrs[j])
-            done = j
-        elif metric:
-            p0, qr0 = mids[j] - ins[j], outs[j] - mids[j]
-            self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, ps[j], qrs[j]), self._motion(b, p0)]))
-        for i in range(k):  # under no_grad (the block forward's): no detach needed
-            if i != done:
-                torch.sub(mids[i], ins[i], out=ps[i])
-                torch.sub(outs[i], mids[i], out=qrs[i])
-        if metric and b is self._last_metric:
-            self._update()
-        return out
-
-    def _update(self) -> None:
-        """The rate decided on this compute call (device ops; applied where pred is set)."""
-        cfg = self.config
-        table = all_reduce_sum(self.table, self.group)
-        d = (ops.feature_diff_from_partials(table[:, :3].contiguous(), cfg.metric) / self.rate_in).mean()
-        c = self.c
-        valid = c > 1  # the first compute call of a video has no previous residual
-        m = torch.ones((), dtype=_F32, device=d.device)
-        motion = torch.full((), math.nan, dtype=_F32, device=d.device)
-        if cfg.moreg:
-            sums = table[:, 3:].sum(0)
-            motion = sums[0] / sums[1]
-            first, last = cfg.window()
-            inside = (c >= first) & (c <= last)
-            m = torch.where(inside, (motion / cfg.moreg_scale) ** cfg.moreg_power, m)
-            g = cfg.moreg_gain * (m - self.m_prev) / self.rate_in
-            d = d * (m + g.abs())
-        if cfg.decision_dtype is not None:
-            d = d.to(cfg.decision_dtype).float()
-        idx = (self.thresholds <= d).sum().clamp(max=len(cfg.codebook) - 1)
-        # a one-hot sum, not rates[idx]: indexing with a device tensor is data-dependent for torch.compile
-        rate = (self.rates * (self._slots == idx)).sum()
-        rate = torch.where(valid & ~d.isnan(), rate, torch.ones_like(rate))
-        pred = self.pred
-        self.metric.copy_(torch.where(pred, torch.where(valid, d, torch.full_like(d, math.nan)), self.metric))
-        self.motion.copy_(torch.where(pred, motion, self.motion))
-        self.m_prev.copy_(torch.where(pred, torch.where(valid, m, torch.ones_like(m)), self.m_prev))
-        self.next_call.copy_(torch.where(pred, c + rate, self.next_call))
-        self.rate_in.copy_(torch.where(pred, rate.to(_F32), self.rate_in))
-
-    def stats(self) -> dict:
-        return {**super().stats(), "rate": float(self.rate_in), "next_call": int(self.next_call),
-                "metric_blocks": [b.name for b in self.metric_blocks]}
-
-
-RUNTIMES = {"TeaCacheConfig": TeaCacheRuntime, "FirstBlockCacheConfig": FirstBlockCacheRuntime,
-            "AdaCacheConfig": AdaCacheRuntime}

@@ -1,11 +1,13 @@
 """Block-level patching shared by the adaptive policies (AdaCache, TeaCache, First-Block-Cache).
 
-Every transformer block named by the adapter gets a forward that asks the policy runtime whether to run the block
-or to return its inputs plus cached residuals (one residual per output tensor; the outputs mirror the inputs
-named `adapter.block_io`). AdaCache also splits the residual at the attention: a block is called through a `View`
-of itself whose capture submodule (`adapter.attn_capture`, e.g. CogVideoX `norm2`, Latte `attn2` or `norm2`)
-records its inputs, which are `x + p` (p = gated self-attention residual). The View is created inside the call,
-so the capture is a local list: no outside state is mutated and the call traces inside `torch.cond`.
+Every candidate block (`candidate_blocks`: each child of a ModuleList not inside another one, or the modules the
+adapter's `blocks` name) gets a forward; once the first call showed which of them are the blocks and which input
+each output continues (runtime/structure.py; the adapter's `block_io` where it sets one), the blocks' forwards ask
+the policy runtime whether to run the block or to return its inputs plus cached residuals (one residual per output
+tensor), and the others run as they are. AdaCache also splits the residual at the attention: a block is called
+through a `View` of itself whose capture submodule (`adapter.attn_capture`, e.g. CogVideoX `norm2`, Latte `attn2`
+or `norm2`) records its inputs, which are `x + p` (p = gated self-attention residual). The View is created inside
+the call, so the capture is a local list: no outside state is mutated and the call traces inside `torch.cond`.
 
 The engine's hooks (outside compiled graphs) do the per-call bookkeeping; the block forwards read only Python flags
 that never change after allocation, and tensors.
@@ -61,7 +63,7 @@ class BlockInfo:
     bufs: dict = field(default_factory=dict)  # name -> list of tensors (one per output)
     motion: tuple | None = None  # how MoReg views p: ("bnc", T) or ("fold", B, T)
     metric_slot: int = -1  # row in the runtime's metric table, -1: not a metric block
-    block_io: tuple = ()  # observed: the input each output continues (None: not continued); () uses the adapter's
+    block_io: tuple = ()  # the input each output continues (None: not continued): observed, or the adapter's
     image_name: str | None = None  # observed: the input name of the image stream
 
     def locate(self, args, kwargs) -> None:
@@ -179,6 +181,25 @@ def find_blocks(model, adapter) -> list[BlockInfo]:
                 "temporal" if any(re.search(p, name) for p in adapter.temporal_blocks) else None)
         if kind is None:
             continue
+        found.append(BlockInfo(name, mod, kind, count[kind]))
+        count[kind] += 1
+    return found
+
+
+def candidate_blocks(model) -> list[BlockInfo]:
+    """Every child of every torch.nn.ModuleList that is not inside another one (module order): the modules the first
+    call's observation chooses the blocks from (runtime/structure.py; nested lists, such as an attention's `to_out`,
+    run inside a block). Kind "temporal" when the list's attribute name contains "temporal", as the observer labels
+    it."""
+    lists = {name for name, mod in model.named_modules() if isinstance(mod, torch.nn.ModuleList)}
+    found, count = [], {"spatial": 0, "temporal": 0}
+    for name, mod in model.named_modules():
+        parent = name.rpartition(".")[0]
+        if not name or parent not in lists or any(name.startswith(b.name + ".") for b in found):
+            continue
+        if isinstance(mod, (torch.nn.ModuleList, torch.nn.ModuleDict)):  # a container is never called: its children
+            continue
+        kind = "temporal" if "temporal" in parent.rpartition(".")[2] else "spatial"
         found.append(BlockInfo(name, mod, kind, count[kind]))
         count[kind] += 1
     return found

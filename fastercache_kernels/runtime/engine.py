@@ -6,7 +6,7 @@ compiled graphs), the wrappers of extra entry points an adapter names (Vchitect'
 the clock (per state key: calls in the video, the timestep, new-video detection, the step index and step count a
 diffusers `cache_context` carries), decides which state a call uses, and observes the first call of new input shapes.
 
-Policies plug in with a small protocol (see `Policy`): `install`, `allocate` and `adopt` after an observed call,
+Policies plug in with a small protocol (see `Hooks`): `install`, `allocate` and `adopt` after an observed call,
 `begin`/`end` around each call, `reset` for a new video, `save`/`load`/`fresh` to keep their state per key, `stats`,
 `buffers`, `drop_buffers`.
 
@@ -19,8 +19,10 @@ keyed by that name ("" without one).
 Buffers: the first real call of each new input signature is *observed*: it runs in full (as the first call of a
 video always does), every policy's module forwards record what they see (which blocks run, in which order, their
 output shapes, which tensor each block hands to the next) and keep the values the call computed that a cache
-holds (attention outputs, block residuals, indicators); after the call, `Policy.allocate` sizes the buffers from
-the real output and `Policy.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
+holds (attention outputs, block residuals, indicators). Where a policy takes the block structure from the data
+flow (the adaptive ones, for every class), the same call is watched by `structure.Observer`; after the call the
+policies take the structure (`Hooks.structure_known`), `Hooks.allocate` sizes the buffers from the real output
+and `Hooks.adopt` fills them. No user code ever runs on fake or meta tensors, and no extra model
 call is made. The observed call always runs eagerly, also inside `torch.compile` (see `_model_forward`).
 """
 
@@ -59,7 +61,7 @@ class Call:
 
 
 @dataclass
-class Probe:
+class Observation:
     """What an observed call showed: the model's output sample, the batch and frame count of its first batched
     input."""
 
@@ -70,7 +72,7 @@ class Probe:
     device: torch.device
 
 
-class Policy:
+class Hooks:
     """The protocol every policy implements (methods are no-ops by default)."""
 
     name = "policy"
@@ -80,7 +82,7 @@ class Policy:
     def install(self, engine: Engine) -> None:
         pass
 
-    def allocate(self, call: Call, probe: Probe) -> None:
+    def allocate(self, call: Call, probe: Observation) -> None:
         pass
 
     def adopt(self, call: Call, output) -> None:
@@ -114,11 +116,15 @@ class Policy:
         """A video of this many calls (of the key in progress) ended: a new one starts."""
 
     def needs_structure(self) -> bool:
-        """Whether the policy waits for the model's observed structure (a class without an adapter)."""
+        """Whether the policy takes the model's block structure from the observed call (runtime/structure.py)."""
         return False
 
+    def observer_overrides(self) -> dict:
+        """What the adapter states instead of observing (`blocks`, `block_io`): the Observer's keyword arguments."""
+        return {}
+
     def structure_known(self, structure) -> None:
-        pass
+        """After an observed call, before `allocate`: the structure it showed."""
 
     def drop_buffers(self) -> None:
         pass
@@ -186,7 +192,7 @@ class Engine:
     """Hooks one model; `remove()` restores it exactly. `policies` run in order (FasterCache before an adaptive
     policy: its CFG decision tells the adaptive policy which half of the batch a skip call runs)."""
 
-    def __init__(self, model: torch.nn.Module, adapter, policies: list[Policy]):
+    def __init__(self, model: torch.nn.Module, adapter, policies: list[Hooks]):
         self.model, self.adapter, self.policies = model, adapter, list(policies)
         self._saved: list[tuple[object, str, bool, object, object]] = []
         self._hooks = []
@@ -195,25 +201,29 @@ class Engine:
         self._params = tuple(self._sig.parameters)  # the forward's parameter names, in order (read per call)
         self.host_time = any(p.host_time for p in self.policies)
         self.static_shapes = any(getattr(p, "device_mode", False) for p in self.policies)
+        # decide="auto": whether a call runs under torch.compile is part of its input signature, so the first call
+        # of each kind is observed and lays out the buffers for it (the policies read `compiled` then)
+        self.auto = any(getattr(p, "auto", False) for p in self.policies)
+        self.compiled = False
         self.timestep_fn = None  # optional callback giving the timestep (diffusers' current_timestep_callback)
         self.context = None  # the diffusers CacheContext (or any object with .name) of the call in progress
         self.key: str | None = None  # the key whose state the policies hold now
         self._states: dict[str, list] = {}  # key -> saved policy states (of keys not active now)
         self._clocks: dict[str, dict] = {}
         self._signatures: dict[str, tuple] = {}
-        self._probed = None  # the input signature of the last observed call
+        self._observed_sig = None  # the input signature of the last observed call
         self.observing = False  # the call in progress is observed (the first of a new input signature)
         self._observer = None  # the data-flow observer of a call showing the block stack (runtime/structure.py)
         self.structure = None  # what it showed
         self.adopting = False  # the policies' bookkeeping of an observed call (a full call: nothing to decide)
-        self.probe_result: Probe | None = None
+        self.observation: Observation | None = None
         self.in_entry = False
         self._entry_sigs: dict = {}  # entry point -> its signature (binding positional inputs)
         # The call pattern, from the calls: two or more calls at one timestep are the CFG branches of one step
         self._last_t = None  # the previous call's timestep, as passed
         self._last_sample = None  # the previous call's sample input
         self._last_version = None  # and its version counter then (an in-place update makes it a new step)
-        self._pending_step = (None, None, None)  # the same of the call in progress
+        self._pending_step = (None, None, None, None)  # the same of the call in progress (and its host timestep)
         self._step_keys: list[str] = []  # the keys of the current step's calls, in call order
         self.per_branch = False  # calls without cache_context come once per branch (seen: two calls at a timestep)
         self.branch_keys: set = set()  # the keys of the later branches of a step (they follow the first one's)
@@ -407,7 +417,19 @@ class Engine:
         scale = getattr(pipe, "_guidance_scale", None)
         return None if scale is None else float(scale) > 1.0
 
-    def _same_step(self, t_raw, sample) -> bool:
+    def _sample(self, args: tuple, kwargs: dict):
+        """first_tensor of the positional inputs, then the keyword inputs in the forward's order, then the others
+        (without building their list: this runs on every call)."""
+        for v in args:
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return v
+        for n in self._params:
+            v = kwargs.get(n)
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return v
+        return first_tensor(kwargs.values())
+
+    def _same_step(self, t_raw, sample, t=None) -> bool:
         """Whether this call is another CFG branch of the previous call's sampler step: the same sample input, not
         modified in place since (the same tensor or storage at the same version, or equal values on the CPU),
         at the same timestep where the timestep is known (the same tensor or storage, equal values of a CPU tensor
@@ -415,9 +437,11 @@ class Engine:
         for this alone; a loop whose timesteps repeat has new latents."""
         # compared with the last call that finished (an interrupted call starts nothing), kept when this one does
         prev, prev_sample, version = self._last_t, self._last_sample, self._last_version
-        self._pending_step = (t_raw, sample, _version(sample))
+        self._pending_step = (t_raw, sample, _version(sample), t)
         if sample is None or prev_sample is None:
             return False
+        if t is not None and prev is not None and self._last_host_t is not None and t != self._last_host_t:
+            return False  # the timesteps' host values (read anyway) differ: no need to compare the samples
         if sample is prev_sample or (sample.data_ptr() == prev_sample.data_ptr() and sample.shape == prev_sample.shape
                                      and sample.stride() == prev_sample.stride()):
             if _version(sample) != version:
@@ -445,7 +469,7 @@ class Engine:
         if self.key == old:
             self.key = new
 
-    def peek(self, key: str, policy: Policy):
+    def peek(self, key: str, policy: Hooks):
         """`policy`'s saved state of `key` (another branch of this step), or None."""
         saved = self._states.get(key)
         return None if saved is None else saved[self.policies.index(policy)]
@@ -454,6 +478,8 @@ class Engine:
         sig = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor))
         return sig + tuple((i, tuple(v.shape), v.dtype, v.device) for i, v in enumerate(args)
                            if isinstance(v, torch.Tensor))
+
+    _last_host_t = None  # the previous call's timestep on the host, where it was read (with `_last_t`)
 
     # -- per call (outside compiled graphs) ----------------------------------------------------------------------
     def bind(self, args: tuple, kwargs: dict, sig=None) -> tuple[tuple, dict]:
@@ -500,8 +526,7 @@ class Engine:
         # tensor or a number): a new video when it jumps up
         t = timestep_value(t_raw) if self.host_time or not isinstance(t_raw, torch.Tensor) or \
             t_raw.device.type == "cpu" else None
-        ordered = [kwargs[n] for n in self._params if n in kwargs]
-        same = self._same_step(t_raw, first_tensor((*args, *ordered, *kwargs.values()))) and getattr(
+        same = self._same_step(t_raw, self._sample(args, kwargs), t) and getattr(
             self.adapter, "branches_by_timestep", True)
         pos = len(self._step_keys) if same else 0
         if ctx is None:
@@ -520,6 +545,11 @@ class Engine:
         leader = self._step_keys[0] if pos and self._step_keys[0] != key else None
         clock = self._clocks.setdefault(key, {"c": 0, "prev_t": None, "step": None, "in_call": False})
         signature = self.signature(args, kwargs)
+        if self.auto:
+            from .adaptive import under_torch_compile
+
+            self.compiled = under_torch_compile()
+            signature += (("torch.compile", self.compiled),)
         sig_changed = signature != self._signatures.get(key)
         changed = sig_changed and key in self._signatures
         jumped = t is not None and clock["prev_t"] is not None and t > clock["prev_t"]  # a new video anyway
@@ -547,26 +577,28 @@ class Engine:
         call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs, pos=pos, leader=leader)
         self.call = call
         self._signatures[key] = signature
-        if signature != self._probed:
+        if signature != self._observed_sig:
             # new shapes: this call is observed (it runs in full); every key's state is dropped, and this key's
             # buffers are allocated and filled from it in `_post`
             self._states.clear()
             self.key = None
             self.observing = True
-            if any(p.needs_structure() for p in self.policies):
-                # a class without an adapter: this call shows the block stack (data flow, runtime/structure.py);
-                # the policies take it, and the next call (observed as well) sizes and fills their buffers
-                from .structure import Observer
-
-                self._observer = Observer(self.model).__enter__()
-                return args, kwargs
             for p in self.policies:
                 p.start_observing()
+            wants = [p for p in self.policies if p.needs_structure()]
+            if wants:
+                # the same call shows the block stack (data flow, runtime/structure.py): the policies' observing
+                # forwards keep what their caches hold meanwhile, and take the stack after the call (`_post`)
+                from .structure import Observer
+
+                over = wants[0].observer_overrides()
+                self._observer = Observer(self.model, blocks=over.get("blocks")).__enter__()
+                self._observer.declared_io = over.get("block_io")
             return args, kwargs
         self._switch(key)
         if sig_changed:  # a key seen with the shapes of the last observed call: its buffers follow them
             for p in self.policies:
-                p.allocate(call, self.probe_result)
+                p.allocate(call, self.observation)
         for p in self.policies:
             p.begin(call)
         return args, kwargs
@@ -576,8 +608,8 @@ class Engine:
             return None
         call, self.call = self.call, None
         observed, self.observing = self.observing, False
-        finished = self._pending_step if output is not None else (None, None, None)
-        self._last_t, self._last_sample, self._last_version = finished
+        finished = self._pending_step if output is not None else (None, None, None, None)
+        self._last_t, self._last_sample, self._last_version, self._last_host_t = finished
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.__exit__(None, None, None)
@@ -587,13 +619,20 @@ class Engine:
             from ..adapters.base import get_sample
 
             get_sample(output)  # a model fk cannot cache says so now
-            structure = observer.structure(call.args, call.kwargs, output)
-            for p in sorted(self.policies, key=lambda p: p.name == "fastercache"):  # the block owners first
-                p.structure_known(structure)
+            try:
+                try:
+                    structure = observer.structure(call.args, call.kwargs, output)
+                except ValueError:
+                    if not observer.declared_io:  # the data flow is ambiguous and no `block_io` states it
+                        raise
+                    observer.block_io = observer.declared_io
+                    structure = observer.structure(call.args, call.kwargs, output)
+                for p in sorted(self.policies, key=lambda p: p.name == "fastercache"):  # the block owners first
+                    p.structure_known(structure)
+            except Exception:  # (the next call is observed again: nothing was adopted)
+                self._clocks[call.key]["in_call"] = False
+                raise
             self.structure = structure
-            self._clocks[call.key]["in_call"] = False
-            self._probed = None  # the next call is observed by the policies
-            return None
         if observed:
             self._adopt(call, output)
         else:
@@ -624,12 +663,12 @@ class Engine:
             if hidden is None:
                 raise ValueError("fastercache: the model was called without a batched tensor argument")
             frames = self.adapter.latent_frames(self.model, hidden, kwargs)
-            self.probe_result = Probe(tuple(sample.shape), sample.dtype, hidden.shape[0], frames, hidden.device)
-            self._probed = self._signatures[call.key]
+            self.observation = Observation(tuple(sample.shape), sample.dtype, hidden.shape[0], frames, hidden.device)
+            self._observed_sig = self._signatures[call.key]
             self.observed += 1
             self._switch(call.key)
             for p in self.policies:
-                p.allocate(call, self.probe_result)
+                p.allocate(call, self.observation)
             self.adopting = True
             try:
                 for p in self.policies:

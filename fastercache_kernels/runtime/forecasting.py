@@ -1,4 +1,5 @@
-"""Forecasting reuse for the stack-residual policies (TeaCache, First-Block-Cache): docs/algorithms.md section 11.
+"""Forecasting reuse for the adaptive policies (TeaCache, First-Block-Cache, MagCache, AdaCache): docs/algorithms.md
+section 11.
 
 With `forecast_order` n > 0 in the config, every reused residual keeps its last n + 1 computed values in one static
 [n + 1, *shape] tensor (a ring: the slot written on a computed call is `clock.index`), and a reused call adds the
@@ -27,7 +28,8 @@ def _dense(outs: list, ins) -> list:
 
 
 class ForecastReuse:
-    """Mixin before AdaptiveRuntime in a policy's bases (its residual names must be ("res",))."""
+    """Mixin before AdaptiveHooks in a policy's bases. `step` forecasts the "res" residuals of the stack policies;
+    AdaCache, whose residuals are p and qr, keeps its own rings (`rings`, `push`) and forecasts in its `run`."""
 
     fc_rule = "lagrange"  # History.weights' rule (TaylorSeer's runtime: "taylorseer")
 
@@ -56,21 +58,37 @@ class ForecastReuse:
         super()._allocate(batch, frames, device)
         if self.clock.buf.device != self.device:
             self.clock = self._new_clock()
-        k = self.fc_order + 1
         for b in self.blocks:
             res = b.bufs.get("res")
-            if not res:
-                continue
-            prev = old[id(b)] if old[id(b)] and len(old[id(b)]) == len(res) else [None] * len(res)
-            hist = []
-            for p, r in zip(prev, res):
-                if p is not None and p.shape == (k, *r.shape) and p.dtype == r.dtype and p.device == r.device:
-                    hist.append(p)
-                else:
-                    h = torch.zeros((k, *r.shape), dtype=r.dtype, device=r.device)
-                    h._fk_ring = True  # `rows` splits the batch on dim 1
-                    hist.append(h)
-            b.bufs["res"] = hist
+            if res:
+                b.bufs["res"] = self.rings(old[id(b)], res)
+
+    def rings(self, old: list | None, like: list) -> list:
+        """One [n + 1, *shape] ring per tensor of `like` (a block's residual buffers), the old ones kept where they
+        fit (a reallocation for the same shapes keeps the stored values)."""
+        k = self.fc_order + 1
+        old = old if old and len(old) == len(like) else [None] * len(like)
+        out = []
+        for p, r in zip(old, like):
+            if p is not None and p.shape == (k, *r.shape) and p.dtype == r.dtype and p.device == r.device:
+                out.append(p)
+            else:
+                h = torch.zeros((k, *r.shape), dtype=r.dtype, device=r.device)
+                h._fk_ring = True  # `rows` splits the batch on dim 1
+                out.append(h)
+        return out
+
+    def push(self, rings: list, values: list) -> None:
+        """Host decisions, a computed call: each value (this call's rows) into its ring at the clock's write index.
+        A CFG-skip call computes one half: the other half's slot gets that half's own forecast at this step, so the
+        clock's stamp holds for both halves and the other half keeps extrapolating the polynomial of its computed
+        residuals."""
+        at = self.clock.index.reshape(1)
+        for h, v in zip(rings, values):
+            if self.half is not None:
+                other = h.chunk(2, dim=1)[1 - self.half]
+                other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
+            self.rows(h).index_copy_(0, at, v.unsqueeze(0))
 
     def rows(self, t: torch.Tensor) -> torch.Tensor:
         if self.half is not None and getattr(t, "_fk_ring", False):
@@ -133,14 +151,7 @@ class ForecastReuse:
                 b.held = [x.detach() for x in ins]
             out = b.call(args, kwargs)
             if b.tail is b:
-                for h, o, x in zip(b.bufs["res"], b.outs(out), b.head.held):
-                    if self.half is not None:
-                        # a CFG-skip call computes one half: the other half's slot gets that half's own forecast
-                        # at this step, so the clock's stamp holds for both halves and the other half keeps
-                        # extrapolating the polynomial of its computed residuals
-                        other = h.chunk(2, dim=1)[1 - self.half]
-                        other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
-                    self.rows(h).index_copy_(0, at, (o.detach() - x).unsqueeze(0))
+                self.push(b.bufs["res"], [o.detach() - x for o, x in zip(b.outs(out), b.head.held)])
                 b.head.held = None
             return out
         if b.head is not b:

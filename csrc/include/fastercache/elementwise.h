@@ -41,15 +41,6 @@ template <class F, class Fn> inline void dispatch_mixed(DType dt, DType dt_b, co
   });
 }
 
-// extrapolate: newer + w * (newer - older)        x = {newer, older}, s = {w}
-// On the eight-lane path since 2026-11-22: 4M elements, one thread, A/B of the two builds: fp16 0.80 -> 0.49 ms,
-// bf16 0.93 -> 0.70 ms, fp32 0.84-1.10 -> 0.68-0.76 ms.
-struct ExtrapolateF {
-  static constexpr int kIn = 2;
-  static constexpr int kScalars = 1;
-  template <class V> static FC_HD V apply(const V* x, const float* s) { return x[0] + s[0] * (x[0] - x[1]); }
-};
-
 // cfg_recombine: computed + a * low + b * high      x = {computed | low, high}, s = {a, b}
 // Evaluated left to right like the eager expression, so in fp32 the CPU result equals torch's bit for bit.
 struct CfgRecombineF {
@@ -74,17 +65,6 @@ struct DifferenceF {
   static constexpr int kIn = 2;
   static constexpr int kScalars = 0;
   template <class V> static FC_HD V apply(const V* x, const float*) { return x[0] - x[1]; }
-};
-
-// extrapolate_residual: x + g * (newer + w * (newer - older))     x = {x | newer, older}, s = {w}
-// g = x[kIn] is the per-sample, per-channel gate that map_channels appends (1 when there is none).
-struct ExtrapolateResidualF {
-  static constexpr int kIn = 3;
-  static constexpr int kInB = 2;
-  static constexpr int kScalars = 1;
-  template <class V> static FC_HD V apply(const V* x, const float* s) {
-    return x[0] + x[3] * (x[1] + s[0] * (x[1] - x[2]));
-  }
 };
 
 // forecast: x + w[0] * h[0] + ... + w[K-1] * h[K-1]     x = {h[0], ..., h[K-1] | x}, s = {w[0], ..., w[K-1]}

@@ -24,8 +24,6 @@ struct PtrArray {
 // Reductions (fastercache/reduce.h): fp32 results in `out`, deterministic for any thread count; on CUDA a device
 // workspace of at least <name>_workspace(...) floats (per-block partials; no float atomics).
 #define FASTERCACHE_LAUNCHERS(X)                                                                                  \
-  X(extrapolate, (DType dtype, void* out, const void* newer, const void* older, const float* weight, int64_t n), \
-    ())                                                                                                           \
   /* `rows` rows of `cols` elements; out[rows] metrics, or out[rows][3] raw sums when partials */               \
   X(feature_diff,                                                                                                 \
     (DType dtype, float* out, const void* a, const void* b, Metric metric, bool partials, int64_t rows,         \
@@ -52,12 +50,6 @@ struct PtrArray {
     ())                                                                                                           \
   /* out = a - b with a, b in `in_dtype` and out in `out_dtype` (the elementwise passes of cfg_residual_split) */ \
   X(cfg_residual_split_diff, (DType out_dtype, DType in_dtype, void* out, const void* a, const void* b, int64_t n), \
-    ())                                                                                                           \
-  /* x (in `dtype`, [samples, rows, channels] flattened) += g * (newer + w * (newer - older)), newer and older in \
-     `cache_dtype`; g = gate[(i / sample_numel) * gate_stride + i % channels], fp32; gate may be null (g = 1) */ \
-  X(extrapolate_residual,                                                                                         \
-    (DType dtype, DType cache_dtype, void* x, const void* newer, const void* older, const float* gate,          \
-     const float* weight, int64_t channels, int64_t sample_numel, int64_t gate_stride, int64_t n),               \
     ())                                                                                                           \
   /* out = x + residuals[0] + ... + residuals[count - 1], fp32 accumulation in list order; on CUDA beyond        \
      kResidualSumCapacity residuals an fp32 workspace of n elements (may be null when the count fits) */         \

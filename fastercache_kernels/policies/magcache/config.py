@@ -1,4 +1,4 @@
-"""MagCache (docs/algorithms.md section 12): configuration. The runtime is runtime/magcache.py."""
+"""MagCache (docs/algorithms.md section 12): configuration. Its hooks on the engine: hooks.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .teacache import check_forecast_order, check_guards, check_num_calls, check_threshold
+from .._common import check_forecast_order, check_guards, check_num_calls, check_threshold
 
 
 def nearest(ratios: tuple, steps: int) -> tuple:
@@ -88,10 +88,10 @@ class MagCacheConfig:
         return int(self.retention_ratio * self.num_inference_steps + 0.5)
 
     @staticmethod
-    def runtime_class():
-        from ..runtime.magcache import MagCacheRuntime
+    def hooks_class():
+        from .hooks import MagCacheHooks
 
-        return MagCacheRuntime
+        return MagCacheHooks
 
     def replace(self, **changes) -> MagCacheConfig:
         return dataclasses.replace(self, **changes)

@@ -1,7 +1,7 @@
 """TaylorSeer's runtime (docs/algorithms.md section 13): a fixed schedule decided in the pre-hook (in Python from
 the host's call count with decide="host", by device ops with decide="device"), and on forecast calls the outputs of
 the forecast modules (the output projection in mode "lite", the attention modules in mode "attention") from their
-last computed values; mode "residual" is `TaylorSeerResidualRuntime` (section 11's stack-residual forecast).
+last computed values; mode "residual" is `TaylorSeerResidualHooks` (section 11's stack-residual forecast).
 
 Each forecast module keeps, per output, a ring [K, *shape] of its last K = max_order + 1 computed outputs; the
 positions, write index and fill count are one `History` per CFG branch (the clock, as runtime/forecasting.py), so one
@@ -17,10 +17,10 @@ import re
 
 import torch
 
-from .. import ops
-from .adaptive import AdaptiveRuntime, _dense, _operands
-from .forecast import History
-from .forecasting import ForecastReuse
+from ... import ops
+from ...runtime.adaptive import AdaptiveHooks, _dense, _operands
+from ...runtime.forecast import History
+from ...runtime.forecasting import ForecastReuse
 
 
 def scheduled(rt) -> torch.Tensor:
@@ -95,7 +95,7 @@ def _substitute(args, kwargs, slots, xs):
     return args, kwargs
 
 
-class TaylorSeerRuntime(AdaptiveRuntime):
+class TaylorSeerHooks(AdaptiveHooks):
     policy = "taylorseer"
     forced_tail = -1  # no forced last call: diffusers' hook follows its schedule to the end
 
@@ -136,16 +136,19 @@ class TaylorSeerRuntime(AdaptiveRuntime):
             raise ValueError(f"fk.apply: TaylorSeerConfig(mode={cfg.mode!r}): no module of "
                              f"{type(engine.model).__name__} matches {list(pats)} (re.fullmatch on the module names); "
                              "name the modules to forecast with TaylorSeerConfig(modules=[...])")
-        if self.lite:
-            inside = [f.name for f in found for b in self.blocks
-                      if f.name == b.name or f.name.startswith(b.name + ".")]
-            if inside:
-                raise ValueError(f"fk.apply: TaylorSeerConfig(mode='lite') skips the blocks on forecast steps, so it "
-                                 f"cannot forecast them or modules inside them ({inside[:3]}); use mode='attention'")
         self.forecasts = found
         for f in found:
             f.orig = engine.inner_forward(f.module)
             engine.replace_forward(f.module, self._module_forward(f))
+
+    def structure_known(self, structure) -> None:
+        super().structure_known(structure)  # the blocks, observed in the first call
+        if self.lite:
+            inside = [f.name for f in self.forecasts for b in self.blocks
+                      if f.name == b.name or f.name.startswith(b.name + ".")]
+            if inside:
+                raise ValueError(f"fk.apply: TaylorSeerConfig(mode='lite') skips the blocks on forecast steps, so it "
+                                 f"cannot forecast them or modules inside them ({inside[:3]}); use mode='attention'")
 
     # -- state ------------------------------------------------------------------------------------------------
     def _new_clock(self) -> History:
@@ -364,7 +367,7 @@ class TaylorSeerRuntime(AdaptiveRuntime):
                 "forecast_modules": len(self.forecasts)}
 
 
-class TaylorSeerResidualRuntime(ForecastReuse, AdaptiveRuntime):
+class TaylorSeerResidualHooks(ForecastReuse, AdaptiveHooks):
     """mode "residual": TaylorSeer's schedule and weights on fk's stack residual (docs/algorithms.md section 11's
     forecasting reuse): a forecast call adds the forecast of the blocks' residual (one per chain of blocks with
     decide="host", one per block with decide="device") to the stack's input, so the blocks' input, the final norm

@@ -11,9 +11,9 @@ import math
 
 import torch
 
-from .adaptive import _F32, AdaptiveRuntime
-from .engine import first_tensor
-from .forecasting import ForecastReuse
+from ...runtime.adaptive import _F32, AdaptiveHooks
+from ...runtime.engine import first_tensor
+from ...runtime.forecasting import ForecastReuse
 
 
 def sea_gain(sizes: tuple, sigma, power_exp: float, device, cache: dict | None = None) -> torch.Tensor:
@@ -72,7 +72,7 @@ def rel_l1_per_sample(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     return num / (prev.float().abs().reshape(b, -1).mean(1) + 1e-16)
 
 
-class SeaCacheRuntime(ForecastReuse, AdaptiveRuntime):
+class SeaCacheHooks(ForecastReuse, AdaptiveHooks):
     policy = "seacache"
     reads_in_forward = False  # decided in the pre-hook (like AdaCache and MagCache)
 

@@ -1,5 +1,5 @@
 """AdaCache + MoReg (docs/algorithms.md §4): configuration, codebook validation and the published Open-Sora presets.
-The runtime (device-side decisions) is in _adaptive.py."""
+Its hooks on the engine: hooks.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .teacache import METRICS, check_guards
+from .._common import METRICS, check_forecast_order, check_guards
 
 RESIDUALS = ("attention", "block")
 METRIC_KINDS = ("auto", "spatial", "temporal")
@@ -69,6 +69,14 @@ class AdaCacheConfig:
 
     Guards (defaults keep the published schedule): the first `warmup` calls always compute, and after
     `max_consecutive_reuse` reused calls in a row the next one computes (None: no cap).
+
+    `forecast_order` n (docs/algorithms.md section 11): 0 reuses `x + p + qr` of the last computed call (the
+    published rule); 1 or 2 add instead the forecast at the current call of each block's residual (output minus
+    input) from its last n + 1 computed values, the polynomial through them over the call index (the computed calls
+    are spaced by the rates, so unevenly), one fused op per block and stream. Costs n + 1 more residuals per block.
+    `forecast_metric` (with n > 0): the metric compares the computed call's residual with its forecast from the
+    earlier computed calls (how far a reuse would have been off), not with the last computed residual; the
+    codebook's thresholds then bound the forecast's error per call instead of the residual's change.
     """
 
     codebook: object = ((0.08, 6), (0.16, 5), (0.24, 4), (0.32, 3), (0.40, 2), (1.00, 1))
@@ -86,11 +94,24 @@ class AdaCacheConfig:
     decision_dtype: torch.dtype | None = None
     warmup: int = 0
     max_consecutive_reuse: int | None = None
+    forecast_order: int = 0
+    forecast_metric: bool = False
     name: str = field(default="custom", compare=False)
+
+    @staticmethod
+    def hooks_class():
+        from .hooks import AdaCacheHooks
+
+        return AdaCacheHooks
 
     def __post_init__(self):
         owner = "AdaCacheConfig"
         check_guards(owner, self.warmup, self.max_consecutive_reuse)
+        check_forecast_order(owner, self.forecast_order)
+        if not isinstance(self.forecast_metric, bool) or (self.forecast_metric and not self.forecast_order):
+            raise ValueError(f"{owner}: `forecast_metric` must be a bool, and True only with forecast_order 1 or 2 "
+                             f"(it measures the forecast's error), got {self.forecast_metric!r} with forecast_order "
+                             f"{self.forecast_order!r}")
         object.__setattr__(self, "codebook", normalize_codebook(self.codebook))
         n = self.num_calls
         if not isinstance(n, int) or isinstance(n, bool) or n < 3:

@@ -1,4 +1,4 @@
-"""TeaCache (docs/algorithms.md §5): configuration and the published presets. The runtime is in _adaptive.py."""
+"""TeaCache (docs/algorithms.md §5): configuration and the published presets. Its hooks on the engine: hooks.py."""
 
 from __future__ import annotations
 
@@ -6,46 +6,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from .._common import _for_model, check_forecast_order, check_guards, check_num_calls, check_threshold
+
 INDICATORS = ("auto", "timestep_embedding", "modulated_input", "block_input")
-METRICS = ("l1", "rel_l1", "rel_l2", "cosine")
 
 # docs/algorithms.md §5: rescaling polynomials, highest degree first.
 OPENSORA_COEFFICIENTS = (2.17546007e02, -1.18329252e02, 2.68662585e01, -4.59364272e-02, 4.84426240e-02)
 COGVIDEOX_2B_COEFFICIENTS = (-3.10658903e01, 2.54732368e01, -5.92380459e00, 1.75769064e00, -3.61568434e-03)
-
-
-def check_num_calls(owner: str, n, minimum: int = 1) -> None:
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < minimum):
-        raise ValueError(f"{owner}: `num_calls` must be None or an int >= {minimum}, got {n!r}")
-
-
-def check_guards(owner: str, warmup, max_consecutive_reuse) -> None:
-    """The safety guards every adaptive policy takes (diffusers' First-Block-Cache and cache-dit have them)."""
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"{owner}: `warmup` (calls that always compute) must be an int >= 0, got {warmup!r}")
-    m = max_consecutive_reuse
-    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
-        raise ValueError(f"{owner}: `max_consecutive_reuse` must be None (no cap) or an int >= 0, got {m!r}")
-
-
-def check_forecast_order(owner: str, n) -> None:
-    """Forecasting reuse (docs/algorithms.md section 11): 0 plain reuse, 1 linear, 2 quadratic over the step index."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 2:
-        raise ValueError(f"{owner}: `forecast_order` must be 0 (plain reuse), 1 or 2 (forecast the reused residual "
-                         f"from its last 2 or 3 computed values), got {n!r}")
-
-
-def check_threshold(owner: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{owner}: `threshold` must be a finite number >= 0, got {v!r}")
-
-
-def _for_model(cls, model, field_name: str, overrides: dict):
-    from ..adapters import for_model
-
-    adapter = for_model(model)
-    name = getattr(adapter, field_name, None) if adapter is not None else None
-    return cls.preset(name, **overrides) if name else cls(**overrides)
 
 
 @dataclass(frozen=True)
@@ -78,6 +45,12 @@ and reuses the residual of
     max_consecutive_reuse: int | None = None
     forecast_order: int = 0
     name: str = field(default="custom", compare=False)
+
+    @staticmethod
+    def hooks_class():
+        from .hooks import TeaCacheHooks
+
+        return TeaCacheHooks
 
     def __post_init__(self):
         owner = "TeaCacheConfig"

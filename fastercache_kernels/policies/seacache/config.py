@@ -1,4 +1,4 @@
-"""SeaCache (docs/algorithms.md section 14): configuration. The runtime is runtime/seacache.py."""
+"""SeaCache (docs/algorithms.md section 14): configuration. Its hooks on the engine: hooks.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .teacache import check_forecast_order, check_num_calls, check_threshold
+from .._common import check_forecast_order, check_num_calls, check_threshold
 
 
 def _nonneg_int(owner: str, name: str, v) -> None:
@@ -74,10 +74,10 @@ class SeaCacheConfig:
         return self.max_consecutive_cached or None
 
     @staticmethod
-    def runtime_class():
-        from ..runtime.seacache import SeaCacheRuntime
+    def hooks_class():
+        from .hooks import SeaCacheHooks
 
-        return SeaCacheRuntime
+        return SeaCacheHooks
 
     def replace(self, **changes) -> SeaCacheConfig:
         return dataclasses.replace(self, **changes)

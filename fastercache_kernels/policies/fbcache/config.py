@@ -1,11 +1,11 @@
-"""First-Block-Cache (docs/algorithms.md section 5): configuration. The runtime is in _adaptive.py."""
+"""First-Block-Cache (docs/algorithms.md section 5): configuration. Its hooks on the engine: hooks.py."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from .teacache import METRICS, _for_model, check_forecast_order, check_guards, check_num_calls, check_threshold
+from .._common import METRICS, _for_model, check_forecast_order, check_guards, check_num_calls, check_threshold
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,12 @@ class FirstBlockCacheConfig:
     max_consecutive_reuse: int | None = None
     forecast_order: int = 0
     name: str = field(default="custom", compare=False)
+
+    @staticmethod
+    def hooks_class():
+        from .hooks import FirstBlockCacheHooks
+
+        return FirstBlockCacheHooks
 
     def __post_init__(self):
         owner = "FirstBlockCacheConfig"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from .adaptive import _F32, _I64, AdaptiveRuntime
-from .forecasting import ForecastReuse
+from ...runtime.adaptive import _F32, _I64, AdaptiveHooks
+from ...runtime.forecasting import ForecastReuse
 
 
-class MagCacheRuntime(ForecastReuse, AdaptiveRuntime):
+class MagCacheHooks(ForecastReuse, AdaptiveHooks):
     policy = "magcache"
     forced_tail = -1  # no forced last call: diffusers' hook may skip the last step
 

@@ -1,4 +1,4 @@
-"""TaylorSeer (docs/algorithms.md section 13): configuration. The runtime is runtime/taylorseer.py."""
+"""TaylorSeer (docs/algorithms.md section 13): configuration. Its hooks on the engine: hooks.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from .teacache import check_num_calls
+from .._common import check_num_calls
 
 MODES = ("lite", "attention", "residual")
 # the modules each mode forecasts (re.fullmatch on the name in the model, as diffusers matches them): lite, diffusers'
@@ -107,12 +107,10 @@ class TaylorSeerConfig:
         return (step == 0 or step < before or (step - before - 1) % self.cache_interval == 0
                 or (after is not None and step >= after))
 
-    def runtime_class(self):
-        from ..runtime.taylorseer import TaylorSeerRuntime
+    def hooks_class(self):
+        from .hooks import TaylorSeerHooks, TaylorSeerResidualHooks
 
-        from ..runtime.taylorseer import TaylorSeerResidualRuntime
-
-        return TaylorSeerResidualRuntime if self.mode == "residual" else TaylorSeerRuntime
+        return TaylorSeerResidualHooks if self.mode == "residual" else TaylorSeerHooks
 
     def replace(self, **changes) -> TaylorSeerConfig:
         return dataclasses.replace(self, **changes)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
-from .engine import fitting_buffer
+from ... import ops
+from ...runtime.engine import fitting_buffer
 
 
 class CFGResidual:

@@ -20,25 +20,26 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
-from ..adapters.base import get_sample, put_sample
-from ..policies.fastercache import CallPlan
+from ... import ops
+from ...adapters.base import get_sample, put_sample
+from .config import CallPlan
 from .cfg import CFGResidual
-from .engine import Call, Policy, Probe, fitting_buffer
+from ...runtime.engine import Call, Hooks, Observation, fitting_buffer
 
 
 class AttentionCache:
     """The cache of one attention module: two slots `[older, newer]` of its outputs (one tensor per output of the
     module), holding only the computed CFG branch, plus the other branch's slots when the schedule needs them.
-    The slot lists and their bookkeeping are per state key (`save`/`load`)."""
+    Per output, the slots are the rows of one static [2 or 4, ...] tensor (`store`: comp[0], comp[1], other[0],
+    other[1]), so a reuse is one fk.ops.forecast over it (docs/algorithms.md section 9), the weights naming the slots
+    read. The slot lists and their bookkeeping are per state key (`save`/`load`)."""
 
-    LOCAL = ("comp", "other", "newer", "has_other", "reuse", "src_newer", "src_older", "dst", "o_newer", "o_older",
-             "o_dst", "pending")
+    LOCAL = ("store", "comp", "other", "newer", "has_other", "reuse", "src_newer", "src_older", "dst", "o_newer",
+             "o_older", "o_dst", "pending", "src_slots", "o_slots")
 
     def __init__(self, name: str, module, kind: str, weight: torch.Tensor):
         self.name, self.module, self.kind = name, module, kind
-        self.weight = weight  # 0-d fp32, updated in place
-        self._weight_value = None
+        self.weight = weight  # 0-d: where the forecast weights live, and which modules share them (one per config)
         self.active = False  # False until the module has run in an observed call (allocated)
         self.tuple_out = False
         self.shapes: list = []  # [(shape, dtype)] of the stored slots
@@ -49,6 +50,7 @@ class AttentionCache:
         self._init_local()
 
     def _init_local(self) -> None:
+        self.store: list[torch.Tensor] = []  # per output: [2 or 4, ...], the slots below are its rows
         self.comp: list[list[torch.Tensor]] = [[], []]
         self.other: list[list[torch.Tensor]] | None = None
         self.newer = 0
@@ -60,6 +62,9 @@ class AttentionCache:
         self.o_newer: list[torch.Tensor] = []
         self.o_older: list[torch.Tensor] = []
         self.o_dst: list[torch.Tensor] = []
+        self.src_slots = (0, 1)  # the rows of `store` that src_newer and src_older are
+        self.o_slots = (2, 3)  # those of o_newer and o_older
+        self.fw = self.o_fw = None  # the forecast weights of a reuse call (FasterCacheHooks._weights)
         self.pending = None  # (slot, has_other) that this call's store makes the newest, applied in `end`
 
     def reset(self) -> None:
@@ -76,11 +81,6 @@ class AttentionCache:
         for k, v in d.items():
             setattr(self, k, v)
 
-    def set_weight(self, value: float) -> None:
-        if value != self._weight_value:
-            self.weight.fill_(value)
-            self._weight_value = value
-
     def tensors(self) -> list:
         slots = [t for s in self.comp for t in s]
         if self.other is not None:
@@ -91,7 +91,7 @@ class AttentionCache:
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
 
-class FasterCachePolicy(Policy):
+class FasterCacheHooks(Hooks):
     """Attention reuse and CFG-Cache of one schedule (`FasterCacheSchedule`, `DiffusersSchedule` or Vchitect's
     `StepSchedule`) over the attention modules `caches`; `computed_index` is the computed branch's half."""
 
@@ -126,6 +126,7 @@ class FasterCachePolicy(Policy):
         self.refresh_now = False  # this per-branch call is a full step's second one: it refreshes the residual
         self._template = None  # the computed branch's output of the step: the structure a rebuilt output copies
         self.grid = None  # (F, H, W) of a packed [B, N, C] output (tensor_format "BNC")
+        self._forecast_weights: dict = {}  # (weight tensor id, store size, rows) -> [fp32 weights, w] (`_weights`)
         self._init_local()
 
     def _init_local(self) -> None:
@@ -156,9 +157,9 @@ class FasterCachePolicy(Policy):
         for c in self.caches:
             c._init_local()
         engine = self.engine
-        if engine is not None and engine.probe_result is not None and engine.call is not None \
+        if engine is not None and engine.observation is not None and engine.call is not None \
                 and self._records is None:
-            self._allocate_buffers(engine.call, engine.probe_result)
+            self._allocate_buffers(engine.call, engine.observation)
 
     def reset(self) -> None:
         """Start a new video (buffers are kept and reused)."""
@@ -184,7 +185,7 @@ class FasterCachePolicy(Policy):
         self._records = {}
         self._kept = {}
 
-    def allocate(self, call: Call, probe: Probe) -> None:
+    def allocate(self, call: Call, probe: Observation) -> None:
         if self._records is not None:  # a call was just observed
             self._shapes, self._records = self._records, None
         self._allocate_buffers(call, probe)
@@ -203,7 +204,7 @@ class FasterCachePolicy(Policy):
         elif self.split:
             self._after_full(output)
 
-    def _allocate_buffers(self, call: Call, probe: Probe) -> None:
+    def _allocate_buffers(self, call: Call, probe: Observation) -> None:
         records = self._shapes or {}
         split = self._splits(call)
         self.split = split
@@ -226,8 +227,8 @@ class FasterCachePolicy(Policy):
         def rows(shape) -> int:  # a module's batch holds the two CFG halves one after the other
             return shape[0] // 2 if split else shape[0]
 
-        def slot(shape, dtype):
-            return torch.zeros((rows(shape), *shape[1:]), dtype=sd or dtype, device=device)
+        def store(shape, dtype, slots: int):
+            return torch.zeros((slots, rows(shape), *shape[1:]), dtype=sd or dtype, device=device)
 
         def same(bufs, shapes):
             return len(bufs) == len(shapes) and all(
@@ -247,13 +248,14 @@ class FasterCachePolicy(Policy):
                                  f"batch-{batch} call; its batch must hold the two CFG halves one after the other")
             cache.out_dtypes = [d for _, d in shapes]
             if not same(cache.comp[0], shapes):
-                cache.comp = [[slot(s, d) for s, d in shapes] for _ in range(2)]
                 want_other = split and (self.needs_other or self.first_rows)
-                cache.other = [[slot(s, d) for s, d in shapes] for _ in range(2)] if want_other else None
+                cache.store = [store(s, d, 4 if want_other else 2) for s, d in shapes]
+                cache.comp = [[t[i] for t in cache.store] for i in range(2)]
+                cache.other = [[t[2 + i] for t in cache.store] for i in range(2)] if want_other else None
             if id(cache.weight) not in moved:  # modules sharing one weight tensor keep sharing it
                 moved[id(cache.weight)] = cache.weight.to(device)
             cache.weight = moved[id(cache.weight)]
-            cache._weight_value = None
+        self._forecast_weights = {}  # the weight tensors may have moved
         if self.cfg_enabled:
             shape = probe.sample_shape
             if self.grid is not None:  # the residual is kept on the token grid, [B, C, F, H, W]
@@ -264,7 +266,7 @@ class FasterCachePolicy(Policy):
                 for b in list(self.step_sample):
                     self._sample_buffer(b)
 
-    def _token_grid(self, call: Call, probe: Probe) -> tuple:
+    def _token_grid(self, call: Call, probe: Observation) -> tuple:
         fn = self.adapter.token_grid
         n = probe.sample_shape[1]
         grid = tuple(int(v) for v in fn(self.engine.model, call.kwargs)) if fn is not None else None
@@ -297,7 +299,7 @@ class FasterCachePolicy(Policy):
     def begin(self, call: Call) -> None:
         if call.c == 1 and call.branch is None and self._splits(call) != self.split:
             # the pipeline's guidance changed between videos (same input shapes): buffers for the other layout
-            self._allocate_buffers(call, self.engine.probe_result)
+            self._allocate_buffers(call, self.engine.observation)
         self.total_calls += 1
         plan = self.schedule.plan(call.c, call.t)
         self.plan = plan
@@ -325,7 +327,7 @@ class FasterCachePolicy(Policy):
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
     def _sample_buffer(self, branch: str) -> torch.Tensor:
-        p = self.engine.probe_result
+        p = self.engine.observation
         buf = fitting_buffer(self.step_sample.get(branch), p.sample_shape, p.sample_dtype, p.device)
         self.step_sample[branch] = buf
         return buf
@@ -353,13 +355,15 @@ class FasterCachePolicy(Policy):
         cache.reuse = reuse
         n, o = cache.newer, 1 - cache.newer
         cache.src_newer, cache.src_older = cache.comp[n], cache.comp[o]
+        cache.src_slots = (n, o)
         cache.dst = cache.comp[o]
         if cache.other is not None:
             cache.o_newer, cache.o_older = cache.other[n], cache.other[o]
+            cache.o_slots = (2 + n, 2 + o)
             cache.o_dst = cache.other[o]
         two = self.full and self.split
         if reuse:
-            cache.set_weight(self.schedule.attention_weight(plan, cache.module, cache.kind))
+            w = self.schedule.attention_weight(plan, cache.module, cache.kind)
             if two:
                 # A full call reusing a slot written by a skip call: the reference broadcasts the computed
                 # branch's cache to both halves (Open-Sora); give that slot's other half the same values.
@@ -372,6 +376,10 @@ class FasterCachePolicy(Policy):
                 # `cache[:1]` of the [uncond, cond] entry, the other branch's rows (skip_call_rows="other").
                 cache.src_newer = cache.other[n] if cache.has_other[n] else cache.comp[n]
                 cache.src_older = cache.other[o] if cache.has_other[o] else cache.comp[o]
+                cache.src_slots = (2 * cache.has_other[n] + n, 2 * cache.has_other[o] + o)
+            cache.fw = self._weights(cache, w, cache.src_slots)
+            if two:
+                cache.o_fw = self._weights(cache, w, cache.o_slots)
         keep_other = self.needs_other or self.first_rows
         cache.pending = (o, (not reuse) and two and keep_other) if (not reuse or self.push_on_reuse) else None
 
@@ -412,6 +420,22 @@ class FasterCachePolicy(Policy):
                 cache.has_other[o] = cache.has_other[n]
 
     engine_block_ran = staticmethod(lambda block: True)  # replaced when composed with an adaptive policy
+
+    def _weights(self, cache: AttentionCache, w: float, slots: tuple) -> torch.Tensor:
+        """The forecast weights under which fk.ops.forecast over `cache.store` is section 1's extrapolation
+        newer + w * (newer - older), newer and older the store rows `slots`: 1 + w and -w there, 0 elsewhere
+        (rows left out of the sum). One persistent tensor per weight tensor, store size and pair of rows, shared
+        by the modules and refilled (two fills, no host-to-device copy) only when w changes."""
+        size = cache.store[0].shape[0]
+        key = (id(cache.weight), size, slots)
+        entry = self._forecast_weights.get(key)
+        if entry is None:
+            entry = self._forecast_weights[key] = [torch.zeros(size, device=cache.weight.device), None]
+        if entry[1] != w:
+            entry[0][slots[0]].fill_(1.0 + w)
+            entry[0][slots[1]].fill_(-w)
+            entry[1] = w
+        return entry[0]
 
     def drop_buffers(self) -> None:
         for cache in self.caches:
@@ -513,7 +537,7 @@ class FasterCachePolicy(Policy):
                         raise
                     raise RuntimeError(f"fastercache: {_unsliced(kept, b, batched)}") from e
             computed = get_sample(out)
-            want = (policy.engine.probe_result.sample_shape[0] // 2, *policy.engine.probe_result.sample_shape[1:])
+            want = (policy.engine.observation.sample_shape[0] // 2, *policy.engine.observation.sample_shape[1:])
             if tuple(computed.shape) != want:  # the model broadcast an unsliced input into the output
                 why = _unsliced(kept, b, batched) if kept else "check the adapter's `batched_args`"
                 raise RuntimeError(f"fastercache: the skip call's output has shape {list(computed.shape)}, not "
@@ -558,22 +582,24 @@ def _batched(v, batch: int) -> bool:
     return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch
 
 
-def _reuse(policy: FasterCachePolicy, cache: AttentionCache):
+def _reuse(policy: FasterCacheHooks, cache: AttentionCache):
+    """Section 1's extrapolation newer + w * (newer - older) as the forecast op over the module's store (section 9);
+    the same up to fp32 rounding (a few ulps) as the formula in that order."""
     outs = []
     two = policy.full and policy.split
-    for i in range(len(cache.src_newer)):
+    for i in range(len(cache.store)):
+        r = ops.forecast(cache.store[i], cache.fw)
         if policy.push_on_reuse:  # diffusers: the approximation becomes the newest cache entry
-            r = ops.extrapolate(cache.src_newer[i], cache.src_older[i], cache.weight, out=cache.dst[i])
-        else:
-            r = ops.extrapolate(cache.src_newer[i], cache.src_older[i], cache.weight)
+            # (a copy: out= a row of the store it reads would make the op copy the whole store first)
+            cache.dst[i].copy_(r)
         if two:
-            o = ops.extrapolate(cache.o_newer[i], cache.o_older[i], cache.weight)
+            o = ops.forecast(cache.store[i], cache.o_fw)
             r = torch.cat([r, o] if policy.computed_index == 0 else [o, r])
         outs.append(r.to(cache.out_dtypes[i]))
     return tuple(outs) if cache.tuple_out else outs[0]
 
 
-def _store(policy: FasterCachePolicy, cache: AttentionCache, out) -> None:
+def _store(policy: FasterCacheHooks, cache: AttentionCache, out) -> None:
     outs = out if isinstance(out, tuple) else (out,)
     two = policy.full and policy.split
     ci = policy.computed_index

@@ -9,10 +9,10 @@ indicator: the later branches of a step do not follow the first one's decision h
 
 from __future__ import annotations
 
-from .adaptive import FirstBlockCacheRuntime
+from .hooks import FirstBlockCacheHooks
 
 
-class DiffusersFirstBlockCacheRuntime(FirstBlockCacheRuntime):
+class DiffusersFirstBlockCacheHooks(FirstBlockCacheHooks):
     follows_first_branch = False
 
     def begin_policy(self) -> None:

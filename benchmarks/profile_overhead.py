@@ -1,0 +1,116 @@
+"""Where fk's host time per call goes: per-function thread-CPU timers on the per-call path (issue 21 item 4).
+
+cProfile inflates small functions; these timers wrap the engine's hooks (as registered, `torch.compiler.disable`
+wrappers included), the policy runtime's per-call methods and the ops it calls, and report microseconds per model
+call (one untimed video, then 3 videos of --calls calls; tiny CogVideoX of bench_overhead.py, one thread).
+Times of nested functions overlap (a hook includes what it calls). A timer costs about 1 us itself.
+
+Run (from the checkout's root):
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_overhead.py [fbc|fbc-device|ada|none]
+        [--blocks 16] [--calls 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_overhead import tiny_model  # noqa: E402
+
+import fastercache_kernels as fk  # noqa: E402
+from fastercache_kernels import ops  # noqa: E402
+from fastercache_kernels.runtime import adaptive  # noqa: E402
+from fastercache_kernels.runtime import engine as eng  # noqa: E402
+
+ACC: dict = collections.defaultdict(int)
+CNT: dict = collections.defaultdict(int)
+
+
+def _timed(f, label):
+    @functools.wraps(f)
+    def w(*a, **k):
+        t0 = time.thread_time_ns()
+        try:
+            return f(*a, **k)
+        finally:
+            ACC[label] += time.thread_time_ns() - t0
+            CNT[label] += 1
+    return w
+
+
+def wrap(obj, name, label):
+    if hasattr(obj, name):
+        setattr(obj, name, _timed(getattr(obj, name), label))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("method", nargs="?", default="fbc", choices=["fbc", "fbc-device", "fbc-auto", "ada", "none"])
+    p.add_argument("--blocks", type=int, default=16)
+    p.add_argument("--calls", type=int, default=50)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    from fastercache_kernels.demo import settings
+
+    for n in ("feature_diff", "feature_diff_partials", "feature_diff_from_partials", "residual_sum",
+              "residual_diff_update", "motion_score"):
+        wrap(ops, n, "ops." + n)
+    wrap(adaptive, "under_torch_compile", "adaptive.under_torch_compile")
+    wrap(eng, "timestep_value", "engine.timestep_value")
+    model = tiny_model(args.blocks)
+    torch.manual_seed(1)
+    x, ctx = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8)
+    ts = [t.view(1) for t in torch.linspace(999, 0, args.calls)]
+    fbc = fk.FirstBlockCacheConfig(threshold=0.2)
+    config = {"fbc": fbc, "fbc-device": fbc, "fbc-auto": fbc, "ada": settings._adacache(args.calls)}.get(args.method)
+    kw = ({} if config is None or args.method == "fbc-auto" else
+          {"decide": "device"} if args.method == "fbc-device" else {"decide": "host"})
+    handle = fk.apply(model, config, **kw) if config is not None else None
+    if handle is not None:
+        e = handle.engine
+        rt = handle.adaptive
+        for n in ("_begin", "_same_step", "signature", "_new_video", "_pipeline_step", "_switch"):
+            wrap(e, n, "engine." + n)
+        for n in ("begin", "end", "_begin_host", "_branch_links", "_read", "run", "step", "_update", "begin_policy"):
+            wrap(rt, n, "runtime." + n)
+        if e.log is not None:
+            wrap(e.log, "record", "summary.record")
+        for hooks, label in ((model._forward_pre_hooks, "pre-hook (as registered)"),
+                             (model._forward_hooks, "post-hook (as registered)")):
+            for k, h in list(hooks.items()):
+                hooks[k] = _timed(h, label)
+
+    @torch.no_grad()
+    def video():
+        if handle is not None:
+            handle.reset()
+        for t in ts:
+            with model.cache_context("cond"):
+                t0 = time.thread_time_ns()
+                model(hidden_states=x, encoder_hidden_states=ctx, timestep=t, return_dict=False)
+                ACC["model call"] += time.thread_time_ns() - t0
+                CNT["model call"] += 1
+
+    video()
+    ACC.clear()
+    CNT.clear()
+    for _ in range(3):
+        video()
+    calls = CNT["model call"]
+    what = kw or ("default decide" if config is not None else "no cache")
+    print(f"{args.method} ({what}), {args.blocks} blocks: thread CPU us per model call (mean of {calls} "
+          f"calls), calls per model call; load average {os.getloadavg()[0]:.1f}")
+    for k in sorted(ACC, key=lambda k: -ACC[k]):
+        print(f"  {k:34s} {ACC[k] / 1e3 / calls:9.1f} us  x{CNT[k] / calls:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
