@@ -46,6 +46,67 @@ def test_frontier_gaps_pick_fks_best_point_at_or_above_the_peers_speed():
     assert gaps["peer e"].note == "peer exact, fk not"
     assert gaps["peer f"].fk_method == "fk exact" and gaps["peer f"].note == "fk exact, peer not"
     assert "+2.00" in compare.format_gaps(list(gaps.values()))
+    assert gaps["peer a"].verdict == "dominated" and gaps["peer b"].verdict == "not dominated"
+    assert gaps["peer c"].verdict == "not dominated" and gaps["peer e"].verdict == "no reuse"
+
+
+def test_same_decisions_are_neither_a_win_nor_a_loss():
+    points = [
+        _p("no cache", "none", 1.0, 100.0),
+        _p("fk twin", "fk", 1.9, 40.0),  # the peer's decisions, a little slower (overhead or noise)
+        _p("fk better", "fk", 2.5, 41.0),
+        _p("fk twin of q", "fk", 3.1, 30.0),  # faster than q: still no win, the samples are the same
+        _p("peer p", "diffusers", 2.0, 40.0),
+        _p("peer q", "diffusers", 3.0, 30.0),
+        _p("peer r", "diffusers", 2.4, 45.0),
+    ]
+    points[4].same_as = ["fk twin"]
+    points[5].same_as = ["fk twin of q"]
+    gaps = {g.peer: g for g in frontier_gaps(points)}
+    assert gaps["peer p"].verdict == "dominated" and gaps["peer p"].fk_method == "fk better"
+    assert gaps["peer p"].same == "fk twin" and gaps["peer p"].same_speedup == 1.9
+    assert gaps["peer q"].verdict == "same decisions" and gaps["peer q"].same == "fk twin of q"
+    assert gaps["peer r"].verdict == "not dominated" and gaps["peer r"].same is None
+    table = compare.format_gaps(list(gaps.values()))
+    assert "same decisions" in table and "not dominated" in table
+
+
+def test_mark_same_decisions_matches_samples_that_differ_by_rounding():
+    import torch
+
+    from fastercache_kernels.demo import metrics
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(1, 3, 2, 8, 8, generator=g) * 2 - 1
+    peer = ref + 0.05 * torch.randn(ref.shape, generator=g)
+    rounding = peer + 1e-5 * torch.randn(ref.shape, generator=g)  # ~100 dB from the peer: rounding only
+    other = peer + 0.02 * torch.randn(ref.shape, generator=g)  # ~40 dB from it: other decisions
+    near = ref + 1e-4 * torch.randn(ref.shape, generator=g)  # a peer ~86 dB from the uncached sample
+    near_other = ref + 1e-4 * torch.randn(ref.shape, generator=g)  # ~83 dB from `near`, but as far from ref
+    videos = [ref, rounding, other, None, peer, peer.clone(), peer, near, near_other]
+    points = [_p("no cache", "none", 1.0, 100.0), _p("fk same", "fk", 2.0, 0), _p("fk other", "fk", 2.0, 0),
+              _p("fk failed", "fk", None, None, error="E"), _p("fk elsewhere", "fk", 2.0, 0, model="x"),
+              _p("fk equal", "fk", 2.0, 0), _p("peer", "diffusers", 2.0, 0), _p("near peer", "diffusers", 2.0, 0),
+              _p("fk near", "fk", 2.0, 0)]
+    for p, v in zip(points, videos):
+        p.psnr = v is not None and metrics.psnr(v, ref)
+    assert metrics.psnr(near_other, near) > compare.SAME_DB  # close, yet not the same decisions: the margin says so
+    compare.mark_same_decisions(points, videos)
+    assert points[6].same_as == ["fk same", "fk equal"]
+    assert points[7].same_as == []
+    assert all(p.same_as == [] for p in points[:6])
+
+
+def test_fk_frontier_keeps_the_points_no_faster_point_beats():
+    points = [_p("fk a", "fk", 1.5, 45.0), _p("fk b", "fk", 2.0, 40.0), _p("fk c", "fk", 1.8, 39.0),
+              _p("fk d", "fk", 3.0, 30.0), _p("peer", "diffusers", 5.0, 50.0), _p("fk e", "fk", 2.5, 30.0),
+              _p("fk x", "fk", 1.0, 20.0, model="other")]
+    assert compare.fk_frontier(points) == {("m", "fk a"), ("m", "fk b"), ("m", "fk d"), ("other", "fk x")}
+    assert "fk's frontier on m: d 3.00x/30.00 > b 2.00x/40.00 > a 1.50x/45.00" in compare.format_frontier(points)
+    for p in points:
+        p.first_cpu_s = 1.0
+    rows = compare.format_points(points).splitlines()[2:]
+    assert [r.rstrip().endswith("*") for r in rows] == [True, True, False, True, False, False, True]
 
 
 def test_quick_compare_on_the_demo_cogvideox(tmp_path, monkeypatch):
@@ -60,7 +121,7 @@ def test_quick_compare_on_the_demo_cogvideox(tmp_path, monkeypatch):
     names = [p["method"] for p in record["points"]]
     # (--methods matches substrings: the forecasting variants of the same threshold are included)
     assert names == ["no cache", "fk First-Block-Cache 0.1", "fk First-Block-Cache 0.1 forecast 1",
-                     "fk First-Block-Cache 0.1 forecast 2", "diffusers FirstBlockCache 0.1"]
+                     "diffusers FirstBlockCache 0.1"]
     assert record["versions"]["cache-dit"] is None
     assert len(record["load"]["before"]) == 3 and len(record["load"]["after"]) == 3
     ref, *others = record["points"]
@@ -71,6 +132,9 @@ def test_quick_compare_on_the_demo_cogvideox(tmp_path, monkeypatch):
         assert 0 < p["psnr"] <= compare.PSNR_CAP
     [gap] = record["gaps"]
     assert gap["peer"] == "diffusers FirstBlockCache 0.1"
+    # fk's First-Block-Cache makes diffusers' decisions on the same noise: their samples match, whatever the speeds
+    assert gap["same"] == "fk First-Block-Cache 0.1"
+    assert gap["verdict"] in ("dominated", "same decisions", "no reuse")
 
 
 def test_a_failing_peer_is_recorded_and_the_others_run(monkeypatch):

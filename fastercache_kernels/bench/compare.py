@@ -5,7 +5,9 @@ Every method samples once per round, rounds interleaved (round r runs every meth
 jobs falls on all methods alike. Speed is CPU time (time.process_time, one torch thread): the median over rounds of
 the uncached time over the method's time in the same round. PSNR is against the uncached sample of the same noise.
 For every peer point, the table gives fk's best PSNR among its points at equal or higher speed and the gap in dB
-(positive: fk is better at that speed or faster).
+(positive: fk is better at that speed or faster), the fk point that makes the peer's decisions (its sample matches the
+peer's, mark_same_decisions: their speed difference is host overhead or noise, not the policy) and whether fk dominates the
+point (another fk point at least as fast with a higher PSNR).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch
 MODELS = ("cogvideox", "latte", "wan")
 OWNERS = ("none", "fk", "diffusers", "cache-dit")
 PSNR_CAP = 100.0  # metrics.psnr's value for identical frames
+SAME_DB = 60.0  # two samples this close (PSNR of one against the other) came from the same decisions, if also
+SAME_MARGIN_DB = 20.0  # this much closer to each other than either is to the uncached sample (mark_same_decisions)
 ATTENTION_NAMES = r"[^.]*blocks\.\d+\.attn\d*"  # the attention modules of the demo models' and Wan's blocks
 
 
@@ -53,6 +57,7 @@ class Point:
     error: str | None = None  # why the method could not run on this model
     first_cpu_s: float | None = None  # the untimed first video after applying (set-up, first-call costs)
     rounds_cpu_s: list = field(default_factory=list)
+    same_as: list = field(default_factory=list)  # peers: the fk methods whose sample matches this one's (SAME_DB)
 
 
 @dataclass
@@ -67,20 +72,36 @@ class Gap:
     fk_psnr: float | None
     gap_db: float | None  # fk_psnr - peer_psnr (None: see note)
     note: str = ""
+    same: str | None = None  # the fk method that made the peer's decisions (same sample), if any
+    same_speedup: float | None = None
+    verdict: str = ""  # "dominated", "same decisions" or "not dominated"
 
 
 def frontier_gaps(points: list[Point]) -> list[Gap]:
     """For every peer point that ran: fk's point with the highest PSNR among those of the same model at equal or
     higher speedup, and the PSNR difference (fk minus peer). A sample identical to the uncached one has no finite
     PSNR (metrics.psnr reports PSNR_CAP): then the gap is 0 when both are exact and otherwise left out, with a note
-    saying which side is exact."""
+    saying which side is exact.
+
+    The verdict: "dominated" when an fk point other than the peer's twin (the fk method with the same sample,
+    `Point.same_as`) is at least as fast with a higher PSNR (or exact against an inexact peer); else "no
+    reuse" when the peer's sample is the uncached one (it computed every call: the no-cache point, whose speed
+    differs from 1.00x by overhead and noise); else "same decisions" when fk has the twin (whose speed may differ
+    from the peer's by host overhead and noise alone); else "not dominated"."""
     gaps = []
     for p in points:
         if p.owner in ("none", "fk") or p.error is not None:
             continue
-        faster = [q for q in points if q.owner == "fk" and q.error is None and q.model == p.model
-                  and q.speedup >= p.speedup]
+        mine = {q.method: q for q in points if q.owner == "fk" and q.error is None and q.model == p.model}
+        faster = [q for q in mine.values() if q.speedup >= p.speedup]
         best = max(faster, key=lambda q: (q.psnr, q.speedup), default=None)
+        twin = next((mine[m] for m in p.same_as if m in mine), None)
+        if any(q.psnr > p.psnr and q.method not in p.same_as for q in faster):
+            verdict = "dominated"
+        elif p.psnr >= PSNR_CAP:
+            verdict = "no reuse"
+        else:
+            verdict = "same decisions" if twin is not None else "not dominated"
         gap, note = None, ""
         if best is None:
             note = "no fk point this fast"
@@ -93,8 +114,43 @@ def frontier_gaps(points: list[Point]) -> list[Gap]:
         else:
             gap = best.psnr - p.psnr
         gaps.append(Gap(p.model, p.method, p.owner, p.speedup, p.psnr, best and best.method, best and best.speedup,
-                        best and best.psnr, gap, note))
+                        best and best.psnr, gap, note, twin and twin.method, twin and twin.speedup, verdict))
     return gaps
+
+
+def fk_frontier(points: list[Point]) -> set[tuple[str, str]]:
+    """(model, method) of fk's frontier points: no other fk point of the model is at least as fast with at least
+    the PSNR (ties: the faster one, then the first listed)."""
+    out = set()
+    models = dict.fromkeys(p.model for p in points)
+    for model in models:
+        best = -math.inf
+        for p in sorted((p for p in points if p.model == model and p.owner == "fk" and p.error is None),
+                        key=lambda p: -p.speedup):  # from the fastest down: each point above every faster one
+            if p.psnr > best:
+                out.add((model, p.method))
+                best = p.psnr
+    return out
+
+
+def mark_same_decisions(points: list[Point], videos: list, min_db: float = SAME_DB,
+                        margin_db: float = SAME_MARGIN_DB) -> None:
+    """Fill each peer point's `same_as` with the fk methods that made its decisions: their samples are equal, or
+    within `min_db` PSNR of each other and `margin_db` closer to each other than either is to the uncached sample
+    (points[i] sampled videos[i]; None: it failed; `Point.psnr` set). The same decisions differ by rounding alone
+    (~150 dB on these models); other decisions by 30-80 dB, the high end where both stay close to the uncached
+    sample (the tiny Wan), hence the margin."""
+    from ..demo import metrics
+
+    for p, v in zip(points, videos):
+        if p.owner in ("none", "fk") or v is None:
+            continue
+        p.same_as = []
+        for q, w in zip(points, videos):
+            if q.owner != "fk" or w is None or q.model != p.model:
+                continue
+            if torch.equal(w, v) or metrics.psnr(w, v) >= max(min_db, p.psnr + margin_db, q.psnr + margin_db):
+                p.same_as.append(q.method)
 
 
 # ---------------------------------------------------------------------------------------------------- targets
@@ -239,8 +295,9 @@ class _CacheDitHandle:
 
 def fk_methods(target) -> list[Method]:
     """fk's settings: the demo's own list (FasterCache presets, diffusers' FasterCache config on fk's backend,
-    TeaCache, First-Block-Cache, AdaCache, compositions) plus First-Block-Cache at more thresholds; for Wan its
-    adapter's presets and the same adaptive policies."""
+    TeaCache, First-Block-Cache, AdaCache, compositions; for Wan its adapter's presets and the same adaptive
+    policies), the points that make diffusers' decisions (First-Block-Cache, MagCache, TaylorSeer, SeaCache at
+    diffusers' settings) and fk's own points past them (forecasting reuse, TaylorSeer order 2, SeaCache caps)."""
     import fastercache_kernels as fk
 
     from ..demo import settings
@@ -264,54 +321,48 @@ def fk_methods(target) -> list[Method]:
         out = [Method(s.name, "fk", lambda t, obj, s=s: _FkHandle(s.apply(obj)))
                for s in settings.settings(target.family, n)[1:] if s.name.startswith("fk ")]
     have = {m.name for m in out}
-    out += [fbc(thr) for thr in (0.05, 0.2, 0.3) if f"fk First-Block-Cache {thr}" not in have]
+    # (fk points that another fk point beat on both demo models in docs/results.md's runs are left out: First-Block-
+    # Cache 0.3, order-2 forecasts of First-Block-Cache and TeaCache, MagCache with forecasting, TaylorSeer at 3
+    # warm-up steps with order 2, SeaCache 1.0 with caps 3 and 4, AdaCache's forecasting variants of results.md's
+    # "AdaCache with forecasting": 10-12 computed calls at <= 38.3 dB on CogVideoX, <= 41.7 dB on Latte)
+    out += [fbc(thr) for thr in (0.05, 0.2) if f"fk First-Block-Cache {thr}" not in have]
     # forecasting reuse (docs/algorithms.md section 11): the same decisions, the residual forecast on reused calls
-    out += [fk_method(f"fk First-Block-Cache {thr} forecast {k}",
-                      fk.FirstBlockCacheConfig(threshold=thr, num_calls=n, forecast_order=k))
-            for thr in (0.1, 0.2) for k in (1, 2)]
+    out += [fk_method(f"fk First-Block-Cache {thr} forecast 1",
+                      fk.FirstBlockCacheConfig(threshold=thr, num_calls=n, forecast_order=1)) for thr in (0.1, 0.2)]
     if target.family != "wan":
         from ..demo import settings as demo_settings
 
         tea = demo_settings.TEACACHE[target.family]
-        out += [fk_method(f"fk TeaCache preset {tea} forecast {k}",
-                          fk.TeaCacheConfig.preset(tea, num_calls=n, forecast_order=k)) for k in (1, 2)]
-    # AdaCache with forecasting (section 11): the 30-call fast codebook, and one a call slower to refresh at every
-    # distance (each rate + 1), forecast at order 1 and 2, with the metric on the forecast's error ("metric")
-    # (configs built when applied: the preset's window does not fit a few-step --quick run's step count)
-    def ada(slower: int, **kw):
-        cfg = settings._adacache(n)
-        return cfg.replace(codebook=tuple((t, r + slower) for t, r in cfg.codebook), **kw)
-
-    for label, slower in (("30-call fast codebook", 0), ("fast codebook, rates + 1", 1)):
-        if slower:
-            out.append(fk_method(f"fk AdaCache ({label})", lambda s=slower: ada(s)))
-        out += [fk_method(f"fk AdaCache ({label}) forecast {k}" + (" metric" if m else ""),
-                          lambda s=slower, k=k, m=m: ada(s, forecast_order=k, forecast_metric=m))
-                for k in (1, 2) for m in (False, True)]
+        out.append(fk_method(f"fk TeaCache preset {tea} forecast 1",
+                             fk.TeaCacheConfig.preset(tea, num_calls=n, forecast_order=1)))
     # MagCache (section 12) at diffusers' thresholds, with ratios from fk's calibration on this model and step count
-    mag = lambda thr, k=0: fk_method(  # noqa: E731
-        f"fk MagCache {thr}" + (f" forecast {k}" if k else ""),
-        lambda: fk.MagCacheConfig(mag_ratios=_fk_magcache_ratios(target), num_inference_steps=n, threshold=thr,
-                                  forecast_order=k))
-    out += [mag(thr) for thr in (0.06, 0.12, 0.24)] + [mag(0.12, 1), mag(0.24, 1)]
-    # TaylorSeer (section 13) at diffusers' points (3 warm-up steps, intervals 3 and 5; diffusers runs order 1)
-    out += [fk_method(f"fk TaylorSeer lite interval {k}" + (f" order {o}" if o > 1 else ""),
-                      fk.TaylorSeerConfig(cache_interval=k, max_order=o, disable_cache_before_step=3))
-            for k in (3, 5) for o in (1, 2)]
-    # fk's own form: the same schedule and weights on the blocks' residual (the final norm and proj_out run)
-    out += [fk_method(f"fk TaylorSeer residual interval {k}" + (f" order {o}" if o > 1 else ""),
-                      fk.TaylorSeerConfig(cache_interval=k, max_order=o, mode="residual"))
-            for k in (3, 5) for o in (1, 2)]
+    out += [fk_method(f"fk MagCache {thr}", lambda thr=thr: fk.MagCacheConfig(
+        mag_ratios=_fk_magcache_ratios(target), num_inference_steps=n, threshold=thr)) for thr in (0.06, 0.12, 0.24)]
+    # TaylorSeer (section 13) at diffusers' points (3 warm-up steps, intervals 3 and 5, order 1: its decisions)
+    out += [fk_method(f"fk TaylorSeer lite interval {k}", fk.TaylorSeerConfig(cache_interval=k))
+            for k in (3, 5)]
     out += [fk_method(f"fk TaylorSeer (attention) interval {k}",
                       fk.TaylorSeerConfig(cache_interval=k, mode="attention", modules=(ATTENTION_NAMES,)))
             for k in (3, 5)]
+    # fk's TaylorSeer points: order 2 from one warm-up step (the quadratic needs three computed outputs, which
+    # come sooner than diffusers' 3 warm-up steps allow), optionally with the last steps computed ("last 3"),
+    # lite or on the blocks' residual ("residual": the final norm and proj_out run)
+    out += [fk_method(f"fk TaylorSeer {mode} interval {k} order 2 warm-up 1" + (f" last {e}" if e else ""),
+                      fk.TaylorSeerConfig(cache_interval=k, max_order=2, disable_cache_before_step=1,
+                                          disable_cache_after_step=n - e if e else None, mode=mode))
+            for mode, k, e in (("residual", 4, 0), ("lite", 5, 0), ("lite", 5, 3))]
+    if target.family == "wan":  # the tiny random Wan's own: TaylorSeer's residual at interval 6, AdaCache forecast
+        out += [fk_method("fk TaylorSeer residual interval 6 warm-up 1",
+                          fk.TaylorSeerConfig(cache_interval=6, disable_cache_before_step=1, mode="residual")),
+                fk_method("fk AdaCache (30-call fast codebook) forecast 1",
+                          lambda: settings._adacache(n).replace(forecast_order=1))]
     # SeaCache (docs/algorithms.md section 14): diffusers' rule and defaults (order-1 forecast), at its thresholds
     # "max m": at most m reused steps in a row (diffusers' default cap is 2; higher caps reach higher speeds); at
-    # 2.0 with the cap of 2 the cap decides alone on the demo CogVideoX (one step in three computed)
-    out += [fk_method(f"fk SeaCache {thr}" + (f" forecast {k}" if k != 1 else "") + (f" max {m}" if m != 2 else ""),
-                      fk.SeaCacheConfig(threshold=thr, forecast_order=k, max_consecutive_cached=m, num_calls=n))
-            for thr, k, m in ((0.1, 1, 2), (0.25, 1, 2), (0.5, 1, 2), (2.0, 1, 2), (1.0, 1, 3), (1.0, 1, 4),
-                              (5.0, 1, 5))]
+    # 2.0 with the cap of 2 the cap decides alone on the demo CogVideoX (one step in three computed), at 10.0 on
+    # every model ("end 0": the last step may reuse too)
+    out += [fk_method(f"fk SeaCache {thr}" + (f" max {m}" if m != 2 else "") + (f" end {e}" if e != 1 else ""),
+                      fk.SeaCacheConfig(threshold=thr, max_consecutive_cached=m, cache_end_steps=e, num_calls=n))
+            for thr, m, e in ((0.1, 2, 1), (0.25, 2, 1), (0.5, 2, 1), (2.0, 2, 1), (5.0, 5, 1), (10.0, 7, 0))]
     return out
 
 
@@ -495,29 +546,49 @@ def run_model(target, methods: list[Method], rounds: int, log=None) -> list[Poin
         p.cpu_s = statistics.median(p.rounds_cpu_s)
         p.speedup = statistics.median(b / t for b, t in zip(base, p.rounds_cpu_s))
         p.psnr = metrics.psnr(videos[i], videos[0])
+    mark_same_decisions(points, [None if p.error is not None else v for p, v in zip(points, videos)])
     return points
 
 
 def format_points(points: list[Point]) -> str:
-    head = ["model", "owner", "method", "CPU s", "speedup", "PSNR dB", "1st video CPU s"]
+    """Every point; "*" in the last column marks fk's frontier (fk_frontier)."""
+    head = ["model", "owner", "method", "CPU s", "speedup", "PSNR dB", "1st video CPU s", "fk frontier"]
+    front = fk_frontier(points)
     rows = []
     for p in points:
         if p.error is not None:
-            rows.append([p.model, p.owner, p.method, "", "", f"failed: {p.error}", ""])
+            rows.append([p.model, p.owner, p.method, "", "", f"failed: {p.error}", "", ""])
         else:
             rows.append([p.model, p.owner, p.method, f"{p.cpu_s:.2f}", f"{p.speedup:.2f}x", _db(p.psnr),
-                         f"{p.first_cpu_s:.2f}"])
+                         f"{p.first_cpu_s:.2f}", "*" if (p.model, p.method) in front else ""])
     return _table(head, rows, right=(3, 4, 6))
 
 
+GAP_HEAD = ["model", "peer point", "speedup", "PSNR dB", "fk's best at >= its speed", "speedup", "PSNR dB", "gap dB",
+            "same decisions (fk)", "speedup", "verdict"]
+
+
+def _gap_row(g: Gap) -> list[str]:
+    return [g.model, g.peer, f"{g.peer_speedup:.2f}x", _db(g.peer_psnr), g.fk_method or "",
+            "" if g.fk_speedup is None else f"{g.fk_speedup:.2f}x", _db(g.fk_psnr), _gap(g), g.same or "",
+            "" if g.same_speedup is None else f"{g.same_speedup:.2f}x", g.verdict]
+
+
 def format_gaps(gaps: list[Gap]) -> str:
-    head = ["model", "peer point", "speedup", "PSNR dB", "fk's best at >= its speed", "speedup", "PSNR dB", "gap dB"]
-    rows = []
-    for g in gaps:
-        fk = [g.fk_method or "", "" if g.fk_speedup is None else f"{g.fk_speedup:.2f}x", _db(g.fk_psnr),
-              _gap(g)]
-        rows.append([g.model, g.peer, f"{g.peer_speedup:.2f}x", _db(g.peer_psnr), *fk])
-    return _table(head, rows, right=(2, 3, 5, 6, 7))
+    return _table(GAP_HEAD, [_gap_row(g) for g in gaps], right=(2, 3, 5, 6, 7, 9))
+
+
+def format_frontier(points: list[Point]) -> str:
+    """fk's frontier per model, fastest first: "method speedup/PSNR" joined by " > "."""
+    front = fk_frontier(points)
+    lines = []
+    for model in dict.fromkeys(p.model for p in points):
+        mine = sorted((p for p in points if (p.model, p.method) in front and p.model == model),
+                      key=lambda p: -p.speedup)
+        if mine:
+            lines.append(f"fk's frontier on {model}: " + " > ".join(
+                f"{p.method.removeprefix('fk ')} {p.speedup:.2f}x/{_db(p.psnr)}" for p in mine))
+    return "\n".join(lines)
 
 
 def _gap(g: Gap) -> str:
@@ -536,56 +607,58 @@ def _table(head, rows, right=()) -> str:
 
 
 def markdown(points: list[Point], gaps: list[Gap]) -> str:
-    lines = ["| model | owner | method | CPU s | speedup | PSNR dB | 1st video CPU s |",
-             "|---|---|---|---|---|---|---|"]
+    front = fk_frontier(points)
+    lines = ["| model | owner | method | CPU s | speedup | PSNR dB | 1st video CPU s | fk frontier |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in points:
         if p.error is not None:
-            lines.append(f"| {p.model} | {p.owner} | {p.method} |  |  | failed: {p.error.replace('|', '/')} |  |")
+            lines.append(f"| {p.model} | {p.owner} | {p.method} |  |  | failed: {p.error.replace('|', '/')} |  |  |")
         else:
             lines.append(f"| {p.model} | {p.owner} | {p.method} | {p.cpu_s:.2f} | {p.speedup:.2f}x | "
-                         f"{_db(p.psnr)} | {p.first_cpu_s:.2f} |")
-    lines += ["", "| model | peer point | speedup | PSNR dB | fk's best at >= its speed | speedup | PSNR dB | gap dB |",
-              "|---|---|---|---|---|---|---|---|"]
-    for g in gaps:
-        fk = (f"{g.fk_method or ''} | {'' if g.fk_speedup is None else f'{g.fk_speedup:.2f}x'} | "
-              f"{_db(g.fk_psnr)} | {_gap(g)}")
-        lines.append(f"| {g.model} | {g.peer} | {g.peer_speedup:.2f}x | {_db(g.peer_psnr)} | {fk} |")
+                         f"{_db(p.psnr)} | {p.first_cpu_s:.2f} | {'*' if (p.model, p.method) in front else ''} |")
+    lines += ["", "| " + " | ".join(GAP_HEAD) + " |", "|" + "---|" * len(GAP_HEAD)]
+    lines += ["| " + " | ".join(_gap_row(g)) + " |" for g in gaps]
     return "\n".join(lines)
 
 
 def plot(points: list[Point], path) -> None:
-    """Speedup against PSNR, one panel per model, one marker per owner."""
+    """Speedup against PSNR, one panel per model, one marker per owner; fk's frontier ringed, joined and labelled
+    (other fk points unlabelled: the table names them). A sample identical to the uncached one is drawn 5 dB above
+    the panel's highest finite PSNR."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(p.model for p in points))
-    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5.5), squeeze=False)
+    front = fk_frontier(points)
+    fig, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 6.5), squeeze=False)
     style = {"fk": ("o", "tab:blue"), "diffusers": ("s", "tab:orange"), "cache-dit": ("^", "tab:green")}
     for ax, model in zip(axes[0], models):
         ok = [p for p in points if p.model == model and p.error is None and p.owner != "none"]
+        top = max((p.psnr for p in ok if p.psnr < PSNR_CAP), default=PSNR_CAP - 5.0) + 5.0
+        y = lambda p, top=top: min(p.psnr, top)  # noqa: E731
         for owner, (marker, color) in style.items():
             mine = [p for p in ok if p.owner == owner]
             if mine:
-                ax.scatter([p.speedup for p in mine], [min(p.psnr, 60.0) for p in mine], marker=marker,
-                           color=color, label=owner, s=36, zorder=3)
+                ax.scatter([p.speedup for p in mine], [y(p) for p in mine], marker=marker, color=color, label=owner,
+                           s=30 if owner == "fk" else 42, alpha=0.45 if owner == "fk" else 0.9, zorder=3)
         for p in ok:
+            if p.owner == "fk" and (model, p.method) not in front:
+                continue
             label = p.method.removeprefix("fk ").removeprefix("diffusers ").removeprefix("cache-dit ")
-            ax.annotate(label, (p.speedup, min(p.psnr, 60.0)), fontsize=6, xytext=(3, 2),
-                        textcoords="offset points")
-        fk = sorted((p for p in ok if p.owner == "fk"), key=lambda p: -p.speedup)
-        frontier, best = [], -math.inf
-        for p in fk:  # fk's frontier: from the fastest down, each point that beats every faster one's PSNR
-            if p.psnr > best:
-                frontier.append(p)
-                best = p.psnr
+            ax.annotate(label, (p.speedup, y(p)), fontsize=6, xytext=(3, 2), textcoords="offset points",
+                        color="tab:blue" if p.owner == "fk" else "black")
+        frontier = sorted((p for p in ok if (model, p.method) in front), key=lambda p: -p.speedup)
         if frontier:
-            ax.step([p.speedup for p in frontier], [min(p.psnr, 60.0) for p in frontier], where="post",
-                    color="tab:blue", alpha=0.4, linewidth=1)
+            ax.step([p.speedup for p in frontier], [y(p) for p in frontier], where="post", color="tab:blue",
+                    alpha=0.7, linewidth=1.2, label="fk's frontier")
+            ax.scatter([p.speedup for p in frontier], [y(p) for p in frontier], s=90, facecolors="none",
+                       edgecolors="tab:blue", linewidths=1.2, zorder=4)
+        ax.axhline(top, color="gray", linewidth=0.6, linestyle=":")
         ax.set_title(model)
         ax.set_xlabel("speedup over no cache (CPU time)")
-        ax.set_ylabel("PSNR vs uncached (dB; >= 60 and identical drawn at 60)")
+        ax.set_ylabel(f"PSNR vs uncached (dB; identical drawn at {top:.0f})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -637,10 +710,12 @@ def main(args) -> dict:
     record["load"]["after"] = os.getloadavg()
     print("\n" + format_points(points))
     print("\n" + format_gaps(gaps))
+    print("\n" + format_frontier(points))
     lb, la = record["load"]["before"], record["load"]["after"]
     print(f"\nload average (1 min) before {lb[0]:.2f}, after {la[0]:.2f} on {os.cpu_count()} CPUs; speedup: median "
           "over rounds of the uncached CPU time / the method's; gap: fk's best PSNR at >= the peer's speed minus "
-          "the peer's")
+          f"the peer's; same decisions: fk's sample equals the peer's up to rounding (>= {SAME_DB:.0f} dB against it and "
+          f"{SAME_MARGIN_DB:.0f} dB closer to it than to the uncached one)")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
