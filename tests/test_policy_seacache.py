@@ -160,7 +160,8 @@ def test_latte_runs_and_threshold_zero_is_exact():
 
 def test_composes_with_fastercache():
     """FasterCache's CFG-Cache + SeaCache: the CFG-skip calls happen and SeaCache decides as it does alone on the
-    same inputs (its indicator reads the latents, which both models get)."""
+    same inputs (its indicator reads the latents, which both models get) until a full call follows a CFG-skip call
+    that computed: that one computes to refresh the other half (tests/test_composed_cfg.py)."""
     model = tiny_cogvideox(layers=1)
     twin = clone(model)
     sea = fk.SeaCacheConfig(threshold=0.25, num_calls=50)
@@ -169,7 +170,9 @@ def test_composes_with_fastercache():
     lat, extra = cog_inputs()
     outs = sample_loop([twin, model], lat, extra, calls=50)
     pa, pb = [g["pred"] for g in decisions(alone)], [g["pred"] for g in decisions(both)]
-    assert pa == pb and 0 < pa.count(False)
+    full = [both.schedule.plan(c).full for c in range(1, 51)]
+    first = next(i for i in range(1, 50) if full[i] and any(pb[j] and not full[j] for j in range(i)))
+    assert pa[:first] == pb[:first] and pb[first] and 0 < pa.count(False) and 0 < pb.count(False)
     assert both.stats()["cfg"]["skip"] > 0
     assert all(torch.isfinite(b).all() for _, b in outs)
 

@@ -230,6 +230,8 @@ class TaylorSeerHooks(AdaptiveHooks):
             self.host_reads += 1
         else:
             go = self.config.computes(c - 1)
+            if not go and self._composed and self.half is None and bool(self.stale):
+                go = True  # a CFG-skip call computed one half only: the other half's outputs are stale (adaptive.end)
         self.go = go
         self.pred.fill_(go)
         if not go or self.half is not None:  # the weights are read on forecast calls and CFG-skip calls only
