@@ -65,6 +65,20 @@ class History:
         self.index.zero_()
         self.filled.zero_()
 
+    def reset_where(self, cond: Tensor) -> None:
+        """`reset` where the 0-d bool `cond` holds (no host read: a new video found on the device)."""
+        self.filled.copy_(torch.where(cond, torch.zeros_like(self.filled), self.filled))
+        self.index.copy_(torch.where(cond, torch.zeros_like(self.index), self.index))
+
+    def advance_where(self, cond: Tensor, position) -> None:
+        """Where the 0-d bool `cond` holds, records `position` for the slot at the write index and advances the
+        index: the clock of rings kept beside it, whose slot at `index` the caller wrote during the call."""
+        at = self.index.reshape(1)
+        pos = self._position(position)
+        self.positions.index_copy_(0, at, torch.where(cond, pos, self.positions.index_select(0, at)))
+        self.index.copy_(torch.where(cond, torch.remainder(self.index + 1, self.slots), self.index))
+        self.filled.copy_(torch.where(cond, torch.clamp(self.filled + 1, max=self.slots), self.filled))
+
     def _position(self, position) -> Tensor:
         """`position` as a [1] fp32 tensor on the buffer's device (a Python number becomes a constant: compiled
         code then specialises on it, so pass a tensor there)."""

@@ -97,8 +97,7 @@ class ForecastReuse:
             return
         clock = self.clock
         new = self.c == 1  # the first call of a video (c was reset, then advanced): forget the last video's values
-        clock.filled.copy_(torch.where(new, torch.zeros_like(clock.filled), clock.filled))
-        clock.index.copy_(torch.where(new, torch.zeros_like(clock.index), clock.index))
+        clock.reset_where(new)
         # positions: the call index in the video (per branch: the step index); see docs/algorithms.md section 11
         w = clock.weights(self.c, self.fc_order, self.fc_rule)
         if self.fc_w is None or self.fc_w.device != w.device:
@@ -108,12 +107,7 @@ class ForecastReuse:
 
     def end(self, call) -> None:
         if self.fc_order and self.active:
-            clock, pred = self.clock, self.pred
-            at = clock.index.reshape(1)
-            pos = self.c.to(torch.float32).reshape(1)
-            clock.positions.index_copy_(0, at, torch.where(pred, pos, clock.positions.index_select(0, at)))
-            clock.index.copy_(torch.where(pred, torch.remainder(clock.index + 1, clock.slots), clock.index))
-            clock.filled.copy_(torch.where(pred, torch.clamp(clock.filled + 1, max=clock.slots), clock.filled))
+            self.clock.advance_where(self.pred, self.c)
         super().end(call)
 
     def step(self, b, args, kwargs):

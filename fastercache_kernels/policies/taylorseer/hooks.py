@@ -210,8 +210,7 @@ class TaylorSeerHooks(AdaptiveHooks):
             clock.filled.fill_(hc["filled"])
             hc["live"] = False
         new = self.c == 1  # the first call of a video: forget the last video's outputs
-        clock.filled.copy_(torch.where(new, torch.zeros_like(clock.filled), clock.filled))
-        clock.index.copy_(torch.where(new, torch.zeros_like(clock.index), clock.index))
+        clock.reset_where(new)
         self._set_weights(clock.weights(self.c, self.order_n, "taylorseer"))
         self.pred.copy_(scheduled(self))
         self._read()
@@ -265,12 +264,7 @@ class TaylorSeerHooks(AdaptiveHooks):
                 hc["pos"][hc["index"]] = float(self._hc)
                 hc.update(index=(hc["index"] + 1) % k, filled=min(hc["filled"] + 1, k))
         elif self.active:  # push the clock on computed calls (its rings were written at `index` in the call)
-            clock, pred = self.clock, self.pred
-            at = clock.index.reshape(1)
-            pos = self.c.to(torch.float32).reshape(1)
-            clock.positions.index_copy_(0, at, torch.where(pred, pos, clock.positions.index_select(0, at)))
-            clock.index.copy_(torch.where(pred, torch.remainder(clock.index + 1, clock.slots), clock.index))
-            clock.filled.copy_(torch.where(pred, torch.clamp(clock.filled + 1, max=clock.slots), clock.filled))
+            self.clock.advance_where(self.pred, self.c)
         super().end(call)
 
     def block_ran(self, module) -> bool:
