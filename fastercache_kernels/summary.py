@@ -5,7 +5,8 @@ and the adaptive policies' indicator against their threshold.
 The engine gives every finished call to `CallLog.record` (outside compiled graphs). It keeps what the host already
 knows (call count, step, FasterCache's call kind, a host-mode adaptive decision) and, for values that live on the
 device (the indicator, a device-mode decision), small clones of the policy's 0-d tensors: no host read per call.
-They are read, all at once, when a summary or a plot is asked for. At most `cap` calls are kept per key (the
+They are read, all at once, when a summary or a plot is asked for (an indicator a host-mode policy read anyway,
+First-Block-Cache's metric, is kept as the float it read). At most `cap` calls are kept per key (the
 latest), and a key's log restarts with each video.
 """
 
@@ -74,27 +75,31 @@ class CallLog:
                 values = torch.stack([ad.pred.detach().to(ind.dtype), ind.detach()])
             else:
                 go = bool(ad.go)  # already on the host: read once per call by the policy itself
-                values = ind.clone() if not ind.requires_grad else ind.detach().clone()  # state: never tracked
+                values = getattr(ad, "host_indicator", None)  # a float where the policy read it on the host
+                if values is None:
+                    values = ind.clone() if not ind.requires_grad else ind.detach().clone()  # state: never tracked
         self.entries[key].append((call.c, call.step, call.branch, char, go, values))
 
     def read(self) -> dict:
         """key -> list of per-call dicts; the one host read of the device values happens here."""
         out = {}
         for key, entries in self.entries.items():
-            vals = [e[5] for e in entries if e[5] is not None]
+            vals = [e[5] for e in entries if isinstance(e[5], torch.Tensor)]
             host = torch.stack([v.float().reshape(-1) for v in vals]).cpu().tolist() if vals else []
             rows, i = [], 0
             for c, step, branch, char, go, v in entries:
                 ind = None
-                if v is not None:
+                if isinstance(v, float):  # read on the host by the policy
+                    ind = v
+                elif v is not None:
                     got = host[i]
                     i += 1
                     if go is None:
                         go, ind = bool(got[0]), got[1]
                     else:
                         ind = got[0]
-                    if not go:
-                        char = "r"
+                if v is not None and not go:
+                    char = "r"
                 rows.append({"call": c, "step": step, "branch": branch, "kind": char, "computed": char == "C",
                              "adaptive_computed": go, "indicator": ind})
             out[key] = rows

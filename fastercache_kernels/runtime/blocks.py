@@ -104,6 +104,11 @@ class BlockInfo:
     head: BlockInfo | None = None
     tail: BlockInfo | None = None
     held: list | None = None  # the head's inputs during a compute call
+    passes: bool = False  # inside a chain, not its head: a reused host call passes the inputs through
+    # Runs (device decisions, eager calls): the same links, each block keeping its own residual; a reused eager call
+    # adds them all at the run's first block (`run_head`, whose `run` lists the run's blocks) and the others pass
+    run_head: BlockInfo | None = None
+    run: list = field(default_factory=list)
 
     def call(self, args, kwargs, ins=None):
         args, kwargs = self._with(args, kwargs, ins)

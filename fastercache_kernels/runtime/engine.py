@@ -475,9 +475,11 @@ class Engine:
         return None if saved is None else saved[self.policies.index(policy)]
 
     def signature(self, args: tuple, kwargs: dict) -> tuple:
-        sig = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor))
-        return sig + tuple((i, tuple(v.shape), v.dtype, v.device) for i, v in enumerate(args)
-                           if isinstance(v, torch.Tensor))
+        # (torch.Size is a tuple: compared and hashed as one, no copy)
+        sig = tuple([(k, v.shape, v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor)])
+        if args:
+            sig += tuple([(i, v.shape, v.dtype, v.device) for i, v in enumerate(args) if isinstance(v, torch.Tensor)])
+        return sig
 
     _last_host_t = None  # the previous call's timestep on the host, where it was read (with `_last_t`)
 
@@ -506,16 +508,20 @@ class Engine:
             return self._begin(args, kwargs, fn)
 
     def _begin(self, args, kwargs, fn):
+        # (runs on every call: written for few Python lines on the usual path, a keyword call in a context)
         if self._observer is not None:  # an observed call ended by a BaseException (no forward hook ran)
             self._observer.__exit__(None, None, None)
             self._observer = None
         if self.call is not None:  # the previous call did not finish (a BaseException skips the forward hook)
             self._last_t = self._last_sample = self._last_version = None
-        fn = fn or self._orig_forward
-        args, kwargs = self.bind(args, kwargs, self._entry_sigs.get(fn))
+        if args:
+            args, kwargs = self.bind(args, kwargs, self._entry_sigs.get(fn or self._orig_forward))
         ctx = self.context
-        step = getattr(ctx, "step_index", None)
-        num_steps = getattr(ctx, "num_inference_steps", None)
+        if ctx is None:
+            step = num_steps = None
+        else:
+            step = getattr(ctx, "step_index", None)
+            num_steps = getattr(ctx, "num_inference_steps", None)
         if self.timestep_fn is not None:
             t_raw = self.timestep_fn()
         else:
@@ -524,10 +530,16 @@ class Engine:
             t_raw = getattr(ctx, "timestep", None)
         # the timestep on the host: read once per call where a policy needs it, else only where it is free (a CPU
         # tensor or a number): a new video when it jumps up
-        t = timestep_value(t_raw) if self.host_time or not isinstance(t_raw, torch.Tensor) or \
-            t_raw.device.type == "cpu" else None
-        same = self._same_step(t_raw, self._sample(args, kwargs), t) and getattr(
-            self.adapter, "branches_by_timestep", True)
+        if t_raw is None:
+            t = None
+        elif not isinstance(t_raw, torch.Tensor):
+            t = float(t_raw)
+        elif self.host_time or t_raw.is_cpu:
+            t = timestep_value(t_raw)
+        else:
+            t = None
+        same = self._same_step(t_raw, self._sample(args, kwargs), t) and (
+            self.adapter is None or getattr(self.adapter, "branches_by_timestep", True))
         pos = len(self._step_keys) if same else 0
         if ctx is None:
             if pos and not self.per_branch:  # the second call at one timestep: calls come once per CFG branch
@@ -539,33 +551,40 @@ class Engine:
         else:
             key = str(ctx.name)
             branch = key if key in BRANCH_NAMES else None
-        self._step_keys = [*self._step_keys, key] if pos else [key]
         if pos:
+            self._step_keys = [*self._step_keys, key]
             self.branch_keys.add(key)
-        leader = self._step_keys[0] if pos and self._step_keys[0] != key else None
-        clock = self._clocks.setdefault(key, {"c": 0, "prev_t": None, "step": None, "in_call": False})
+            leader = self._step_keys[0] if self._step_keys[0] != key else None
+        else:
+            self._step_keys = [key]
+            leader = None
+        clock = self._clocks.get(key)
+        if clock is None:
+            clock = self._clocks[key] = {"c": 0, "prev_t": None, "step": None, "in_call": False}
         signature = self.signature(args, kwargs)
         if self.auto:
             from .adaptive import under_torch_compile
 
             self.compiled = under_torch_compile()
             signature += (("torch.compile", self.compiled),)
-        sig_changed = signature != self._signatures.get(key)
-        changed = sig_changed and key in self._signatures
-        jumped = t is not None and clock["prev_t"] is not None and t > clock["prev_t"]  # a new video anyway
-        if changed and clock["c"] and not clock["in_call"] and not jumped:
+        known = self._signatures.get(key)
+        sig_changed = signature != known
+        changed = sig_changed and known is not None
+        prev_t = clock["prev_t"]
+        if changed and clock["c"] and not clock["in_call"] and not (t is not None and prev_t is not None
+                                                                    and t > prev_t):  # (jumped: a new video anyway)
             warnings.warn(f"fastercache: the model inputs changed mid-video (call {clock['c'] + 1}); starting a new "
                           "video with buffers for the new shapes", stacklevel=3)
-        if step is None and num_steps is None:
+        if step is None and num_steps is None and self.pipeline is not None:
             step, num_steps = self._pipeline_step()
-        if self._new_video(clock, t, step, changed):
+        if clock["c"] and self._new_video(clock, t, step, changed):
             for p in self.policies:
                 p.video_ended(clock["c"])
             self.reset()
         if clock["c"] == 0 and all(c["c"] == 0 for c in self._clocks.values()):
             self.videos += 1
         clock["c"] += 1
-        clock.update(prev_t=t, step=step, in_call=True)
+        clock["prev_t"], clock["step"], clock["in_call"] = t, step, True
         self.calls += 1
         if self.static_shapes:
             # torch.cond (decide="device") rejects the symbolic strides of a dynamic-shape recompile (torch 2.13:

@@ -118,6 +118,14 @@ class ForecastReuse:
         at = self.clock.index.reshape(1)
         if self.device_mode:
             hist = b.bufs["res"]
+            go = self.eager_go()
+            if go is not None:  # an eager call: the branch itself (eager torch.cond costs ~0.5 ms per block)
+                if not go:
+                    return b.pack([ops.forecast(h, self.fc_w, x) for x, h in zip(ins, hist)])
+                out = b.call(args, kwargs)
+                for h, o, x in zip(hist, b.outs(out), ins):
+                    h.index_copy_(0, at, (o - x).unsqueeze(0))
+                return out
 
             def compute(*xs):
                 outs = _dense(b.outs(b.call(args, kwargs, xs[:k])), xs[:k])

@@ -16,4 +16,12 @@ class DiffusersFirstBlockCacheHooks(FirstBlockCacheHooks):
     follows_first_branch = False
 
     def begin_policy(self) -> None:
-        self.force.copy_(self.c == 1)  # diffusers: only a state without a reference residual computes by force
+        # diffusers: only a state without a reference residual computes by force (and, composed with CFG-Cache, a
+        # full call after a skip call that computed: docs/algorithms.md section 10)
+        if self._hforce is not None:
+            self._hforce = self._hc == 1
+            self.force.fill_(self._hforce)
+        else:
+            self.force.copy_(self.c == 1)
+            if self._composed and self.half is None:
+                self.force.logical_or_(self.stale)
