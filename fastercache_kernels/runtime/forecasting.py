@@ -11,6 +11,10 @@ them all. Nothing here reads a tensor on the host: the weights are computed in t
 of the clock in the post-hook, the slot writes by index_copy_ at the device-side index, so decide="device" still
 compiles to one graph.
 
+With `forecast_metric` the decision's own input (First-Block-Cache's r1, TeaCache's indicator, AdaCache's metric
+residual) keeps a ring on the same clock, and the rule compares this call's value with `forecast_now(ring)` instead of
+the last computed value; `keep` writes the ring on computed calls.
+
 forecast_order 0 (the default) takes none of these paths: the policy is bit-identical to plain reuse.
 """
 
