@@ -316,6 +316,34 @@ def test_forecast_metric_off_keeps_the_plain_rule(name):
     assert grown == 2 * one.numel() * one.element_size()
 
 
+@pytest.mark.parametrize("name", list(METRIC_RULES))
+@pytest.mark.parametrize("decide", ["host", "device"])
+def test_forecast_metric_per_branch(name, decide):
+    """Two CFG branch calls per step (the same sample and timestep: section 10's per-branch pattern): each branch
+    keeps its own ring of the rule's input, and as both see the same input here, the step's decisions are the
+    one-branch run's."""
+    single, _, _, _ = _metric_run(name, 1, decide=decide)
+    model = _poly_model(2)
+    handle = fk.apply(model, METRIC_RULES[name](forecast_order=1, forecast_metric=True), adapter=ADAPTER,
+                      decide=decide, record=True)
+    x = torch.randn(1, CH, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    for i in range(METRIC_CALLS):
+        t = torch.tensor([999 - 40 * i])
+        with torch.no_grad():
+            y = model(x, t)
+            model(x, t)
+        x = x - 0.01 * y
+    preds = [g["pred"] for g in decisions(handle)]
+    want = [g["pred"] for g in decisions(single)]
+    assert len(preds) == 2 * METRIC_CALLS and preds[0::2] == want and preds[1::2] == want
+    assert 0 < sum(want) < METRIC_CALLS
+    rt = handle.adaptive
+    ring = "r1_ring" if name == "fbcache" else "u_ring"
+    other = [rt.engine.peek(k, rt) for k in ("#0", "#1")]
+    theirs = next(st[0][ring] for st in other if st is not None)
+    assert theirs is not getattr(rt, ring) and torch.equal(theirs, getattr(rt, ring))
+
+
 def test_forecast_metric_compiles_to_one_graph():
     """decide="device" with forecast_metric under torch.compile(fullgraph=True): one graph, no host read, the eager
     device run's decisions and outputs."""
