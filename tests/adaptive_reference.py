@@ -14,36 +14,48 @@ def rel_l1(cur: torch.Tensor, prev: torch.Tensor) -> float:
     return float((prev - cur).abs().mean() / prev.abs().mean())
 
 
-def teacache(us: list, coefficients, threshold: float, num_calls: int | None = None) -> list[dict]:
+def teacache(us: list, coefficients, threshold: float, num_calls: int | None = None,
+             forecast_metric: int = 0) -> list[dict]:
     """docs/algorithms.md §5: rel every call (u_prev updated every call), acc += poly(rel); acc < threshold reuses,
-    else compute and
-    acc = 0; first and last calls compute."""
+    else compute and acc = 0; first and last calls compute. `forecast_metric` n > 0 (§11): rel is the distance of u
+    from the polynomial through u of the last n + 1 computed calls (fewer at the start) over the call index at this
+    call, and acc = poly(rel), not accumulated."""
     poly = np.poly1d(coefficients)
-    acc, prev, out = 0.0, None, []
+    acc, prev, out, done = 0.0, None, [], []
     for c, u in enumerate(us, 1):
+        if forecast_metric:
+            prev = lagrange(done[-(forecast_metric + 1):], c) if done else None
         rel = None if prev is None else rel_l1(u, prev)
         if c == 1 or c == num_calls:
             compute, seen, acc = True, None, 0.0
         else:
-            acc += max(float(poly(rel)), 0.0)  # fk clamps a negative rescaled distance to 0 (documented)
+            # fk clamps a negative rescaled distance to 0 (documented)
+            acc = (0.0 if forecast_metric else acc) + max(float(poly(rel)), 0.0)
             seen = acc
             compute = not acc < threshold
             if compute:
                 acc = 0.0
         out.append({"c": c, "compute": compute, "rel": rel, "acc": seen})
-        prev = u
+        if compute:
+            done.append((c, u))
+        if not forecast_metric:
+            prev = u
     return out
 
 
-def fbcache(r1s: list, threshold: float, num_calls: int | None = None) -> list[dict]:
+def fbcache(r1s: list, threshold: float, num_calls: int | None = None, forecast_metric: int = 0) -> list[dict]:
     """docs/algorithms.md §5: diff = mean|r1_ref - r1| / mean|r1_ref|; below the threshold reuse, else compute and
-    refresh r1_ref."""
-    ref, out = None, []
+    refresh r1_ref. `forecast_metric` n > 0 (§11): r1_ref is the polynomial through r1 of the last n + 1 computed
+    calls (fewer at the start) over the call index, at this call."""
+    ref, out, done = None, [], []
     for c, r1 in enumerate(r1s, 1):
+        if forecast_metric and done:
+            ref = lagrange(done[-(forecast_metric + 1):], c)
         diff = None if ref is None else rel_l1(r1, ref)
         compute = c == 1 or c == num_calls or not diff < threshold
         if compute:
             ref = r1
+            done.append((c, r1))
         out.append({"c": c, "compute": compute, "diff": diff})
     return out
 

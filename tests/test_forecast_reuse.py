@@ -1,12 +1,14 @@
 """Forecasting reuse (docs/algorithms.md section 11): First-Block-Cache and TeaCache with `forecast_order` n add, on
 a reused call, the degree-n polynomial through the last n + 1 computed stack residuals over the step index. On a
 model whose block residuals are polynomials of that degree in the step index the forecast is exact (plain reuse is
-not); order 0 is the plain policy; decide="device" gives the host-decided outputs and compiles to one graph."""
+not); order 0 is the plain policy; decide="device" gives the host-decided outputs and compiles to one graph.
+With `forecast_metric` the decision compares the first block's residual (TeaCache: the indicator) with its own
+forecast: decisions, metrics and outputs against the plain rule of tests/adaptive_reference.py."""
 
 import pytest
 import torch
 import torch._dynamo.testing
-from adaptive_reference import decisions
+from adaptive_reference import Recorder, close, decisions, fbcache, forecast_residuals, teacache
 from dit_models import clone, cog_inputs, one_thread, sample_loop, tiny_cogvideox  # noqa: F401
 from torch import nn
 from torch._dynamo.utils import counters
@@ -164,19 +166,32 @@ def test_composes_with_cfg_cache():
     assert moved and not preds[moved[0]], moved  # the first difference is on a reused call
 
 
-def test_cfg_skip_call_extends_the_other_half_by_its_forecast():
+SKIP_RINGS = {  # policy, the ring checked: the stack residual's, or with forecast_metric the rule input's
+    "residual": (lambda: fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3, forecast_order=1),
+                 lambda rt: next(b.bufs["res"][0] for b in rt.blocks if b.bufs.get("res"))),
+    # (the block input: the tiny model's timestep embedding extrapolates so well that no skip call would compute)
+    "teacache-metric": (lambda: fk.TeaCacheConfig(threshold=0.003, coefficients=(1.0, 0.0), indicator="block_input",
+                                                  forecast_order=1, forecast_metric=True), lambda rt: rt.u_ring),
+    "fbcache-metric": (lambda: fk.FirstBlockCacheConfig(threshold=0.3, forecast_order=1, forecast_metric=True),
+                       lambda rt: rt.r1_ring),
+}
+
+
+@pytest.mark.parametrize("name", list(SKIP_RINGS))
+def test_cfg_skip_call_extends_the_other_half_by_its_forecast(name):
     """On a CFG-skip call (one half of the batch computed) the computed half's ring slot gets its residual and the
-    other half's the forecast of its own ring at that step: its next line then goes through the same points."""
+    other half's the forecast of its own ring at that step: its next line then goes through the same points. The
+    same for the ring of the rule's input with forecast_metric (its forecast reads the computed half)."""
+    config, get_ring = SKIP_RINGS[name]
     model = tiny_cogvideox(layers=1)
-    handle = fk.apply(model, [fk.FasterCacheConfig.preset("cogvideox-2b"),
-                              fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3, forecast_order=1)])
+    handle = fk.apply(model, [fk.FasterCacheConfig.preset("cogvideox-2b"), config()])
     rt = handle.adaptive
     seen = []
     end = rt.end
 
     def recording_end(call):
         half, pred = rt.half, bool(rt.pred)
-        ring = next(b.bufs["res"][0] for b in rt.blocks if b.bufs.get("res"))
+        ring = get_ring(rt)
         before = (ring.clone(), rt.clock.index.clone(), rt.fc_w.clone())
         end(call)
         seen.append((half, pred, before))
@@ -197,3 +212,159 @@ def test_cfg_skip_call_extends_the_other_half_by_its_forecast():
         assert not torch.equal(got, prev_ring.chunk(2, dim=1)[other][int(at)])  # the slot was written
         checked += 1
     assert checked > 0, "no computed CFG-skip call"
+
+
+# -- forecast_metric ------------------------------------------------------------------------------------------------
+# The policies on the polynomial model: First-Block-Cache's r1 = temb * v0 and TeaCache's indicator temb are
+# quadratic in the step index, so order 2 forecasts them exactly (every call after the third point reuses) and
+# order 1 misses by a growing amount (a mix of decisions); the plain rule computes every call at this threshold.
+METRIC_RULES = {
+    "fbcache": lambda **kw: fk.FirstBlockCacheConfig(threshold=0.02, **kw),
+    "teacache": lambda **kw: fk.TeaCacheConfig(threshold=0.02, coefficients=(1.0, 0.0), indicator="timestep_embedding",
+                                               **kw),
+}
+METRIC_CALLS = 20
+
+
+def _metric_run(name, order, decide="host", forecast_metric=True, compiled=False):
+    """The policy on the degree-2 model (host or device decisions, optionally under torch.compile(aot_eager,
+    fullgraph)); returns (handle, recorded calls, outputs, dynamo frame count)."""
+    model = _poly_model(2)
+    handle = fk.apply(model, METRIC_RULES[name](forecast_order=order, forecast_metric=forecast_metric),
+                      adapter=ADAPTER, decide=decide, record=True)
+    rec = Recorder()
+    for i, blk in enumerate(model.transformer_blocks if not compiled else ()):  # (hooks would be traced)
+        rec.block(blk, f"b{i}")
+    run, cnt = model, None
+    if compiled:
+        cnt = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+        run = torch.compile(model, backend=cnt, fullgraph=True)
+    x = torch.randn(1, CH, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for i in range(METRIC_CALLS):
+        rec.new_call()
+        with torch.no_grad():
+            outs.append(run(x, torch.tensor([999 - 40 * i])))
+        x = x - 0.01 * outs[-1]
+    rec.remove()
+    return handle, rec.calls, outs, cnt.frame_count if cnt is not None else 0
+
+
+def _metric_reference(name, calls, order, forecast_metric=True):
+    if name == "fbcache":
+        return fbcache([c["b0.out"] - c["b0.in"] for c in calls], 0.02, forecast_metric=order * forecast_metric)
+    return teacache([c["b0.args"][1] for c in calls], (1.0, 0.0), 0.02, forecast_metric=order * forecast_metric)
+
+
+@pytest.mark.parametrize("name", list(METRIC_RULES))
+@pytest.mark.parametrize("order", [1, 2])
+def test_forecast_metric_matches_reference(name, order):
+    """The decisions and metrics are the reference rule's on the recorded inputs, the plain rule's differ; every
+    reused call adds the forecast of the stack residual through the computed calls the rule chose."""
+    handle, calls, _, _ = _metric_run(name, order)
+    want = _metric_reference(name, calls, order)
+    got = decisions(handle)
+    assert [g["pred"] for g in got] == [w["compute"] for w in want]
+    computed = sum(w["compute"] for w in want)
+    # order 2: exact after three points, so nothing computes after the third; order 1: a mix all along
+    assert computed == 3 if order == 2 else 3 < computed < METRIC_CALLS - 5, [w["compute"] for w in want]
+    assert all(w["compute"] for w in _metric_reference(name, calls, order, forecast_metric=False)[1:])
+    key = "diff" if name == "fbcache" else "rel"
+    for g, w in zip(got[1:], want[1:]):
+        assert close(g["metric"], w[key], 1e-4), (g, w)
+        if name == "teacache":
+            assert close(g["acc_seen"], w["acc"], 1e-4), (g, w)
+    first = "b1" if name == "fbcache" else "b0"  # First-Block-Cache runs block 0 every call
+    res = forecast_residuals(want, lambda c: calls[c - 1]["b2.out"] - calls[c - 1][first + ".in"], order)
+    assert len(res) == METRIC_CALLS - computed
+    for c, r in res.items():
+        x = calls[c - 1][first + ".in"]
+        expect = (x.double() + r).float()  # fp32 rounding, amplified by the weights 14 calls past the points
+        torch.testing.assert_close(calls[c - 1]["b2.out"], expect, rtol=1e-4, atol=1e-4 * float(expect.abs().max()))
+
+
+@pytest.mark.parametrize("name", list(METRIC_RULES))
+def test_forecast_metric_device_decisions_are_the_host_ones(name):
+    host, _, h_out, _ = _metric_run(name, 1)
+    dev, _, d_out, _ = _metric_run(name, 1, decide="device")
+    assert [g["pred"] for g in decisions(dev)] == [g["pred"] for g in decisions(host)]
+    assert 0 < dev.stats()["computed"] < METRIC_CALLS
+    for a, b in zip(h_out, d_out):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(METRIC_RULES))
+def test_forecast_metric_off_keeps_the_plain_rule(name):
+    """forecast_metric=False with forecast_order 2: the decisions and metrics of forecast_order 0, bit for bit, and
+    no ring of the rule's input (one reference, as before); True changes the metric and holds n + 1 of them."""
+    make = (lambda **kw: fk.FirstBlockCacheConfig(threshold=0.3, **kw)) if name == "fbcache" else (
+        lambda **kw: fk.TeaCacheConfig.preset("cogvideox-2b", threshold=0.3, **kw))
+    models = [tiny_cogvideox() for _ in range(3)]
+    for m in models[1:]:
+        m.load_state_dict(models[0].state_dict())
+    handles = [fk.apply(m, make(**kw), record=True) for m, kw in zip(models, [
+        {}, {"forecast_order": 2}, {"forecast_order": 2, "forecast_metric": True}])]
+    lat, extra = cog_inputs()
+    sample_loop(models, lat, extra, calls=20)
+    plain, off, on = (decisions(h) for h in handles)
+    assert str(off) == str(plain) and 0 < handles[0].stats()["computed"] < 20  # str: NaN metrics
+    assert [g["metric"] for g in on[2:]] != [g["metric"] for g in off[2:]]
+    rt = handles[1].adaptive
+    one = rt.r1_ref if name == "fbcache" else rt.u_prev
+    assert (rt.r1_ring if name == "fbcache" else rt.u_ring) is None
+    grown = handles[2].stats()["cache_bytes"] - handles[1].stats()["cache_bytes"]
+    assert grown == 2 * one.numel() * one.element_size()
+
+
+@pytest.mark.parametrize("name", list(METRIC_RULES))
+@pytest.mark.parametrize("decide", ["host", "device"])
+def test_forecast_metric_per_branch(name, decide):
+    """Two CFG branch calls per step (the same sample and timestep: section 10's per-branch pattern): each branch
+    keeps its own ring of the rule's input, and as both see the same input here, the step's decisions are the
+    one-branch run's."""
+    single, _, _, _ = _metric_run(name, 1, decide=decide)
+    model = _poly_model(2)
+    handle = fk.apply(model, METRIC_RULES[name](forecast_order=1, forecast_metric=True), adapter=ADAPTER,
+                      decide=decide, record=True)
+    x = torch.randn(1, CH, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    for i in range(METRIC_CALLS):
+        t = torch.tensor([999 - 40 * i])
+        with torch.no_grad():
+            y = model(x, t)
+            model(x, t)
+        x = x - 0.01 * y
+    preds = [g["pred"] for g in decisions(handle)]
+    want = [g["pred"] for g in decisions(single)]
+    assert len(preds) == 2 * METRIC_CALLS and preds[0::2] == want and preds[1::2] == want
+    assert 0 < sum(want) < METRIC_CALLS
+    rt = handle.adaptive
+    ring = "r1_ring" if name == "fbcache" else "u_ring"
+    other = [rt.engine.peek(k, rt) for k in ("#0", "#1")]
+    theirs = next(st[0][ring] for st in other if st is not None)
+    assert theirs is not getattr(rt, ring) and torch.equal(theirs, getattr(rt, ring))
+
+
+def test_forecast_metric_compiles_to_one_graph():
+    """decide="device" with forecast_metric under torch.compile(fullgraph=True): one graph, no host read, the eager
+    device run's decisions and outputs."""
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        handle, _, outs, frames = _metric_run("fbcache", 1, decide="device", compiled=True)
+        assert dict(counters["graph_break"]) == {} and frames == 1
+        assert handle.stats()["host_reads"] == 0
+        eager, _, e_outs, _ = _metric_run("fbcache", 1, decide="device")
+        assert [g["pred"] for g in decisions(handle)] == [g["pred"] for g in decisions(eager)]
+        assert 0 < handle.stats()["computed"] < METRIC_CALLS
+        for a, b in zip(outs, e_outs):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    finally:
+        torch._dynamo.reset()
+
+
+def test_forecast_metric_config_errors():
+    for cls in (fk.FirstBlockCacheConfig, fk.TeaCacheConfig):
+        for kw in [{"forecast_metric": True}, {"forecast_order": 1, "forecast_metric": 1}]:
+            with pytest.raises(ValueError, match="forecast_metric.*forecast_order 1 or 2"):
+                cls(**kw)
+        assert cls(forecast_order=2, forecast_metric=True).forecast_metric

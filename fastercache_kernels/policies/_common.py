@@ -28,6 +28,14 @@ def check_forecast_order(owner: str, n) -> None:
                          f"from its last 2 or 3 computed values), got {n!r}")
 
 
+def check_forecast_metric(owner: str, forecast_metric, forecast_order) -> None:
+    """A decision rule that measures the forecast's error (docs/algorithms.md section 11): needs a forecast."""
+    if not isinstance(forecast_metric, bool) or (forecast_metric and not forecast_order):
+        raise ValueError(f"{owner}: `forecast_metric` must be a bool, and True only with forecast_order 1 or 2 "
+                         f"(it measures the forecast's error), got {forecast_metric!r} with forecast_order "
+                         f"{forecast_order!r}")
+
+
 def check_threshold(owner: str, v) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{owner}: `threshold` must be a finite number >= 0, got {v!r}")

@@ -11,6 +11,10 @@ them all. Nothing here reads a tensor on the host: the weights are computed in t
 of the clock in the post-hook, the slot writes by index_copy_ at the device-side index, so decide="device" still
 compiles to one graph.
 
+With `forecast_metric` the decision's own input (First-Block-Cache's r1, TeaCache's indicator, AdaCache's metric
+residual) keeps a ring on the same clock, and the rule compares this call's value with `forecast_now(ring)` instead of
+the last computed value; `keep` writes the ring on computed calls.
+
 forecast_order 0 (the default) takes none of these paths: the policy is bit-identical to plain reuse.
 """
 
@@ -36,6 +40,8 @@ class ForecastReuse:
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.fc_order = int(getattr(self.config, "forecast_order", 0) or 0)
+        # the rule compares its input with that input's forecast, not its last computed value (section 11)
+        self.fc_metric = bool(self.fc_order and getattr(self.config, "forecast_metric", False))
         self.clock = self._new_clock() if self.fc_order else None
         self.fc_w = None
 
@@ -66,17 +72,18 @@ class ForecastReuse:
     def rings(self, old: list | None, like: list) -> list:
         """One [n + 1, *shape] ring per tensor of `like` (a block's residual buffers), the old ones kept where they
         fit (a reallocation for the same shapes keeps the stored values)."""
-        k = self.fc_order + 1
         old = old if old and len(old) == len(like) else [None] * len(like)
-        out = []
-        for p, r in zip(old, like):
-            if p is not None and p.shape == (k, *r.shape) and p.dtype == r.dtype and p.device == r.device:
-                out.append(p)
-            else:
-                h = torch.zeros((k, *r.shape), dtype=r.dtype, device=r.device)
-                h._fk_ring = True  # `rows` splits the batch on dim 1
-                out.append(h)
-        return out
+        return [self.ring(p, r.shape, r.dtype, r.device) for p, r in zip(old, like)]
+
+    def ring(self, old: torch.Tensor | None, shape, dtype, device=None) -> torch.Tensor:
+        """One [n + 1, *shape] ring: `old` where it fits, else a new one of zeros."""
+        k = self.fc_order + 1
+        device = torch.device(device if device is not None else self.device)
+        if old is not None and old.shape == (k, *shape) and old.dtype == dtype and old.device == device:
+            return old
+        h = torch.zeros((k, *shape), dtype=dtype, device=device)
+        h._fk_ring = True  # `rows` splits the batch on dim 1
+        return h
 
     def push(self, rings: list, values: list) -> None:
         """Host decisions, a computed call: each value (this call's rows) into its ring at the clock's write index.
@@ -89,6 +96,23 @@ class ForecastReuse:
                 other = h.chunk(2, dim=1)[1 - self.half]
                 other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
             self.rows(h).index_copy_(0, at, v.unsqueeze(0))
+
+    # -- forecast_metric: the decision's own input forecast (docs/algorithms.md section 11) -------------------
+    def forecast_now(self, ring: torch.Tensor) -> torch.Tensor:
+        """The forecast at this call (this call's rows) from the values `ring` holds of the last n + 1 computed
+        calls: what the rule compares this call's value with under `forecast_metric` (fewer points at the start of
+        a video: the highest order they allow; one point: the last computed value, the plain rule's reference)."""
+        return ops.forecast(self.rows(ring), self.fc_w)
+
+    def keep(self, ring: torch.Tensor, value: torch.Tensor, pred: torch.Tensor | None = None) -> None:
+        """A computed call's `value` into `ring` at the clock's write index (the clock advances in `end`). Host
+        decisions: call it on computed calls only (`push`: a CFG-skip call's other half gets its own forecast);
+        device decisions: `pred`, the slot keeps its value where it is False (no host read)."""
+        if pred is None:
+            self.push([ring], [value])
+            return
+        at = self.clock.index.reshape(1)
+        ring.index_copy_(0, at, torch.where(pred, value, ring.index_select(0, at).squeeze(0)).unsqueeze(0))
 
     # -- per call ------------------------------------------------------------------------------------------------
     def begin_policy(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._common import METRICS, check_forecast_order, check_guards
+from .._common import METRICS, check_forecast_metric, check_forecast_order, check_guards
 
 RESIDUALS = ("attention", "block")
 METRIC_KINDS = ("auto", "spatial", "temporal")
@@ -108,10 +108,7 @@ class AdaCacheConfig:
         owner = "AdaCacheConfig"
         check_guards(owner, self.warmup, self.max_consecutive_reuse)
         check_forecast_order(owner, self.forecast_order)
-        if not isinstance(self.forecast_metric, bool) or (self.forecast_metric and not self.forecast_order):
-            raise ValueError(f"{owner}: `forecast_metric` must be a bool, and True only with forecast_order 1 or 2 "
-                             f"(it measures the forecast's error), got {self.forecast_metric!r} with forecast_order "
-                             f"{self.forecast_order!r}")
+        check_forecast_metric(owner, self.forecast_metric, self.forecast_order)
         object.__setattr__(self, "codebook", normalize_codebook(self.codebook))
         n = self.num_calls
         if not isinstance(n, int) or isinstance(n, bool) or n < 3:

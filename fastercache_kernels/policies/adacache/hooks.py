@@ -272,7 +272,7 @@ class AdaCacheHooks(ForecastReuse, AdaptiveHooks):
         done = None
         if metric and mring:
             p0, qr0 = mids[j] - ins[j], outs[j] - mids[j]
-            ref = ops.forecast(self.rows(mring[0]), self.fc_w)  # what a reuse would have used at this call
+            ref = self.forecast_now(mring[0])  # what a reuse would have used at this call
             self.table[b.metric_slot].copy_(torch.cat([self._partials(p0, qr0, None, None, ref),
                                                        self._motion(b, p0)]))
             self.push(mring, [self._metric_residual(p0, qr0)])

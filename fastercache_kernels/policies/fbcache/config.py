@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .._common import METRICS, _for_model, check_forecast_order, check_guards, check_num_calls, check_threshold
+from .._common import (METRICS, _for_model, check_forecast_metric, check_forecast_order, check_guards,
+                       check_num_calls, check_threshold)
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,10 @@ class FirstBlockCacheConfig:
     `num_calls`) always compute. Guards: the first `warmup` calls always compute, and after `max_consecutive_reuse`
     reused calls in a row the next one computes (None: no cap); the defaults keep the published rule.
     `forecast_order` 1 or 2: a reused call adds the residual forecast from the last 2 or 3 computed ones (over the
-    step index, docs/algorithms.md section 11) instead of the last one; 0 (default) is plain reuse."""
+    step index, docs/algorithms.md section 11) instead of the last one; 0 (default) is plain reuse.
+    `forecast_metric` (with forecast_order n > 0): `r1_ref` is the forecast of r1 at this call from r1 of the last
+    n + 1 computed calls (the same polynomial over the step index), so the threshold bounds how far r1 strays from
+    its forecast, not how far it moved since the last computed call; False (default) keeps the published rule."""
 
     threshold: float = 0.08
     metric: str = "rel_l1"
@@ -24,6 +28,7 @@ class FirstBlockCacheConfig:
     warmup: int = 0
     max_consecutive_reuse: int | None = None
     forecast_order: int = 0
+    forecast_metric: bool = False
     name: str = field(default="custom", compare=False)
 
     @staticmethod
@@ -37,6 +42,7 @@ class FirstBlockCacheConfig:
         check_threshold(owner, self.threshold)
         check_guards(owner, self.warmup, self.max_consecutive_reuse)
         check_forecast_order(owner, self.forecast_order)
+        check_forecast_metric(owner, self.forecast_metric, self.forecast_order)
         if self.metric not in METRICS:
             raise ValueError(f"{owner}: `metric` must be one of {METRICS}, got {self.metric!r}")
         check_num_calls(owner, self.num_calls, 2)

@@ -1,5 +1,6 @@
 """First-Block-Cache's hooks on the engine (docs/algorithms.md sections 5, 10): the first block's residual change
-decides; reuse of the stack residual (or its forecast, section 11)."""
+decides; reuse of the stack residual (or its forecast, section 11), and with `forecast_metric` the change is measured
+from r1's own forecast (section 11)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,28 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.r1_ref: torch.Tensor | None = None
+        self.r1_ref: torch.Tensor | None = None  # r1 of the last computed call (the plain rule)
+        self.r1_ring: torch.Tensor | None = None  # forecast_metric: r1 of the last n + 1 computed calls
 
     def reuses(self, b) -> bool:
         return b.order > 0
 
     def local_names(self) -> tuple:
-        return (*super().local_names(), "r1_ref")
+        return (*super().local_names(), "r1_ref", "r1_ring")
 
     def _fresh_policy(self) -> None:
-        self.r1_ref = None
+        self.r1_ref = self.r1_ring = None
 
     def allocate_policy(self) -> None:
         first = self.order[0]
         s, d = first.shapes[first.primary]
-        self.r1_ref = self._buffer(self.r1_ref, s, d)
+        if self.fc_metric:  # the ring replaces r1_ref
+            self.r1_ring = self.ring(self.r1_ring, s, d)
+        else:
+            self.r1_ref = self._buffer(self.r1_ref, s, d)
 
     def buffers(self) -> list:
-        return super().buffers() + ([self.r1_ref] if self.r1_ref is not None else [])
+        return super().buffers() + [t for t in (self.r1_ref, self.r1_ring) if t is not None]
 
     def observe_policy(self, b, r) -> None:
         if b.order == 0:
@@ -40,7 +45,23 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
             self._seen["r1"] = b.outs(out)[b.primary].detach() - b.inputs(args, kwargs)[b.primary].detach()
 
     def adopt_policy(self, seen: dict) -> None:
-        self.rows(self.r1_ref).copy_(seen["r1"])
+        # with a ring: every slot (only the one at the clock's index counts: the clock has one value after this call)
+        self.rows(self.r1_ring if self.fc_metric else self.r1_ref).copy_(seen["r1"])
+
+    def _r1_reference(self) -> torch.Tensor:
+        """What this call's r1 is compared with: r1 of the last computed call, or with forecast_metric its forecast
+        at this call from r1 of the last n + 1 computed calls (docs/algorithms.md section 11)."""
+        return self.forecast_now(self.r1_ring) if self.fc_metric else self.rows(self.r1_ref)
+
+    def _refresh_r1(self, r1: torch.Tensor, pred: torch.Tensor | None = None) -> None:
+        """r1 of a computed call becomes the reference: on the host, called on computed calls only; on the device
+        (`pred`), written where pred holds."""
+        if self.fc_metric:
+            self.keep(self.r1_ring, r1, pred)
+        elif pred is None:
+            self.rows(self.r1_ref).copy_(r1)
+        else:
+            self.r1_ref.copy_(torch.where(pred, r1, self.r1_ref))
 
     def run(self, b, args, kwargs):
         if b.order > 0:
@@ -48,7 +69,7 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         x0 = b.inputs(args, kwargs)[b.primary]  # the image / video stream, not a text stream
         out = b.call(args, kwargs)
         r1 = b.outs(out)[b.primary] - x0
-        diff = metric_value(r1, self.rows(self.r1_ref), self.config.metric, self.group)
+        diff = metric_value(r1, self._r1_reference(), self.config.metric, self.group)
         if self._hforce is not None and self.lead is None and not self.others:
             self._decide_on_host(diff)
         else:
@@ -57,11 +78,11 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
             self.metric.copy_(diff)
             self.pred.copy_(pred)
             if self.device_mode:
-                self.r1_ref.copy_(torch.where(pred, r1, self.r1_ref))
+                self._refresh_r1(r1, pred)
                 return out
             self._read()
         if self.go:
-            self.rows(self.r1_ref).copy_(r1)
+            self._refresh_r1(r1)
         return out
 
     def _decide_on_host(self, diff: torch.Tensor) -> None:
