@@ -5,9 +5,17 @@ wrappers included), the policy runtime's per-call methods and the ops it calls, 
 call (one untimed video, then 3 videos of --calls calls; tiny CogVideoX of bench_overhead.py, one thread).
 Times of nested functions overlap (a hook includes what it calls). A timer costs about 1 us itself.
 
+`--phases` instead splits each call of fk's First-Block-Cache (decide="host" and "device") and diffusers'
+FirstBlockCacheConfig hook, side by side, into phases by wall-clock marks (perf_counter, about 0.1 us each) at the
+model call, the model class's forward, the first block's own forward, the final norm: the hooks' pre-call work, the
+embedding (and the path into the first block), the first block, the rest of the stack (the decision, the skipped
+or computed blocks), the output head, the hooks' post-call work. Medians over the timed calls, split by what the
+call did (computed / reused), all methods' videos interleaved. Pin it to one core (`taskset -c 1`) on a shared
+machine.
+
 Run (from the checkout's root):
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_overhead.py [fbc|fbc-device|ada|none]
-        [--blocks 16] [--calls 50]
+        [--blocks 16] [--calls 50] [--phases [--threshold 0.2] [--rounds 8]]
 """
 
 from __future__ import annotations
@@ -50,13 +58,98 @@ def wrap(obj, name, label):
         setattr(obj, name, _timed(getattr(obj, name), label))
 
 
+PHASES = [("pre-call", "call", "forward"), ("embedding", "forward", "block0"), ("first block", "block0", "block0 end"),
+          ("rest of the stack", "block0 end", "norm"), ("head", "norm", "forward end"),
+          ("post-call", "forward end", "call end"), ("call", "call", "call end")]
+
+
+def phases(blocks: int, calls: int, threshold: float, rounds: int) -> None:
+    """See the module docstring (`--phases`)."""
+    import copy
+    import statistics
+
+    from bench_overhead import DiffusersFBC
+
+    marks: dict = {}
+    clock = time.perf_counter_ns
+    model = tiny_model(blocks)
+    cls, block_cls, norm_cls = type(model), type(model.transformer_blocks[0]), type(model.norm_final)
+    first = model.transformer_blocks[0]
+    saved = [(c, "forward", c.forward) for c in (cls, block_cls, norm_cls)]
+
+    def marked(f, start, end=None, only=None):
+        def w(self, *a, **k):
+            if only is not None and getattr(self, "_fk_phase_first", False) != only:
+                return f(self, *a, **k)
+            marks[start] = clock()
+            try:
+                return f(self, *a, **k)
+            finally:
+                if end is not None:
+                    marks[end] = clock()
+        return w
+
+    cls.forward = marked(cls.forward, "forward", "forward end")
+    block_cls.forward = marked(block_cls.forward, "block0", "block0 end", only=True)
+    norm_cls.forward = marked(norm_cls.forward, "norm")
+    first._fk_phase_first = True
+    try:
+        torch.manual_seed(1)
+        x, ctx = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8)
+        ts = [t.view(1) for t in torch.linspace(999, 0, calls)]
+        fbc = fk.FirstBlockCacheConfig(threshold=threshold)
+        runs = {}
+        for name in ("diffusers FirstBlockCache", "fk First-Block-Cache host", "fk First-Block-Cache device"):
+            m = copy.deepcopy(model)
+            h = DiffusersFBC(m, threshold) if name.startswith("diffusers") else fk.apply(
+                m, fbc, decide=name.rsplit(" ", 1)[1])
+            runs[name] = (m, h, {"C": [], "r": []})
+
+        @torch.no_grad()
+        def video(m, h, rec):
+            h.reset()
+            for i, t in enumerate(ts):
+                with m.cache_context("cond"):
+                    marks.clear()
+                    marks["call"] = clock()
+                    m(hidden_states=x, encoder_hidden_states=ctx, timestep=t, return_dict=False)
+                    marks["call end"] = clock()
+                    kind = "C" if (h.should_compute() if isinstance(h, DiffusersFBC) else h.adaptive.go) else "r"
+                if rec is not None and i:
+                    rec[kind].append(dict(marks))
+
+        for m, h, _ in runs.values():
+            video(m, h, None)
+        for _ in range(rounds):
+            for m, h, rec in runs.values():
+                video(m, h, rec)
+        print(f"First-Block-Cache threshold {threshold}, {blocks} blocks: median wall-clock us per phase, {rounds} "
+              f"interleaved videos of {calls} calls; load average {os.getloadavg()[0]:.1f}")
+        for kind, what in (("C", "computed"), ("r", "reused")):
+            print(f"{what} calls:")
+            print(f"  {'method':30s}" + "".join(f"{p:>19s}" for p, _, _ in PHASES))
+            for name, (_, _, rec) in runs.items():
+                cells = [statistics.median((d[b] - d[a]) / 1e3 for d in rec[kind]) if rec[kind] else float("nan")
+                         for _, a, b in PHASES]
+                print(f"  {name:30s}" + "".join(f"{c:19.1f}" for c in cells) + f"   ({len(rec[kind])} calls)")
+    finally:
+        for c, n, f in saved:
+            setattr(c, n, f)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("method", nargs="?", default="fbc", choices=["fbc", "fbc-device", "fbc-auto", "ada", "none"])
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--calls", type=int, default=50)
+    p.add_argument("--phases", action="store_true", help="phases of a call, fk and diffusers side by side")
+    p.add_argument("--threshold", type=float, default=0.2)
+    p.add_argument("--rounds", type=int, default=8)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.phases:
+        phases(args.blocks, args.calls, args.threshold, args.rounds)
+        return 0
     from fastercache_kernels.demo import settings
 
     for n in ("feature_diff", "feature_diff_partials", "feature_diff_from_partials", "residual_sum",

@@ -71,7 +71,7 @@ class CallLog:
         go, values = None, None
         if ad is not None and not call.skips_model:
             ind = getattr(ad, INDICATOR.get(ad.policy, "metric"))
-            if ad.device_mode:  # the decision lives on the device too
+            if ad.device_mode and not getattr(ad, "_go_read", False):  # the decision lives on the device too
                 values = torch.stack([ad.pred.detach().to(ind.dtype), ind.detach()])
             else:
                 go = bool(ad.go)  # already on the host: read once per call by the policy itself

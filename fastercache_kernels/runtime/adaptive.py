@@ -38,7 +38,7 @@ import torch.utils._python_dispatch as _python_dispatch
 
 from .. import ops
 from . import parallel
-from .blocks import BlockInfo, traceable_attention
+from .blocks import BlockInfo, install_direct_attention, traceable_attention
 from .engine import Call, Hooks, Observation, fitting_buffer
 
 _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
@@ -248,6 +248,7 @@ class AdaptiveHooks(Hooks):
             self._pair_seen(b, rec[b])
         self.order = chosen
         self.blocks = [b for b in self.candidates if b.order >= 0]  # module order
+        install_direct_attention(self.engine, self.blocks)
         self.structure = structure
         self._setup_blocks()
         self._chains()
@@ -406,10 +407,11 @@ class AdaptiveHooks(Hooks):
             setattr(self, name, torch.full((), v, dtype=dt, device=self.device))
         self._hc, self._hprev_t, self._hstreak = 0, math.inf, 0
 
-    # decide="host": `c`, `prev_t` and `streak` mirrored on the host (`_hc`, `_hprev_t`, `_hstreak`, None when not
-    # known), so `begin` decides a new video and the forced calls in Python and writes the 0-d tensors with a few
-    # fills instead of a dozen tensor ops per call; `c` and `streak` stay exact (the policies' device arithmetic
-    # reads them), `prev_t` is written when the tensor path of `begin`, which alone reads it, takes over.
+    # decide="host" (and eager device calls): `c`, `prev_t` and `streak` mirrored on the host (`_hc`, `_hprev_t`,
+    # `_hstreak`, None when not known), so `begin` decides a new video and the forced calls in Python and writes the
+    # 0-d tensors with a few fills instead of a dozen tensor ops per call; `c` stays exact (the policies' device
+    # arithmetic reads it), `prev_t` and `streak` are written when the tensor path, which alone reads them, takes
+    # over.
     # `_hforce`: this call's forced flag on the host (None where only the tensor knows it), so a policy that reads
     # its metric on the host decides in Python (First-Block-Cache: `FirstBlockCacheHooks.run`)
     _hc: int | None = None
@@ -457,12 +459,15 @@ class AdaptiveHooks(Hooks):
         n = self.n
         if n is not None and self._falling(call) and not by_steps and call.c == n + 1:  # (_falling keeps the last t)
             self._warn_calls(f"the timestep still fell at call {call.c}")
-        if not self.device_mode and self._hc is not None and (t is None or call.t is not None):
+        # the host mirrors serve device decisions too, unless the call is captured (a CUDA graph replays the
+        # pre-hook's tensor ops, which must then compute the state from the state)
+        if self._hc is not None and (t is None or call.t is not None) and not (self.device_mode and self._captured()):
             self._begin_host(call, by_steps)
             self.begin_policy()
             return
         if self._hc is not None and self._hprev_t is not None:  # leaving the mirrors: prev_t as they kept it
             self.prev_t.fill_(self._hprev_t)
+        self._sync_streak()
         self._hc = self._hstreak = None  # the mirrors are not kept on this path
         new = self.c == 0
         if n is not None and not by_steps:
@@ -528,6 +533,12 @@ class AdaptiveHooks(Hooks):
         if self._composed and call.half is None:
             self.force.logical_or_(self.stale)
             self._hforce = None  # `stale` is a tensor
+    def _sync_streak(self) -> None:
+        """The `streak` tensor from its host mirror, which host decisions keep alone (the tensor is read only where
+        a call takes the tensor path)."""
+        if self._hstreak is not None:
+            self.streak.fill_(self._hstreak)
+
     def _branch_links(self, call: Call) -> None:
         """docs/algorithms.md section 10: the later branches of a step follow the first one's decision, so
         classifier-free guidance never mixes a reused branch with a computed one; the first branch decides on every
@@ -600,6 +611,15 @@ class AdaptiveHooks(Hooks):
     _eager_go = None
     cond_in_eager = False  # True: decide="device" runs torch.cond in eager calls as well (no host read at all)
 
+    def _captured(self) -> bool:
+        """A dispatch mode (CUDA-graph capture of torch.cond) or a capturing CUDA stream."""
+        return bool(_python_dispatch._is_in_torch_dispatch_mode or (
+            self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()))
+
+    def _traced(self) -> bool:
+        """decide="device": this call's blocks are traced or captured (they run torch.cond, no host read)."""
+        return self.cond_in_eager or torch.compiler.is_compiling() or self._captured()
+
     def eager_go(self) -> bool | None:
         """decide="device" outside torch.compile, CUDA-graph capture and dispatch modes (an eager call): this call's
         decision read on the host, once per call (counted in host_reads), so the blocks run the chosen branch
@@ -609,10 +629,10 @@ class AdaptiveHooks(Hooks):
         go = self._eager_go
         if go is not None:  # read by an earlier block of this eager call (begin clears it each call)
             return go
-        if (self.cond_in_eager or torch.compiler.is_compiling() or _python_dispatch._is_in_torch_dispatch_mode
-                or (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing())):
+        if self._traced():
             return None
         self._eager_go = bool(self.pred)
+        self.passing = not self._eager_go
         self.host_reads += 1
         return self._eager_go
 
@@ -642,18 +662,16 @@ class AdaptiveHooks(Hooks):
         if not self.active:
             self.active = True
             return
-        if self._go_read:  # the same updates, one op instead of three (each costs microseconds in a call)
+        if self._go_read:  # the same updates, on the host (each tensor op costs microseconds in a call)
             if self.go:
                 self.computed.add_(1)
-                self.streak.zero_()
                 self._hstreak = 0
+            elif self._hstreak is None:
+                self.streak.add_(1)  # reused calls in a row
             else:
-                if self._hstreak is None:
-                    self.streak.add_(1)  # reused calls in a row
-                else:
-                    self._hstreak += 1
-                    self.streak.fill_(self._hstreak)
+                self._hstreak += 1
         else:
+            self._sync_streak()
             self._hstreak = None
             self.computed.add_(self.pred)
             self.streak.add_(1).masked_fill_(self.pred, 0)  # reused calls in a row
@@ -808,12 +826,13 @@ class AdaptiveHooks(Hooks):
             b.run = [b]
             b.held = None
             b.passes = False
-        if self.device_mode and self.residual_names() == ("res",):
+        if self.device_mode and self.residual_names() == ("res",) and self._runs():
             prev = None
             for b in self.order:
                 if prev is not None and self._links(prev, b):
                     b.run_head = prev.run_head
                     prev.run_head.run.append(b)
+                    b.passes = True  # (an eager reused call: see `passing`)
                 prev = b
         if not self._chaining():
             return
@@ -827,6 +846,10 @@ class AdaptiveHooks(Hooks):
         for b in self.order:
             b.tail = b.head.tail
             b.passes = b.head is not b
+
+    def _runs(self) -> bool:
+        """Whether eager device calls reuse by runs (plain reuse; a forecast is per block: ForecastReuse)."""
+        return True
 
     def _links(self, prev: BlockInfo, b: BlockInfo) -> bool:
         """Whether `b` takes `prev`'s outputs as they are, both reusing: one chain (run)."""

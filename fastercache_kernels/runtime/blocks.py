@@ -176,6 +176,54 @@ def traceable_attention(block) -> dict:
     return out
 
 
+def _attention_class():
+    try:
+        from diffusers.models.attention_processor import Attention
+    except ImportError:  # pragma: no cover (diffusers is a dependency; a model without it has no such modules)
+        return None
+    return Attention
+
+
+def direct_attention(attn, orig):
+    """A forward for a diffusers `Attention` module (`orig`: its Attention.forward) that does what that forward does,
+    with the processor's parameter names computed once per processor instead of by inspect.signature on every call
+    (about 20 us of host time per attention call on the tiny CogVideoX, a block's share of a computed call's
+    overhead: benchmarks/bench_overhead.py). Keyword arguments the processor does not take go through `orig`,
+    which warns about them and drops them, as before; a processor set later is seen on its first call."""
+    # the processor of the last call and its parameter names (filled now: a compiled graph then guards on the
+    # processor's identity and never traces the signature's computation)
+    seen = [attn.processor, frozenset(inspect.signature(attn.processor.__call__).parameters)]
+
+    def forward(hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
+        proc = attn.processor
+        if proc is not seen[0]:
+            seen[0], seen[1] = proc, frozenset(inspect.signature(proc.__call__).parameters)
+        if kw and not seen[1].issuperset(kw):
+            return orig(hidden_states, encoder_hidden_states, attention_mask, **kw)
+        return proc(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                    attention_mask=attention_mask, **kw)
+
+    forward.__wrapped__ = orig  # (inspect.signature: the module's own)
+    return forward
+
+
+def install_direct_attention(engine, blocks) -> None:
+    """`direct_attention` on the diffusers `Attention` children of `blocks` whose forward nobody replaced (a policy's
+    or a library's wrapper keeps Attention.forward), through `engine.replace_forward` (undone by `remove()`)."""
+    cls = _attention_class()
+    if cls is None:
+        return
+    for b in blocks:
+        for sub in b.module.children():
+            if type(sub) is not cls or getattr(sub, "_fk_direct", False) or getattr(sub, "_fk_no_direct", False):
+                continue
+            inner = engine.inner_forward(sub)
+            if getattr(inner, "__func__", None) is not cls.forward or getattr(inner, "__self__", None) is not sub:
+                continue
+            engine.replace_forward(sub, direct_attention(sub, inner))
+            engine.replace(sub, "_fk_direct", True)
+
+
 def find_blocks(model, adapter) -> list[BlockInfo]:
     """The blocks named by the adapter (`blocks`: spatial, `temporal_blocks`: temporal), in module order."""
     found, count = [], {"spatial": 0, "temporal": 0}

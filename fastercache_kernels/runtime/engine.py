@@ -41,7 +41,7 @@ from . import parallel
 BRANCH_NAMES = ("cond", "uncond")
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """What the engine knows of the call in progress (built by the pre-hook, read by every policy)."""
 

@@ -97,6 +97,9 @@ class ForecastReuse:
                 other.index_copy_(0, at, ops.forecast(other, self.fc_w).unsqueeze(0))
             self.rows(h).index_copy_(0, at, v.unsqueeze(0))
 
+    def _runs(self) -> bool:
+        return not self.fc_order  # each block forecasts its own ring (eager device calls too)
+
     # -- forecast_metric: the decision's own input forecast (docs/algorithms.md section 11) -------------------
     def forecast_now(self, ring: torch.Tensor) -> torch.Tensor:
         """The forecast at this call (this call's rows) from the values `ring` holds of the last n + 1 computed

@@ -70,7 +70,8 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         out = b.call(args, kwargs)
         r1 = b.outs(out)[b.primary] - x0
         diff = metric_value(r1, self._r1_reference(), self.config.metric, self.group)
-        if self._hforce is not None and self.lead is None and not self.others:
+        if (not self.device_mode or not self._traced()) and self._hforce is not None and self.lead is None \
+                and not self.others:  # (device decisions: an eager call, decided as the host's; never in a graph)
             self._decide_on_host(diff)
         else:
             ahead = self.across(diff, "metric", reused_only=True, since=self.metric)  # self.metric: the last call's
@@ -86,11 +87,11 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         return out
 
     def _decide_on_host(self, diff: torch.Tensor) -> None:
-        """decide="host" with this call's forced flag known on the host and no other branch to combine (a single
-        call per step, or a later branch would follow the first): the metric is the call's one host read and the
-        rule runs in Python, the tensor path's decision exactly (the threshold rounded to fp32 as the tensor
-        comparison rounds it; NaN computes), without its five tensor ops (about 20 us of a reused call on the tiny
-        CogVideoX, benchmarks/bench_overhead.py)."""
+        """decide="host" (or an eager decide="device" call) with this call's forced flag known on the host and no
+        other branch to combine (a single call per step, or a later branch would follow the first): the metric is
+        the call's one host read and the rule runs in Python, the tensor path's decision exactly (the threshold
+        rounded to fp32 as the tensor comparison rounds it; NaN computes), without its five tensor ops (about 20 us
+        of a reused call on the tiny CogVideoX, benchmarks/bench_overhead.py)."""
         if self.engine.adopting or torch.compiler.is_compiling():
             return self._read()  # (says why compiling is refused)
         d = self.host_indicator = float(diff)
@@ -98,4 +99,6 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         self.metric.copy_(diff)
         self.pred.fill_(go)
         self.go, self._go_read, self.passing = go, True, not go
+        if self.device_mode:
+            self._eager_go = go  # the blocks' eager branch (`eager_go`): read here already
         self.host_reads += 1
