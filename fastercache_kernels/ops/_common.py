@@ -7,6 +7,7 @@ while torch.compile traces. Every message names the op and the argument.
 from __future__ import annotations
 
 import numbers
+import threading
 
 import torch
 import torch.utils._python_dispatch as _python_dispatch
@@ -113,9 +114,14 @@ def direct_cpu(args):
             _direct_modules[key] = mod
     if mod is False:
         return None
-    mod.set_num_threads(torch.get_num_threads())  # follow torch's thread setting
+    key = (mod, torch.get_num_threads())
+    if _omp_threads.__dict__.get("key") != key:  # follow torch's thread setting (OpenMP's is per thread: so is this)
+        mod.set_num_threads(key[1])
+        _omp_threads.key = key
     return mod
 
+
+_omp_threads = threading.local()  # (module, thread count) this thread last gave a CPU module
 
 _direct_modules: dict = {}  # (use_backend's, FASTERCACHE_BACKEND, FASTERCACHE_CPU_ISA) -> CPU module, or False
 

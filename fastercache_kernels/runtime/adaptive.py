@@ -18,9 +18,13 @@ torch.compile: the engine observes the first call of each kind, and that call la
   every video, and a CUDA graph captures a whole call. An eager call (not compiling, not capturing, no dispatch
   mode) reads `pred` once instead and runs the chosen branch (`eager_go`): eager torch.cond costs about 0.5 ms per
   block (docs/results.md "Host time per call"); `cond_in_eager = True` on the runtime keeps torch.cond there too.
+  Its reused blocks add their residuals by runs (`BlockInfo.run`: one op at a run's first block, the others pass
+  their inputs through), and its bookkeeping is host mode's below.
 
-decide="host" keeps the call count and previous timestep mirrored on the host (`_hc`, `_hprev_t`), so `begin`
-updates the 0-d state with a few fills instead of a dozen tensor ops per call (the same values).
+decide="host" (and every call not captured) keeps the call count, previous timestep and reuse streak mirrored on
+the host (`_hc`, `_hprev_t`, `_hstreak`), so `begin` updates the 0-d state with a few fills instead of a dozen
+tensor ops per call (the same values); a captured call (a CUDA graph replays the pre-hook's ops) takes the tensor
+path, which computes the state from the state.
 
 With torch.distributed initialised, the metric's partial sums are all-reduced (SUM) before dividing (docs/algorithms.md
 §5).

@@ -67,7 +67,7 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         if b.order > 0:
             return self.step(b, args, kwargs)
         x0 = b.inputs(args, kwargs)[b.primary]  # the image / video stream, not a text stream
-        out = b.call(args, kwargs)
+        out = b.call(args, kwargs) if b.overrides else b.orig(*args, **kwargs)
         r1 = b.outs(out)[b.primary] - x0
         diff = metric_value(r1, self._r1_reference(), self.config.metric, self.group)
         if (not self.device_mode or not self._traced()) and self._hforce is not None and self.lead is None \
