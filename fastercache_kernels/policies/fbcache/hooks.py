@@ -67,12 +67,13 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         if b.order > 0:
             return self.step(b, args, kwargs)
         x0 = b.inputs(args, kwargs)[b.primary]  # the image / video stream, not a text stream
-        out = b.call(args, kwargs) if b.overrides else b.orig(*args, **kwargs)
+        traced = self.device_mode and self._traced()
+        # (the attention overrides are for traced calls; an eager one runs the block as it is)
+        out = b.call(args, kwargs) if traced and b.overrides else b.orig(*args, **kwargs)
         r1 = b.outs(out)[b.primary] - x0
         diff = metric_value(r1, self._r1_reference(), self.config.metric, self.group)
-        if (not self.device_mode or not self._traced()) and self._hforce is not None and self.lead is None \
-                and not self.others:  # (device decisions: an eager call, decided as the host's; never in a graph)
-            self._decide_on_host(diff)
+        if not traced and self._hforce is not None and self.lead is None and not self.others:
+            self._decide_on_host(diff)  # (device decisions: an eager call, decided as the host's; never in a graph)
         else:
             ahead = self.across(diff, "metric", reused_only=True, since=self.metric)  # self.metric: the last call's
             pred = self.decide(~(ahead < self.config.threshold))  # NaN computes
