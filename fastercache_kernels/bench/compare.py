@@ -326,6 +326,11 @@ def fk_methods(target) -> list[Method]:
     # warm-up steps with order 2, SeaCache 1.0 with caps 3 and 4, AdaCache's forecasting variants of results.md's
     # "AdaCache with forecasting": 10-12 computed calls at <= 38.3 dB on CogVideoX, <= 41.7 dB on Latte)
     out += [fbc(thr) for thr in (0.05, 0.2) if f"fk First-Block-Cache {thr}" not in have]
+    if target.family == "wan":  # per-branch calls: each branch on its own indicator, as diffusers' hook decides
+        from diffusers.hooks import FirstBlockCacheConfig as DiffusersFirstBlockCacheConfig
+
+        out += [fk_method(f"fk First-Block-Cache {thr} per branch (diffusers' config)",
+                          DiffusersFirstBlockCacheConfig(threshold=thr)) for thr in (0.05, 0.1)]
     # forecasting reuse (docs/algorithms.md section 11): the same decisions, the residual forecast on reused calls
     out += [fk_method(f"fk First-Block-Cache {thr} forecast 1",
                       fk.FirstBlockCacheConfig(threshold=thr, num_calls=n, forecast_order=1)) for thr in (0.1, 0.2)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ...runtime.adaptive import _F32, _I64, AdaptiveHooks
+from ...runtime.adaptive import _F32, _I64, AdaptiveHooks, _f32
 from ...runtime.forecasting import ForecastReuse
 
 
@@ -17,6 +17,7 @@ class MagCacheHooks(ForecastReuse, AdaptiveHooks):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.mag = torch.tensor(self.config.ratios, dtype=_F32)
+        self._hratios = None  # the ratios as fp32 values on the host (read once)
 
     def scalars(self) -> dict:
         return {**super().scalars(), "acc_ratio": (1.0, _F32, True), "acc_err": (0.0, _F32, True),
@@ -28,8 +29,16 @@ class MagCacheHooks(ForecastReuse, AdaptiveHooks):
     def allocate_policy(self) -> None:
         self.mag = self.mag.to(self.device)
 
+    _hacc = None  # (acc_ratio, acc_steps, acc_err) on the host, where the last call took the host path
+
+    def local_names(self) -> tuple:
+        return (*super().local_names(), "_hacc")
+
     def begin_policy(self) -> None:
         super().begin_policy()
+        if self._hforce is not None and self.lead is None and (self._hacc is not None or self._hc == 1):
+            return self._decide_on_host()
+        self._hacc = None
         cfg = self.config
         s = self.c - 1  # this branch's step index in the video
         n = self.mag.shape[0]
@@ -49,3 +58,32 @@ class MagCacheHooks(ForecastReuse, AdaptiveHooks):
         self.metric.copy_(err)
         self.pred.copy_(pred)
         self._read()
+
+    def _decide_on_host(self) -> None:
+        """The same rule with the step, the forced flag and the accumulators known on the host (decide="host" and
+        eager device calls, no branch to follow): Python floats rounded to fp32 after each operation, which is the
+        tensor path's fp32 arithmetic exactly (a double holds the exact result of an fp32 +, - or * of fp32 values),
+        and five fills instead of about fifteen tensor ops."""
+        cfg, c = self.config, self._hc
+        if c == 1:  # a new video: the accumulators were just reset
+            self._hacc = (1.0, 0, 0.0)
+        if self._hratios is None:
+            self._hratios = self.mag.tolist()
+        acc, steps, err = self._hacc
+        s = c - 1
+        if s >= cfg.retention_steps:
+            acc = _f32(acc * (self._hratios[s] if s < len(self._hratios) else 1.0))
+            steps += 1
+            err = _f32(err + abs(_f32(1.0 - acc)))
+        skip = s >= cfg.retention_steps and c > 1 and err <= _f32(cfg.threshold) and steps <= cfg.max_skip_steps
+        go = self._hforce or not skip
+        self.metric.fill_(err)
+        self.host_indicator = err
+        self._hacc = (1.0, 0, 0.0) if go else (acc, steps, err)
+        self.acc_ratio.fill_(self._hacc[0])
+        self.acc_steps.fill_(self._hacc[1])
+        self.acc_err.fill_(self._hacc[2])
+        self.pred.fill_(go)
+        if not self.device_mode:  # (device decisions: the blocks read `pred`, once in an eager call)
+            self.go, self._go_read, self.passing = go, True, not go
+            self.host_reads += 1  # (counted as `_read` counts it)
