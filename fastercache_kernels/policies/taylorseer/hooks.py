@@ -231,7 +231,7 @@ class TaylorSeerHooks(AdaptiveHooks):
             go = self.config.computes(c - 1)
             if not go and self._composed and self.half is None and bool(self.stale):
                 go = True  # a CFG-skip call computed one half only: the other half's outputs are stale (adaptive.end)
-        self.go = go
+        self.go, self._go_read = go, True  # (`end` counts from the host value)
         self.pred.fill_(go)
         if not go or self.half is not None:  # the weights are read on forecast calls and CFG-skip calls only
             self._set_weights(torch.tensor(taylor_weights(hc["pos"], hc["index"], hc["filled"], float(c),
