@@ -537,6 +537,7 @@ class AdaptiveHooks(Hooks):
         if self._composed and call.half is None:
             self.force.logical_or_(self.stale)
             self._hforce = None  # `stale` is a tensor
+
     def _sync_streak(self) -> None:
         """The `streak` tensor from its host mirror, which host decisions keep alone (the tensor is read only where
         a call takes the tensor path)."""
