@@ -134,3 +134,38 @@ def test_host_mirrors_decide_by_the_rule(cap):
     got = [bool(r["pred"]) for r in hist["host"]]
     assert got == want and not all(got) and len(got) == 28
     assert got == [bool(r["pred"]) for r in hist["device"]]
+
+
+class OptimizeContext:
+    """Named as dynamo's context: a stack walk that reached this test's frames would take the call as compiled."""
+
+    def run(self, model, lat, extra):
+        return sample_loop([model], lat, extra, calls=2)
+
+
+def test_compile_check_is_cheap_in_eager_and_still_sees_compile(monkeypatch):
+    """`under_torch_compile` answers an eager hook call from torch.compiler.disable's wrapper, without the stack walk
+    (the walk is made to answer "compiled" for this test's frames, and is not asked), and still sees torch.compile:
+    the default decide="auto" lays out host chains for the eager calls and device decisions for the compiled ones."""
+    from fastercache_kernels.runtime import adaptive
+
+    seen = []
+    real = adaptive.under_torch_compile
+
+    def spy():
+        seen.append(real())
+        return seen[-1]
+
+    monkeypatch.setattr(adaptive, "under_torch_compile", spy)
+    model = tiny_cogvideox(layers=1)
+    lat, extra = cog_inputs()
+    with fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.2)) as h:
+        with monkeypatch.context() as m:
+            m.setattr(adaptive, "_EVAL_FRAME", __file__)
+            OptimizeContext().run(model, lat, extra)
+        assert seen == [False, False] and not h.adaptive.device_mode
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        sample_loop([compiled], lat, extra, calls=2)
+        assert seen[2:] == [True, True] and h.adaptive.device_mode
+    torch._dynamo.reset()
