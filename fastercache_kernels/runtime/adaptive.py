@@ -150,10 +150,13 @@ def _host_value(t) -> float | None:
     return None
 
 
+_FP32 = struct.Struct("f")
+
+
 def _f32(x: float) -> float:
     """`x` rounded to fp32 as a Python float (the value a 0-d fp32 tensor of it holds)."""
     try:
-        return struct.unpack("f", struct.pack("f", x))[0]
+        return _FP32.unpack(_FP32.pack(x))[0]
     except OverflowError:  # beyond fp32's range: the tensor holds an infinity
         return math.copysign(math.inf, x)
 
@@ -571,6 +574,9 @@ class AdaptiveHooks(Hooks):
         """docs/algorithms.md section 10: the later branches of a step follow the first one's decision, so
         classifier-free guidance never mixes a reused branch with a computed one; the first branch decides on every
         branch's indicator (its own now, the others' as of their last call)."""
+        if call.leader is None and not self.engine.branch_keys:  # one call per step (the usual batched CFG call)
+            self.lead, self.others = None, []
+            return
         follow = self.follows_first_branch
         lead = self.engine.peek(call.leader, self) if call.leader is not None and follow else None
         self.lead = None if lead is None else lead[0]["pred"]
