@@ -137,6 +137,12 @@ class Hooks:
         return []
 
 
+def _under_torch_compile() -> bool:
+    from .adaptive import under_torch_compile  # (adaptive imports this module)
+
+    return under_torch_compile()
+
+
 def _ran_eagerly_by_design() -> None:
     """Inside `torch.compile(model, fullgraph=True)`, a call that compiled no frame raises "found no compiled
     frames" when it returns (torch 2.13, eval_frame.py). The observed call runs eagerly on purpose: it counts as one
@@ -586,10 +592,10 @@ class Engine:
         clock["c"] += 1
         clock["prev_t"], clock["step"], clock["in_call"] = t, step, True
         self.calls += 1
-        if self.static_shapes:
+        if self.static_shapes and (self.compiled if self.auto else _under_torch_compile()):
             # torch.cond (decide="device") rejects the symbolic strides of a dynamic-shape recompile (torch 2.13:
             # "cond's output stride is not a simple accumulative multiplication"): a new resolution compiles its own
-            # static graph instead
+            # static graph instead (only dynamo reads the mark: an eager call skips it)
             for v in (*args, *kwargs.values()):
                 if isinstance(v, torch.Tensor):
                     torch._dynamo.mark_static(v)
