@@ -682,9 +682,14 @@ class AdaptiveHooks(Hooks):
                     "inside the model's forward, which torch.compile cannot trace correctly; apply it with "
                     "decide='device' (one graph, no host read) or the default decide='auto' to compile the model, "
                     "or run it eagerly")
-            self.go = bool(self.pred)
-            self._go_read, self.passing = True, not self.go
-            self.host_reads += 1
+            self._decided(bool(self.pred))
+
+    def _decided(self, go: bool) -> None:
+        """This call's decision, known on the host (`_read`'s one read, or a policy's host rule, which also writes
+        `pred`): the blocks branch on `go` (a reused call passes a chain's inner blocks through), `end` counts from
+        it."""
+        self.go, self._go_read, self.passing = go, True, not go
+        self.host_reads += 1
 
     _go_read = False  # this call's pred was read into `go` (decide="host"): `end` updates the counters by it
     # a reused host call: the blocks inside a chain (`BlockInfo.passes`) return their inputs straight from their

@@ -569,9 +569,7 @@ class Engine:
             clock = self._clocks[key] = {"c": 0, "prev_t": None, "step": None, "in_call": False}
         signature = self.signature(args, kwargs)
         if self.auto:
-            from .adaptive import under_torch_compile
-
-            self.compiled = under_torch_compile()
+            self.compiled = _under_torch_compile()
             signature += (("torch.compile", self.compiled),)
         known = self._signatures.get(key)
         sig_changed = signature != known

@@ -99,7 +99,6 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         go = self._hforce or not d < _f32(self.config.threshold)
         self.metric.copy_(diff)
         self.pred.fill_(go)
-        self.go, self._go_read, self.passing = go, True, not go
+        self._decided(go)
         if self.device_mode:
             self._eager_go = go  # the blocks' eager branch (`eager_go`): read here already
-        self.host_reads += 1

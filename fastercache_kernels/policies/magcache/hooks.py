@@ -85,5 +85,4 @@ class MagCacheHooks(ForecastReuse, AdaptiveHooks):
         self.acc_err.fill_(self._hacc[2])
         self.pred.fill_(go)
         if not self.device_mode:  # (device decisions: the blocks read `pred`, once in an eager call)
-            self.go, self._go_read, self.passing = go, True, not go
-            self.host_reads += 1  # (counted as `_read` counts it)
+            self._decided(go)  # (counted in host_reads as `_read` counts it)
