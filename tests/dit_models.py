@@ -103,3 +103,24 @@ def assert_parity(outs, tol: float, what: str = "") -> list[float]:
     bad = [(i + 1, e) for i, e in enumerate(errs) if not e <= tol]
     assert not bad, f"{what}: calls (number, relative error) above {tol:g}: {bad[:5]}"
     return errs
+
+
+class PolyDiT(torch.nn.Module):
+    """A DiT whose block residuals are polynomials in the step index (the forecasting tests' model): temb = a + b s +
+    c s^2 with s = t / 1000 (c = 0 for degree 1), t linear in the call index, and blocks (`block(dim)`) whose
+    residuals depend only on temb; x [B, C, F, H, W]."""
+
+    def __init__(self, block, blocks: int, degree: int = 2, ch: int = 4, dim: int = 8):
+        super().__init__()
+        self.inp, self.outp = torch.nn.Linear(ch, dim), torch.nn.Linear(dim, ch)
+        self.coef = torch.nn.Parameter(torch.randn(3, dim) * torch.tensor([1.0, 1.0, float(degree == 2)]).unsqueeze(1))
+        self.transformer_blocks = torch.nn.ModuleList(block(dim) for _ in range(blocks))
+
+    def forward(self, x, timestep):
+        b, c, f, h, w = x.shape
+        s = timestep.float().reshape(-1, 1) / 1000
+        temb = self.coef[0] + self.coef[1] * s + self.coef[2] * s * s
+        z = self.inp(x.permute(0, 2, 3, 4, 1).reshape(b, f * h * w, c))
+        for blk in self.transformer_blocks:
+            z = blk(z, temb)
+        return self.outp(z).reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch._dynamo.testing
 from adaptive_reference import Recorder, close, decisions, fbcache, forecast_residuals, teacache
-from dit_models import clone, cog_inputs, one_thread, sample_loop, tiny_cogvideox  # noqa: F401
+from dit_models import PolyDiT, clone, cog_inputs, one_thread, sample_loop, tiny_cogvideox  # noqa: F401
 from torch import nn
 from torch._dynamo.utils import counters
 
@@ -24,31 +24,12 @@ CH, DIM, CALLS = 4, 8, 12
 class PolyBlock(nn.Module):
     """x + temb * v: the residual does not depend on x, only on the timestep (through temb)."""
 
-    def __init__(self):
+    def __init__(self, dim: int):
         super().__init__()
-        self.v = nn.Parameter(torch.randn(DIM))
+        self.v = nn.Parameter(torch.randn(dim))
 
     def forward(self, hidden_states, temb):
         return hidden_states + temb.unsqueeze(1) * self.v
-
-
-class PolyDiT(nn.Module):
-    """temb = a + b s + c s^2 with s = t / 1000 (c = 0 for degree 1); x [B, C, F, H, W]."""
-
-    def __init__(self, degree: int):
-        super().__init__()
-        self.inp, self.outp = nn.Linear(CH, DIM), nn.Linear(DIM, CH)
-        self.coef = nn.Parameter(torch.randn(3, DIM) * torch.tensor([1.0, 1.0, float(degree == 2)]).unsqueeze(1))
-        self.transformer_blocks = nn.ModuleList(PolyBlock() for _ in range(3))
-
-    def forward(self, x, timestep):
-        b, c, f, h, w = x.shape
-        s = timestep.float().reshape(-1, 1) / 1000
-        temb = self.coef[0] + self.coef[1] * s + self.coef[2] * s * s
-        z = self.inp(x.permute(0, 2, 3, 4, 1).reshape(b, f * h * w, c))
-        for blk in self.transformer_blocks:
-            z = blk(z, temb)
-        return self.outp(z).reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)
 
 
 ADAPTER = generic_adapter(spatial=(), temporal=(), blocks=r"^transformer_blocks\.\d+$", block_io=("hidden_states",),
@@ -60,7 +41,7 @@ SCHEDULE = dict(threshold=1e9, warmup=3, max_consecutive_reuse=2)
 
 def _poly_model(degree: int):
     torch.manual_seed(degree)
-    return PolyDiT(degree).eval()
+    return PolyDiT(PolyBlock, 3, degree, CH, DIM).eval()
 
 
 def _loop(models, calls=CALLS, compiled=None):

@@ -9,7 +9,7 @@ from adaptive_reference import Recorder, assert_reuse_adds_last_residual, close,
 from adaptive_reference import run_patched
 from adaptive_reference import adacache as reference
 from dit_models import COG_FRAMES, LATTE_FRAMES, clone, cog_inputs, latte_inputs, one_thread, sample_loop  # noqa: F401
-from dit_models import tiny_cogvideox, tiny_latte
+from dit_models import PolyDiT, tiny_cogvideox, tiny_latte
 
 import fastercache_kernels as fk
 
@@ -301,28 +301,9 @@ class _PolyBlock(torch.nn.Module):
         return h + temb.unsqueeze(1) * self.v2
 
 
-class _PolyDiT(torch.nn.Module):
-    """temb quadratic in t / 1000, with t linear in the call index: every block residual is a parabola in it."""
-
-    def __init__(self, ch: int = 4, dim: int = 8):
-        super().__init__()
-        self.inp, self.outp = torch.nn.Linear(ch, dim), torch.nn.Linear(dim, ch)
-        self.coef = torch.nn.Parameter(torch.randn(3, dim))
-        self.transformer_blocks = torch.nn.ModuleList(_PolyBlock(dim) for _ in range(2))
-
-    def forward(self, x, timestep):
-        b, c, f, h, w = x.shape
-        s = timestep.float().reshape(-1, 1) / 1000
-        temb = self.coef[0] + self.coef[1] * s + self.coef[2] * s * s
-        z = self.inp(x.permute(0, 2, 3, 4, 1).reshape(b, f * h * w, c))
-        for blk in self.transformer_blocks:
-            z = blk(z, temb)
-        return self.outp(z).reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)
-
-
 def _poly_errors(order: int, decide: str = "host"):
     torch.manual_seed(2)
-    model = _PolyDiT().eval()
+    model = PolyDiT(_PolyBlock, 2).eval()  # every block residual a parabola in the call index
     ref = clone(model)
     adapter = fk.adapters.generic_adapter(spatial=(), temporal=(), blocks=r"^transformer_blocks\.\d+$",
                                           block_io=("hidden_states",), timestep_arg="timestep",
