@@ -70,14 +70,15 @@ class CallLog:
         char = _fc_char(fc, call) if fc is not None else "C"
         go, values = None, None
         if ad is not None and not call.skips_model:
-            ind = getattr(ad, INDICATOR.get(ad.policy, "metric"))
-            if ad.device_mode and not getattr(ad, "_go_read", False):  # the decision lives on the device too
-                values = torch.stack([ad.pred.detach().to(ind.dtype), ind.detach()])
-            else:
+            if ad._go_read or not ad.device_mode:
                 go = bool(ad.go)  # already on the host: read once per call by the policy itself
-                values = getattr(ad, "host_indicator", None)  # a float where the policy read it on the host
+                values = ad.host_indicator  # a float where the policy read it on the host
                 if values is None:
+                    ind = getattr(ad, INDICATOR.get(ad.policy, "metric"))
                     values = ind.clone() if not ind.requires_grad else ind.detach().clone()  # state: never tracked
+            else:  # the decision lives on the device too
+                ind = getattr(ad, INDICATOR.get(ad.policy, "metric"))
+                values = torch.stack([ad.pred.detach().to(ind.dtype), ind.detach()])
         self.entries[key].append((call.c, call.step, call.branch, char, go, values))
 
     def read(self) -> dict:

@@ -81,24 +81,63 @@ def test_direct_attention_follows_a_new_processor_and_keeps_the_warning():
         assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
-def test_eager_device_reuse_by_runs_is_the_per_block_cond():
-    """decide="device" run eagerly adds a run's per-block residuals in one op on a reused call: in fp32 the same
-    bits as the per-block torch.cond the traced path runs (cond_in_eager), with the same decisions."""
+def test_eager_device_reuse_is_host_modes_and_the_per_block_cond_to_rounding():
+    """decide="device" run eagerly keeps each run's residual as host decisions keep their chain's (last output - first
+    input, beside the per-block residuals the traced path reads) and adds it on a reused call: the same bits as
+    decide="host", and the per-block torch.cond (cond_in_eager) to rounding, with the same decisions; the per-block
+    residuals its computed calls write (two foreach ops per stream) are the cond path's bits. All three models get
+    the same inputs each call."""
     lat, extra = cog_inputs()
-    outs, stats = {}, {}
     base = tiny_cogvideox(layers=4)
-    for mode in ("runs", "cond"):
-        model = clone(base)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.2), decide="device") as h:
-                h.adaptive.cond_in_eager = mode == "cond"
-                outs[mode] = [o[0] for o in sample_loop([model], lat, extra, calls=12)]
-                stats[mode] = h.stats()
-                runs = [len(b.run) for b in h.adaptive.order if b.run_head is b]
+    models = [clone(base) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = fk.FirstBlockCacheConfig(threshold=0.2)
+        hs = [fk.apply(models[0], cfg, decide="host"), fk.apply(models[1], cfg, decide="device"),
+              fk.apply(models[2], cfg, decide="device")]
+        hs[2].adaptive.cond_in_eager = True
+        outs = sample_loop(models, lat, extra, calls=12)
+    dev = hs[1].adaptive
+    runs = [len(b.run) for b in dev.order if b.run_head is b]
     assert runs == [1, 3]  # the first block decides, the other three form one run
-    assert 0 < stats["runs"]["reused"] == stats["cond"]["reused"] < 11
-    assert all(torch.equal(a, b) for a, b in zip(outs["runs"], outs["cond"]))
+    stats = [h.stats() for h in hs]
+    assert 0 < stats[0]["reused"] == stats[1]["reused"] == stats[2]["reused"] < 11
+    assert dev._run_fresh and not hs[2].adaptive._run_fresh
+    assert all(torch.equal(row[0], row[1]) for row in outs)
+    assert all(torch.allclose(row[1], row[2], rtol=1e-5, atol=1e-6) for row in outs)
+    assert any(not torch.equal(row[1], row[2]) for row in outs)  # the reused calls round differently
+    for b, c in zip(dev.order, hs[2].adaptive.order):
+        for x, y in zip(b.bufs.get("res", []), c.bufs.get("res", [])):
+            assert torch.equal(x, y)
+    for h in hs:
+        h.remove()
+
+
+def test_eager_device_reuse_after_a_traced_call_adds_the_per_block_residuals():
+    """A call that runs torch.cond (traced, captured, or here cond_in_eager) writes only the per-block residuals: the
+    runs' residuals are stale until the next eager computed call, so a reused eager call adds the per-block ones
+    (the run buffers, poisoned here, are not read)."""
+    lat, extra = cog_inputs()
+    model = tiny_cogvideox(layers=4)
+    seen = []
+
+    def on_call(i, t):
+        rt.cond_in_eager = i == 3  # call 4 runs the per-block cond
+        if i in (3, 4):
+            seen.append(rt._run_fresh)
+        if i == 4:
+            for b in rt.order:
+                for r in b.bufs.get("run", []):
+                    r.fill_(float("nan"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fk.apply(model, fk.FirstBlockCacheConfig(threshold=1e9, warmup=2), decide="device") as h:
+            rt = h.adaptive
+            outs = sample_loop([model], lat, extra, calls=8, on_call=on_call)
+            assert h.stats()["computed"] == 2  # the warm-up calls; then every call reuses
+    assert seen == [True, False]  # call 2 (eager, computed) wrote the runs; call 4 (cond) made them stale
+    assert all(torch.isfinite(row[0]).all() for row in outs)
 
 
 @pytest.mark.parametrize("cap", [None, 2])
@@ -143,10 +182,11 @@ class OptimizeContext:
         return sample_loop([model], lat, extra, calls=2)
 
 
-def test_compile_check_is_cheap_in_eager_and_still_sees_compile(monkeypatch):
-    """`under_torch_compile` answers an eager hook call from torch.compiler.disable's wrapper, without the stack walk
-    (the walk is made to answer "compiled" for this test's frames, and is not asked), and still sees torch.compile:
-    the default decide="auto" lays out host chains for the eager calls and device decisions for the compiled ones."""
+def test_compile_check_is_skipped_in_eager_and_still_sees_compile(monkeypatch):
+    """An eager call (no eval-frame callback in the model's forward) is known to run eagerly without
+    `under_torch_compile`'s stack walk (made to answer "compiled" for this test's frames, and not asked), and the
+    bookkeeping is not wrapped in torch.compiler.disable; a compiled call still sees torch.compile: the default
+    decide="auto" lays out host chains for the eager calls and device decisions for the compiled ones."""
     from fastercache_kernels.runtime import adaptive
 
     seen = []
@@ -163,9 +203,10 @@ def test_compile_check_is_cheap_in_eager_and_still_sees_compile(monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(adaptive, "_EVAL_FRAME", __file__)
             OptimizeContext().run(model, lat, extra)
-        assert seen == [False, False] and not h.adaptive.device_mode
+        assert seen == [] and not h.adaptive.device_mode
+        assert h.stats()["calls"] == 2
         torch._dynamo.reset()
         compiled = torch.compile(model, backend="eager", fullgraph=True)
         sample_loop([compiled], lat, extra, calls=2)
-        assert seen[2:] == [True, True] and h.adaptive.device_mode
+        assert seen == [True, True] and h.adaptive.device_mode
     torch._dynamo.reset()

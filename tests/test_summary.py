@@ -82,8 +82,9 @@ def test_device_decisions_are_logged_like_host_ones(cog):
 def _meta_policy(device_mode: bool):
     """An adaptive policy whose 0-d state lives on the meta device: any host read of it raises."""
     meta = {"dtype": torch.float32, "device": "meta"}
-    return SimpleNamespace(name="fbcache", policy="fbcache", device_mode=device_mode, go=True,
-                           pred=torch.ones((), dtype=torch.bool, device="meta"), metric=torch.zeros((), **meta))
+    return SimpleNamespace(name="fbcache", policy="fbcache", device_mode=device_mode, go=True, _go_read=False,
+                           host_indicator=None, pred=torch.ones((), dtype=torch.bool, device="meta"),
+                           metric=torch.zeros((), **meta))
 
 
 @pytest.mark.parametrize("device_mode", [False, True])

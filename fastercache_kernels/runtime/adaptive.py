@@ -18,8 +18,10 @@ torch.compile: the engine observes the first call of each kind, and that call la
   every video, and a CUDA graph captures a whole call. An eager call (not compiling, not capturing, no dispatch
   mode) reads `pred` once instead and runs the chosen branch (`eager_go`): eager torch.cond costs about 0.5 ms per
   block (docs/results.md "Host time per call"); `cond_in_eager = True` on the runtime keeps torch.cond there too.
-  Its reused blocks add their residuals by runs (`BlockInfo.run`: one op at a run's first block, the others pass
-  their inputs through), and its bookkeeping is host mode's below.
+  It works by runs of blocks (`BlockInfo.run`, the blocks host mode chains): a computed call writes every block's
+  residual (for the traced path) and the run's own (last output - first input), a reused one adds the run's
+  residual at its first block and the others pass their inputs through, so its samples and its bookkeeping are
+  host mode's.
 
 decide="host" (and every call not captured) keeps the call count, previous timestep and reuse streak mirrored on
 the host (`_hc`, `_hprev_t`, `_hstreak`), so `begin` updates the 0-d state with a few fills instead of a dozen
@@ -41,6 +43,7 @@ import torch
 import torch.utils._python_dispatch as _python_dispatch
 
 from .. import ops
+from ..ops.feature_diff import OP as _FEATURE_DIFF
 from ..ops.residual_sum import OP as _RESIDUAL_SUM
 from . import parallel
 from .blocks import BlockInfo, install_direct_attention, traceable_attention
@@ -71,6 +74,11 @@ def metric_value(a: torch.Tensor, b: torch.Tensor, metric: str, group=None) -> t
     calls and the division: about 0.1 ms of host time per call on the tiny model, docs/results.md)."""
     if _several_ranks(group):
         return ops.feature_diff_from_partials(all_reduce_sum(ops.feature_diff_partials(a, b, metric), group), metric)
+    if a.shape == b.shape and a.dtype == b.dtype and a.device == b.device:
+        # the runtime's own operands (this call's tensor and a buffer laid out from the observed call): the op
+        # itself, without the public function's argument checks (five Python calls, about 4 us of a cold call);
+        # anything else takes the checked path, which names what does not match
+        return _FEATURE_DIFF(a, b, metric, False, checked=True)
     return ops.feature_diff(a, b, metric)
 
 
@@ -89,23 +97,12 @@ def _operands(ins: list) -> list:
 def under_torch_compile() -> bool:
     """Whether this (eager, compiler-disabled) hook runs inside a call of a torch.compile'd function: a frame of
     dynamo's eval_frame.py whose `self` is an OptimizeContext is then on the Python stack (torch 2.13; the
-    compiler.disable wrapper around the hook itself is a DisableContext). Checked by the policies that
-    refuse compilation, and by the engine for decide="auto" (once per call)."""
+    compiler.disable wrapper around the hook itself is a DisableContext). The engine asks once per call where an
+    eval-frame callback is set (an eager call, with none, is known without it: `Engine._model_forward`)."""
     f = sys._getframe(1)
-    # The usual eager call, in O(1): the hook runs inside torch.compiler.disable's wrapper, whose `prior` is the
-    # eval-frame callback it replaced: None means no compiled region is running (a compiled one sets it on entry and
-    # restores it on exit). Otherwise, or where the wrapper is not found, the walk decides (it ran on every call
-    # before: 16 us of a cold pre-hook, benchmarks/profile_overhead.py).
-    g, depth = f, 0
-    while g is not None and depth < 8:
-        if g.f_code is _DISABLED_CODE:
-            if g.f_locals.get("prior", False) is None:
-                return False
-            break
-        g, depth = g.f_back, depth + 1
     name = _EVAL_FRAME
     while f is not None:
-        # one string comparison per frame, no method call (the walk runs on every call under decide="auto")
+        # one string comparison per frame, no method call
         if f.f_code.co_filename == name and type(f.f_locals.get("self")).__name__ in (
                 "OptimizeContext", "OptimizedModule"):
             return True
@@ -123,17 +120,6 @@ def _eval_frame_file() -> str:
 
 
 _EVAL_FRAME = _eval_frame_file()
-
-
-def _disabled_code():
-    """The code object of torch.compiler.disable's wrapper (`_fn` in dynamo's eval_frame.py), or None."""
-    try:
-        return torch.compiler.disable(lambda: None).__code__
-    except (AttributeError, RuntimeError):  # pragma: no cover (another torch)
-        return None
-
-
-_DISABLED_CODE = _disabled_code()
 
 
 def _dense(outs: list, ins) -> list:
@@ -292,6 +278,9 @@ class AdaptiveHooks(Hooks):
                                            f"{b.head.name!r} .. {b.name!r} (it keeps the first two and last two "
                                            "blocks of each run); name the blocks with the adapter's `blocks`")
                     seen[b] = [outs[i] - ins[n] for i, n in zip(b.slots, b.head.io_names)]
+                if self.device_mode and b.run_head is b and len(b.run) > 1:  # a run's residual (see `step`)
+                    ins, outs = rec[b]["ins"], rec[b.run[-1]]["outs"]
+                    self._seen_runs[b] = [outs[i] - ins[n] for i, n in zip(b.run[-1].slots, b.io_names)]
         self._seen = seen
         for b in self.order:
             self.observe_policy(b, rec[b])
@@ -349,7 +338,7 @@ class AdaptiveHooks(Hooks):
 
         def forward(*args, **kwargs):
             if rt.passing and b.passes:  # a reused host call, inside a chain: the head added the chain's residual
-                return b.pack(b.inputs(args, kwargs))
+                return b.passthrough(args, kwargs)
             if rt.engine.observing:
                 return rt.observe(b, args, kwargs)
             if not rt.ready or b.order < 0 or not rt.active:
@@ -378,6 +367,7 @@ class AdaptiveHooks(Hooks):
         self._firsts: set = set()  # the lists whose first child ran
         self._depth = 0
         self._seen: dict = {}  # block -> what its cache holds after the observed call (adopted after)
+        self._seen_runs: dict = {}  # device decisions: a run's first block -> the run's residual in that call
 
     def allocate(self, call: Call, probe: Observation) -> None:
         if not self.order:
@@ -387,11 +377,12 @@ class AdaptiveHooks(Hooks):
         self.group = cp if self.user_group is None else self.user_group  # (None: the world)
         self.cp = cp if self.group is cp else None
         self._allocate(probe.batch, probe.frames, probe.device)
+        self._keeps_c = bool(self.device_mode or self.record or self.reads_c or getattr(self, "fc_order", 0))
         self.ready = True
 
     def local_names(self) -> tuple:
         """Per-key state: every 0-d scalar and the policy's own buffers (block residuals are per block)."""
-        return (*self.scalars(), "go", "_hc", "_hprev_t", "_hstreak")
+        return (*self.scalars(), "go", "_hc", "_hprev_t", "_hstreak", "_run_fresh")
 
     def save(self):
         return ({k: getattr(self, k) for k in self.local_names()},
@@ -436,6 +427,7 @@ class AdaptiveHooks(Hooks):
         for name, (v, dt, _) in self.scalars().items():
             setattr(self, name, torch.full((), v, dtype=dt, device=self.device))
         self._hc, self._hprev_t, self._hstreak = 0, math.inf, 0
+        self._run_fresh = False
 
     # decide="host" (and eager device calls): `c`, `prev_t` and `streak` mirrored on the host (`_hc`, `_hprev_t`,
     # `_hstreak`, None when not known), so `begin` decides a new video and the forced calls in Python and writes the
@@ -448,6 +440,15 @@ class AdaptiveHooks(Hooks):
     _hprev_t: float | None = None
     _hstreak: int | None = None
     _hforce: bool | None = None
+    _force_due = False  # `_hforce` is not written to the `force` tensor yet (see `_host_force`)
+    # whether `_begin_host` writes `c` on every call: device decisions, `record`, and the policies whose rules or
+    # forecasts read the tensor (`reads_c`); otherwise the mirror `_hc` alone counts, and `c` is written where the
+    # tensor path takes over (one fill fewer per call)
+    _keeps_c = True
+    reads_c = True
+    # decide="device" run eagerly: the runs' residuals (`BlockInfo.bufs["run"]`) hold the last eager computed call's
+    # (no traced, captured or CFG-skip call since), so a reused eager call adds them as host decisions do
+    _run_fresh = False
     host_indicator: float | None = None  # this call's indicator where a host path read it (the summary's log)
 
     def reset(self) -> None:
@@ -471,8 +472,8 @@ class AdaptiveHooks(Hooks):
             return
         self._go_read = self.passing = False
         self._hforce = self.host_indicator = None
-        if self.reads_in_forward and not self.device_mode and (
-                self.engine.compiled if self.auto else under_torch_compile()):  # "auto": the engine looked
+        self._force_due = False
+        if self.reads_in_forward and not self.device_mode and self.engine.compiled:  # (the engine looked)
             # a host read inside a compiled forward: fullgraph cannot trace it, and without fullgraph the graph
             # breaks around it gave wrong videos (First-Block-Cache on the trained demo CogVideoX: 38.3 dB eager,
             # 33.9 dB under aot_eager), so refuse instead
@@ -495,8 +496,10 @@ class AdaptiveHooks(Hooks):
             self._begin_host(call, by_steps)
             self.begin_policy()
             return
-        if self._hc is not None and self._hprev_t is not None:  # leaving the mirrors: prev_t as they kept it
-            self.prev_t.fill_(self._hprev_t)
+        if self._hc is not None:  # leaving the mirrors: c and prev_t as they kept them
+            self.c.fill_(self._hc)
+            if self._hprev_t is not None:
+                self.prev_t.fill_(self._hprev_t)
         self._sync_streak()
         self._hc = self._hstreak = None  # the mirrors are not kept on this path
         new = self.c == 0
@@ -543,7 +546,8 @@ class AdaptiveHooks(Hooks):
         self._eager_go = None
         c += 1
         self._hc = c
-        self.c.fill_(c)  # (a fill: a third of add_'s host time)
+        if self._keeps_c:
+            self.c.fill_(c)  # (a fill: a third of add_'s host time)
         if by_steps:
             force = c == 1 or call.step + 1 >= call.num_steps - self.forced_tail
         else:
@@ -552,17 +556,31 @@ class AdaptiveHooks(Hooks):
             cfg, streak = self.config, self._hstreak
             cap = getattr(cfg, "max_consecutive_reuse", None)
             if streak is None:  # (the tensor path ran since the last video started)
+                self.c.fill_(c)
                 self.force.copy_(self._guards() | force)
             else:
-                force = force or c <= getattr(cfg, "warmup", 0) or (cap is not None and streak >= cap)
-                self._hforce = force
-                self.force.fill_(force)
+                self._host_force(force or c <= getattr(cfg, "warmup", 0) or (cap is not None and streak >= cap))
         else:
-            self._hforce = force
-            self.force.fill_(force)
+            self._host_force(force)
         if self._composed and call.half is None:
+            self._sync_force()
             self.force.logical_or_(self.stale)
             self._hforce = None  # `stale` is a tensor
+
+    def _host_force(self, force: bool) -> None:
+        """This call's forced flag, known on the host (`_hforce`): the `force` tensor is written where device
+        decisions read it, else only when a tensor rule asks for it (`decide`, `_sync_force`): a host rule decides
+        from `_hforce` alone (one fill fewer per call)."""
+        self._hforce = force
+        if self.device_mode:
+            self.force.fill_(force)
+        else:
+            self._force_due = True
+
+    def _sync_force(self) -> None:
+        if self._force_due:
+            self._force_due = False
+            self.force.fill_(self._hforce)
 
     def _sync_streak(self) -> None:
         """The `streak` tensor from its host mirror, which host decisions keep alone (the tensor is read only where
@@ -640,6 +658,8 @@ class AdaptiveHooks(Hooks):
 
     def decide(self, own: torch.Tensor) -> torch.Tensor:
         """This call's decision from the policy's own rule (`own`: compute), or the step's first branch's."""
+        if self._force_due:  # (host decisions only: never set in a traced call)
+            self._sync_force()
         return self.force | (own if self.lead is None else self.lead)
 
     _eager_go = None
@@ -722,6 +742,12 @@ class AdaptiveHooks(Hooks):
                 self.stale.logical_and_(~self.pred)
             else:
                 self.stale.logical_or_(self.pred)
+        if self.device_mode:  # the runs' residuals: written by an eager computed call, kept by a reused one
+            go = True if self.engine.adopting else self._eager_go  # (the observed call ran eagerly, adopted)
+            if go is None or self.half is not None:
+                self._run_fresh = False
+            elif go:
+                self._run_fresh = True
         if self.record:
             self.history.append({"key": call.key, **{k: getattr(self, k).clone() for k in self.recorded()}})
         self.half = None
@@ -800,12 +826,15 @@ class AdaptiveHooks(Hooks):
     def adopt(self, call: Call, output) -> None:
         """The observed call computed every block: its residuals (and the policy's own state) fill the buffers."""
         seen, self._seen = self._seen, {}
+        runs, self._seen_runs = self._seen_runs, {}
         if not self.active:
             return
         for b in self.order:
             if b.tail is b and b in seen and "res" in b.bufs:
                 for buf, r in zip(map(self.rows, b.bufs["res"]), seen[b]):
                     buf.copy_(r)
+            for buf, r in zip(b.bufs.get("run", ()), runs.get(b, ())):
+                buf.copy_(r)
         self.adopt_policy(seen)
         self.go = True
 
@@ -843,10 +872,14 @@ class AdaptiveHooks(Hooks):
             if b.order < 0 or not self.reuses(b) or b.tail is not b:
                 b.bufs = {}
                 continue
-            for key in self.residual_names():
+            names = self.residual_names()
+            if self.device_mode and b.run_head is b and len(b.run) > 1:
+                names = (*names, "run")  # the run's residual for eager reused calls (see `step`)
+            for key in names:
                 old = b.bufs.get(key) or []
                 old = old if len(old) == len(b.shapes) else [None] * len(b.shapes)
                 b.bufs[key] = [self._buffer(t, s, d) for t, (s, d) in zip(old, b.shapes)]
+        self._run_fresh = False
         self.allocate_policy()
 
     def allocate_policy(self) -> None:
@@ -865,6 +898,7 @@ class AdaptiveHooks(Hooks):
             b.run = [b]
             b.held = None
             b.passes = False
+            b.link()
         if self.device_mode and self.residual_names() == ("res",) and self._runs():
             prev = None
             for b in self.order:
@@ -910,19 +944,31 @@ class AdaptiveHooks(Hooks):
             ins = b.inputs(args, kwargs)
             go = self.eager_go()
             if go is not None:  # an eager call: the branch itself
-                res = b.bufs["res"]
+                head = b.run_head
                 if not go:
-                    if b.run_head is not b:
-                        return b.pack(ins)  # inside a run: its first block added every residual of the run
-                    # one op per stream for the whole run, the sum in fp32 in block order (bit-identical to the
-                    # per-block adds in fp32; one rounding instead of one per block in fp16 / bf16); the residuals
-                    # are this runtime's buffers, shaped as the run's inputs: the op's per-argument check is
-                    # skipped (about 1 us per residual, 30 us of a 16-block reused call)
+                    if head is not b:
+                        return b.pack(ins)  # inside a run: its first block added the run's residual
+                    if self._run_fresh and self._hc is not None and self.half is None and "run" in b.bufs:
+                        # the run's residual as host decisions keep it (last output - first input, written by the
+                        # last eager computed call): one add per stream, host mode's bits
+                        return b.pack([torch.add(x, r) for x, r in zip(ins, b.bufs["run"])])
+                    # (the per-block residuals were written since by a traced or captured call) one op per stream
+                    # for the whole run, the sum in fp32 in block order (bit-identical to the per-block adds in
+                    # fp32); the residuals are this runtime's buffers, shaped as the run's inputs: the op's
+                    # per-argument check is skipped
                     return b.pack([_RESIDUAL_SUM(x, [blk.bufs["res"][i] for blk in b.run], checked=True)
                                    for i, x in enumerate(ins)])
                 out = b.orig(*args, **kwargs)  # (eager: the attention overrides are for torch.cond)
-                for buf, o, x in zip(res, b.outs(out), ins):
-                    torch.sub(o, x, out=buf)
+                outs = b.outs(out)
+                if len(head.run) == 1 or self.half is not None:
+                    for buf, o, x in zip(b.bufs["res"], outs, ins):
+                        torch.sub(o, x, out=buf)
+                    return out
+                if head is b:
+                    head.held = []  # the run's inputs and outputs, block by block, written at its last block
+                head.held.append((ins, outs))
+                if b is head.run[-1]:
+                    self._write_run(head)
                 return out
             k = len(ins)
             res = b.bufs["res"]
@@ -954,9 +1000,21 @@ class AdaptiveHooks(Hooks):
         # the tiny CogVideoX's [1, 8, 16], 20000-call loop)
         return b.pack([torch.add(x, self.rows(r)) for x, r in zip(ins, b.tail.bufs["res"])])
 
+    def _write_run(self, head: BlockInfo) -> None:
+        """An eager computed call with device decisions, at a run's last block: every block's residual (the traced
+        path's layout, out - in per block, the same bits as one sub per block) with two foreach ops per stream
+        instead of one op per block and stream (2 x 16 subs on the 16-block tiny CogVideoX), and the run's residual
+        as host decisions keep it (last output - first input), which a reused eager call adds."""
+        seen, head.held = head.held, None
+        for i, r in enumerate(head.bufs["run"]):
+            dst = [blk.bufs["res"][i] for blk in head.run]
+            torch._foreach_copy_(dst, [outs[i] for _, outs in seen])
+            torch._foreach_sub_(dst, [ins[i] for ins, _ in seen])
+            torch.sub(seen[-1][1][i], seen[0][0][i], out=r)
+
     def stats(self) -> dict:
         return {"policy": self.policy, "calls": self.calls, "videos": int(self.videos),
-                "call_in_video": int(self.c), "computed": int(self.computed),
+                "call_in_video": self._hc if self._hc is not None else int(self.c), "computed": int(self.computed),
                 "reused": self.calls - int(self.computed), "host_reads": self.host_reads,
                 "blocks": len(self.order), "cache_bytes": self.cache_bytes(),
                 "block_stack": ("observed", self.structure.describe()) if self.structure is not None else

@@ -16,6 +16,7 @@ that never change after allocation, and tensors.
 from __future__ import annotations
 
 import inspect
+import operator
 import re
 from dataclasses import dataclass, field
 
@@ -144,6 +145,23 @@ class BlockInfo:
 
     def outs(self, out) -> list:
         return [out[i] for i in self.slots] if self.tuple_out else [out]
+
+    def passthrough(self, args, kwargs):
+        """The block's output when it passes its inputs through: `pack(inputs(...))`. `link` replaces it with one
+        itemgetter where it can."""
+        return self.pack(self.inputs(args, kwargs))
+
+    def link(self) -> None:
+        """After the structure is known: `passthrough` as one C itemgetter where the mirrored inputs are all keyword
+        (or all positional) arguments and fill the output in order (a reused call passes most blocks through:
+        0.80 -> 0.12 us per block in a 20000-call loop, two keyword streams)."""
+        self.__dict__.pop("passthrough", None)
+        kinds, keys = {loc[0] for loc in self.io}, [loc[1] for loc in self.io]
+        in_order = self.tuple_out and len(keys) >= 2 and tuple(self.slots) == tuple(range(self.n_out))
+        if len(kinds) != 1 or not (in_order or (not self.tuple_out and len(keys) == 1)):
+            return
+        get = operator.itemgetter(*keys)
+        self.passthrough = (lambda args, kwargs: get(kwargs)) if "k" in kinds else (lambda args, kwargs: get(args))
 
     def pack(self, outs):
         if not self.tuple_out:

@@ -1,7 +1,8 @@
 """The hook engine: one per patched model, whatever the policies.
 
-It installs everything and removes it exactly: the model's forward pre-hook and hook (plain Python, run outside
-compiled graphs), the wrappers of extra entry points an adapter names (Vchitect's `my_forward`), diffusers'
+It installs everything and removes it exactly: the model's forward, which runs the per-call bookkeeping before and
+after the original (the "pre-hook" `_pre` and "post-hook" `_post`: plain Python, run outside compiled graphs), the
+wrappers of extra entry points an adapter names (Vchitect's `my_forward`), diffusers'
 `cache_context` and `_reset_stateful_cache`, and, through `Engine.replace`, each policy's module forwards. It holds
 the clock (per state key: calls in the video, the timestep, new-video detection, the step index and step count a
 diffusers `cache_context` carries), decides which state a call uses, and observes the first call of new input shapes.
@@ -143,6 +144,17 @@ def _under_torch_compile() -> bool:
     return under_torch_compile()
 
 
+def _callback_getter():
+    try:
+        from torch._C._dynamo.eval_frame import get_eval_frame_callback
+    except ImportError:  # pragma: no cover (another torch: the bookkeeping always goes through compiler.disable)
+        return None
+    return get_eval_frame_callback
+
+
+_eval_frame_callback = _callback_getter()
+
+
 def _ran_eagerly_by_design() -> None:
     """Inside `torch.compile(model, fullgraph=True)`, a call that compiled no frame raises "found no compiled
     frames" when it returns (torch 2.13, eval_frame.py). The observed call runs eagerly on purpose: it counts as one
@@ -201,7 +213,6 @@ class Engine:
     def __init__(self, model: torch.nn.Module, adapter, policies: list[Hooks]):
         self.model, self.adapter, self.policies = model, adapter, list(policies)
         self._saved: list[tuple[object, str, bool, object, object]] = []
-        self._hooks = []
         self._orig_forward = getattr(*parallel.model_slot(model))
         self._sig = inspect.signature(self._orig_forward)
         self._params = tuple(self._sig.parameters)  # the forward's parameter names, in order (read per call)
@@ -210,6 +221,11 @@ class Engine:
         # decide="auto": whether a call runs under torch.compile is part of its input signature, so the first call
         # of each kind is observed and lays out the buffers for it (the policies read `compiled` then)
         self.auto = any(getattr(p, "auto", False) for p in self.policies)
+        # whether a call runs under torch.compile, looked at once per call by the engine for whoever needs it (auto;
+        # device decisions mark the inputs static; host decisions in the forward refuse compiling): the check costs
+        # about 7 us of a cold pre-hook (benchmarks/profile_overhead.py), so no policy repeats it
+        self.checks_compile = self.auto or self.static_shapes or any(
+            getattr(p, "reads_in_forward", False) for p in self.policies)
         self.compiled = False
         self.timestep_fn = None  # optional callback giving the timestep (diffusers' current_timestep_callback)
         self.context = None  # the diffusers CacheContext (or any object with .name) of the call in progress
@@ -247,11 +263,9 @@ class Engine:
             if p.wraps_forward:
                 inner = p.model_forward(inner)
         # outside diffusers' hook chain on the model (CFG-Cache works on the gathered output under context parallelism)
+        # a forward that raises leaves its call unfinished (`_post` with no output), and the next one warns and
+        # starts a new video (a BaseException skips `_post`: the call stays unfinished all the same)
         self.replace(*parallel.model_slot(model), self._model_forward(inner))
-        self._hooks.append(model.register_forward_pre_hook(torch.compiler.disable(self._pre), with_kwargs=True))
-        # always_call: runs even when the forward raises (output None): the call stays unfinished, and the next one
-        # warns and starts a new video (a BaseException skips the hook: the call stays unfinished all the same)
-        self._hooks.append(model.register_forward_hook(torch.compiler.disable(self._post), always_call=True))
         for name in getattr(adapter, "entry_points", ()):
             if callable(getattr(model, name, None)):
                 self.replace(model, name, self._entry_point(getattr(model, name)))
@@ -294,9 +308,6 @@ class Engine:
         self.replace(*parallel.forward_slot(module), value)
 
     def remove(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
         for obj, attr, had, old, value in reversed(self._saved):
             if obj.__dict__.get(attr) is not value:  # hooks were put around it since (offloading, parallelism)
                 ref, name = parallel.unwrap_slot(obj, attr, value)
@@ -316,19 +327,38 @@ class Engine:
         self._states.clear()
 
     def _model_forward(self, inner):
-        """The model's forward: `inner` (the original, or a policy's wrapper of it), run eagerly on an observed call.
-        Its own frame is skipped by torch.compile (`recursive=False`): the check runs in Python on every call, and
-        `inner` is compiled as its own frame (one graph per call kind, as before); an observed call runs `inner`
-        with compilation disabled, so recording what it sees never happens inside a graph."""
+        """The model's forward: the per-call bookkeeping (`_pre`, `_post`, never traced) around `inner` (the
+        original, or a policy's wrapper of it), run eagerly on an observed call. Its own frame is skipped by
+        torch.compile (`recursive=False`): the bookkeeping runs in Python on every call, and `inner` is compiled as
+        its own frame (one graph per call kind); an observed call runs `inner` with compilation disabled, so
+        recording what it sees never happens inside a graph. The bookkeeping is called here rather than from
+        forward hooks on the model: with two hooks (empty ones) the tiny CogVideoX took 14 us from the call to its
+        forward against 4 us without (median of 250 cold calls between computed ones), and the model's `__call__`
+        keeps its fast path. It sees the inputs as the forward gets them: after accelerate's
+        offload hook (which moves them to the execution device) and any forward pre-hook."""
         engine = self
         eager = torch.compiler.disable(inner)
+        disabled_pre, disabled_post, model = torch.compiler.disable(self._pre), torch.compiler.disable(self._post), \
+            self.model
 
         def forward(*args, **kwargs):
-            if engine.observing:
-                out = eager(*args, **kwargs)
-                _ran_eagerly_by_design()
-                return out
-            return inner(*args, **kwargs)
+            # no eval-frame callback: no torch.compile region runs (this frame is skipped, not disabled, so it sees
+            # the caller's), and the bookkeeping is called as it is, known to run eagerly (the compile check and
+            # the compiler.disable wrappers cost about 10 us of a cold call); else through the wrappers
+            plain = _eval_frame_callback is not None and _eval_frame_callback() is None
+            pre, post = (engine._pre, engine._post) if plain else (disabled_pre, disabled_post)
+            try:
+                args, kwargs = pre(model, args, kwargs, eager=plain)
+                if engine.observing:
+                    out = eager(*args, **kwargs)
+                    _ran_eagerly_by_design()
+                else:
+                    out = inner(*args, **kwargs)
+            except Exception:  # the call stays unfinished (as an always-called forward hook sees it)
+                post(model, args, None)
+                raise
+            post(model, args, out)
+            return out
 
         # inspect.signature(model.forward) follows __wrapped__ to the model's own signature (pipelines read it)
         functools.update_wrapper(forward, inner)
@@ -503,17 +533,17 @@ class Engine:
             kwargs[p.name] = a
         return (), kwargs
 
-    def _pre(self, module, args, kwargs, fn=None):
+    def _pre(self, module, args, kwargs, fn=None, eager: bool = False):
         if self.in_entry:  # a nested call (an entry point that calls forward): bookkept once, outside
             return args, kwargs
         # State and buffers are never inference tensors: a video sampled under torch.inference_mode() must not
         # make the next one (under no_grad or grad mode) fail on their in-place updates.
         if not torch.is_inference_mode_enabled():  # the usual case: no context to enter
-            return self._begin(args, kwargs, fn)
+            return self._begin(args, kwargs, fn, eager)
         with torch.inference_mode(False):
-            return self._begin(args, kwargs, fn)
+            return self._begin(args, kwargs, fn, eager)
 
-    def _begin(self, args, kwargs, fn):
+    def _begin(self, args, kwargs, fn, eager: bool):
         # (runs on every call: written for few Python lines on the usual path, a keyword call in a context)
         if self._observer is not None:  # an observed call ended by a BaseException (no forward hook ran)
             self._observer.__exit__(None, None, None)
@@ -541,11 +571,17 @@ class Engine:
         elif not isinstance(t_raw, torch.Tensor):
             t = float(t_raw)
         elif self.host_time or t_raw.is_cpu:
-            t = timestep_value(t_raw)
+            t = float(t_raw) if t_raw.numel() == 1 else timestep_value(t_raw)
         else:
             t = None
-        same = self._same_step(t_raw, self._sample(args, kwargs), t) and (
-            self.adapter is None or getattr(self.adapter, "branches_by_timestep", True))
+        sample = self._sample(args, kwargs)
+        if t is not None and self._last_host_t is not None and t != self._last_host_t:
+            # the usual call: the next sampler step (no need to compare the samples: `_same_step`)
+            self._pending_step = (t_raw, sample, _version(sample), t)
+            same = False
+        else:
+            same = self._same_step(t_raw, sample, t) and (
+                self.adapter is None or getattr(self.adapter, "branches_by_timestep", True))
         pos = len(self._step_keys) if same else 0
         if ctx is None:
             if pos and not self.per_branch:  # the second call at one timestep: calls come once per CFG branch
@@ -567,10 +603,14 @@ class Engine:
         clock = self._clocks.get(key)
         if clock is None:
             clock = self._clocks[key] = {"c": 0, "prev_t": None, "step": None, "in_call": False}
-        signature = self.signature(args, kwargs)
-        if self.auto:
-            self.compiled = _under_torch_compile()
-            signature += (("torch.compile", self.compiled),)
+        # (inlined `signature`: this runs on every call)
+        signature = tuple([(k, v.shape, v.dtype, v.device) for k, v in kwargs.items() if isinstance(v, torch.Tensor)])
+        if args:
+            signature += self.signature(args, {})
+        if self.checks_compile:
+            self.compiled = False if eager else _under_torch_compile()
+            if self.auto:
+                signature += (("torch.compile", self.compiled),)
         known = self._signatures.get(key)
         sig_changed = signature != known
         changed = sig_changed and known is not None
@@ -590,7 +630,7 @@ class Engine:
         clock["c"] += 1
         clock["prev_t"], clock["step"], clock["in_call"] = t, step, True
         self.calls += 1
-        if self.static_shapes and (self.compiled if self.auto else _under_torch_compile()):
+        if self.static_shapes and self.compiled:
             # torch.cond (decide="device") rejects the symbolic strides of a dynamic-shape recompile (torch 2.13:
             # "cond's output stride is not a simple accumulative multiplication"): a new resolution compiles its own
             # static graph instead (only dynamo reads the mark: an eager call skips it)
@@ -618,7 +658,8 @@ class Engine:
                 self._observer = Observer(self.model, blocks=over.get("blocks")).__enter__()
                 self._observer.declared_io = over.get("block_io")
             return args, kwargs
-        self._switch(key)
+        if key != self.key:
+            self._switch(key)
         if sig_changed:  # a key seen with the shapes of the last observed call: its buffers follow them
             for p in self.policies:
                 p.allocate(call, self.observation)

@@ -19,9 +19,8 @@ class DiffusersFirstBlockCacheHooks(FirstBlockCacheHooks):
         # diffusers: only a state without a reference residual computes by force (and, composed with CFG-Cache, a
         # full call after a skip call that computed: docs/algorithms.md section 10)
         if self._hforce is not None:
-            self._hforce = self._hc == 1
-            self.force.fill_(self._hforce)
+            self._host_force(self._hc == 1)
         else:
-            self.force.copy_(self.c == 1)
+            self.force.copy_(self.c == 1) if self._hc is None else self.force.fill_(self._hc == 1)  # (c: see _keeps_c)
             if self._composed and self.half is None:
                 self.force.logical_or_(self.stale)

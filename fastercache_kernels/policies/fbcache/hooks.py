@@ -12,6 +12,7 @@ from ...runtime.forecasting import ForecastReuse
 
 class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
     policy = "fbcache"
+    reads_c = False  # the rule reads the call count on the host only (see AdaptiveHooks._keeps_c)
     reads_in_forward = True
 
     def __init__(self, *a, **kw):

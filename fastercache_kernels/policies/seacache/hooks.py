@@ -74,6 +74,7 @@ def rel_l1_per_sample(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
 
 class SeaCacheHooks(ForecastReuse, AdaptiveHooks):
     policy = "seacache"
+    reads_c = False  # the rule reads the call count on the host only (see AdaptiveHooks._keeps_c)
     reads_in_forward = False  # decided in the pre-hook (like AdaCache and MagCache)
 
     def __init__(self, *a, **kw):

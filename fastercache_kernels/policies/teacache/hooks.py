@@ -13,6 +13,7 @@ from ...runtime.forecasting import ForecastReuse
 
 class TeaCacheHooks(ForecastReuse, AdaptiveHooks):
     policy = "teacache"
+    reads_c = False  # the rule reads the call count on the host only (see AdaptiveHooks._keeps_c)
     reads_in_forward = True
 
     def __init__(self, *a, **kw):
