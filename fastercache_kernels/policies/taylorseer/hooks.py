@@ -173,8 +173,14 @@ class TaylorSeerHooks(AdaptiveHooks):
     def _new_hclock(self) -> dict:
         return {"pos": [0.0] * (self.order_n + 1), "index": 0, "filled": 0, "live": False}
 
+    _local_names = None
+
     def local_names(self) -> tuple:
-        return (*super().local_names(), "clock", "fc_w", "rings", "hclock")
+        # the same every call: built once (the engine's branch switch saves and loads them on each call)
+        names = self._local_names
+        if names is None:
+            names = self._local_names = (*super().local_names(), "clock", "fc_w", "rings", "hclock")
+        return names
 
     def fresh(self) -> None:
         self.clock, self.fc_w, self.hclock = self._new_clock(), None, self._new_hclock()
