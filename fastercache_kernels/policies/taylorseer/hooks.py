@@ -358,7 +358,7 @@ class TaylorSeerHooks(AdaptiveHooks):
 
     def _forecast_call(self, f: _Forecast, rings: list, args, kwargs):
         go = self.eager_go() if self.device_mode else self.go
-        if go is not None and not go:  # the rings and weights are this runtime's (the op's argument check is skipped: ~1 us each)
+        if go is not None and not go:  # the rings and weights are this runtime's: the op's check is skipped (~1 us)
             w = self._hw
             if self.half is None:
                 return f.pack([_FORECAST(r, w, None, checked=True) for r in rings])
@@ -382,6 +382,14 @@ class TaylorSeerHooks(AdaptiveHooks):
                 r.index_copy_(0, at, torch.where(self.pred, o, r.index_select(0, at).squeeze(0)).unsqueeze(0))
             return f.pack(list(got))
         out = f.orig(*args, **kwargs)
+        slot = self._slot
+        if slot is not None and self.half is None:  # host clock, a full call: each output into its slot (under no_grad)
+            if f.tuple_out:
+                for r, o in zip(rings, out):
+                    r[slot].copy_(o)
+            else:
+                rings[0][slot].copy_(out)
+            return out
         for r, o in zip(rings, f.outs(out)):
             if self.half is not None:
                 # a CFG-skip call computes one half: the other half's slot gets its own forecast at this step, so
