@@ -28,7 +28,7 @@ def direct_calls(monkeypatch):
             return _impl(*args)
 
         monkeypatch.setattr(op, "fk_impl", counting)
-    for d in (residual_sum_mod.OP, feature_diff_mod.OP_PARTIALS):
+    for d in (forecast_mod.OP, residual_sum_mod.OP, feature_diff_mod.OP_PARTIALS):
         if d.cpu_direct is not None:
             def direct(*args, _run=d.cpu_direct, _name=d.name):
                 seen.append(_name)
@@ -158,6 +158,35 @@ def test_cpu_direct_path_only_for_plain_cpu_calls(direct_calls):
     assert direct_calls == expected
     with pytest.raises(ValueError, match="`residuals\\[0\\]` has shape"):
         fk.ops.residual_sum(a, [torch.randn(5, 7)])
+
+
+def test_forecast_direct_path_matches_the_op_layers(monkeypatch):
+    """fk.ops.forecast's launcher-direct path (TaylorSeer's per-module forecast) gives the bits of the op layers'
+    path, for a contiguous ring (slot addresses from its strides), a strided one (a CFG half: slots copied), an `x`
+    and fp16; the op's argument check still runs."""
+    from fastercache_kernels import _ext
+
+    if _ext.why_not("_cpu") is not None:
+        pytest.skip("the CPU module is not built: no direct path")
+    direct_calls = []
+    run = forecast_mod.OP.cpu_direct
+    monkeypatch.setattr(forecast_mod.OP, "cpu_direct", lambda *a: direct_calls.append(1) or run(*a))
+    torch.manual_seed(0)
+    ring = torch.randn(3, 2, 5, 7)
+    w = torch.tensor([1.75, -1.0, 0.25])
+    cases = [(ring, None), (ring.chunk(2, dim=1)[1], None), (ring, torch.randn(2, 5, 7)),
+             (ring.half(), torch.randn(2, 5, 7).half()), (ring[:2], None)]
+    for history, x in cases:
+        k = history.shape[0]
+        direct = fk.ops.forecast(history, w[:k], x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):  # the op layers' path
+            layered = fk.ops.forecast(history, w[:k], x)
+        assert torch.equal(direct, layered)
+        ref = sum(float(w[i]) * history[i].float() for i in range(k)) + (0 if x is None else x.float())
+        torch.testing.assert_close(direct.float(), ref, rtol=1e-3, atol=1e-3)
+    assert len(direct_calls) == len(cases)  # the profiled calls took the op layers
+    with pytest.raises(ValueError, match="`weights` has shape"):
+        fk.ops.forecast(ring, w[:2])
 
 
 def test_unavailable_backend_says_why(monkeypatch):

@@ -69,6 +69,39 @@ def test_host_weights_are_the_history_weights():
         assert any(abs(v) > 1.5 for v in got) or order == 0  # extrapolation weights, not an average
 
 
+def test_host_calls_take_the_short_paths():
+    """decide="host"'s per-call shortcuts (benchmarks/bench_overhead_taylorseer.py): mode "lite"'s forecast calls pass
+    the blocks through from their forward (the runtime's `run` is called on computed calls only); the forecast
+    weights are one tensor per distinct weights of the schedule, kept across videos, and a second video gives
+    the first one's outputs bit for bit."""
+    model = tiny_cogvideox()
+    cfg = fk.TaylorSeerConfig(cache_interval=5)
+    handle = fk.apply(model, cfg, decide="host")
+    rt = handle.adaptive
+    runs = []
+    run = rt.run
+    rt.run = lambda b, args, kwargs: runs.append(b) or run(b, args, kwargs)
+    lat, extra = cog_inputs()
+    n = 2 * STEPS  # (the schedule repeats its weights)
+    first = [o for (o,) in sample_loop([model], lat, extra, calls=n)]
+    computed = [cfg.computes(s) for s in range(n)]
+    # (the first call is observed: its blocks run in `observe`)
+    assert len(runs) == (sum(computed) - 1) * len(rt.blocks) and sum(computed) < n
+    # order 1: the weights depend on the offset from the last computed step, the gap between the last two and the
+    # ring slot (of 2) holding the last one
+    last, pushed, pairs = None, 0, set()
+    for s, c in enumerate(computed):
+        if c:
+            last, gap, pushed = s, (s - last if last is not None else None), pushed + 1
+        else:
+            pairs.add((s - last, gap, pushed % 2))
+    assert len(rt._wcache) == len(pairs) < n - sum(computed)
+    handle.reset()
+    second = [o for (o,) in sample_loop([model], lat, extra, calls=n)]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert len(rt._wcache) == len(pairs)
+
+
 class _Counter:
     """Counts the runs of a submodule: on diffusers' model (torch.cond forbids Python side effects on ours)."""
 

@@ -18,6 +18,7 @@ import re
 import torch
 
 from ... import ops
+from ...ops.forecast import OP as _FORECAST
 from ...runtime.adaptive import AdaptiveHooks, _dense, _operands
 from ...runtime.forecast import History
 from ...runtime.forecasting import ForecastReuse
@@ -43,6 +44,16 @@ def taylor_weights(positions: list, index: int, filled: int, at: float, order: i
     if filled <= 0:
         return out
     used = min(filled - 1, order)
+    if used <= 1:  # orders 0 and 1 in closed form, the loop's float operations below unrolled (the same bits; 1.5 us
+        # against the loop's 6.5 us, once per forecast call: benchmarks/bench_overhead_taylorseer.py)
+        new = (index - 1) % k
+        if used == 0:
+            out[new] = 1.0
+            return out
+        old = (index - 2) % k
+        gap, s = positions[new] - positions[old], at - positions[new]
+        out[new], out[old] = 1.0 + s * (1.0 / gap), 0.0 + s * (-1.0 / gap)
+        return out
     slots = [(index - 1 - j) % k for j in range(used + 1)]  # newest first
     xs = [positions[sl] for sl in slots]
     d = [[float(i == j) for i in range(used + 1)] for j in range(used + 1)]  # D_0 of value j, over the values
@@ -116,6 +127,11 @@ class TaylorSeerHooks(AdaptiveHooks):
         # no device op for its decision and weights; `_slot` is this call's ring slot (None: the device clock's)
         self.hclock = self._new_hclock()
         self._slot: int | None = None
+        # this call's forecast weights in eager calls: `fc_w`, or with the host clock a tensor per distinct weights
+        # (`_wcache`: a fixed schedule repeats a few; torch.tensor and a copy_ per call cost ~6 us on the CPU, an
+        # upload on a GPU)
+        self._hw: torch.Tensor | None = None
+        self._wcache: dict = {}
 
     # -- install ---------------------------------------------------------------------------------------------
     def install(self, engine) -> None:
@@ -157,8 +173,23 @@ class TaylorSeerHooks(AdaptiveHooks):
     def _new_hclock(self) -> dict:
         return {"pos": [0.0] * (self.order_n + 1), "index": 0, "filled": 0, "live": False}
 
+    _local_names = None
+
     def local_names(self) -> tuple:
-        return (*super().local_names(), "clock", "fc_w", "rings", "hclock")
+        # the same every call: built once (the engine's branch switch saves and loads them on each call)
+        names = self._local_names
+        if names is None:
+            names = self._local_names = (*super().local_names(), "clock", "fc_w", "rings", "hclock")
+        return names
+
+    def save(self):
+        # the blocks keep no per-branch state here (no residuals: `residual_names`), so the branch switch on every
+        # call saves and loads the runtime's own names only, not a (bufs, held) pair per block
+        return {k: getattr(self, k) for k in self.local_names()}, None
+
+    def load(self, state) -> None:
+        for k, v in state[0].items():
+            setattr(self, k, v)
 
     def fresh(self) -> None:
         self.clock, self.fc_w, self.hclock = self._new_clock(), None, self._new_hclock()
@@ -212,6 +243,7 @@ class TaylorSeerHooks(AdaptiveHooks):
         new = self.c == 1  # the first call of a video: forget the last video's outputs
         clock.reset_where(new)
         self._set_weights(clock.weights(self.c, self.order_n, "taylorseer"))
+        self._hw = self.fc_w
         self.pred.copy_(scheduled(self))
         self._read()
 
@@ -232,10 +264,23 @@ class TaylorSeerHooks(AdaptiveHooks):
             if not go and self._composed and self.half is None and bool(self.stale):
                 go = True  # a CFG-skip call computed one half only: the other half's outputs are stale (adaptive.end)
         self.go, self._go_read = go, True  # (`end` counts from the host value)
+        # mode "lite", a forecast call: the blocks return their inputs from their forward (`passes`; their outputs
+        # only feed the forecast projection), before `run` (-2 us per block on the tiny Wan)
+        self.passing = self.lite and not go
         self.pred.fill_(go)
         if not go or self.half is not None:  # the weights are read on forecast calls and CFG-skip calls only
-            self._set_weights(torch.tensor(taylor_weights(hc["pos"], hc["index"], hc["filled"], float(c),
-                                                          self.order_n), dtype=torch.float32))
+            w = tuple(taylor_weights(hc["pos"], hc["index"], hc["filled"], float(c), self.order_n))
+            t = self._wcache.get(w)
+            if t is None or t.device != self.device:
+                if len(self._wcache) >= 64:  # (a schedule with disable_cache_after_step: a few dozen at most)
+                    self._wcache.clear()
+                t = self._wcache[w] = torch.tensor(w, dtype=torch.float32, device=self.device)
+            self._hw = t
+
+    def _chains(self) -> None:
+        super()._chains()
+        for b in self.blocks:  # mode "lite": every block passes its inputs through on a forecast call (`passing`)
+            b.passes = self.lite
 
     def _set_weights(self, w: torch.Tensor) -> None:
         if self.fc_w is None or self.fc_w.device != self.device:
@@ -298,10 +343,13 @@ class TaylorSeerHooks(AdaptiveHooks):
                 out = f.orig(*args, **kwargs)
                 rt._observe_module(f, out)
                 return out
-            if not rt.ready or not rt.active or f.name not in rt.rings:
+            rings = rt.rings.get(f.name) if rt.ready and rt.active else None
+            if rings is None:
                 return f.orig(*args, **kwargs)
+            if not torch.is_grad_enabled():  # the usual case (pipelines sample under no_grad): no context to enter
+                return rt._forecast_call(f, rings, args, kwargs)
             with torch.no_grad():
-                return rt._forecast_call(f, args, kwargs)
+                return rt._forecast_call(f, rings, args, kwargs)
 
         return forward
 
@@ -317,10 +365,13 @@ class TaylorSeerHooks(AdaptiveHooks):
         f.shapes = [(tuple(o.shape), o.dtype) for o in outs]
         self._seen_mod[f.name] = [o.detach() for o in outs]
 
-    def _forecast_call(self, f: _Forecast, args, kwargs):
-        rings = self.rings[f.name]
-        at = self.clock.index.reshape(1)
+    def _forecast_call(self, f: _Forecast, rings: list, args, kwargs):
         go = self.eager_go() if self.device_mode else self.go
+        if go is not None and not go:  # the rings and weights are this runtime's: the op's check is skipped (~1 us)
+            w = self._hw
+            if self.half is None:
+                return f.pack([_FORECAST(r, w, None, checked=True) for r in rings])
+            return f.pack([_FORECAST(self.rows(r), w, None, checked=True) for r in rings])
         if go is None:  # traced or captured: torch.cond, then the computed outputs (or the slot as it was) written
             slots = _tensor_slots(args, kwargs)
             ins = _operands([args[i] if k == "a" else kwargs[i] for k, i in slots])
@@ -335,18 +386,25 @@ class TaylorSeerHooks(AdaptiveHooks):
                 return tuple(ops.forecast(r, w) for r in xs[n:-1])
 
             got = torch.cond(self.pred, compute, forecast, (*ins, *rings, self.fc_w))
+            at = self.clock.index.reshape(1)
             for r, o in zip(rings, got):
                 r.index_copy_(0, at, torch.where(self.pred, o, r.index_select(0, at).squeeze(0)).unsqueeze(0))
             return f.pack(list(got))
-        if not go:
-            return f.pack([ops.forecast(self.rows(r), self.fc_w) for r in rings])
         out = f.orig(*args, **kwargs)
+        slot = self._slot
+        if slot is not None and self.half is None:  # host clock, a full call: each output into its slot (under no_grad)
+            if f.tuple_out:
+                for r, o in zip(rings, out):
+                    r[slot].copy_(o)
+            else:
+                rings[0][slot].copy_(out)
+            return out
         for r, o in zip(rings, f.outs(out)):
             if self.half is not None:
                 # a CFG-skip call computes one half: the other half's slot gets its own forecast at this step, so
                 # the clock's stamp holds for both halves (as runtime/forecasting.py)
                 other = r.chunk(2, dim=1)[1 - self.half]
-                self._write(other, ops.forecast(other, self.fc_w))
+                self._write(other, _FORECAST(other, self._hw, None, checked=True))
             self._write(self.rows(r), o.detach())
         return out
 
