@@ -384,8 +384,18 @@ class AdaptiveHooks(Hooks):
         """Per-key state: every 0-d scalar and the policy's own buffers (block residuals are per block)."""
         return (*self.scalars(), "go", "_hc", "_hprev_t", "_hstreak", "_run_fresh")
 
+    _state_names = None
+
+    def state_names(self) -> tuple:
+        """`local_names()`, built once: the same every call, and the engine's branch switch saves and loads them on
+        each per-branch call."""
+        names = self._state_names
+        if names is None:
+            names = self._state_names = self.local_names()
+        return names
+
     def save(self):
-        return ({k: getattr(self, k) for k in self.local_names()},
+        return ({k: getattr(self, k) for k in self.state_names()},
                 [(b.bufs, b.held) for b in self.blocks])
 
     def load(self, state) -> None:

@@ -173,19 +173,13 @@ class TaylorSeerHooks(AdaptiveHooks):
     def _new_hclock(self) -> dict:
         return {"pos": [0.0] * (self.order_n + 1), "index": 0, "filled": 0, "live": False}
 
-    _local_names = None
-
     def local_names(self) -> tuple:
-        # the same every call: built once (the engine's branch switch saves and loads them on each call)
-        names = self._local_names
-        if names is None:
-            names = self._local_names = (*super().local_names(), "clock", "fc_w", "rings", "hclock")
-        return names
+        return (*super().local_names(), "clock", "fc_w", "rings", "hclock")
 
     def save(self):
         # the blocks keep no per-branch state here (no residuals: `residual_names`), so the branch switch on every
         # call saves and loads the runtime's own names only, not a (bufs, held) pair per block
-        return {k: getattr(self, k) for k in self.local_names()}, None
+        return {k: getattr(self, k) for k in self.state_names()}, None
 
     def load(self, state) -> None:
         for k, v in state[0].items():
@@ -332,7 +326,7 @@ class TaylorSeerHooks(AdaptiveHooks):
             return b.pack(list(torch.cond(self.pred, compute, skip, tuple(ins))))
         if go:
             return b.call(args, kwargs) if b.overrides else b.orig(*args, **kwargs)
-        return b.pack(b.inputs(args, kwargs))  # its output only feeds the forecast projection
+        return b.passthrough(args, kwargs)  # its output only feeds the forecast projection
 
     # -- the forecast modules ------------------------------------------------------------------------------------
     def _module_forward(self, f: _Forecast):
