@@ -216,6 +216,11 @@ class Engine:
         self._orig_forward = getattr(*parallel.model_slot(model))
         self._sig = inspect.signature(self._orig_forward)
         self._params = tuple(self._sig.parameters)  # the forward's parameter names, in order (read per call)
+        # the adapter's own new-video rule, where it has one (a Python call fewer per call otherwise)
+        from ..adapters.base import Adapter
+
+        rule = getattr(type(adapter), "starts_video", None)
+        self._starts_video = adapter.starts_video if rule is not None and rule is not Adapter.starts_video else None
         self.host_time = any(p.host_time for p in self.policies)
         self.static_shapes = any(getattr(p, "device_mode", False) for p in self.policies)
         # decide="auto": whether a call runs under torch.compile is part of its input signature, so the first call
@@ -422,7 +427,7 @@ class Engine:
             return True
         if t is not None and clock["prev_t"] is not None and t > clock["prev_t"]:
             return True  # the timestep jumped up
-        if self.adapter is not None and self.adapter.starts_video(t):
+        if self._starts_video is not None and self._starts_video(t):
             return True
         return step is not None and clock["step"] is not None and step < clock["step"]  # the sampler restarted
 
@@ -552,18 +557,17 @@ class Engine:
             self._last_t = self._last_sample = self._last_version = None
         if args:
             args, kwargs = self.bind(args, kwargs, self._entry_sigs.get(fn or self._orig_forward))
-        ctx = self.context
+        ctx = self.context  # (a _Context: set by the cache_context wrapper alone)
         if ctx is None:
             step = num_steps = None
         else:
-            step = getattr(ctx, "step_index", None)
-            num_steps = getattr(ctx, "num_inference_steps", None)
+            step, num_steps = ctx.step_index, ctx.num_inference_steps
         if self.timestep_fn is not None:
             t_raw = self.timestep_fn()
         else:
             t_raw = kwargs.get(self.adapter.timestep_arg) if self.adapter is not None else None
         if t_raw is None and ctx is not None:
-            t_raw = getattr(ctx, "timestep", None)
+            t_raw = ctx.timestep
         # the timestep on the host: read once per call where a policy needs it, else only where it is free (a CPU
         # tensor or a number): a new video when it jumps up
         if t_raw is None:
@@ -571,7 +575,10 @@ class Engine:
         elif not isinstance(t_raw, torch.Tensor):
             t = float(t_raw)
         elif self.host_time or t_raw.is_cpu:
-            t = float(t_raw) if t_raw.numel() == 1 else timestep_value(t_raw)
+            try:
+                t = float(t_raw)  # (a one-element tensor: the usual timestep)
+            except (RuntimeError, ValueError):
+                t = timestep_value(t_raw)
         else:
             t = None
         sample = self._sample(args, kwargs)
