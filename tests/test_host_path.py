@@ -210,3 +210,28 @@ def test_compile_check_is_skipped_in_eager_and_still_sees_compile(monkeypatch):
         sample_loop([compiled], lat, extra, calls=2)
         assert seen == [True, True] and h.adaptive.device_mode
     torch._dynamo.reset()
+
+
+def test_deferred_pred_and_metric_reach_the_saved_state():
+    """First-Block-Cache's host rule defers writing `pred` and `metric` (two tensor ops per call) until something
+    reads them: the state the branch switch saves after each call is the one the immediate writes give."""
+    lat, extra = cog_inputs()
+    base = tiny_cogvideox(layers=2)
+    models = [clone(base) for _ in range(2)]
+    saved = [[], []]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hs = [fk.apply(m, fk.FirstBlockCacheConfig(threshold=0.2), decide="host") for m in models]
+
+        def on_call(i, t):
+            if i:
+                hs[1].adaptive._defers = False  # (laid out by the observed call 1)
+                for k, h in enumerate(hs):
+                    st = h.adaptive.save()[0]
+                    saved[k].append((bool(st["pred"]), str(float(st["metric"]))))  # (str: nan equals nan)
+
+        sample_loop(models, lat, extra, calls=10, on_call=on_call)
+    assert hs[0].adaptive._due is not None and hs[1].adaptive._due is None  # the last call's writes: deferred
+    assert saved[0] == saved[1] and len({p for p, _ in saved[0]}) == 2  # both decisions were taken
+    for h in hs:
+        h.remove()

@@ -378,6 +378,7 @@ class AdaptiveHooks(Hooks):
         self.cp = cp if self.group is cp else None
         self._allocate(probe.batch, probe.frames, probe.device)
         self._keeps_c = bool(self.device_mode or self.record or self.reads_c or getattr(self, "fc_order", 0))
+        self._defers = not (self.device_mode or self.record or self._composed or getattr(self, "fc_order", 0))
         self.ready = True
 
     def local_names(self) -> tuple:
@@ -395,6 +396,7 @@ class AdaptiveHooks(Hooks):
         return names
 
     def save(self):
+        self._flush()
         return ({k: getattr(self, k) for k in self.state_names()},
                 [(b.bufs, b.held) for b in self.blocks])
 
@@ -438,6 +440,7 @@ class AdaptiveHooks(Hooks):
             setattr(self, name, torch.full((), v, dtype=dt, device=self.device))
         self._hc, self._hprev_t, self._hstreak = 0, math.inf, 0
         self._run_fresh = False
+        self._due = None
 
     # decide="host" (and eager device calls): `c`, `prev_t` and `streak` mirrored on the host (`_hc`, `_hprev_t`,
     # `_hstreak`, None when not known), so `begin` decides a new video and the forced calls in Python and writes the
@@ -459,10 +462,14 @@ class AdaptiveHooks(Hooks):
     # decide="device" run eagerly: the runs' residuals (`BlockInfo.bufs["run"]`) hold the last eager computed call's
     # (no traced, captured or CFG-skip call since), so a reused eager call adds them as host decisions do
     _run_fresh = False
+    # a host rule's decision and metric not yet written to `pred` and `metric` (`_defer`, `_flush`)
+    _due: tuple | None = None
+    _defers = False
     host_indicator: float | None = None  # this call's indicator where a host path read it (the summary's log)
 
     def reset(self) -> None:
         """Start a new video (host call: buffers are kept)."""
+        self._due = None
         for name, (v, _, _) in self.scalars().items():
             if name not in ("computed", "videos"):
                 getattr(self, name).fill_(v)
@@ -506,6 +513,7 @@ class AdaptiveHooks(Hooks):
             self._begin_host(call, by_steps)
             self.begin_policy()
             return
+        self._flush()
         if self._hc is not None:  # leaving the mirrors: c and prev_t as they kept them
             self.c.fill_(self._hc)
             if self._hprev_t is not None:
@@ -545,6 +553,7 @@ class AdaptiveHooks(Hooks):
             new = new or t > self._hprev_t
             self._hprev_t = t  # prev_t itself is written when the tensor path takes over (begin), its only reader
         if new:
+            self._due = None
             for name, (v, _, per_video) in self.scalars().items():
                 if per_video:
                     getattr(self, name).fill_(v)
@@ -576,6 +585,24 @@ class AdaptiveHooks(Hooks):
             self._sync_force()
             self.force.logical_or_(self.stale)
             self._hforce = None  # `stale` is a tensor
+
+    def _defer(self, metric: torch.Tensor, go: bool) -> None:
+        """A host rule's decision (`go`) and indicator (`metric`, this call's 0-d tensor): written to `pred` and
+        `metric` now, or, for host decisions with nothing else reading them per call (no device decisions, no
+        record, no CFG-Cache, no forecasting), when something does (`_flush`: the tensor paths, the branch switch):
+        two tensor ops fewer per call."""
+        if self._defers:
+            self._due = (metric, go)
+        else:
+            self.metric.copy_(metric)
+            self.pred.fill_(go)
+
+    def _flush(self) -> None:
+        if self._due is not None:
+            metric, go = self._due
+            self._due = None
+            self.metric.copy_(metric)
+            self.pred.fill_(go)
 
     def _host_force(self, force: bool) -> None:
         """This call's forced flag, known on the host (`_hforce`): the `force` tensor is written where device
@@ -740,6 +767,7 @@ class AdaptiveHooks(Hooks):
             else:
                 self._hstreak += 1
         else:
+            self._flush()
             self._sync_streak()
             self._hstreak = None
             self.computed.add_(self.pred)

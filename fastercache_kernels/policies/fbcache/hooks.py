@@ -4,6 +4,8 @@ from r1's own forecast (section 11)."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ...runtime.adaptive import AdaptiveHooks, _f32, metric_value
@@ -22,6 +24,11 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
 
     def reuses(self, b) -> bool:
         return b.order > 0
+
+    @functools.cached_property
+    def _threshold32(self) -> float:
+        """The threshold as the tensor comparison rounds it (the config is frozen: computed once)."""
+        return _f32(self.config.threshold)
 
     def local_names(self) -> tuple:
         return (*super().local_names(), "r1_ref", "r1_ring")
@@ -76,6 +83,7 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         if not traced and self._hforce is not None and self.lead is None and not self.others:
             self._decide_on_host(diff)  # (device decisions: an eager call, decided as the host's; never in a graph)
         else:
+            self._flush()
             ahead = self.across(diff, "metric", reused_only=True, since=self.metric)  # self.metric: the last call's
             pred = self.decide(~(ahead < self.config.threshold))  # NaN computes
             self.metric.copy_(diff)
@@ -97,9 +105,8 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         if self.engine.adopting or torch.compiler.is_compiling():
             return self._read()  # (says why compiling is refused)
         d = self.host_indicator = float(diff)
-        go = self._hforce or not d < _f32(self.config.threshold)
-        self.metric.copy_(diff)
-        self.pred.fill_(go)
+        go = self._hforce or not d < self._threshold32
+        self._defer(diff, go)
         self._decided(go)
         if self.device_mode:
             self._eager_go = go  # the blocks' eager branch (`eager_go`): read here already
