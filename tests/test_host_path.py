@@ -235,3 +235,48 @@ def test_deferred_pred_and_metric_reach_the_saved_state():
     assert saved[0] == saved[1] and len({p for p, _ in saved[0]}) == 2  # both decisions were taken
     for h in hs:
         h.remove()
+
+
+def test_later_cfg_branch_decides_on_the_host_with_the_first_ones_decision(monkeypatch):
+    """Per-branch calls (`cache_context("cond" | "uncond")`) with host decisions: the later branch follows the first
+    one's decision from its host value (`_hlead`), so MagCache's later branch takes the host rule as well, with the
+    decisions and samples of the tensor path (made to run here by hiding `_hlead`)."""
+    from fastercache_kernels.policies.magcache.hooks import MagCacheHooks
+
+    steps = 12
+    ratios = [1.0] + [0.96 + 0.01 * (i % 4) for i in range(1, steps)]
+    lat, extra = cog_inputs()
+    text = extra["encoder_hidden_states"]
+    base = tiny_cogvideox(layers=2)
+    reads, outs, stats = {}, {}, {}
+    real_read = MagCacheHooks._read
+    for mode in ("host", "tensor"):
+        model = clone(base)
+        calls = []
+
+        def counting_read(self, _calls=calls):
+            _calls.append(self.engine.call.key)
+            return real_read(self)
+
+        monkeypatch.setattr(MagCacheHooks, "_read", counting_read)
+        cfg = fk.MagCacheConfig(mag_ratios=ratios, num_inference_steps=steps, threshold=0.1)
+        with fk.apply(model, cfg, decide="host") as h:
+            if mode == "tensor":
+                monkeypatch.setattr(MagCacheHooks, "_hlead", property(lambda self: None, lambda self, v: None),
+                                    raising=False)
+            x, got = lat.clone(), []
+            with torch.no_grad():
+                for t in torch.linspace(999, 0, steps):
+                    ys = []
+                    for branch, enc in (("uncond", text[:1]), ("cond", text[1:])):
+                        with model.cache_context(branch):
+                            ys.append(model(hidden_states=x, encoder_hidden_states=enc, timestep=t.view(1),
+                                            return_dict=False)[0])
+                    got.append(torch.cat(ys))
+                    x = x - 0.02 * (ys[0] + 6.0 * (ys[1] - ys[0]))
+            stats[mode] = h.stats()
+        monkeypatch.undo()
+        reads[mode], outs[mode] = calls, got
+    assert reads["host"] == [] and len(reads["tensor"]) > steps // 2  # the later branch's rule ran on the tensors
+    assert 0 < stats["host"]["reused"] == stats["tensor"]["reused"]
+    assert all(torch.equal(a, b) for a, b in zip(outs["host"], outs["tensor"]))

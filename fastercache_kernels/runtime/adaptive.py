@@ -191,6 +191,7 @@ class AdaptiveHooks(Hooks):
         self.active = True  # False on a call that does not run the model (a rebuilt CFG branch)
         self.go = True
         self.lead = None  # the pred of the step's first branch, on a later branch's call
+        self._hlead = None  # and its decision on the host (host decisions)
         self.others = []  # the other branches' saved state, on a step's first branch
         self.structure = None  # what the first call showed of a model without an adapter (runtime/structure.py)
         self._make_scalars()
@@ -630,11 +631,14 @@ class AdaptiveHooks(Hooks):
         classifier-free guidance never mixes a reused branch with a computed one; the first branch decides on every
         branch's indicator (its own now, the others' as of their last call)."""
         if call.leader is None and not self.engine.branch_keys:  # one call per step (the usual batched CFG call)
-            self.lead, self.others = None, []
+            self.lead, self.others, self._hlead = None, [], None
             return
         follow = self.follows_first_branch
         lead = self.engine.peek(call.leader, self) if call.leader is not None and follow else None
         self.lead = None if lead is None else lead[0]["pred"]
+        # with host decisions the first branch's decision is known on the host too (its `go`, set by every call
+        # that ran: `_decided` or `_read`), so a later branch decides without reading `lead`
+        self._hlead = None if lead is None or self.device_mode else lead[0]["go"]
         self.others = [] if call.pos or not follow else [
             st[0] for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
             if st is not None]

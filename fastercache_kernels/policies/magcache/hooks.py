@@ -36,7 +36,8 @@ class MagCacheHooks(ForecastReuse, AdaptiveHooks):
 
     def begin_policy(self) -> None:
         super().begin_policy()
-        if self._hforce is not None and self.lead is None and (self._hacc is not None or self._hc == 1):
+        if self._hforce is not None and (self.lead is None or self._hlead is not None) and (
+                self._hacc is not None or self._hc == 1):
             return self._decide_on_host()
         self._hacc = None
         cfg = self.config
@@ -61,7 +62,7 @@ class MagCacheHooks(ForecastReuse, AdaptiveHooks):
 
     def _decide_on_host(self) -> None:
         """The same rule with the step, the forced flag and the accumulators known on the host (decide="host" and
-        eager device calls, no branch to follow): Python floats rounded to fp32 after each operation, which is the
+        eager device calls; a later CFG branch with the first one's decision known on the host): Python floats rounded to fp32 after each operation, which is the
         tensor path's fp32 arithmetic exactly (a double holds the exact result of an fp32 +, - or * of fp32 values),
         and five fills instead of about fifteen tensor ops."""
         cfg, c = self.config, self._hc
@@ -76,7 +77,8 @@ class MagCacheHooks(ForecastReuse, AdaptiveHooks):
             steps += 1
             err = _f32(err + abs(_f32(1.0 - acc)))
         skip = s >= cfg.retention_steps and c > 1 and err <= _f32(cfg.threshold) and steps <= cfg.max_skip_steps
-        go = self._hforce or not skip
+        # (a later CFG branch follows the first one's decision, as `decide` does: `_hlead`)
+        go = self._hforce or (not skip if self.lead is None else self._hlead)
         self.metric.fill_(err)
         self.host_indicator = err
         self._hacc = (1.0, 0, 0.0) if go else (acc, steps, err)

@@ -251,8 +251,10 @@ class TaylorSeerHooks(AdaptiveHooks):
         if self.engine.adopting or c == 1:
             go = True  # the first call of a video (decide's force)
         elif self.lead is not None:  # a later CFG branch: the step's first branch's decision
-            go = bool(self.lead)
-            self.host_reads += 1
+            go = self._hlead
+            if go is None:
+                go = bool(self.lead)
+                self.host_reads += 1
         else:
             go = self.config.computes(c - 1)
             if not go and self._composed and self.half is None and bool(self.stale):
