@@ -62,9 +62,9 @@ class MagCacheHooks(ForecastReuse, AdaptiveHooks):
 
     def _decide_on_host(self) -> None:
         """The same rule with the step, the forced flag and the accumulators known on the host (decide="host" and
-        eager device calls; a later CFG branch with the first one's decision known on the host): Python floats rounded to fp32 after each operation, which is the
-        tensor path's fp32 arithmetic exactly (a double holds the exact result of an fp32 +, - or * of fp32 values),
-        and five fills instead of about fifteen tensor ops."""
+        eager device calls; a later CFG branch with the first one's decision known on the host): Python floats
+        rounded to fp32 after each operation, which is the tensor path's fp32 arithmetic exactly (a double holds the
+        exact result of an fp32 +, - or * of fp32 values), and five fills instead of about fifteen tensor ops."""
         cfg, c = self.config, self._hc
         if c == 1:  # a new video: the accumulators were just reset
             self._hacc = (1.0, 0, 0.0)
