@@ -29,7 +29,6 @@ call is made. The observed call always runs eagerly, also inside `torch.compile`
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import warnings
@@ -285,15 +284,8 @@ class Engine:
         if callable(getattr(model, "cache_context", None)):
             orig_context = model.cache_context
 
-            @contextlib.contextmanager
             def cache_context(name, *args, **kwargs):
-                with orig_context(name, *args, **kwargs):
-                    saved = self.context
-                    self.context = _Context(name, **kwargs)
-                    try:
-                        yield
-                    finally:
-                        self.context = saved
+                return _InContext(self, orig_context(name, *args, **kwargs), _Context(name, **kwargs))
 
             self.replace(model, "cache_context", cache_context)
 
@@ -775,19 +767,30 @@ class Engine:
                 "keys": {k: v["c"] for k, v in self._clocks.items()}, "observed_calls": self.observed}
 
 
-@dataclass(frozen=True)
 class _Context:
     """What `cache_context(name, step_index=..., num_inference_steps=..., timestep=..., sigma=...)` said."""
 
-    name: str
-    step_index: int | None = None
-    num_inference_steps: int | None = None
-    timestep: object = None
-    sigma: float | None = None
+    __slots__ = ("name", "step_index", "num_inference_steps", "timestep", "sigma")
 
     def __init__(self, name, step_index=None, num_inference_steps=None, timestep=None, sigma=None, **_):
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "step_index", step_index)
-        object.__setattr__(self, "num_inference_steps", num_inference_steps)
-        object.__setattr__(self, "timestep", timestep)
-        object.__setattr__(self, "sigma", sigma)
+        self.name, self.step_index, self.num_inference_steps = name, step_index, num_inference_steps
+        self.timestep, self.sigma = timestep, sigma
+
+
+class _InContext:
+    """The patched `cache_context(...)`: diffusers' own context, and the engine's `context` set inside it (a class,
+    not a generator-based context manager: pipelines enter one per branch and step)."""
+
+    __slots__ = ("engine", "inner", "ctx", "saved")
+
+    def __init__(self, engine, inner, ctx):
+        self.engine, self.inner, self.ctx = engine, inner, ctx
+
+    def __enter__(self):
+        out = self.inner.__enter__()
+        self.saved, self.engine.context = self.engine.context, self.ctx
+        return out
+
+    def __exit__(self, *exc):
+        self.engine.context = self.saved
+        return self.inner.__exit__(*exc)
