@@ -340,8 +340,9 @@ class Engine:
 
         def forward(*args, **kwargs):
             # no eval-frame callback: no torch.compile region runs (this frame is skipped, not disabled, so it sees
-            # the caller's), and the bookkeeping is called as it is, known to run eagerly (the compile check and
-            # the compiler.disable wrappers cost about 10 us of a cold call); else through the wrappers
+            # the caller's), and the bookkeeping is called as it is, known to run eagerly (the compile check took
+            # about 7 us of a cold call by the line timer, the compiler.disable wrapper 0.4 us warm); else through
+            # the wrappers
             plain = _eval_frame_callback is not None and _eval_frame_callback() is None
             pre, post = (engine._pre, engine._post) if plain else (disabled_pre, disabled_post)
             try:

@@ -21,6 +21,9 @@ class DiffusersFirstBlockCacheHooks(FirstBlockCacheHooks):
         if self._hforce is not None:
             self._host_force(self._hc == 1)
         else:
-            self.force.copy_(self.c == 1) if self._hc is None else self.force.fill_(self._hc == 1)  # (c: see _keeps_c)
+            if self._hc is None:
+                self.force.copy_(self.c == 1)
+            else:  # (the call count on the host: `c` may not be written, see AdaptiveHooks._keeps_c)
+                self.force.fill_(self._hc == 1)
             if self._composed and self.half is None:
                 self.force.logical_or_(self.stale)
