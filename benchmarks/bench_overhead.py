@@ -57,47 +57,48 @@ def tiny_model(blocks: int, seed: int = 0):
 
 
 class Runner:
-    """One method on its own copy of the model: `video()` times each call and records what the policy did."""
+    """One method on its own copy of the model: `video()` times each call and records what the policy did ("C"
+    computed, else `reused`: "r" here, "f" for TaylorSeer's forecasts). A peer's handle says it with `computed()`,
+    fk's with its computed count. The inputs are (latents, timesteps, [(cache_context name, text), ...]): one call
+    per branch and step, each in its context, as diffusers' pipelines make them."""
 
-    def __init__(self, name: str, model, apply, calls: int):
-        self.name, self.model, self.calls = name, model, calls
+    def __init__(self, name: str, model, apply, reused: str = "r"):
+        self.name, self.model, self.reused = name, model, reused
         self.handle = apply(model) if apply is not None else None
         self.times: list[float] = []  # microseconds, every timed call
-        self.kinds: list[str] = []  # "C" computed, "r" reused, per timed call
+        self.kinds: list[str] = []  # "C" computed, `reused` otherwise, per timed call
         self.strip = ""  # the decisions of the first timed video
-
-    def _reset(self) -> None:
-        if self.handle is not None:
-            self.handle.reset()
 
     def decision(self) -> str:
         h = self.handle
         if h is None:
             return "C"
-        if isinstance(h, DiffusersFBC):
-            return "C" if h.should_compute() else "r"
+        if not hasattr(h, "stats"):  # a peer's hook
+            return "C" if h.computed() else self.reused
         computed = int(h.stats()["computed"])
-        kind = "C" if computed > self._computed else "r"
+        kind = "C" if computed > self._computed else self.reused
         self._computed = computed
         return kind
 
     @torch.no_grad()
     def video(self, inputs, timed: bool) -> None:
-        self._reset()
-        self._computed = 0 if self.handle is None or isinstance(self.handle, DiffusersFBC) else int(
-            self.handle.stats()["computed"])
-        x, ctx, ts = inputs
+        h = self.handle
+        if h is not None:
+            h.reset()
+        self._computed = int(h.stats()["computed"]) if hasattr(h, "stats") else 0
+        x, ts, branches = inputs
         strip = ""
         for t in ts:
-            with self.model.cache_context("cond"):
-                t0 = time.thread_time_ns()
-                self.model(hidden_states=x, encoder_hidden_states=ctx, timestep=t, return_dict=False)
-                dt = (time.thread_time_ns() - t0) / 1e3
-                kind = self.decision()
-            strip += kind
-            if timed:
-                self.times.append(dt)
-                self.kinds.append(kind)
+            for branch, text in branches:
+                with self.model.cache_context(branch):
+                    t0 = time.thread_time_ns()
+                    self.model(hidden_states=x, encoder_hidden_states=text, timestep=t, return_dict=False)
+                    dt = (time.thread_time_ns() - t0) / 1e3
+                    kind = self.decision()
+                strip += kind
+                if timed:
+                    self.times.append(dt)
+                    self.kinds.append(kind)
         if timed and not self.strip:
             self.strip = strip
 
@@ -115,6 +116,18 @@ class Runner:
         return self.kinds.count(kind)
 
 
+def interleaved(runners: list[Runner], inputs, rounds: int, log, label: str) -> list[Runner]:
+    """One untimed video per method (first-call set-up, lazy buffers), then `rounds` rounds of one timed video per
+    method, in turn."""
+    for r in runners:
+        r.video(inputs, timed=False)
+    for i in range(rounds):
+        for r in runners:
+            r.video(inputs, timed=True)
+        log(f"  {label}: round {i + 1}/{rounds}")
+    return runners
+
+
 class DiffusersFBC:
     """diffusers' FirstBlockCache hook; a new video re-enables it (fresh state, as its pipelines' reset does)."""
 
@@ -128,7 +141,7 @@ class DiffusersFBC:
     def _hook(self):
         self.leader = self.model.transformer_blocks[0]._diffusers_hook.get_hook("fbc_leader_block_hook")
 
-    def should_compute(self) -> bool:
+    def computed(self) -> bool:  # the call just made ran every block
         return self.leader.state_manager.get_state().should_compute
 
     def reset(self) -> None:
@@ -157,15 +170,10 @@ def methods(threshold: float, calls: int):
 def bench(blocks: int, rounds: int, calls: int, threshold: float, log) -> list[Runner]:
     base = tiny_model(blocks)
     torch.manual_seed(1)
-    inputs = (torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8), [t.view(1) for t in torch.linspace(999, 0, calls)])
-    runners = [Runner(name, copy.deepcopy(base), apply, calls) for name, apply in methods(threshold, calls)]
-    for r in runners:
-        r.video(inputs, timed=False)
-    for i in range(rounds):
-        for r in runners:
-            r.video(inputs, timed=True)
-        log(f"  {blocks} blocks: round {i + 1}/{rounds}")
-    return runners
+    x, ctx = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8)
+    inputs = (x, [t.view(1) for t in torch.linspace(999, 0, calls)], [("cond", ctx)])
+    runners = [Runner(name, copy.deepcopy(base), apply) for name, apply in methods(threshold, calls)]
+    return interleaved(runners, inputs, rounds, log, f"{blocks} blocks")
 
 
 def profile_fk(blocks: int, calls: int, threshold: float) -> str:

@@ -33,14 +33,16 @@ import io
 import json
 import os
 import pstats
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-import fastercache_kernels as fk
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_overhead import Runner, interleaved  # noqa: E402  (one timing loop for both benchmarks)
+
+import fastercache_kernels as fk  # noqa: E402
 
 ATTENTION_NAMES = r"[^.]*blocks\.\d+\.attn\d*"  # compare.py's: the attention modules of Wan's blocks
 
@@ -55,9 +57,10 @@ def tiny_model(blocks: int, seed: int = 0):
 
 
 def make_inputs(steps: int):
+    """Runner's inputs: two calls per step, cond then uncond, each in its `cache_context`."""
     torch.manual_seed(1)
     x, ctx, neg = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 16, 32), torch.randn(1, 16, 32)
-    return x, ctx, neg, [t.view(1) for t in torch.linspace(999, 0, steps)]
+    return x, [t.view(1) for t in torch.linspace(999, 0, steps)], [("cond", ctx), ("uncond", neg)]
 
 
 class DiffusersTS:
@@ -87,56 +90,6 @@ class DiffusersTS:
         self._hook()
 
 
-class Runner:
-    def __init__(self, name: str, model, apply):
-        self.name, self.model = name, model
-        self.handle = apply(model) if apply is not None else None
-        self.times: list[float] = []
-        self.kinds: list[str] = []
-        self.strip = ""
-
-    def decision(self) -> str:
-        h = self.handle
-        if h is None:
-            return "C"
-        if isinstance(h, DiffusersTS):
-            return "C" if h.computed() else "f"
-        computed = int(h.stats()["computed"])
-        kind = "C" if computed > self._computed else "f"
-        self._computed = computed
-        return kind
-
-    @torch.no_grad()
-    def video(self, inputs, timed: bool) -> None:
-        if self.handle is not None:
-            self.handle.reset()
-        self._computed = 0 if self.handle is None or isinstance(self.handle, DiffusersTS) else int(
-            self.handle.stats()["computed"])
-        x, ctx, neg, ts = inputs
-        strip = ""
-        for t in ts:
-            for branch, enc in (("cond", ctx), ("uncond", neg)):
-                with self.model.cache_context(branch):
-                    t0 = time.thread_time_ns()
-                    self.model(hidden_states=x, encoder_hidden_states=enc, timestep=t, return_dict=False)
-                    dt = (time.thread_time_ns() - t0) / 1e3
-                    kind = self.decision()
-                strip += kind
-                if timed:
-                    self.times.append(dt)
-                    self.kinds.append(kind)
-        if timed and not self.strip:
-            self.strip = strip
-
-    stat = "median"
-
-    def median(self, kind: str) -> float | None:
-        sel = sorted(t for t, k in zip(self.times, self.kinds) if k == kind)
-        if not sel:
-            return None
-        return statistics.median(sel) if self.stat == "median" else sel[len(sel) // 10]
-
-
 def fk_config(k: int, lite: bool):
     if lite:
         return fk.TaylorSeerConfig(cache_interval=k)
@@ -157,15 +110,8 @@ def methods(intervals):
 
 def bench(blocks: int, rounds: int, steps: int, intervals, log) -> list[Runner]:
     base = tiny_model(blocks)
-    inputs = make_inputs(steps)
-    runners = [Runner(name, copy.deepcopy(base), apply) for name, apply in methods(intervals)]
-    for r in runners:
-        r.video(inputs, timed=False)
-    for i in range(rounds):
-        for r in runners:
-            r.video(inputs, timed=True)
-        log(f"  {blocks} blocks: round {i + 1}/{rounds}")
-    return runners
+    runners = [Runner(name, copy.deepcopy(base), apply, reused="f") for name, apply in methods(intervals)]
+    return interleaved(runners, make_inputs(steps), rounds, log, f"{blocks} blocks")
 
 
 def profile_fk(blocks: int, steps: int) -> str:

@@ -114,7 +114,7 @@ def phases(blocks: int, calls: int, threshold: float, rounds: int) -> None:
                     marks["call"] = clock()
                     m(hidden_states=x, encoder_hidden_states=ctx, timestep=t, return_dict=False)
                     marks["call end"] = clock()
-                    kind = "C" if (h.should_compute() if isinstance(h, DiffusersFBC) else h.adaptive.go) else "r"
+                    kind = "C" if (h.computed() if isinstance(h, DiffusersFBC) else h.adaptive.go) else "r"
                 if rec is not None and i:
                     rec[kind].append(dict(marks))
 
