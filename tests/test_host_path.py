@@ -214,11 +214,15 @@ def test_compile_check_is_skipped_in_eager_and_still_sees_compile(monkeypatch):
 
 def test_deferred_pred_and_metric_reach_the_saved_state():
     """First-Block-Cache's host rule defers writing `pred` and `metric` (two tensor ops per call) until something
-    reads them: the state the branch switch saves after each call is the one the immediate writes give."""
+    reads them: the state the branch switch saves after each call carries the writes (`_due`, no tensor op on the
+    switch), and a reader of a saved state (`_flush_saved`, as the later branches' links read it) sees what the
+    immediate writes give."""
+    from fastercache_kernels.runtime.adaptive import _flush_saved
+
     lat, extra = cog_inputs()
     base = tiny_cogvideox(layers=2)
     models = [clone(base) for _ in range(2)]
-    saved = [[], []]
+    saved, pending = [[], []], [0, 0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hs = [fk.apply(m, fk.FirstBlockCacheConfig(threshold=0.2), decide="host") for m in models]
@@ -228,11 +232,15 @@ def test_deferred_pred_and_metric_reach_the_saved_state():
                 hs[1].adaptive._defers = False  # (laid out by the observed call 1)
                 for k, h in enumerate(hs):
                     st = h.adaptive.save()[0]
+                    pending[k] += st["_due"] is not None
+                    st = _flush_saved(st)
                     saved[k].append((bool(st["pred"]), str(float(st["metric"]))))  # (str: nan equals nan)
 
         sample_loop(models, lat, extra, calls=10, on_call=on_call)
     assert hs[0].adaptive._due is not None and hs[1].adaptive._due is None  # the last call's writes: deferred
     assert saved[0] == saved[1] and len({p for p, _ in saved[0]}) == 2  # both decisions were taken
+    # saving wrote nothing: the writes travel with the state (all but the observed first call's, written at once)
+    assert pending[0] == len(saved[0]) - 1 and pending[1] == 0
     for h in hs:
         h.remove()
 
@@ -280,3 +288,43 @@ def test_later_cfg_branch_decides_on_the_host_with_the_first_ones_decision(monke
     assert reads["host"] == [] and len(reads["tensor"]) > steps // 2  # the later branch's rule ran on the tensors
     assert 0 < stats["host"]["reused"] == stats["tensor"]["reused"]
     assert all(torch.equal(a, b) for a, b in zip(outs["host"], outs["tensor"]))
+
+
+def test_deferred_writes_travel_with_each_branch_state():
+    """Per-branch calls with diffusers' First-Block-Cache config (each branch on its own indicator: the host rule on
+    both): each branch's deferred `pred` / `metric` writes are saved with its state on the switch and made where
+    read (`_flush_saved`), giving every step the states, decisions and samples of immediate writes."""
+    from diffusers.hooks import FirstBlockCacheConfig as DiffusersFirstBlockCacheConfig
+
+    from fastercache_kernels.runtime.adaptive import _flush_saved
+
+    steps = 14
+    lat, extra = cog_inputs()
+    text = extra["encoder_hidden_states"]
+    base = tiny_cogvideox(layers=2)
+    outs, states, deferred = {}, {}, {}
+    for defer in (True, False):
+        model = clone(base)
+        with fk.apply(model, DiffusersFirstBlockCacheConfig(threshold=0.3), decide="host") as h:
+            rt, e, x, got, seen, held = h.adaptive, h.engine, lat.clone(), [], [], 0
+            with torch.no_grad():
+                for i, t in enumerate(torch.linspace(999, 0, steps)):
+                    ys = []
+                    for branch, enc in (("cond", text[1:]), ("uncond", text[:1])):
+                        if i or branch != "cond":
+                            rt._defers = defer  # (laid out by the observed first call)
+                        with model.cache_context(branch):
+                            ys.append(model(hidden_states=x, encoder_hidden_states=enc, timestep=t.view(1),
+                                            return_dict=False)[0])
+                        seen.append((branch, rt.go))
+                    other = _flush_saved(e.peek("cond", rt)[0])  # saved by the switch to "uncond"
+                    held += i > 0 and rt._due is not None  # (the uncond key's first call: laid out with it)
+                    rt._flush()
+                    seen.append((bool(other["pred"]), str(float(other["metric"])), bool(rt.pred),
+                                 str(float(rt.metric))))  # (str: nan equals nan)
+                    got.append(torch.cat(ys))
+                    x = x - 0.02 * (ys[1] + 6.0 * (ys[0] - ys[1]))
+        outs[defer], states[defer], deferred[defer] = got, seen, held
+    assert deferred[True] > steps // 2 and deferred[False] == 0
+    assert states[True] == states[False] and {g for _, g in states[True][0::3] + states[True][1::3]} == {True, False}
+    assert all(torch.equal(a, b) for a, b in zip(outs[True], outs[False]))

@@ -110,8 +110,7 @@ def bench_adaptive(calls: int = 50, *, threads: int | None = 1, full_size: bool 
         if compile:
             video(dict.fromkeys(models, 0.0))
             for h in handles.values():  # count the timed video only
-                h.adaptive.computed.zero_()
-                h.adaptive.calls = h.adaptive.host_reads = 0
+                h.adaptive.zero_counts()
         video(total)
         rows = {}
         for name, m in models.items():

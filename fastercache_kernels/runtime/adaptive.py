@@ -35,6 +35,7 @@ With torch.distributed initialised, the metric's partial sums are all-reduced (S
 from __future__ import annotations
 
 import math
+import operator
 import struct
 import sys
 import warnings
@@ -57,6 +58,17 @@ _I64, _F32, _F64 = torch.int64, torch.float32, torch.float64
 def _several_ranks(group) -> bool:
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
+def _flush_saved(state: dict) -> dict:
+    """Another key's saved state (`save`) with its deferred writes made (`AdaptiveHooks._flush`): its `pred` and
+    `metric` are about to be read."""
+    due = state["_due"]
+    if due is not None:
+        state["_due"] = None
+        state["metric"].copy_(due[0])
+        state["pred"].fill_(due[1])
+    return state
 
 
 def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
@@ -383,30 +395,40 @@ class AdaptiveHooks(Hooks):
         self.ready = True
 
     def local_names(self) -> tuple:
-        """Per-key state: every 0-d scalar and the policy's own buffers (block residuals are per block)."""
-        return (*self.scalars(), "go", "_hc", "_hprev_t", "_hstreak", "_run_fresh")
+        """Per-key state: every 0-d scalar and the policy's own buffers (block residuals are per block), and a host
+        rule's writes not made yet (`_due`: they go to this key's `pred` and `metric`)."""
+        return (*self.scalars(), "go", "_hc", "_hprev_t", "_hstreak", "_run_fresh", "_due")
 
     _state_names = None
 
     def state_names(self) -> tuple:
         """`local_names()`, built once: the same every call, and the engine's branch switch saves and loads them on
-        each per-branch call."""
+        each per-branch call (read by one attrgetter, written by one dict update: none of them may be a property)."""
         names = self._state_names
         if names is None:
+            cls = type(self)
+            bad = [n for n in self.local_names() if hasattr(getattr(cls, n, None), "__set__")]
+            if bad:
+                raise TypeError(f"{cls.__name__}: per-key state {bad} must be plain attributes, not descriptors")
             names = self._state_names = self.local_names()
+            self._read_state = operator.attrgetter(*names)
         return names
 
+    def _own_state(self) -> dict:
+        names = self.state_names()
+        return dict(zip(names, self._read_state(self)))
+
     def save(self):
-        self._flush()
-        return ({k: getattr(self, k) for k in self.state_names()},
-                [(b.bufs, b.held) for b in self.blocks])
+        # (no flush: a deferred write travels with its key, `_due`, and is made where it is read: `_flush`,
+        # `_flush_saved`; on per-branch calls the switch saves on every call)
+        return self._own_state(), [(b.bufs, b.held) for b in self.blocks]
 
     def load(self, state) -> None:
         mine, blocks = state
-        for k, v in mine.items():
-            setattr(self, k, v)
-        for b, (bufs, held) in zip(self.blocks, blocks):
-            b.bufs, b.held = bufs, held
+        self.__dict__.update(mine)
+        if blocks is not None:
+            for b, (bufs, held) in zip(self.blocks, blocks):
+                b.bufs, b.held = bufs, held
 
     def fresh(self) -> None:
         totals = self.computed, self.videos  # counters over every key and video: shared, not per key
@@ -635,12 +657,14 @@ class AdaptiveHooks(Hooks):
             return
         follow = self.follows_first_branch
         lead = self.engine.peek(call.leader, self) if call.leader is not None and follow else None
+        if lead is not None:
+            _flush_saved(lead[0])
         self.lead = None if lead is None else lead[0]["pred"]
         # with host decisions the first branch's decision is known on the host too (its `go`, set by every call
         # that ran: `_decided` or `_read`), so a later branch decides without reading `lead`
         self._hlead = None if lead is None or self.device_mode else lead[0]["go"]
         self.others = [] if call.pos or not follow else [
-            st[0] for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
+            _flush_saved(st[0]) for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
             if st is not None]
 
     def _guards(self) -> torch.Tensor:
@@ -764,7 +788,7 @@ class AdaptiveHooks(Hooks):
             return
         if self._go_read:  # the same updates, on the host (each tensor op costs microseconds in a call)
             if self.go:
-                self.computed.add_(1)
+                self._hcomputed += 1  # (added to the tensor's count where it is read: `computed_calls`)
                 self._hstreak = 0
             elif self._hstreak is None:
                 self.streak.add_(1)  # reused calls in a row
@@ -1054,10 +1078,22 @@ class AdaptiveHooks(Hooks):
             torch._foreach_sub_(dst, [ins[i] for ins, _ in seen])
             torch.sub(seen[-1][1][i], seen[0][0][i], out=r)
 
+    _hcomputed = 0  # computed calls counted on the host (host decisions), beside the `computed` tensor's
+
+    def computed_calls(self) -> int:
+        """Computed calls over every key and video: the tensor's count (device decisions, traced calls) and the
+        host's."""
+        return int(self.computed) + self._hcomputed
+
+    def zero_counts(self) -> None:
+        """Counters from zero (a benchmark counts its timed video only)."""
+        self.computed.zero_()
+        self._hcomputed = self.calls = self.host_reads = 0
+
     def stats(self) -> dict:
         return {"policy": self.policy, "calls": self.calls, "videos": int(self.videos),
-                "call_in_video": self._hc if self._hc is not None else int(self.c), "computed": int(self.computed),
-                "reused": self.calls - int(self.computed), "host_reads": self.host_reads,
+                "call_in_video": self._hc if self._hc is not None else int(self.c), "computed": self.computed_calls(),
+                "reused": self.calls - self.computed_calls(), "host_reads": self.host_reads,
                 "blocks": len(self.order), "cache_bytes": self.cache_bytes(),
                 "block_stack": ("observed", self.structure.describe()) if self.structure is not None else
                 ("adapter", sorted({b.name.rsplit(".", 1)[0] for b in self.blocks}))}

@@ -179,11 +179,7 @@ class TaylorSeerHooks(AdaptiveHooks):
     def save(self):
         # the blocks keep no per-branch state here (no residuals: `residual_names`), so the branch switch on every
         # call saves and loads the runtime's own names only, not a (bufs, held) pair per block
-        return {k: getattr(self, k) for k in self.state_names()}, None
-
-    def load(self, state) -> None:
-        for k, v in state[0].items():
-            setattr(self, k, v)
+        return self._own_state(), None
 
     def fresh(self) -> None:
         self.clock, self.fc_w, self.hclock = self._new_clock(), None, self._new_hclock()
