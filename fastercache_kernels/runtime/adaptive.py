@@ -390,6 +390,7 @@ class AdaptiveHooks(Hooks):
         self.group = cp if self.user_group is None else self.user_group  # (None: the world)
         self.cp = cp if self.group is cp else None
         self._allocate(probe.batch, probe.frames, probe.device)
+        self._guarded = self._has_guards()  # (the config is frozen: read once, not per call)
         self._keeps_c = bool(self.device_mode or self.record or self.reads_c or getattr(self, "fc_order", 0))
         self._defers = not (self.device_mode or self.record or self._composed or getattr(self, "fc_order", 0))
         self.ready = True
@@ -482,6 +483,7 @@ class AdaptiveHooks(Hooks):
     # tensor path takes over (one fill fewer per call)
     _keeps_c = True
     reads_c = True
+    _guarded = True  # `_has_guards()`, set with the buffers
     # decide="device" run eagerly: the runs' residuals (`BlockInfo.bufs["run"]`) hold the last eager computed call's
     # (no traced, captured or CFG-skip call since), so a reused eager call adds them as host decisions do
     _run_fresh = False
@@ -562,7 +564,7 @@ class AdaptiveHooks(Hooks):
                 force = torch.ones_like(force)
         elif n is not None:
             force = force | (self.c >= n - self.forced_tail)
-        self.force.copy_(force | self._guards() if self._has_guards() else force)
+        self.force.copy_(force | self._guards() if self._guarded else force)
         if self._composed and call.half is None:
             self.force.logical_or_(self.stale)
         self.begin_policy()
@@ -594,7 +596,7 @@ class AdaptiveHooks(Hooks):
             force = c == 1 or call.step + 1 >= call.num_steps - self.forced_tail
         else:
             force = c == 1 or (n is not None and c >= n - self.forced_tail)
-        if self._has_guards():
+        if self._guarded:
             cfg, streak = self.config, self._hstreak
             cap = getattr(cfg, "max_consecutive_reuse", None)
             if streak is None:  # (the tensor path ran since the last video started)

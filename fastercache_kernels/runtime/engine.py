@@ -637,7 +637,7 @@ class Engine:
             for v in (*args, *kwargs.values()):
                 if isinstance(v, torch.Tensor):
                     torch._dynamo.mark_static(v)
-        call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs, pos=pos, leader=leader)
+        call = Call(key, branch, clock["c"], t, t_raw, step, num_steps, args, kwargs, pos, leader)
         self.call = call
         self._signatures[key] = signature
         if signature != self._observed_sig:
