@@ -321,7 +321,7 @@ def test_forecast_metric_per_branch(name, decide):
     rt = handle.adaptive
     ring = "r1_ring" if name == "fbcache" else "u_ring"
     other = [rt.engine.peek(k, rt) for k in ("#0", "#1")]
-    theirs = next(st[0][ring] for st in other if st is not None)
+    theirs = next(rt.state_value(st[0], ring) for st in other if st is not None)
     assert theirs is not getattr(rt, ring) and torch.equal(theirs, getattr(rt, ring))
 
 

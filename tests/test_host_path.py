@@ -217,8 +217,6 @@ def test_deferred_pred_and_metric_reach_the_saved_state():
     reads them: the state the branch switch saves after each call carries the writes (`_due`, no tensor op on the
     switch), and a reader of a saved state (`_flush_saved`, as the later branches' links read it) sees what the
     immediate writes give."""
-    from fastercache_kernels.runtime.adaptive import _flush_saved
-
     lat, extra = cog_inputs()
     base = tiny_cogvideox(layers=2)
     models = [clone(base) for _ in range(2)]
@@ -231,10 +229,12 @@ def test_deferred_pred_and_metric_reach_the_saved_state():
             if i:
                 hs[1].adaptive._defers = False  # (laid out by the observed call 1)
                 for k, h in enumerate(hs):
-                    st = h.adaptive.save()[0]
-                    pending[k] += st["_due"] is not None
-                    st = _flush_saved(st)
-                    saved[k].append((bool(st["pred"]), str(float(st["metric"]))))  # (str: nan equals nan)
+                    rt = h.adaptive
+                    st = rt.save()[0]
+                    pending[k] += rt.state_value(st, "_due") is not None
+                    st = rt._flush_saved(st)
+                    saved[k].append((bool(rt.state_value(st, "pred")),
+                                     str(float(rt.state_value(st, "metric")))))  # (str: nan equals nan)
 
         sample_loop(models, lat, extra, calls=10, on_call=on_call)
     assert hs[0].adaptive._due is not None and hs[1].adaptive._due is None  # the last call's writes: deferred
@@ -296,7 +296,6 @@ def test_deferred_writes_travel_with_each_branch_state():
     read (`_flush_saved`), giving every step the states, decisions and samples of immediate writes."""
     from diffusers.hooks import FirstBlockCacheConfig as DiffusersFirstBlockCacheConfig
 
-    from fastercache_kernels.runtime.adaptive import _flush_saved
 
     steps = 14
     lat, extra = cog_inputs()
@@ -317,11 +316,11 @@ def test_deferred_writes_travel_with_each_branch_state():
                             ys.append(model(hidden_states=x, encoder_hidden_states=enc, timestep=t.view(1),
                                             return_dict=False)[0])
                         seen.append((branch, rt.go))
-                    other = _flush_saved(e.peek("cond", rt)[0])  # saved by the switch to "uncond"
+                    other = rt._flush_saved(e.peek("cond", rt)[0])  # saved by the switch to "uncond"
                     held += i > 0 and rt._due is not None  # (the uncond key's first call: laid out with it)
                     rt._flush()
-                    seen.append((bool(other["pred"]), str(float(other["metric"])), bool(rt.pred),
-                                 str(float(rt.metric))))  # (str: nan equals nan)
+                    seen.append((bool(rt.state_value(other, "pred")), str(float(rt.state_value(other, "metric"))),
+                                 bool(rt.pred), str(float(rt.metric))))  # (str: nan equals nan)
                     got.append(torch.cat(ys))
                     x = x - 0.02 * (ys[1] + 6.0 * (ys[0] - ys[1]))
         outs[defer], states[defer], deferred[defer] = got, seen, held

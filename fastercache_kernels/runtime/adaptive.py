@@ -60,17 +60,6 @@ def _several_ranks(group) -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
-def _flush_saved(state: dict) -> dict:
-    """Another key's saved state (`save`) with its deferred writes made (`AdaptiveHooks._flush`): its `pred` and
-    `metric` are about to be read."""
-    due = state["_due"]
-    if due is not None:
-        state["_due"] = None
-        state["metric"].copy_(due[0])
-        state["pred"].fill_(due[1])
-    return state
-
-
 def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
     """Sums `t` over the ranks of `group` when torch.distributed is initialised (identity otherwise)."""
     if _several_ranks(group):
@@ -396,15 +385,19 @@ class AdaptiveHooks(Hooks):
         self.ready = True
 
     def local_names(self) -> tuple:
-        """Per-key state: every 0-d scalar and the policy's own buffers (block residuals are per block), and a host
-        rule's writes not made yet (`_due`: they go to this key's `pred` and `metric`)."""
-        return (*self.scalars(), "go", "_hc", "_hprev_t", "_hstreak", "_run_fresh", "_due")
+        """Per-key state: every 0-d scalar but the counters over every key (`computed`, `videos`: one tensor each,
+        shared) and the policy's own buffers (block residuals are per block), and a host rule's writes not made yet
+        (`_due`: they go to this key's `pred` and `metric`)."""
+        return (*[n for n in self.scalars() if n not in ("computed", "videos")], "go", "_hc", "_hprev_t", "_hstreak",
+                "_run_fresh", "_due")
 
     _state_names = None
+    _at: dict = {}  # name -> position in a saved state (set with `_state_names`)
 
     def state_names(self) -> tuple:
         """`local_names()`, built once: the same every call, and the engine's branch switch saves and loads them on
-        each per-branch call (read by one attrgetter, written by one dict update: none of them may be a property)."""
+        each per-branch call, as a list of values in this order (one attrgetter; loaded by one dict update, so none
+        of them may be a property): 4 us a switch where a dict of them took 8 (warm, 17 names)."""
         names = self._state_names
         if names is None:
             cls = type(self)
@@ -413,11 +406,17 @@ class AdaptiveHooks(Hooks):
                 raise TypeError(f"{cls.__name__}: per-key state {bad} must be plain attributes, not descriptors")
             names = self._state_names = self.local_names()
             self._read_state = operator.attrgetter(*names)
+            self._at = {n: i for i, n in enumerate(names)}
         return names
 
-    def _own_state(self) -> dict:
-        names = self.state_names()
-        return dict(zip(names, self._read_state(self)))
+    def _own_state(self) -> list:
+        self.state_names()
+        return list(self._read_state(self))
+
+    def state_value(self, state: list, name: str):
+        """`name` in a saved state (`save()[0]`, or `engine.peek(key, policy)[0]`)."""
+        self.state_names()
+        return state[self._at[name]]
 
     def save(self):
         # (no flush: a deferred write travels with its key, `_due`, and is made where it is read: `_flush`,
@@ -426,10 +425,21 @@ class AdaptiveHooks(Hooks):
 
     def load(self, state) -> None:
         mine, blocks = state
-        self.__dict__.update(mine)
+        self.__dict__.update(zip(self._state_names, mine))
         if blocks is not None:
             for b, (bufs, held) in zip(self.blocks, blocks):
                 b.bufs, b.held = bufs, held
+
+    def _flush_saved(self, state: list) -> list:
+        """Another key's saved state with its deferred writes made (`_flush`): its `pred` and `metric` are about to
+        be read."""
+        at = self._at
+        due = state[at["_due"]]
+        if due is not None:
+            state[at["_due"]] = None
+            state[at["metric"]].copy_(due[0])
+            state[at["pred"]].fill_(due[1])
+        return state
 
     def fresh(self) -> None:
         totals = self.computed, self.videos  # counters over every key and video: shared, not per key
@@ -660,13 +670,13 @@ class AdaptiveHooks(Hooks):
         follow = self.follows_first_branch
         lead = self.engine.peek(call.leader, self) if call.leader is not None and follow else None
         if lead is not None:
-            _flush_saved(lead[0])
-        self.lead = None if lead is None else lead[0]["pred"]
+            lead = self._flush_saved(lead[0])
+        self.lead = None if lead is None else lead[self._at["pred"]]
         # with host decisions the first branch's decision is known on the host too (its `go`, set by every call
         # that ran: `_decided` or `_read`), so a later branch decides without reading `lead`
-        self._hlead = None if lead is None or self.device_mode else lead[0]["go"]
+        self._hlead = None if lead is None or self.device_mode else lead[self._at["go"]]
         self.others = [] if call.pos or not follow else [
-            _flush_saved(st[0]) for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
+            self._flush_saved(st[0]) for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
             if st is not None]
 
     def _guards(self) -> torch.Tensor:
@@ -715,11 +725,12 @@ class AdaptiveHooks(Hooks):
         against), on the step's first branch; `value` itself otherwise. With `since` (this branch's value at its
         last call, the step of the others' last calls), another branch's value is carried to now by this branch's
         change since: the later branch changes as the first did, which its value one step old misses."""
+        at = self._at
         for other in self.others:
-            v = other[name]
+            v = other[at[name]]
             if since is not None:
                 v = v + (value - since)
-            keep = v.isfinite() & ~other["pred"] if reused_only else v.isfinite()
+            keep = v.isfinite() & ~other[at["pred"]] if reused_only else v.isfinite()
             value = pick(value, torch.where(keep, v, value))
         return value
 
