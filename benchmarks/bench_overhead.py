@@ -18,13 +18,19 @@ AdaCache the blocks it reused), and the table gives the median per kind (`--stat
 other jobs on a shared machine can only raise). The two First-Block-Cache implementations
 must make the same decision on every call: the script prints both decision strips and says whether they match.
 
+`--model wan` runs the tiny Wan transformer of fastercache_kernels/tiny.py instead (random weights, 2 heads of 8, a
+[1, 4, 3, 8, 8] latent, 16 text tokens) called as WanPipeline calls it: two calls per step, cond then uncond, each in
+its `cache_context` (`--calls` calls: `--calls // 2` steps). Both libraries then run diffusers'
+`FirstBlockCacheConfig` (each branch on its own indicator; fk's own config would have the later branch follow the
+first one's decision, which diffusers' hook does not), so the branch switch's cost is in fk's rows.
+
 Also writes a cProfile of fk's First-Block-Cache per-call path (one video at the largest block count; top 15 by
 cumulative time, by own time, and fk's own functions by both) to --out (default results/overhead/), for whoever
 optimises it next.
 
 Run (from the checkout's root):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_overhead.py [--blocks 4,16] [--rounds 5] [--calls 50]
-        [--threshold 0.2] [--out results/overhead] [--stat median|p10]
+        [--threshold 0.2] [--out results/overhead] [--stat median|p10] [--model cogvideox|wan]
 """
 
 from __future__ import annotations
@@ -54,6 +60,24 @@ def tiny_model(blocks: int, seed: int = 0):
         num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=16,
         text_embed_dim=8, num_layers=blocks, sample_width=2, sample_height=2, sample_frames=5, patch_size=1,
         max_text_seq_length=1, temporal_compression_ratio=4).eval()
+
+
+def tiny_wan(blocks: int, seed: int = 0):
+    """fastercache_kernels/tiny.py's Wan transformer (random weights, 2 heads of 8) with `blocks` blocks."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                 out_channels=4, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=blocks,
+                                 cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
+
+
+def wan_inputs(steps: int):
+    """Runner's inputs for the tiny Wan: a [1, 4, 3, 8, 8] latent, 16 text tokens of 32, two calls per step (cond then
+    uncond, each in its `cache_context`, as WanPipeline calls)."""
+    torch.manual_seed(1)
+    x, ctx, neg = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 16, 32), torch.randn(1, 16, 32)
+    return x, [t.view(1) for t in torch.linspace(999, 0, steps)], [("cond", ctx), ("uncond", neg)]
 
 
 class Runner:
@@ -139,7 +163,8 @@ class DiffusersFBC:
         self._hook()
 
     def _hook(self):
-        self.leader = self.model.transformer_blocks[0]._diffusers_hook.get_hook("fbc_leader_block_hook")
+        blocks = getattr(self.model, "transformer_blocks", None) or self.model.blocks  # (Wan: `blocks`)
+        self.leader = blocks[0]._diffusers_hook.get_hook("fbc_leader_block_hook")
 
     def computed(self) -> bool:  # the call just made ran every block
         return self.leader.state_manager.get_state().should_compute
@@ -153,10 +178,15 @@ class DiffusersFBC:
         self.model.disable_cache()
 
 
-def methods(threshold: float, calls: int):
+def methods(threshold: float, calls: int, model: str = "cogvideox"):
     from fastercache_kernels.demo import settings
 
-    fbc = fk.FirstBlockCacheConfig(threshold=threshold)  # no num_calls: diffusers' rule has no forced last call
+    if model == "wan":  # per-branch calls: diffusers' config on fk, each branch on its own indicator as diffusers'
+        from diffusers.hooks import FirstBlockCacheConfig
+
+        fbc = FirstBlockCacheConfig(threshold=threshold)
+    else:
+        fbc = fk.FirstBlockCacheConfig(threshold=threshold)  # no num_calls: diffusers' rule has no forced last call
     return [
         ("no cache", None),
         ("diffusers FirstBlockCache", lambda m: DiffusersFBC(m, threshold)),
@@ -167,28 +197,33 @@ def methods(threshold: float, calls: int):
     ]
 
 
-def bench(blocks: int, rounds: int, calls: int, threshold: float, log) -> list[Runner]:
-    base = tiny_model(blocks)
+def make(model: str, blocks: int, calls: int):
+    """(the tiny model, Runner's inputs): `calls` calls per video (Wan: two per step)."""
+    if model == "wan":
+        return tiny_wan(blocks), wan_inputs(calls // 2)
     torch.manual_seed(1)
     x, ctx = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8)
-    inputs = (x, [t.view(1) for t in torch.linspace(999, 0, calls)], [("cond", ctx)])
-    runners = [Runner(name, copy.deepcopy(base), apply) for name, apply in methods(threshold, calls)]
+    return tiny_model(blocks), (x, [t.view(1) for t in torch.linspace(999, 0, calls)], [("cond", ctx)])
+
+
+def bench(blocks: int, rounds: int, calls: int, threshold: float, log, model: str = "cogvideox") -> list[Runner]:
+    base, inputs = make(model, blocks, calls)
+    runners = [Runner(name, copy.deepcopy(base), apply) for name, apply in methods(threshold, calls, model)]
     return interleaved(runners, inputs, rounds, log, f"{blocks} blocks")
 
 
-def profile_fk(blocks: int, calls: int, threshold: float) -> str:
-    model = tiny_model(blocks)
-    torch.manual_seed(1)
-    x, ctx = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8)
-    ts = [t.view(1) for t in torch.linspace(999, 0, calls)]
-    handle = fk.apply(model, fk.FirstBlockCacheConfig(threshold=threshold), decide="host")
+def profile_fk(blocks: int, calls: int, threshold: float, model_name: str = "cogvideox") -> str:
+    model, inputs = make(model_name, blocks, calls)
+    handle = dict(methods(threshold, calls, model_name))["fk First-Block-Cache host"](model)
 
     @torch.no_grad()
     def video():
         handle.reset()
+        x, ts, branches = inputs
         for t in ts:
-            with model.cache_context("cond"):
-                model(hidden_states=x, encoder_hidden_states=ctx, timestep=t, return_dict=False)
+            for branch, text in branches:
+                with model.cache_context(branch):
+                    model(hidden_states=x, encoder_hidden_states=text, timestep=t, return_dict=False)
 
     video()  # first-call costs stay out of the profile
     prof = cProfile.Profile(time.thread_time)  # CPU time of this thread: the shared machine's load stays out
@@ -199,7 +234,7 @@ def profile_fk(blocks: int, calls: int, threshold: float) -> str:
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
     out.write(f"fk First-Block-Cache (threshold {threshold}, decide='host'), one video of {calls} calls, {blocks} "
-              "blocks, tiny CogVideoX, after one untimed video; timer: thread CPU time (cProfile's own cost "
+              f"blocks, tiny {model_name}, after one untimed video; timer: thread CPU time (cProfile's own cost "
               "included)\n\n")
     stats.sort_stats("cumulative").print_stats(15)
     stats.sort_stats("tottime").print_stats(15)
@@ -251,6 +286,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/overhead", help="where the JSON and the profile go")
     p.add_argument("--stat", default="median", choices=["median", "p10"],
                    help="per-kind statistic of the call times (p10: the 10th percentile, for a loaded machine)")
+    p.add_argument("--model", default="cogvideox", choices=["cogvideox", "wan"],
+                   help="wan: the tiny Wan transformer called per CFG branch (cond, uncond: --calls // 2 steps), "
+                        "First-Block-Cache with diffusers' config on both libraries")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     Runner.stat = args.stat
@@ -258,10 +296,11 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     results = {}
     for n in (int(b) for b in args.blocks.split(",")):
-        results[n] = bench(n, args.rounds, args.calls, args.threshold, log)
+        results[n] = bench(n, args.rounds, args.calls, args.threshold, log, args.model)
     text, recs = table(results)
+    what = ("tiny Wan, two calls per step (cond, uncond)" if args.model == "wan" else "tiny CogVideoX")
     print(f"host time per call ({args.stat} thread CPU us; {args.rounds} interleaved videos of {args.calls} calls per "
-          f"method; tiny CogVideoX; First-Block-Cache threshold {args.threshold}; torch {torch.__version__}, 1 thread)")
+          f"method; {what}; First-Block-Cache threshold {args.threshold}; torch {torch.__version__}, 1 thread)")
     print(text)
     match = True
     for n, runners in results.items():
@@ -279,7 +318,7 @@ def main(argv=None) -> int:
           "unpatched model's.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prof = profile_fk(max(results), args.calls, args.threshold)
+    prof = profile_fk(max(results), args.calls, args.threshold, args.model)
     (out / "profile_fk_fbc.txt").write_text(prof)
     (out / "overhead.json").write_text(json.dumps(
         {"rows": recs, "decisions_match": match, "args": vars(args), "load": [load_before, load_after],

@@ -41,26 +41,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_overhead import Runner, interleaved  # noqa: E402  (one timing loop for both benchmarks)
+from bench_overhead import tiny_wan as tiny_model  # noqa: E402
+from bench_overhead import wan_inputs as make_inputs  # noqa: E402
 
 import fastercache_kernels as fk  # noqa: E402
 
 ATTENTION_NAMES = r"[^.]*blocks\.\d+\.attn\d*"  # compare.py's: the attention modules of Wan's blocks
-
-
-def tiny_model(blocks: int, seed: int = 0):
-    from diffusers import WanTransformer3DModel
-
-    torch.manual_seed(seed)
-    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                 out_channels=4, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=blocks,
-                                 cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
-
-
-def make_inputs(steps: int):
-    """Runner's inputs: two calls per step, cond then uncond, each in its `cache_context`."""
-    torch.manual_seed(1)
-    x, ctx, neg = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 16, 32), torch.randn(1, 16, 32)
-    return x, [t.view(1) for t in torch.linspace(999, 0, steps)], [("cond", ctx), ("uncond", neg)]
 
 
 class DiffusersTS:

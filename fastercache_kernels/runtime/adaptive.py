@@ -675,8 +675,9 @@ class AdaptiveHooks(Hooks):
         # with host decisions the first branch's decision is known on the host too (its `go`, set by every call
         # that ran: `_decided` or `_read`), so a later branch decides without reading `lead`
         self._hlead = None if lead is None or self.device_mode else lead[self._at["go"]]
+        peek = self.engine.peek
         self.others = [] if call.pos or not follow else [
-            self._flush_saved(st[0]) for st in (self.engine.peek(k, self) for k in self.engine.branch_keys if k != call.key)
+            self._flush_saved(st[0]) for st in (peek(k, self) for k in self.engine.branch_keys if k != call.key)
             if st is not None]
 
     def _guards(self) -> torch.Tensor:
