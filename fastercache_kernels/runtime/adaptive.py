@@ -420,15 +420,16 @@ class AdaptiveHooks(Hooks):
 
     def save(self):
         # (no flush: a deferred write travels with its key, `_due`, and is made where it is read: `_flush`,
-        # `_flush_saved`; on per-branch calls the switch saves on every call)
-        return self._own_state(), [(b.bufs, b.held) for b in self.blocks]
+        # `_flush_saved`; on per-branch calls the switch saves on every call). The blocks' buffers: only those of
+        # the blocks that hold any (`_keyed`, the chains' tails); `held` is scratch of one call, never switched.
+        return self._own_state(), [b.bufs for b in self._keyed]
 
     def load(self, state) -> None:
         mine, blocks = state
         self.__dict__.update(zip(self._state_names, mine))
         if blocks is not None:
-            for b, (bufs, held) in zip(self.blocks, blocks):
-                b.bufs, b.held = bufs, held
+            for b, bufs in zip(self._keyed, blocks):
+                b.bufs = bufs
 
     def _flush_saved(self, state: list) -> list:
         """Another key's saved state with its deferred writes made (`_flush`): its `pred` and `metric` are about to
@@ -961,6 +962,10 @@ class AdaptiveHooks(Hooks):
                 b.bufs[key] = [self._buffer(t, s, d) for t, (s, d) in zip(old, b.shapes)]
         self._run_fresh = False
         self.allocate_policy()
+        # the blocks whose buffers are per key (the same for every key: one layout per observed shape)
+        self._keyed = [b for b in self.blocks if b.bufs]
+
+    _keyed: list = []  # (set with the buffers)
 
     def allocate_policy(self) -> None:
         pass
