@@ -397,7 +397,8 @@ class AdaptiveHooks(Hooks):
     def state_names(self) -> tuple:
         """`local_names()`, built once: the same every call, and the engine's branch switch saves and loads them on
         each per-branch call, as a list of values in this order (one attrgetter; loaded by one dict update, so none
-        of them may be a property): 4 us a switch where a dict of them took 8 (warm, 17 names)."""
+        of them may be a property): with the blocks' buffers, 6.2 us a switch where a dict of names took 9.3 (warm,
+        First-Block-Cache on the 2-block tiny Wan)."""
         names = self._state_names
         if names is None:
             cls = type(self)

@@ -178,7 +178,7 @@ class TaylorSeerHooks(AdaptiveHooks):
 
     def save(self):
         # the blocks keep no per-branch state here (no residuals: `residual_names`), so the branch switch on every
-        # call saves and loads the runtime's own names only, not a (bufs, held) pair per block
+        # call saves and loads the runtime's own names only, no block buffers
         return self._own_state(), None
 
     def fresh(self) -> None:
