@@ -15,7 +15,10 @@ machine.
 
 Run (from the checkout's root):
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_overhead.py [fbc|fbc-device|ada|none]
-        [--blocks 16] [--calls 50] [--phases [--threshold 0.2] [--rounds 8]]
+        [--blocks 16] [--calls 50] [--phases [--threshold 0.2] [--rounds 8] [--model cogvideox|wan]]
+
+`--phases --model wan`: the same on bench_overhead.py's tiny Wan called per CFG branch (`bench_overhead.py --model
+wan`), both libraries with diffusers' `FirstBlockCacheConfig`.
 """
 
 from __future__ import annotations
@@ -63,21 +66,24 @@ PHASES = [("pre-call", "call", "forward"), ("embedding", "forward", "block0"), (
           ("post-call", "forward end", "call end"), ("call", "call", "call end")]
 
 
-def phases(blocks: int, calls: int, threshold: float, rounds: int) -> None:
+def phases(blocks: int, calls: int, threshold: float, rounds: int, model_name: str = "cogvideox") -> None:
     """See the module docstring (`--phases`)."""
     import copy
     import statistics
 
-    from bench_overhead import DiffusersFBC
+    from bench_overhead import DiffusersFBC, make, methods
 
     marks: dict = {}
     clock = time.perf_counter_ns
-    model = tiny_model(blocks)
-    cls, block_cls, norm_cls = type(model), type(model.transformer_blocks[0]), type(model.norm_final)
-    first = model.transformer_blocks[0]
+    model, inputs = make(model_name, blocks, calls)
+    stack = getattr(model, "transformer_blocks", None) or model.blocks  # (Wan: `blocks`, `norm_out`)
+    norm = getattr(model, "norm_final", None) or model.norm_out
+    cls, block_cls, norm_cls = type(model), type(stack[0]), type(norm)
+    first = stack[0]
     saved = [(c, "forward", c.forward) for c in (cls, block_cls, norm_cls)]
 
     def marked(f, start, end=None, only=None):
+        @functools.wraps(f)  # (diffusers' hooks read the block's signature)
         def w(self, *a, **k):
             if only is not None and getattr(self, "_fk_phase_first", False) != only:
                 return f(self, *a, **k)
@@ -94,37 +100,34 @@ def phases(blocks: int, calls: int, threshold: float, rounds: int) -> None:
     norm_cls.forward = marked(norm_cls.forward, "norm")
     first._fk_phase_first = True
     try:
-        torch.manual_seed(1)
-        x, ctx = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 1, 8)
-        ts = [t.view(1) for t in torch.linspace(999, 0, calls)]
-        fbc = fk.FirstBlockCacheConfig(threshold=threshold)
+        apply = dict(methods(threshold, calls, model_name))
         runs = {}
         for name in ("diffusers FirstBlockCache", "fk First-Block-Cache host", "fk First-Block-Cache device"):
             m = copy.deepcopy(model)
-            h = DiffusersFBC(m, threshold) if name.startswith("diffusers") else fk.apply(
-                m, fbc, decide=name.rsplit(" ", 1)[1])
-            runs[name] = (m, h, {"C": [], "r": []})
+            runs[name] = (m, apply[name](m), {"C": [], "r": []})
 
         @torch.no_grad()
         def video(m, h, rec):
             h.reset()
+            x, ts, branches = inputs
             for i, t in enumerate(ts):
-                with m.cache_context("cond"):
-                    marks.clear()
-                    marks["call"] = clock()
-                    m(hidden_states=x, encoder_hidden_states=ctx, timestep=t, return_dict=False)
-                    marks["call end"] = clock()
-                    kind = "C" if (h.computed() if isinstance(h, DiffusersFBC) else h.adaptive.go) else "r"
-                if rec is not None and i:
-                    rec[kind].append(dict(marks))
+                for branch, text in branches:
+                    with m.cache_context(branch):
+                        marks.clear()
+                        marks["call"] = clock()
+                        m(hidden_states=x, encoder_hidden_states=text, timestep=t, return_dict=False)
+                        marks["call end"] = clock()
+                        kind = "C" if (h.computed() if isinstance(h, DiffusersFBC) else h.adaptive.go) else "r"
+                    if rec is not None and i:
+                        rec[kind].append(dict(marks))
 
         for m, h, _ in runs.values():
             video(m, h, None)
         for _ in range(rounds):
             for m, h, rec in runs.values():
                 video(m, h, rec)
-        print(f"First-Block-Cache threshold {threshold}, {blocks} blocks: median wall-clock us per phase, {rounds} "
-              f"interleaved videos of {calls} calls; load average {os.getloadavg()[0]:.1f}")
+        print(f"First-Block-Cache threshold {threshold}, tiny {model_name}, {blocks} blocks: median wall-clock us per "
+              f"phase, {rounds} interleaved videos of {calls} calls; load average {os.getloadavg()[0]:.1f}")
         for kind, what in (("C", "computed"), ("r", "reused")):
             print(f"{what} calls:")
             print(f"  {'method':30s}" + "".join(f"{p:>19s}" for p, _, _ in PHASES))
@@ -145,10 +148,12 @@ def main(argv=None) -> int:
     p.add_argument("--phases", action="store_true", help="phases of a call, fk and diffusers side by side")
     p.add_argument("--threshold", type=float, default=0.2)
     p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--model", default="cogvideox", choices=["cogvideox", "wan"],
+                   help="--phases on bench_overhead.py's tiny Wan, per CFG branch, diffusers' config on both")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.phases:
-        phases(args.blocks, args.calls, args.threshold, args.rounds)
+        phases(args.blocks, args.calls, args.threshold, args.rounds, args.model)
         return 0
     from fastercache_kernels.demo import settings
 

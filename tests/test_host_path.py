@@ -327,3 +327,25 @@ def test_deferred_writes_travel_with_each_branch_state():
     assert deferred[True] > steps // 2 and deferred[False] == 0
     assert states[True] == states[False] and {g for _, g in states[True][0::3] + states[True][1::3]} == {True, False}
     assert all(torch.equal(a, b) for a, b in zip(outs[True], outs[False]))
+
+
+def test_per_key_state_must_be_plain_attributes():
+    """The branch switch reads a policy's `local_names` with one attrgetter and writes them with one `__dict__`
+    update, which would bypass a property's setter: a policy naming one is refused when the names are first built."""
+    lat, extra = cog_inputs()
+    model = tiny_cogvideox(layers=2)
+    with fk.apply(model, fk.FirstBlockCacheConfig(threshold=0.2), decide="host") as h:
+        sample_loop([model], lat, extra, calls=2)
+        rt = h.adaptive
+
+        class WithProperty(type(rt)):
+            @property
+            def derived(self):
+                return self.c
+
+            def local_names(self):
+                return (*super().local_names(), "derived")
+
+        rt.__class__, rt._state_names = WithProperty, None
+        with pytest.raises(TypeError, match="derived"):
+            rt.state_names()

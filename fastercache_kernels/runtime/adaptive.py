@@ -60,21 +60,25 @@ def _several_ranks(group) -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
-def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
-    """Sums `t` over the ranks of `group` when torch.distributed is initialised (identity otherwise)."""
-    if _several_ranks(group):
+def all_reduce_sum(t: torch.Tensor, group=None, several: bool | None = None) -> torch.Tensor:
+    """Sums `t` over the ranks of `group` when torch.distributed is initialised (identity otherwise). `several`:
+    whether it spans several ranks, where the caller knows (see `AdaptiveHooks.allocate`)."""
+    if _several_ranks(group) if several is None else several:
         t = t.clone()
         dist = torch.distributed
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t
 
 
-def metric_value(a: torch.Tensor, b: torch.Tensor, metric: str, group=None) -> torch.Tensor:
+def metric_value(a: torch.Tensor, b: torch.Tensor, metric: str, group=None, several: bool | None = None
+                 ) -> torch.Tensor:
     """feature_diff(a, b, metric) over every rank of `group` (partial sums all-reduced before dividing,
     docs/algorithms.md §5); on one rank the one op itself, bit-identical to the metric of its partials (two op
-    calls and the division: about 0.1 ms of host time per call on the tiny model, docs/results.md)."""
-    if _several_ranks(group):
-        return ops.feature_diff_from_partials(all_reduce_sum(ops.feature_diff_partials(a, b, metric), group), metric)
+    calls and the division: about 0.1 ms of host time per call on the tiny model, docs/results.md). `several` as in
+    `all_reduce_sum`."""
+    if _several_ranks(group) if several is None else several:
+        return ops.feature_diff_from_partials(all_reduce_sum(ops.feature_diff_partials(a, b, metric), group, True),
+                                              metric)
     if a.shape == b.shape and a.dtype == b.dtype and a.device == b.device:
         # the runtime's own operands (this call's tensor and a buffer laid out from the observed call): the op
         # itself, without the public function's argument checks (five Python calls, about 4 us of a cold call);
@@ -378,6 +382,10 @@ class AdaptiveHooks(Hooks):
         cp = parallel.cp_group(self.engine.model)  # diffusers' context-parallel group when the model is sharded
         self.group = cp if self.user_group is None else self.user_group  # (None: the world)
         self.cp = cp if self.group is cp else None
+        # whether the metrics are all-reduced: known when the buffers are laid out (a launcher initialises
+        # torch.distributed before the model's first call), not asked per call: the check took about 20 us of a
+        # per-branch call on the tiny Wan by the line timer (cold c10d code), 0.8 us in a tight loop
+        self.reduces = _several_ranks(self.group)
         self._allocate(probe.batch, probe.frames, probe.device)
         self._guarded = self._has_guards()  # (the config is frozen: read once, not per call)
         self._keeps_c = bool(self.device_mode or self.record or self.reads_c or getattr(self, "fc_order", 0))
@@ -967,6 +975,7 @@ class AdaptiveHooks(Hooks):
         self._keyed = [b for b in self.blocks if b.bufs]
 
     _keyed: list = []  # (set with the buffers)
+    reduces: bool | None = None  # the metrics are all-reduced over several ranks (set in `allocate`; None: ask)
 
     def allocate_policy(self) -> None:
         pass

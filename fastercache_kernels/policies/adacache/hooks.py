@@ -298,7 +298,7 @@ class AdaCacheHooks(ForecastReuse, AdaptiveHooks):
     def _update(self) -> None:
         """The rate decided on this compute call (device ops; applied where pred is set)."""
         cfg = self.config
-        table = all_reduce_sum(self.table, self.group)
+        table = all_reduce_sum(self.table, self.group, self.reduces)
         d = (ops.feature_diff_from_partials(table[:, :3].contiguous(), cfg.metric) / self.rate_in).mean()
         c = self.c
         valid = c > 1  # the first compute call of a video has no previous residual

@@ -79,7 +79,7 @@ class FirstBlockCacheHooks(ForecastReuse, AdaptiveHooks):
         # (the attention overrides are for traced calls; an eager one runs the block as it is)
         out = b.call(args, kwargs) if traced and b.overrides else b.orig(*args, **kwargs)
         r1 = b.outs(out)[b.primary] - x0
-        diff = metric_value(r1, self._r1_reference(), self.config.metric, self.group)
+        diff = metric_value(r1, self._r1_reference(), self.config.metric, self.group, self.reduces)
         if not traced and self._hforce is not None and self.lead is None and not self.others:
             self._decide_on_host(diff)  # (device decisions: an eager call, decided as the host's; never in a graph)
         else:

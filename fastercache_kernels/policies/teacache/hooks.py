@@ -77,7 +77,7 @@ class TeaCacheHooks(ForecastReuse, AdaptiveHooks):
         accumulator; with forecast_metric it is the rescaled distance of u from its forecast at this call from the
         indicator of the last n + 1 computed calls, not accumulated (docs/algorithms.md section 11)."""
         ref = self.forecast_now(self.u_ring) if self.fc_metric else self.rows(self.u_prev)
-        rel = metric_value(u, ref, "rel_l1", self.group)
+        rel = metric_value(u, ref, "rel_l1", self.group, self.reduces)
         self.metric.copy_(rel)
         # a rescaled distance below 0 counts as 0 (the reference lets it go negative: threshold 0 could reuse)
         d = _poly(self.config.coefficients, rel.to(_F64)).clamp(min=0).to(_F32)
