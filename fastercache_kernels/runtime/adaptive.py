@@ -634,8 +634,8 @@ class AdaptiveHooks(Hooks):
     def _defer(self, metric: torch.Tensor, go: bool) -> None:
         """A host rule's decision (`go`) and indicator (`metric`, this call's 0-d tensor): written to `pred` and
         `metric` now, or, for host decisions with nothing else reading them per call (no device decisions, no
-        record, no CFG-Cache, no forecasting), when something does (`_flush`: the tensor paths, the branch switch):
-        two tensor ops fewer per call."""
+        record, no CFG-Cache, no forecasting), when something does (`_flush`: the tensor paths; `_flush_saved`:
+        another branch reading this key's saved state, which carries them): two tensor ops fewer per call."""
         if self._defers:
             self._due = (metric, go)
         else:
@@ -1120,9 +1120,10 @@ class AdaptiveHooks(Hooks):
         self._hcomputed = self.calls = self.host_reads = 0
 
     def stats(self) -> dict:
+        computed = self.computed_calls()
         return {"policy": self.policy, "calls": self.calls, "videos": int(self.videos),
-                "call_in_video": self._hc if self._hc is not None else int(self.c), "computed": self.computed_calls(),
-                "reused": self.calls - self.computed_calls(), "host_reads": self.host_reads,
+                "call_in_video": self._hc if self._hc is not None else int(self.c), "computed": computed,
+                "reused": self.calls - computed, "host_reads": self.host_reads,
                 "blocks": len(self.order), "cache_bytes": self.cache_bytes(),
                 "block_stack": ("observed", self.structure.describe()) if self.structure is not None else
                 ("adapter", sorted({b.name.rsplit(".", 1)[0] for b in self.blocks}))}
