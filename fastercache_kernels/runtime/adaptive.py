@@ -674,11 +674,11 @@ class AdaptiveHooks(Hooks):
         """docs/algorithms.md section 10: the later branches of a step follow the first one's decision, so
         classifier-free guidance never mixes a reused branch with a computed one; the first branch decides on every
         branch's indicator (its own now, the others' as of their last call)."""
-        if call.leader is None and not self.engine.branch_keys:  # one call per step (the usual batched CFG call)
+        if not self.follows_first_branch or (call.leader is None and not self.engine.branch_keys):
+            # one call per step (the usual batched CFG call), or every branch decides alone (diffusers' config)
             self.lead, self.others, self._hlead = None, [], None
             return
-        follow = self.follows_first_branch
-        lead = self.engine.peek(call.leader, self) if call.leader is not None and follow else None
+        lead = self.engine.peek(call.leader, self) if call.leader is not None else None
         if lead is not None:
             lead = self._flush_saved(lead[0])
         self.lead = None if lead is None else lead[self._at["pred"]]
@@ -686,7 +686,7 @@ class AdaptiveHooks(Hooks):
         # that ran: `_decided` or `_read`), so a later branch decides without reading `lead`
         self._hlead = None if lead is None or self.device_mode else lead[self._at["go"]]
         peek = self.engine.peek
-        self.others = [] if call.pos or not follow else [
+        self.others = [] if call.pos else [
             self._flush_saved(st[0]) for st in (peek(k, self) for k in self.engine.branch_keys if k != call.key)
             if st is not None]
 
@@ -1079,13 +1079,13 @@ class AdaptiveHooks(Hooks):
             for buf, r in zip(res, got[k:]):
                 buf.copy_(r)
             return b.pack(list(got[:k]))
-        if self.go:
+        if self.go:  # (the block forwards run `run` under no_grad: nothing here is tracked, nothing to detach)
             if b.head is b:
-                b.held = [x.detach() for x in b.inputs(args, kwargs)]
+                b.held = b.inputs(args, kwargs)
             out = b.call(args, kwargs) if b.overrides else b.orig(*args, **kwargs)
             if b.tail is b:
                 for buf, o, x in zip(map(self.rows, b.bufs["res"]), b.outs(out), b.head.held):
-                    torch.sub(o.detach(), x, out=buf)
+                    torch.sub(o, x, out=buf)
                 b.head.held = None
             return out
         ins = b.inputs(args, kwargs)

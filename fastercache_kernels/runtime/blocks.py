@@ -156,7 +156,18 @@ class BlockInfo:
         (or all positional) arguments and fill the output in order (a reused call passes most blocks through:
         0.80 -> 0.12 us per block in a 20000-call loop, two keyword streams)."""
         self.__dict__.pop("passthrough", None)
+        self.__dict__.pop("inputs", None)
         kinds, keys = {loc[0] for loc in self.io}, [loc[1] for loc in self.io]
+        if len(kinds) == 1 and len(keys) <= 2:  # `inputs` without a Python call per input (one or two streams: the
+            # usual blocks; 0.26 -> 0.08 us a call, two keyword streams, 200000-call loop); plain indexing, which
+            # torch.compile traces (it cannot trace an itemgetter on a dict)
+            k0, k1 = (*keys, None)[:2]
+            if "k" in kinds:
+                self.inputs = (lambda args, kwargs: [kwargs[k0]]) if k1 is None else (
+                    lambda args, kwargs: [kwargs[k0], kwargs[k1]])
+            else:
+                self.inputs = (lambda args, kwargs: [args[k0]]) if k1 is None else (
+                    lambda args, kwargs: [args[k0], args[k1]])
         in_order = self.tuple_out and len(keys) >= 2 and tuple(self.slots) == tuple(range(self.n_out))
         if len(kinds) != 1 or not (in_order or (not self.tuple_out and len(keys) == 1)):
             return

@@ -220,6 +220,8 @@ class Engine:
 
         rule = getattr(type(adapter), "starts_video", None)
         self._starts_video = adapter.starts_video if rule is not None and rule is not Adapter.starts_video else None
+        # whether calls at one timestep are the CFG branches of one step (an adapter may say they are not)
+        self._by_timestep = adapter is None or getattr(adapter, "branches_by_timestep", True)
         self.host_time = any(p.host_time for p in self.policies)
         self.static_shapes = any(getattr(p, "device_mode", False) for p in self.policies)
         # decide="auto": whether a call runs under torch.compile is part of its input signature, so the first call
@@ -386,14 +388,16 @@ class Engine:
     def _switch(self, key: str) -> None:
         if key == self.key:
             return
+        policies = self.policies
         if self.key is not None:
-            self._states[self.key] = [p.save() for p in self.policies]
+            self._states[self.key] = [p.save() for p in policies]
         saved = self._states.pop(key, None)
-        for i, p in enumerate(self.policies):
-            if saved is None:
+        if saved is None:
+            for p in policies:
                 p.fresh()
-            else:
-                p.load(saved[i])
+        else:
+            for p, state in zip(policies, saved):
+                p.load(state)
         self.key = key
 
     def reset(self) -> None:
@@ -580,8 +584,7 @@ class Engine:
             self._pending_step = (t_raw, sample, _version(sample), t)
             same = False
         else:
-            same = self._same_step(t_raw, sample, t) and (
-                self.adapter is None or getattr(self.adapter, "branches_by_timestep", True))
+            same = self._same_step(t_raw, sample, t) and self._by_timestep
         pos = len(self._step_keys) if same else 0
         if ctx is None:
             if pos and not self.per_branch:  # the second call at one timestep: calls come once per CFG branch

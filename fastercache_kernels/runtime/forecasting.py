@@ -172,10 +172,10 @@ class ForecastReuse:
             return b.pack(list(got[:k]))
         if self.go:
             if b.head is b:
-                b.held = [x.detach() for x in ins]
+                b.held = ins  # (under no_grad, as every block's `run`: nothing to detach)
             out = b.call(args, kwargs)
             if b.tail is b:
-                self.push(b.bufs["res"], [o.detach() - x for o, x in zip(b.outs(out), b.head.held)])
+                self.push(b.bufs["res"], [o - x for o, x in zip(b.outs(out), b.head.held)])
                 b.head.held = None
             return out
         if b.head is not b:
