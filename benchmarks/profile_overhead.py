@@ -174,9 +174,9 @@ def main(argv=None) -> int:
     if handle is not None:
         e = handle.engine
         rt = handle.adaptive
-        for n in ("_begin", "_same_step", "signature", "_new_video", "_pipeline_step", "_switch"):
+        for n in ("_begin", "_same_step", "signature", "_pipeline_step", "_switch"):
             wrap(e, n, "engine." + n)
-        for n in ("begin", "end", "_begin_host", "_branch_links", "_read", "run", "step", "_update", "begin_policy"):
+        for n in ("begin", "end", "_begin_host", "_branch_links", "swap", "_read", "run", "step", "_update", "begin_policy"):
             wrap(rt, n, "runtime." + n)
         if e.log is not None:
             wrap(e.log, "record", "summary.record")

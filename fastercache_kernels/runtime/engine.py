@@ -106,6 +106,16 @@ class Hooks:
     def load(self, state) -> None:
         pass
 
+    def swap(self, state):
+        """The branch switch: returns `save()` after loading `state` in its place (`fresh()` for None). One call per
+        policy and per-branch call; a policy may do it faster than the two (AdaptiveHooks)."""
+        mine = self.save()
+        if state is None:
+            self.fresh()
+        else:
+            self.load(state)
+        return mine
+
     def fresh(self) -> None:
         """Initial state for a key seen for the first time (buffers shaped as the last observed call showed)."""
 
@@ -237,6 +247,7 @@ class Engine:
         self.context = None  # the diffusers CacheContext (or any object with .name) of the call in progress
         self.key: str | None = None  # the key whose state the policies hold now
         self._states: dict[str, list] = {}  # key -> saved policy states (of keys not active now)
+        self._no_states = [None] * len(self.policies)  # a key seen for the first time: every policy fresh
         self._clocks: dict[str, dict] = {}
         self._signatures: dict[str, tuple] = {}
         self._observed_sig = None  # the input signature of the last observed call
@@ -388,16 +399,15 @@ class Engine:
     def _switch(self, key: str) -> None:
         if key == self.key:
             return
-        policies = self.policies
+        saved = self._states.pop(key, None) or self._no_states  # (None: a key seen for the first time, fresh)
         if self.key is not None:
-            self._states[self.key] = [p.save() for p in policies]
-        saved = self._states.pop(key, None)
-        if saved is None:
-            for p in policies:
-                p.fresh()
-        else:
-            for p, state in zip(policies, saved):
-                p.load(state)
+            self._states[self.key] = [p.swap(state) for p, state in zip(self.policies, saved)]
+        else:  # (no key's state is held: nothing to save)
+            for p, state in zip(self.policies, saved):
+                if state is None:
+                    p.fresh()
+                else:
+                    p.load(state)
         self.key = key
 
     def reset(self) -> None:
@@ -413,20 +423,6 @@ class Engine:
                 p.reset()
         for clock in self._clocks.values():
             clock.update(c=0, prev_t=None, step=None, in_call=False)
-
-    def _new_video(self, clock: dict, t, step, sig_changed: bool) -> bool:
-        if clock["in_call"]:
-            warnings.warn("fastercache: the previous model call did not finish; starting a new video", stacklevel=4)
-            return True
-        if clock["c"] == 0:
-            return False
-        if sig_changed:
-            return True
-        if t is not None and clock["prev_t"] is not None and t > clock["prev_t"]:
-            return True  # the timestep jumped up
-        if self._starts_video is not None and self._starts_video(t):
-            return True
-        return step is not None and clock["step"] is not None and step < clock["step"]  # the sampler restarted
 
     def _pipeline_step(self) -> tuple:
         """(step index, step count) from the scheduler of the pipeline fk.apply was given, where it keeps them
@@ -624,7 +620,14 @@ class Engine:
                           "video with buffers for the new shapes", stacklevel=3)
         if step is None and num_steps is None and self.pipeline is not None:
             step, num_steps = self._pipeline_step()
-        if clock["c"] and self._new_video(clock, t, step, changed):
+        # a new video: the previous call did not finish, new shapes, the timestep jumped up, the adapter's own rule,
+        # or the sampler restarted (one expression: this runs on every call)
+        if clock["c"] and (clock["in_call"] or changed or (t is not None and prev_t is not None and t > prev_t) or (
+                self._starts_video is not None and self._starts_video(t)) or (
+                step is not None and clock["step"] is not None and step < clock["step"])):
+            if clock["in_call"]:
+                warnings.warn("fastercache: the previous model call did not finish; starting a new video",
+                              stacklevel=3)
             for p in self.policies:
                 p.video_ended(clock["c"])
             self.reset()

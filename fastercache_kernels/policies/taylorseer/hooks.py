@@ -176,11 +176,6 @@ class TaylorSeerHooks(AdaptiveHooks):
     def local_names(self) -> tuple:
         return (*super().local_names(), "clock", "fc_w", "rings", "hclock")
 
-    def save(self):
-        # the blocks keep no per-branch state here (no residuals: `residual_names`), so the branch switch on every
-        # call saves and loads the runtime's own names only, no block buffers
-        return self._own_state(), None
-
     def fresh(self) -> None:
         self.clock, self.fc_w, self.hclock = self._new_clock(), None, self._new_hclock()
         super().fresh()
