@@ -176,7 +176,8 @@ def main(argv=None) -> int:
         rt = handle.adaptive
         for n in ("_begin", "_same_step", "signature", "_pipeline_step", "_switch"):
             wrap(e, n, "engine." + n)
-        for n in ("begin", "end", "_begin_host", "_branch_links", "swap", "_read", "run", "step", "_update", "begin_policy"):
+        for n in ("begin", "end", "_begin_host", "_branch_links", "swap", "_read", "run", "step", "_update",
+                  "begin_policy"):
             wrap(rt, n, "runtime." + n)
         if e.log is not None:
             wrap(e.log, "record", "summary.record")

@@ -8,8 +8,8 @@ the clock (per state key: calls in the video, the timestep, new-video detection,
 diffusers `cache_context` carries), decides which state a call uses, and observes the first call of new input shapes.
 
 Policies plug in with a small protocol (see `Hooks`): `install`, `allocate` and `adopt` after an observed call,
-`begin`/`end` around each call, `reset` for a new video, `save`/`load`/`fresh` to keep their state per key, `stats`,
-`buffers`, `drop_buffers`.
+`begin`/`end` around each call, `reset` for a new video, `save`/`load`/`fresh` (and `swap`: a save and a load at
+once) to keep their state per key, `stats`, `buffers`, `drop_buffers`.
 
 State keys (docs/algorithms.md section 10): calls on the same sample tensor at the same timestep are the CFG branches
 of one sampler step, each with its own state: keyed by the `cache_context` name ("cond", "uncond") or, without a
