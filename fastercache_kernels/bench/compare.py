@@ -361,6 +361,19 @@ def fk_methods(target) -> list[Method]:
                           fk.TaylorSeerConfig(cache_interval=6, disable_cache_before_step=1, mode="residual")),
                 fk_method("fk AdaCache (30-call fast codebook) forecast 1",
                           lambda: settings._adacache(n).replace(forecast_order=1))]
+        # and points from a sweep on this same sample (docs/results.md "Wan, seventh pass": what fk's settings reach
+        # here, not settings tuned elsewhere): the attention forecasts with the last steps computed, the output
+        # forecast at a longer interval, MagCache with a longer reuse run and a smaller retained start
+        out += [fk_method(f"fk TaylorSeer (attention) interval {k} warm-up {w} last {e}",
+                          fk.TaylorSeerConfig(cache_interval=k, disable_cache_before_step=w,
+                                              disable_cache_after_step=n - e, mode="attention",
+                                              modules=(ATTENTION_NAMES,)))
+                for k, w, e in ((4, 1, 3), (5, 2, 4))]
+        out += [fk_method("fk TaylorSeer lite interval 7 order 2 warm-up 1",
+                          fk.TaylorSeerConfig(cache_interval=7, max_order=2, disable_cache_before_step=1)),
+                fk_method("fk MagCache 0.24 max skip 5 retention 0.1", lambda: fk.MagCacheConfig(
+                    mag_ratios=_fk_magcache_ratios(target), num_inference_steps=n, threshold=0.24, max_skip_steps=5,
+                    retention_ratio=0.1))]
     # SeaCache (docs/algorithms.md section 14): diffusers' rule and defaults (order-1 forecast), at its thresholds
     # "max m": at most m reused steps in a row (diffusers' default cap is 2; higher caps reach higher speeds); at
     # 2.0 with the cap of 2 the cap decides alone on the demo CogVideoX (one step in three computed), at 10.0 on
