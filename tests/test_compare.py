@@ -14,8 +14,10 @@ from fastercache_kernels.bench import compare  # noqa: E402
 from fastercache_kernels.bench.compare import Method, Point, frontier_gaps  # noqa: E402
 
 
-def _p(method, owner, speedup, psnr, model="m", error=None):
-    return Point(model, method, owner, cpu_s=1.0, speedup=speedup, psnr=psnr, error=error)
+def _p(method, owner, speedup, psnr, model="m", error=None, exact=None):
+    """A point; exact (the uncached sample bit for bit) where its PSNR is the cap, unless `exact` says otherwise."""
+    return Point(model, method, owner, cpu_s=1.0, speedup=speedup, psnr=psnr, error=error,
+                 exact=psnr == compare.PSNR_CAP if exact is None else exact)
 
 
 def test_frontier_gaps_pick_fks_best_point_at_or_above_the_peers_speed():
@@ -48,6 +50,31 @@ def test_frontier_gaps_pick_fks_best_point_at_or_above_the_peers_speed():
     assert "+2.00" in compare.format_gaps(list(gaps.values()))
     assert gaps["peer a"].verdict == "dominated" and gaps["peer b"].verdict == "not dominated"
     assert gaps["peer c"].verdict == "not dominated" and gaps["peer e"].verdict == "no reuse"
+
+
+def test_a_psnr_above_the_cap_is_not_exact():
+    """metrics.psnr averages per-frame PSNRs (identical frames count as the cap): a sample whose frames differ by
+    rounding can average above the cap without being the uncached one. It ranks below an exact sample, above every
+    lower PSNR, and prints as its number, never as "identical"."""
+    points = [
+        _p("no cache", "none", 1.0, 100.0),
+        _p("fk near", "fk", 1.2, 123.48),  # not exact, though above the cap
+        _p("fk exact", "fk", 1.1, 100.0),
+        _p("peer exact", "diffusers", 1.05, 100.0),
+        _p("peer", "diffusers", 1.15, 91.6),
+    ]
+    gaps = {g.peer: g for g in frontier_gaps(points)}
+    assert gaps["peer exact"].fk_method == "fk exact" and gaps["peer exact"].gap_db == 0.0
+    assert gaps["peer exact"].verdict == "no reuse"
+    assert gaps["peer"].fk_method == "fk near" and gaps["peer"].gap_db == pytest.approx(123.48 - 91.6)
+    assert gaps["peer"].verdict == "dominated" and not gaps["peer"].fk_exact
+    table = compare.format_gaps([gaps["peer"]])
+    assert "123.48" in table and "identical" not in table
+    assert compare.fk_frontier(points) == {("m", "fk near"), ("m", "fk exact")}
+    for p in points:
+        p.first_cpu_s = 1.0
+    rows = compare.format_points(points).splitlines()[2:]
+    assert "123.48" in rows[1] and "identical" in rows[2]
 
 
 def test_same_decisions_are_neither_a_win_nor_a_loss():
@@ -126,10 +153,11 @@ def test_quick_compare_on_the_demo_cogvideox(tmp_path, monkeypatch):
     assert len(record["load"]["before"]) == 3 and len(record["load"]["after"]) == 3
     ref, *others = record["points"]
     assert ref["error"] is None and ref["psnr"] == compare.PSNR_CAP and ref["speedup"] == pytest.approx(1.0)
+    assert ref["exact"]
     for p in others:
         assert p["error"] is None, p["error"]
         assert p["speedup"] > 0 and p["cpu_s"] > 0 and len(p["rounds_cpu_s"]) == 1
-        assert 0 < p["psnr"] <= compare.PSNR_CAP
+        assert p["psnr"] > 0 and (not p["exact"] or p["psnr"] == compare.PSNR_CAP)
     [gap] = record["gaps"]
     assert gap["peer"] == "diffusers FirstBlockCache 0.1"
     # fk's First-Block-Cache makes diffusers' decisions on the same noise: their samples match, whatever the speeds

@@ -31,7 +31,7 @@ def test_compile_option_end_to_end(tmp_path):
     for group in compiled.GROUPS:  # each process's compiled reference: one graph per call, none compiled while timed
         ref = rows[(group, "no cache (compiled)")]
         assert (ref["graphs_per_call"], ref["graph_breaks"], ref["recompiled_in_rounds"]) == (1.0, 0, 0)
-        assert ref["psnr"] == compare.PSNR_CAP and ref["speedup"] == pytest.approx(1.0)
+        assert ref["psnr"] == compare.PSNR_CAP and ref["exact"] and ref["speedup"] == pytest.approx(1.0)
     fk = rows[("fk", "fk First-Block-Cache 0.1")]
     assert fk["fullgraph"] and (fk["graphs_per_call"], fk["graph_breaks"], fk["recompiled_in_rounds"]) == (1.0, 0, 0)
     theirs = rows[("diffusers", "diffusers FirstBlockCache 0.1")]

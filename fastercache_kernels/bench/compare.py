@@ -53,7 +53,8 @@ class Point:
     owner: str
     cpu_s: float | None = None  # median CPU seconds per sample
     speedup: float | None = None  # median over rounds of uncached / this (same round)
-    psnr: float | None = None
+    psnr: float | None = None  # mean per-frame PSNR (metrics.psnr); above PSNR_CAP where frames differ by rounding
+    exact: bool = False  # the sample equals the uncached one bit for bit
     error: str | None = None  # why the method could not run on this model
     first_cpu_s: float | None = None  # the untimed first video after applying (set-up, first-call costs)
     rounds_cpu_s: list = field(default_factory=list)
@@ -75,13 +76,15 @@ class Gap:
     same: str | None = None  # the fk method that made the peer's decisions (same sample), if any
     same_speedup: float | None = None
     verdict: str = ""  # "dominated", "same decisions" or "not dominated"
+    peer_exact: bool = False  # the peer's sample is the uncached one, bit for bit
+    fk_exact: bool = False  # and fk's best point's
 
 
 def frontier_gaps(points: list[Point]) -> list[Gap]:
     """For every peer point that ran: fk's point with the highest PSNR among those of the same model at equal or
-    higher speedup, and the PSNR difference (fk minus peer). A sample identical to the uncached one has no finite
-    PSNR (metrics.psnr reports PSNR_CAP): then the gap is 0 when both are exact and otherwise left out, with a note
-    saying which side is exact.
+    higher speedup, and the PSNR difference (fk minus peer). A sample identical to the uncached one (`exact`) has no
+    finite PSNR and ranks above every other: then the gap is 0 when both are exact and otherwise left out, with a
+    note saying which side is exact.
 
     The verdict: "dominated" when an fk point other than the peer's twin (the fk method with the same sample,
     `Point.same_as`) is at least as fast with a higher PSNR (or exact against an inexact peer); else "no
@@ -94,28 +97,34 @@ def frontier_gaps(points: list[Point]) -> list[Gap]:
             continue
         mine = {q.method: q for q in points if q.owner == "fk" and q.error is None and q.model == p.model}
         faster = [q for q in mine.values() if q.speedup >= p.speedup]
-        best = max(faster, key=lambda q: (q.psnr, q.speedup), default=None)
+        best = max(faster, key=lambda q: (_quality(q), q.speedup), default=None)
         twin = next((mine[m] for m in p.same_as if m in mine), None)
-        if any(q.psnr > p.psnr and q.method not in p.same_as for q in faster):
+        if any(_quality(q) > _quality(p) and q.method not in p.same_as for q in faster):
             verdict = "dominated"
-        elif p.psnr >= PSNR_CAP:
+        elif p.exact:
             verdict = "no reuse"
         else:
             verdict = "same decisions" if twin is not None else "not dominated"
         gap, note = None, ""
         if best is None:
             note = "no fk point this fast"
-        elif best.psnr >= PSNR_CAP and p.psnr >= PSNR_CAP:
+        elif best.exact and p.exact:
             gap = 0.0
-        elif p.psnr >= PSNR_CAP:
+        elif p.exact:
             note = "peer exact, fk not"
-        elif best.psnr >= PSNR_CAP:
+        elif best.exact:
             note = "fk exact, peer not"
         else:
             gap = best.psnr - p.psnr
         gaps.append(Gap(p.model, p.method, p.owner, p.speedup, p.psnr, best and best.method, best and best.speedup,
-                        best and best.psnr, gap, note, twin and twin.method, twin and twin.speedup, verdict))
+                        best and best.psnr, gap, note, twin and twin.method, twin and twin.speedup, verdict,
+                        p.exact, bool(best and best.exact)))
     return gaps
+
+
+def _quality(p: Point) -> tuple:
+    """How close a point's sample is to the uncached one, for ordering: exact first, then by PSNR."""
+    return (p.exact, p.psnr)
 
 
 def fk_frontier(points: list[Point]) -> set[tuple[str, str]]:
@@ -124,12 +133,12 @@ def fk_frontier(points: list[Point]) -> set[tuple[str, str]]:
     out = set()
     models = dict.fromkeys(p.model for p in points)
     for model in models:
-        best = -math.inf
+        best = (False, -math.inf)
         for p in sorted((p for p in points if p.model == model and p.owner == "fk" and p.error is None),
                         key=lambda p: -p.speedup):  # from the fastest down: each point above every faster one
-            if p.psnr > best:
+            if _quality(p) > best:
                 out.add((model, p.method))
-                best = p.psnr
+                best = _quality(p)
     return out
 
 
@@ -564,6 +573,7 @@ def run_model(target, methods: list[Method], rounds: int, log=None) -> list[Poin
         p.cpu_s = statistics.median(p.rounds_cpu_s)
         p.speedup = statistics.median(b / t for b, t in zip(base, p.rounds_cpu_s))
         p.psnr = metrics.psnr(videos[i], videos[0])
+        p.exact = bool(torch.equal(videos[i], videos[0]))
     mark_same_decisions(points, [None if p.error is not None else v for p, v in zip(points, videos)])
     return points
 
@@ -577,7 +587,7 @@ def format_points(points: list[Point]) -> str:
         if p.error is not None:
             rows.append([p.model, p.owner, p.method, "", "", f"failed: {p.error}", "", ""])
         else:
-            rows.append([p.model, p.owner, p.method, f"{p.cpu_s:.2f}", f"{p.speedup:.2f}x", _db(p.psnr),
+            rows.append([p.model, p.owner, p.method, f"{p.cpu_s:.2f}", f"{p.speedup:.2f}x", _db(p.psnr, p.exact),
                          f"{p.first_cpu_s:.2f}", "*" if (p.model, p.method) in front else ""])
     return _table(head, rows, right=(3, 4, 6))
 
@@ -587,8 +597,8 @@ GAP_HEAD = ["model", "peer point", "speedup", "PSNR dB", "fk's best at >= its sp
 
 
 def _gap_row(g: Gap) -> list[str]:
-    return [g.model, g.peer, f"{g.peer_speedup:.2f}x", _db(g.peer_psnr), g.fk_method or "",
-            "" if g.fk_speedup is None else f"{g.fk_speedup:.2f}x", _db(g.fk_psnr), _gap(g), g.same or "",
+    return [g.model, g.peer, f"{g.peer_speedup:.2f}x", _db(g.peer_psnr, g.peer_exact), g.fk_method or "",
+            "" if g.fk_speedup is None else f"{g.fk_speedup:.2f}x", _db(g.fk_psnr, g.fk_exact), _gap(g), g.same or "",
             "" if g.same_speedup is None else f"{g.same_speedup:.2f}x", g.verdict]
 
 
@@ -605,7 +615,7 @@ def format_frontier(points: list[Point]) -> str:
                       key=lambda p: -p.speedup)
         if mine:
             lines.append(f"fk's frontier on {model}: " + " > ".join(
-                f"{p.method.removeprefix('fk ')} {p.speedup:.2f}x/{_db(p.psnr)}" for p in mine))
+                f"{p.method.removeprefix('fk ')} {p.speedup:.2f}x/{_db(p.psnr, p.exact)}" for p in mine))
     return "\n".join(lines)
 
 
@@ -613,8 +623,10 @@ def _gap(g: Gap) -> str:
     return g.note if g.gap_db is None else f"{g.gap_db:+.2f}"
 
 
-def _db(v: float | None) -> str:
-    return "" if v is None else ("identical" if v >= PSNR_CAP else f"{v:.2f}")
+def _db(v: float | None, exact: bool) -> str:
+    """A PSNR as the tables print it: "identical" for a sample equal to the uncached one bit for bit (its PSNR is
+    PSNR_CAP by convention), else the number, which may exceed the cap (frames that differ by rounding)."""
+    return "" if v is None else ("identical" if exact else f"{v:.2f}")
 
 
 def _table(head, rows, right=()) -> str:
@@ -632,8 +644,9 @@ def markdown(points: list[Point], gaps: list[Gap]) -> str:
         if p.error is not None:
             lines.append(f"| {p.model} | {p.owner} | {p.method} |  |  | failed: {p.error.replace('|', '/')} |  |  |")
         else:
+            front_mark = "*" if (p.model, p.method) in front else ""
             lines.append(f"| {p.model} | {p.owner} | {p.method} | {p.cpu_s:.2f} | {p.speedup:.2f}x | "
-                         f"{_db(p.psnr)} | {p.first_cpu_s:.2f} | {'*' if (p.model, p.method) in front else ''} |")
+                         f"{_db(p.psnr, p.exact)} | {p.first_cpu_s:.2f} | {front_mark} |")
     lines += ["", "| " + " | ".join(GAP_HEAD) + " |", "|" + "---|" * len(GAP_HEAD)]
     lines += ["| " + " | ".join(_gap_row(g)) + " |" for g in gaps]
     return "\n".join(lines)
@@ -654,8 +667,8 @@ def plot(points: list[Point], path) -> None:
     style = {"fk": ("o", "tab:blue"), "diffusers": ("s", "tab:orange"), "cache-dit": ("^", "tab:green")}
     for ax, model in zip(axes[0], models):
         ok = [p for p in points if p.model == model and p.error is None and p.owner != "none"]
-        top = max((p.psnr for p in ok if p.psnr < PSNR_CAP), default=PSNR_CAP - 5.0) + 5.0
-        y = lambda p, top=top: min(p.psnr, top)  # noqa: E731
+        top = max((p.psnr for p in ok if not p.exact), default=PSNR_CAP - 5.0) + 5.0
+        y = lambda p, top=top: top if p.exact else p.psnr  # noqa: E731
         for owner, (marker, color) in style.items():
             mine = [p for p in ok if p.owner == owner]
             if mine:

@@ -60,6 +60,8 @@ class CompiledPoint:
     speedup_vs_eager: float | None = None  # the same against the eager uncached model
     psnr: float | None = None  # against the compiled uncached video
     psnr_vs_eager: float | None = None  # against the eager uncached video
+    exact: bool = False  # the video equals the compiled uncached one bit for bit
+    exact_vs_eager: bool = False  # and the eager uncached one
     repeatable: bool | None = None  # the first timed video equals the compiling (first) one
     first_wall_s: float | None = None  # the untimed first video: compiling every graph it needs
     first_cpu_s: float | None = None
@@ -284,6 +286,7 @@ def run_model(target, methods: list[CompiledMethod], rounds: int, backend: str =
         p.speedup_vs_eager = statistics.median(b / t for b, t in zip(eager, p.rounds_cpu_s))
         p.psnr = metrics.psnr(videos[i], videos[0])
         p.psnr_vs_eager = metrics.psnr(videos[i], videos[1])
+        p.exact, p.exact_vs_eager = bool(torch.equal(videos[i], videos[0])), bool(torch.equal(videos[i], videos[1]))
         p.repeatable = bool(torch.equal(videos[i], first[i]))
         p.video_sha1 = hashlib.sha1(videos[i].contiguous().numpy().tobytes()).hexdigest()
         if p.compiled:
@@ -343,7 +346,7 @@ def rows(points: list[CompiledPoint]) -> tuple[list[str], list[list[str]]]:
             continue
         out.append([p.model, p.group, p.method, how, f"{p.cpu_s:.2f}", f"{p.speedup:.2f}x",
                     f"{p.speedup_vs_eager:.2f}x",
-                    compare._db(p.psnr), compare._db(p.psnr_vs_eager), _n(p.graphs, "d"), _n(p.graph_breaks, "d"),
+                    compare._db(p.psnr, p.exact), compare._db(p.psnr_vs_eager, p.exact_vs_eager), _n(p.graphs, "d"), _n(p.graph_breaks, "d"),
                     _n(p.graphs_per_call, ".2f"), f"{p.first_wall_s:.1f}", "yes" if p.repeatable else "no"])
     return head, out
 
