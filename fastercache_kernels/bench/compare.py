@@ -511,14 +511,14 @@ def _short_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[:160]}"
 
 
-def run_model(target, methods: list[Method], rounds: int, log=None) -> list[Point]:
-    """Each method patches its own copy of the model once and samples one untimed video (first-call costs: lazy
-    buffers, any probing); then `rounds` interleaved rounds each reset the method's state (a new video) and time one
-    sample. Returns one Point per method (the first is the uncached reference). A method that raises is recorded
-    with its error and not run again."""
-    from ..demo import metrics
-
-    points = [Point(target.family, m.name, m.owner) for m in methods]
+def interleaved_rounds(target, methods, points, rounds: int, apply, first, required: int = 1, log=None,
+                       timed=None) -> list:
+    """The rounds of `compare` and `compare --compile`. Each method patches a fresh copy of the target
+    (`apply(i, method, obj)` -> (what to sample, its handle or None)) and samples one untimed video (`first(i, method,
+    runner)`); then `rounds` interleaved rounds reset each handle (a new video) and time one sample (CPU time, into
+    `points[i].rounds_cpu_s`; `timed(i)`, a context manager around it, may measure more). A method that raises is
+    recorded in `points[i].error` and not run again (the first `required` ones are the references: they raise).
+    Returns the first round's sample of each method (None where it failed); every handle is removed."""
     subjects: list = [None] * len(methods)
     videos: list = [None] * len(methods)
 
@@ -532,30 +532,27 @@ def run_model(target, methods: list[Method], rounds: int, log=None) -> list[Poin
             handle and handle.remove()
 
     for i, m in enumerate(methods):  # set-up and the untimed first video
-        obj = target.fresh()
         try:
-            handle = m.apply(target, obj) if m.apply is not None else None
-            subjects[i] = (obj, handle)
-            t0 = time.process_time()
-            target.sample(obj, context=m.context)
-            points[i].first_cpu_s = time.process_time() - t0
+            subjects[i] = apply(i, m, target.fresh())
+            first(i, m, subjects[i][0])
         except Exception as e:  # a peer hook that does not fit this model: record why, keep going
-            if i == 0:
+            if i < required:
                 raise
             failed(i, e)
     for r in range(rounds):
         for i, m in enumerate(methods):
             if subjects[i] is None:
                 continue
-            obj, handle = subjects[i]
+            run, handle = subjects[i]
             try:
                 if handle is not None:
                     handle.reset()
-                t0 = time.process_time()
-                video = target.sample(obj, context=m.context)
-                points[i].rounds_cpu_s.append(time.process_time() - t0)
+                with timed(i) if timed is not None else contextlib.nullcontext():
+                    t0 = time.process_time()
+                    video = target.sample(run, context=m.context)
+                    points[i].rounds_cpu_s.append(time.process_time() - t0)
             except Exception as e:
-                if i == 0:
+                if i < required:
                     raise
                 failed(i, e)
                 continue
@@ -563,9 +560,28 @@ def run_model(target, methods: list[Method], rounds: int, log=None) -> list[Poin
                 videos[i] = video
         if log:
             log(f"  {target.family}: round {r + 1}/{rounds} done")
-    for obj_handle in subjects:
-        if obj_handle is not None and obj_handle[1] is not None:
-            obj_handle[1].remove()
+    for s in subjects:
+        if s is not None and s[1] is not None:
+            s[1].remove()
+    return videos
+
+
+def run_model(target, methods: list[Method], rounds: int, log=None) -> list[Point]:
+    """Each method patches its own copy of the model once and samples one untimed video (first-call costs: lazy
+    buffers, any probing); then `rounds` interleaved rounds each reset the method's state (a new video) and time one
+    sample. Returns one Point per method (the first is the uncached reference). A method that raises is recorded
+    with its error and not run again."""
+    from ..demo import metrics
+
+    points = [Point(target.family, m.name, m.owner) for m in methods]
+
+    def first(i, m, run):
+        t0 = time.process_time()
+        target.sample(run, context=m.context)
+        points[i].first_cpu_s = time.process_time() - t0
+
+    videos = interleaved_rounds(target, methods, points, rounds, lambda i, m, obj: (
+        obj, m.apply(target, obj) if m.apply is not None else None), first, required=1, log=log)
     base = points[0].rounds_cpu_s
     for i, p in enumerate(points):
         if p.error is not None:

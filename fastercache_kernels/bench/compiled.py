@@ -212,71 +212,41 @@ def run_model(target, methods: list[CompiledMethod], rounds: int, backend: str =
     if [m.owner for m in methods[:2]] != ["none", "none"] or not methods[0].compile or methods[1].compile:
         raise ValueError("run_model: methods[0] must be the compiled uncached model, methods[1] the eager one")
     points = [CompiledPoint(target.family, m.name, m.owner, m.compile, m.compile and m.fullgraph) for m in methods]
-    subjects: list = [None] * len(methods)
     first: list = [None] * len(methods)
-    videos: list = [None] * len(methods)
     runs = [0] * len(methods)  # compiled graphs run in the timed rounds
     counter = GraphCounter(backend)
 
-    def failed(i, e):
-        points[i].error = compare._short_error(e)
-        if log:
-            log(f"  {target.family}: {methods[i].name} failed: {points[i].error}")
-        handle = subjects[i] and subjects[i][1]
-        subjects[i] = None
-        with contextlib.suppress(Exception):
-            handle and handle.remove()
-
-    for i, m in enumerate(methods):  # patch, compile, and the untimed first video (compiles every graph it needs)
-        obj = target.fresh()
+    def apply(i, m, obj):
+        handle = m.apply(target, obj) if m.apply is not None else None
         try:
-            handle = m.apply(target, obj) if m.apply is not None else None
-            run = _compiled(m, obj, counter)
-            subjects[i] = (run, handle, obj)
-            g0, b0 = _graph_stats()
-            w0, c0 = time.perf_counter(), time.process_time()
-            first[i] = target.sample(run, context=m.context)
-            points[i].first_wall_s, points[i].first_cpu_s = time.perf_counter() - w0, time.process_time() - c0
-            if m.compile:
-                g1, b1 = _graph_stats()
-                p = points[i]
-                p.graphs, p.graph_breaks = g1 - g0, b1 - b0
-        except Exception as e:
-            if i < 2:
-                raise
-            failed(i, e)
-            continue
+            return _compiled(m, obj, counter), handle
+        except Exception:
+            if handle is not None:
+                handle.remove()
+            raise
+
+    def first_video(i, m, run):  # compiles every graph it needs
+        g0, b0 = _graph_stats()
+        w0, c0 = time.perf_counter(), time.process_time()
+        first[i] = target.sample(run, context=m.context)
+        p = points[i]
+        p.first_wall_s, p.first_cpu_s = time.perf_counter() - w0, time.process_time() - c0
+        if m.compile:
+            g1, b1 = _graph_stats()
+            p.graphs, p.graph_breaks = g1 - g0, b1 - b0
         if log:
-            p = points[i]
             log(f"  {target.family}: {m.name}: first video {p.first_wall_s:.1f} s wall"
-                + (f", {p.graphs} graph(s) compiled, {p.graph_breaks} graph break(s)"
-                   if m.compile else ""))
-    for r in range(rounds):
-        for i, m in enumerate(methods):
-            if subjects[i] is None:
-                continue
-            run, handle, _ = subjects[i]
-            try:
-                if handle is not None:
-                    handle.reset()
-                g0, r0 = _graph_stats()[0], counter.runs
-                t0 = time.process_time()
-                video = target.sample(run, context=m.context)
-                points[i].rounds_cpu_s.append(time.process_time() - t0)
-                points[i].recompiled_in_rounds += _graph_stats()[0] - g0
-                runs[i] += counter.runs - r0
-            except Exception as e:
-                if i < 2:
-                    raise
-                failed(i, e)
-                continue
-            if r == 0:
-                videos[i] = video
-        if log:
-            log(f"  {target.family}: round {r + 1}/{rounds} done")
-    for s in subjects:
-        if s is not None and s[1] is not None:
-            s[1].remove()
+                + (f", {p.graphs} graph(s) compiled, {p.graph_breaks} graph break(s)" if m.compile else ""))
+
+    @contextlib.contextmanager
+    def timed(i):  # graphs compiled while timed (should be none) and compiled graphs run
+        g0, r0 = _graph_stats()[0], counter.runs
+        yield
+        points[i].recompiled_in_rounds += _graph_stats()[0] - g0
+        runs[i] += counter.runs - r0
+
+    videos = compare.interleaved_rounds(target, methods, points, rounds, apply, first_video, required=2, log=log,
+                                        timed=timed)
     base, eager = points[0].rounds_cpu_s, points[1].rounds_cpu_s
     for i, p in enumerate(points):
         if p.error is not None:
@@ -346,7 +316,8 @@ def rows(points: list[CompiledPoint]) -> tuple[list[str], list[list[str]]]:
             continue
         out.append([p.model, p.group, p.method, how, f"{p.cpu_s:.2f}", f"{p.speedup:.2f}x",
                     f"{p.speedup_vs_eager:.2f}x",
-                    compare._db(p.psnr, p.exact), compare._db(p.psnr_vs_eager, p.exact_vs_eager), _n(p.graphs, "d"), _n(p.graph_breaks, "d"),
+                    compare._db(p.psnr, p.exact), compare._db(p.psnr_vs_eager, p.exact_vs_eager),
+                    _n(p.graphs, "d"), _n(p.graph_breaks, "d"),
                     _n(p.graphs_per_call, ".2f"), f"{p.first_wall_s:.1f}", "yes" if p.repeatable else "no"])
     return head, out
 
