@@ -400,7 +400,6 @@ class AdaptiveHooks(Hooks):
                 "_run_fresh", "_due")
 
     _state_names = None
-    _read_state = None  # operator.attrgetter of the names (set with `_state_names`)
     _at: dict = {}  # name -> position in a saved state (set with `_state_names`)
 
     def state_names(self) -> tuple:
@@ -439,22 +438,6 @@ class AdaptiveHooks(Hooks):
         self.__dict__.update(zip(self._state_names, mine))
         for b, bufs in zip(self._keyed, blocks):
             b.bufs = bufs
-
-    def swap(self, state):
-        """`save()` and `load(state)` (`fresh()` for None) in one call, without their nested calls: the branch switch
-        runs it on every per-branch call."""
-        read, keyed = self._read_state, self._keyed
-        if read is None:
-            self.state_names()
-            read = self._read_state
-        mine = (list(read(self)), [b.bufs for b in keyed])
-        if state is None:
-            self.fresh()
-        else:
-            self.__dict__.update(zip(self._state_names, state[0]))
-            for b, bufs in zip(keyed, state[1]):
-                b.bufs = bufs
-        return mine
 
     def _flush_saved(self, state: list) -> list:
         """Another key's saved state with its deferred writes made (`_flush`): its `pred` and `metric` are about to

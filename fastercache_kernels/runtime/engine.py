@@ -107,8 +107,8 @@ class Hooks:
         pass
 
     def swap(self, state):
-        """The branch switch: returns `save()` after loading `state` in its place (`fresh()` for None). One call per
-        policy and per-branch call; a policy may do it faster than the two (AdaptiveHooks)."""
+        """The branch switch: returns `save()` after loading `state` in its place (`fresh()` for None): one call per
+        policy on every per-branch call."""
         mine = self.save()
         if state is None:
             self.fresh()
